@@ -1,0 +1,2 @@
+// placeholder, replaced as the module is written
+int main() { return 0; }

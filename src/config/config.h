@@ -1,0 +1,106 @@
+// The run configuration: every key of ../shared/spec/CONFIG.md with its default.
+// Parsing, validation and the resolved dump live in config.cpp.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dsmoe {
+
+struct ModelConfig {
+  int vocab_size = 0;  // 0 = from the data: 256 for text, max token + 1 for a .bin file
+  int d_model = 256;
+  int n_layers = 4;
+  int n_heads = 4;
+  int seq_len = 256;
+  int first_dense_layers = 1;
+  int dense_hidden = 1024;
+  double rope_theta = 10000.0;
+  double norm_eps = 1.0e-6;
+  bool tie_embeddings = false;
+  double init_std = 0.02;
+};
+
+struct MoeConfig {
+  int n_routed = 16;
+  int n_shared = 1;
+  int top_k = 2;
+  int expert_hidden = 256;
+  std::string score = "softmax";  // softmax | softmax_topk | sigmoid
+  bool norm_topk = false;
+  double router_noise = 0.0;
+  double capacity_factor = 0.0;   // 0 = dropless
+  int route_devices = 0;          // > 0: device-limited routing
+};
+
+struct BalanceConfig {
+  double expert_alpha = 0.01;
+  double device_alpha = 0.0;
+  int device_groups = 0;  // 0 = expert-parallel size
+  double seq_alpha = 0.0;
+  double comm_alpha = 0.0;
+  double bias_rate = 0.0;
+};
+
+struct TrainConfig {
+  int64_t steps = 1000;
+  int batch_size = 32;
+  int micro_batches = 1;
+  double lr = 1.0e-3;
+  double min_lr = 1.0e-4;
+  int64_t warmup_steps = 100;
+  std::string schedule = "cosine";  // cosine | constant
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1.0e-8;
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;  // 0 = no clipping
+  int64_t log_every = 10;
+  int64_t eval_every = 100;  // 0 = only at the end
+  int eval_batches = 8;
+  int64_t checkpoint_every = 0;  // 0 = only at the end
+};
+
+struct DataConfig {
+  std::string path = "default";
+  double val_fraction = 0.005;
+  bool shuffle = true;
+};
+
+struct ParallelConfig {
+  int expert_parallel = 0;  // 0 = all ranks
+};
+
+struct Config {
+  std::string name = "quickstart";
+  uint64_t seed = 1234;
+  std::string backend = "auto";    // auto | cpu | cuda
+  std::string precision = "fp32";  // fp32 | bf16
+  ModelConfig model;
+  MoeConfig moe;
+  BalanceConfig balance;
+  TrainConfig train;
+  DataConfig data;
+  ParallelConfig parallel;
+  std::string out = "runs/quickstart";
+
+  std::string source;  // the file it was read from ("<string>" when parsed from text)
+
+  int n_moe_layers() const { return model.n_layers - model.first_dense_layers; }
+  bool is_moe_layer(int l) const { return l >= model.first_dense_layers; }
+};
+
+// Reads a YAML file, applies `--set key=value` overrides (in order), fills defaults and
+// validates. Throws dsmoe::Error naming "file:line: key: problem".
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Same from YAML text; `source` names it in errors.
+Config parse_config(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides = {});
+// Cross-key checks that need the data (vocab) or the world (ranks); called again once
+// those are known. Throws naming the key.
+void validate_config(const Config& cfg, int world_size = 1);
+// Every key with its resolved value, as YAML text in the CONFIG.md order; parse_config of
+// the result gives back an equal Config.
+std::string to_yaml(const Config& cfg);
+
+}  // namespace dsmoe

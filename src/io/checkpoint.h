@@ -1,0 +1,44 @@
+// Checkpoints in the HDF5 layout of MODEL.md ("Checkpoint (HDF5)"): one file for the whole
+// model, float32, [out, in] layout, experts stacked. Written to "<path>.tmp" and renamed, so a
+// crash never leaves a half-written checkpoint under the real name.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "params/param_table.h"
+
+namespace dsmoe {
+
+struct CheckpointMeta {
+  int64_t step = 0;          // optimizer steps taken
+  int64_t tokens_seen = 0;
+  std::string config_yaml;   // the resolved config
+  double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0;  // of the last step taken
+};
+
+// What a checkpoint holds for the tensors of `table` (this rank's slices).
+struct CheckpointState {
+  std::vector<float> params;  // table.size() elements each
+  std::vector<float> m, v;    // AdamW moments
+  int64_t optimizer_step = 0;
+  std::vector<std::vector<float>> bias;  // per MoE layer, [n_routed] (global, not sharded)
+  std::vector<int> moe_layers;           // layer index of each bias entry
+  CheckpointMeta meta;
+};
+
+// Writes the whole model (single writer: the caller holds every tensor of `table`).
+void write_checkpoint(const std::string& path, const ParamTable& table, const CheckpointState& state);
+
+// Reads the tensors of `table` (an expert-sharded tensor reads rows
+// [expert_first, expert_first + shape[0]) of its stacked dataset). Checks the format attribute
+// and version, and every dataset's shape against the table, throwing an Error that names the
+// file and the tensor (missing, wrong shape) on mismatch. A checkpoint without /optimizer
+// loads with zero moments and optimizer_step = meta.step.
+CheckpointState read_checkpoint(const std::string& path, const ParamTable& table,
+                                const std::vector<int>& moe_layers, int n_routed);
+
+// Only the metadata (for `dsmoe eval/generate`, which rebuild the model from the stored config).
+CheckpointMeta read_checkpoint_meta(const std::string& path);
+
+}  // namespace dsmoe

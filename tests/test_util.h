@@ -1,0 +1,25 @@
+// Helpers shared by the tests: temporary directories, running the dsmoe binary, reading files.
+#pragma once
+#include <string>
+
+namespace dsmoe::test {
+
+// A fresh empty directory under the build's temp area, removed when the object dies.
+struct TempDir {
+  TempDir();
+  ~TempDir();
+  std::string path;
+  std::string file(const std::string& name) const { return path + "/" + name; }
+};
+
+struct RunResult {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs `DSMOE_BIN args` through the shell, capturing output.
+RunResult run_dsmoe(const std::string& args);
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& text);
+
+}  // namespace dsmoe::test
