@@ -1,0 +1,148 @@
+// The one interface every layer's math goes through. A backend owns memory and the ops below;
+// the model, MoE layer and optimizer never touch buffer contents except through these ops or
+// explicit to_host/to_device copies, so a CUDA backend plugs in without touching model code.
+// T is the compute type: float for training, double for finite-difference tests on CPU.
+// Shapes are in comments as [rows, cols], row-major.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dsmoe {
+
+template <typename T>
+struct GemmArgs {  // C = alpha * op(A) op(B) + beta * C, row-major, as cblas_?gemm
+  bool trans_a = false, trans_b = false;
+  int m = 0, n = 0, k = 0;
+  T alpha = 1;
+  const T* a = nullptr;
+  int lda = 0;
+  const T* b = nullptr;
+  int ldb = 0;
+  T beta = 0;
+  T* c = nullptr;
+  int ldc = 0;
+};
+
+template <typename T>
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // Memory (zero-initialized) and copies between host and backend memory.
+  virtual void* alloc_bytes(size_t bytes) = 0;
+  virtual void free_bytes(void* p) = 0;
+  virtual void copy_bytes_to_host(void* host, const void* src, size_t bytes) = 0;
+  virtual void copy_bytes_to_device(void* dst, const void* host, size_t bytes) = 0;
+  virtual size_t peak_bytes() const = 0;
+
+  // Elementwise.
+  virtual void fill(T* x, T value, int64_t n) = 0;
+  virtual void copy(T* dst, const T* src, int64_t n) = 0;
+  virtual void add(T* y, const T* x, int64_t n) = 0;  // y += x
+  virtual double sum_squares(const T* x, int64_t n) = 0;
+
+  // Matrix products: one, or a list of independent problems (the routed experts).
+  virtual void gemm(const GemmArgs<T>& g) = 0;
+  virtual void gemm_batch(const std::vector<GemmArgs<T>>& gs) = 0;
+
+  // out[r] = table[tokens[r]]                                   out [R, d], table [V, d]
+  virtual void embedding_forward(T* out, const int32_t* tokens, const T* table, int rows, int d) = 0;
+  // dtable[tokens[r]] += dout[r]
+  virtual void embedding_backward(T* dtable, const int32_t* tokens, const T* dout, int rows, int d) = 0;
+
+  // out = x / sqrt(mean(x^2) + eps) * w; rstd [R] saved for backward.     x, out [R, d]
+  virtual void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int rows, int d, double eps) = 0;
+  // dx += ..., dw += ...
+  virtual void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* rstd,
+                                int rows, int d) = 0;
+
+  // Rotary embedding (rotate-half) on the q and k parts of qkv [B*T, 3*d] in place; inverse=true
+  // rotates back (the backward of the forward rotation).
+  virtual void rope(T* qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) = 0;
+
+  // Causal attention. qkv [B*T, 3d] (q|k|v), out [B*T, d], probs [B, H, T, T] saved.
+  virtual void attention_forward(T* out, T* probs, const T* qkv, int batch, int seq, int n_heads,
+                                 int head_dim) = 0;
+  // dqkv [B*T, 3d] is written. scratch holds B*H*T*T.
+  virtual void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* probs,
+                                  int batch, int seq, int n_heads, int head_dim) = 0;
+
+  // act = silu(g) * u with gu [R, 2n] = [g | u], act [R, n].
+  virtual void swiglu_forward(T* act, const T* gu, int rows, int n) = 0;
+  virtual void swiglu_backward(T* dgu, const T* dact, const T* gu, int rows, int n) = 0;
+
+  // Softmax cross-entropy: logits [R, V] are replaced by scale * dloss/dlogits,
+  // losses [R] get -log p(target). Returns the sum of losses.
+  virtual double cross_entropy(T* logits, T* losses, const int32_t* targets, int rows, int vocab,
+                               T scale) = 0;
+
+  // out[r] = idx[r] >= 0 ? in[idx[r]] : 0.                    out [n, d]
+  virtual void gather_rows(T* out, const T* in, const int32_t* idx, int n, int d) = 0;
+  // out[r] += sum_k w[r*K+k] * y[r*K+k].                        out [R, d], y [R*K, d]
+  virtual void weighted_sum_rows(T* out, const T* y, const T* w, int rows, int k, int d) = 0;
+  // Its backward: dy[r*K+k] = w[r*K+k] * dout[r], dw[r*K+k] = dot(dout[r], y[r*K+k]).
+  virtual void weighted_sum_rows_backward(T* dy, T* dw, const T* dout, const T* y, const T* w,
+                                          int rows, int k, int d) = 0;
+
+  // AdamW (torch.optim.AdamW) on n elements; step is 1-based.
+  virtual void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1,
+                     double beta2, double eps, double weight_decay, int64_t step, double grad_scale) = 0;
+};
+
+// Owning buffer of n elements of U in a backend's memory.
+template <typename U>
+class Buf {
+ public:
+  Buf() = default;
+  template <typename T>
+  Buf(Backend<T>& be, int64_t n) { reset(be, n); }
+  ~Buf() { release(); }
+  Buf(Buf&& o) noexcept { *this = std::move(o); }
+  Buf& operator=(Buf&& o) noexcept {
+    if (this != &o) {
+      release();
+      p_ = o.p_; n_ = o.n_; free_ = o.free_; owner_ = o.owner_;
+      o.p_ = nullptr; o.n_ = 0;
+    }
+    return *this;
+  }
+  template <typename T>
+  void reset(Backend<T>& be, int64_t n) {
+    release();
+    n_ = n;
+    owner_ = &be;
+    free_ = [](void* owner, void* p) { static_cast<Backend<T>*>(owner)->free_bytes(p); };
+    p_ = static_cast<U*>(be.alloc_bytes(static_cast<size_t>(n) * sizeof(U)));
+  }
+  U* data() { return p_; }
+  const U* data() const { return p_; }
+  int64_t size() const { return n_; }
+  operator U*() { return p_; }
+  operator const U*() const { return p_; }
+
+ private:
+  void release() {
+    if (p_) free_(owner_, p_);
+    p_ = nullptr;
+  }
+  U* p_ = nullptr;
+  int64_t n_ = 0;
+  void (*free_)(void*, void*) = nullptr;
+  void* owner_ = nullptr;
+};
+
+template <typename T, typename U>
+std::vector<U> to_host(Backend<T>& be, const U* src, int64_t n) {
+  std::vector<U> out(static_cast<size_t>(n));
+  be.copy_bytes_to_host(out.data(), src, static_cast<size_t>(n) * sizeof(U));
+  return out;
+}
+
+template <typename T, typename U>
+void to_device(Backend<T>& be, U* dst, const std::vector<U>& src) {
+  be.copy_bytes_to_device(dst, src.data(), src.size() * sizeof(U));
+}
+
+}  // namespace dsmoe

@@ -1,0 +1,365 @@
+#include "backend/cpu_backend.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <tuple>
+#include <unordered_map>
+
+#include "backend/cpu_blas.h"
+#include "util/check.h"
+
+namespace dsmoe {
+namespace {
+
+// Splits [0, n) into one fixed chunk per thread; the partition depends only on n and the
+// thread count, which keeps reductions deterministic.
+template <typename F>
+void parallel_chunks(int64_t n, F&& f) {
+#pragma omp parallel
+  {
+    int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+    if (lo < hi) f(lo, hi);
+  }
+}
+
+template <typename T>
+class CpuBackend final : public Backend<T> {
+ public:
+  std::string name() const override { return "cpu"; }
+
+  void* alloc_bytes(size_t bytes) override {
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, std::max<size_t>(rounded, 64));
+    DSMOE_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes");
+    std::memset(p, 0, rounded);
+    std::lock_guard<std::mutex> lock(mu_);
+    sizes_[p] = rounded;
+    live_ += rounded;
+    peak_ = std::max(peak_, live_);
+    return p;
+  }
+  void free_bytes(void* p) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      live_ -= sizes_[p];
+      sizes_.erase(p);
+    }
+    std::free(p);
+  }
+  void copy_bytes_to_host(void* host, const void* src, size_t bytes) override { std::memcpy(host, src, bytes); }
+  void copy_bytes_to_device(void* dst, const void* host, size_t bytes) override { std::memcpy(dst, host, bytes); }
+  size_t peak_bytes() const override { return peak_; }
+
+  void fill(T* x, T value, int64_t n) override {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) x[i] = value;
+  }
+  void copy(T* dst, const T* src, int64_t n) override {
+    parallel_chunks(n, [&](int64_t lo, int64_t hi) { std::memcpy(dst + lo, src + lo, (hi - lo) * sizeof(T)); });
+  }
+  void add(T* y, const T* x, int64_t n) override {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+  }
+  double sum_squares(const T* x, int64_t n) override {
+    int nt = omp_get_max_threads();
+    std::vector<double> part(nt, 0.0);
+#pragma omp parallel num_threads(nt)
+    {
+      int t = omp_get_thread_num();
+      int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+      double s = 0;
+      for (int64_t i = lo; i < hi; ++i) s += static_cast<double>(x[i]) * x[i];
+      part[t] = s;
+    }
+    double s = 0;
+    for (double p : part) s += p;
+    return s;
+  }
+
+  void gemm(const GemmArgs<T>& g) override {
+    if (g.m == 0 || g.n == 0) return;
+    if (g.k == 0) {  // BLAS leaves C alone when k = 0; the math says C = beta * C
+      for (int i = 0; i < g.m; ++i)
+        for (int j = 0; j < g.n; ++j) g.c[(int64_t)i * g.ldc + j] *= g.beta;
+      return;
+    }
+    cpu::gemm(g);
+  }
+  void gemm_batch(const std::vector<GemmArgs<T>>& gs) override {
+    for (const auto& g : gs) gemm(g);
+  }
+
+  void embedding_forward(T* out, const int32_t* tokens, const T* table, int rows, int d) override {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; ++r) std::memcpy(out + (int64_t)r * d, table + (int64_t)tokens[r] * d, d * sizeof(T));
+  }
+  void embedding_backward(T* dtable, const int32_t* tokens, const T* dout, int rows, int d) override {
+    // Threads own column ranges, so no two threads add to the same element.
+    parallel_chunks(d, [&](int64_t lo, int64_t hi) {
+      for (int r = 0; r < rows; ++r) {
+        T* dst = dtable + (int64_t)tokens[r] * d;
+        const T* src = dout + (int64_t)r * d;
+        for (int64_t j = lo; j < hi; ++j) dst[j] += src[j];
+      }
+    });
+  }
+
+  void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int rows, int d, double eps) override {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; ++r) {
+      const T* xr = x + (int64_t)r * d;
+      T* o = out + (int64_t)r * d;
+      double ss = 0;
+      for (int j = 0; j < d; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+      T s = static_cast<T>(1.0 / std::sqrt(ss / d + eps));
+      rstd[r] = s;
+      for (int j = 0; j < d; ++j) o[j] = xr[j] * s * w[j];
+    }
+  }
+  void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* rstd, int rows,
+                        int d) override {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; ++r) {
+      const T* xr = x + (int64_t)r * d;
+      const T* g = dout + (int64_t)r * d;
+      T* dxr = dx + (int64_t)r * d;
+      T s = rstd[r];
+      double dot = 0;  // mean over j of (g*w)_j * xhat_j
+      for (int j = 0; j < d; ++j) dot += static_cast<double>(g[j]) * w[j] * xr[j] * s;
+      T c = static_cast<T>(dot / d);
+      for (int j = 0; j < d; ++j) dxr[j] += s * (g[j] * w[j] - xr[j] * s * c);
+    }
+    parallel_chunks(d, [&](int64_t lo, int64_t hi) {
+      for (int r = 0; r < rows; ++r) {
+        const T* xr = x + (int64_t)r * d;
+        const T* g = dout + (int64_t)r * d;
+        T s = rstd[r];
+        for (int64_t j = lo; j < hi; ++j) dw[j] += g[j] * xr[j] * s;
+      }
+    });
+  }
+
+  void rope(T* qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) override {
+    const std::vector<T>& cs = rope_table(seq, head_dim, theta);
+    const int half = head_dim / 2, d = n_heads * head_dim;
+    const T sign = inverse ? T(-1) : T(1);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < (int64_t)batch * seq; ++r) {
+      int pos = static_cast<int>(r % seq);
+      const T* c = cs.data() + (int64_t)pos * head_dim;  // cos[half] | sin[half]
+      for (int part = 0; part < 2; ++part) {             // q, then k
+        T* row = qkv + r * 3 * d + part * d;
+        for (int h = 0; h < n_heads; ++h) {
+          T* x = row + h * head_dim;
+          for (int i = 0; i < half; ++i) {
+            T a = x[i], b = x[i + half], co = c[i], si = sign * c[half + i];
+            x[i] = a * co - b * si;
+            x[i + half] = b * co + a * si;
+          }
+        }
+      }
+    }
+  }
+
+  void attention_forward(T* out, T* probs, const T* qkv, int batch, int seq, int n_heads, int head_dim) override {
+    const int d = n_heads * head_dim, ld = 3 * d;
+    const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < batch * n_heads; ++bh) {
+      int b = bh / n_heads, h = bh % n_heads;
+      const T* q = qkv + (int64_t)b * seq * ld + h * head_dim;
+      T* p = probs + (int64_t)bh * seq * seq;
+      cpu::gemm(GemmArgs<T>{false, true, seq, seq, head_dim, scale, q, ld, q + d, ld, T(0), p, seq});
+      for (int i = 0; i < seq; ++i) {
+        T* row = p + (int64_t)i * seq;
+        T mx = row[0];
+        for (int j = 1; j <= i; ++j) mx = std::max(mx, row[j]);
+        double sum = 0;
+        for (int j = 0; j <= i; ++j) {
+          row[j] = std::exp(row[j] - mx);
+          sum += row[j];
+        }
+        T inv = static_cast<T>(1.0 / sum);
+        for (int j = 0; j <= i; ++j) row[j] *= inv;
+        for (int j = i + 1; j < seq; ++j) row[j] = 0;
+      }
+      cpu::gemm(GemmArgs<T>{false, false, seq, head_dim, seq, T(1), p, seq, q + 2 * d, ld, T(0),
+                            out + (int64_t)b * seq * d + h * head_dim, d});
+    }
+  }
+
+  void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* probs, int batch, int seq,
+                          int n_heads, int head_dim) override {
+    const int d = n_heads * head_dim, ld = 3 * d;
+    const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < batch * n_heads; ++bh) {
+      int b = bh / n_heads, h = bh % n_heads;
+      const T* q = qkv + (int64_t)b * seq * ld + h * head_dim;
+      const T* k = q + d;
+      const T* v = q + 2 * d;
+      const T* go = dout + (int64_t)b * seq * d + h * head_dim;
+      T* dq = dqkv + (int64_t)b * seq * ld + h * head_dim;
+      const T* p = probs + (int64_t)bh * seq * seq;
+      T* ds = scratch + (int64_t)bh * seq * seq;
+      cpu::gemm(GemmArgs<T>{true, false, seq, head_dim, seq, T(1), p, seq, go, d, T(0), dq + 2 * d, ld});  // dV
+      cpu::gemm(GemmArgs<T>{false, true, seq, seq, head_dim, T(1), go, d, v, ld, T(0), ds, seq});         // dP
+      for (int i = 0; i < seq; ++i) {
+        const T* pr = p + (int64_t)i * seq;
+        T* row = ds + (int64_t)i * seq;
+        double dot = 0;
+        for (int j = 0; j <= i; ++j) dot += static_cast<double>(pr[j]) * row[j];
+        T c = static_cast<T>(dot);
+        for (int j = 0; j <= i; ++j) row[j] = pr[j] * (row[j] - c) * scale;
+        for (int j = i + 1; j < seq; ++j) row[j] = 0;
+      }
+      cpu::gemm(GemmArgs<T>{false, false, seq, head_dim, seq, T(1), ds, seq, k, ld, T(0), dq, ld});      // dQ
+      cpu::gemm(GemmArgs<T>{true, false, seq, head_dim, seq, T(1), ds, seq, q, ld, T(0), dq + d, ld});   // dK
+    }
+  }
+
+  void swiglu_forward(T* act, const T* gu, int rows, int n) override {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; ++r) {
+      const T* g = gu + (int64_t)r * 2 * n;
+      const T* u = g + n;
+      T* a = act + (int64_t)r * n;
+      for (int j = 0; j < n; ++j) a[j] = g[j] / (T(1) + std::exp(-g[j])) * u[j];
+    }
+  }
+  void swiglu_backward(T* dgu, const T* dact, const T* gu, int rows, int n) override {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; ++r) {
+      const T* g = gu + (int64_t)r * 2 * n;
+      const T* u = g + n;
+      const T* da = dact + (int64_t)r * n;
+      T* dg = dgu + (int64_t)r * 2 * n;
+      T* du = dg + n;
+      for (int j = 0; j < n; ++j) {
+        T sig = T(1) / (T(1) + std::exp(-g[j]));
+        T silu = g[j] * sig;
+        du[j] = da[j] * silu;
+        dg[j] = da[j] * u[j] * sig * (T(1) + g[j] * (T(1) - sig));
+      }
+    }
+  }
+
+  double cross_entropy(T* logits, T* losses, const int32_t* targets, int rows, int vocab, T scale) override {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; ++r) {
+      T* x = logits + (int64_t)r * vocab;
+      T mx = x[0];
+      for (int j = 1; j < vocab; ++j) mx = std::max(mx, x[j]);
+      double sum = 0;
+      for (int j = 0; j < vocab; ++j) sum += std::exp(static_cast<double>(x[j] - mx));
+      double lse = std::log(sum) + mx;
+      losses[r] = static_cast<T>(lse - x[targets[r]]);
+      for (int j = 0; j < vocab; ++j) x[j] = static_cast<T>(std::exp(x[j] - lse)) * scale;
+      x[targets[r]] -= scale;
+    }
+    double total = 0;
+    for (int r = 0; r < rows; ++r) total += losses[r];
+    return total;
+  }
+
+  void gather_rows(T* out, const T* in, const int32_t* idx, int n, int d) override {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < n; ++r) {
+      T* o = out + (int64_t)r * d;
+      if (idx[r] >= 0)
+        std::memcpy(o, in + (int64_t)idx[r] * d, d * sizeof(T));
+      else
+        std::memset(o, 0, d * sizeof(T));
+    }
+  }
+  void weighted_sum_rows(T* out, const T* y, const T* w, int rows, int k, int d) override {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; ++r) {
+      T* o = out + (int64_t)r * d;
+      for (int s = 0; s < k; ++s) {
+        const T* yr = y + ((int64_t)r * k + s) * d;
+        T ws = w[(int64_t)r * k + s];
+        if (ws == T(0)) continue;
+        for (int j = 0; j < d; ++j) o[j] += ws * yr[j];
+      }
+    }
+  }
+  void weighted_sum_rows_backward(T* dy, T* dw, const T* dout, const T* y, const T* w, int rows, int k,
+                                  int d) override {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; ++r) {
+      const T* g = dout + (int64_t)r * d;
+      for (int s = 0; s < k; ++s) {
+        int64_t p = (int64_t)r * k + s;
+        const T* yr = y + p * d;
+        T* dyr = dy + p * d;
+        double dot = 0;
+        for (int j = 0; j < d; ++j) {
+          dot += static_cast<double>(g[j]) * yr[j];
+          dyr[j] = w[p] * g[j];
+        }
+        dw[p] = static_cast<T>(dot);
+      }
+    }
+  }
+
+  void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2, double eps,
+             double weight_decay, int64_t step, double grad_scale) override {
+    const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+    const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+    const T decay = static_cast<T>(1.0 - lr * weight_decay), b1 = static_cast<T>(beta1), b2 = static_cast<T>(beta2);
+    const T step_size = static_cast<T>(lr / bc1), sqrt_bc2 = static_cast<T>(std::sqrt(bc2));
+    const T e = static_cast<T>(eps), gs = static_cast<T>(grad_scale);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      T g = grad[i] * gs;
+      T p = param[i] * decay;
+      m[i] = b1 * m[i] + (T(1) - b1) * g;
+      v[i] = b2 * v[i] + (T(1) - b2) * g * g;
+      param[i] = p - step_size * m[i] / (std::sqrt(v[i]) / sqrt_bc2 + e);
+    }
+  }
+
+ private:
+  // cos|sin per position, angles in double (MODEL.md), cached per shape.
+  const std::vector<T>& rope_table(int seq, int head_dim, double theta) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto key = std::make_tuple(seq, head_dim, theta);
+    for (auto& e : rope_cache_)
+      if (e.first == key) return e.second;
+    std::vector<T> cs((size_t)seq * head_dim);
+    int half = head_dim / 2;
+    for (int pos = 0; pos < seq; ++pos)
+      for (int i = 0; i < half; ++i) {
+        double angle = pos * std::pow(theta, -2.0 * i / head_dim);
+        cs[(size_t)pos * head_dim + i] = static_cast<T>(std::cos(angle));
+        cs[(size_t)pos * head_dim + half + i] = static_cast<T>(std::sin(angle));
+      }
+    rope_cache_.emplace_back(key, std::move(cs));
+    return rope_cache_.back().second;
+  }
+
+  std::mutex mu_;
+  std::unordered_map<void*, size_t> sizes_;
+  size_t live_ = 0, peak_ = 0;
+  std::vector<std::pair<std::tuple<int, int, double>, std::vector<T>>> rope_cache_;
+};
+
+}  // namespace
+
+template <typename T>
+std::unique_ptr<Backend<T>> make_cpu_backend() {
+  return std::make_unique<CpuBackend<T>>();
+}
+
+template std::unique_ptr<Backend<float>> make_cpu_backend<float>();
+template std::unique_ptr<Backend<double>> make_cpu_backend<double>();
+
+}  // namespace dsmoe

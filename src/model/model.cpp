@@ -1,0 +1,229 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <functional>
+
+#include "model/layout.h"
+#include "moe/experts.h"
+#include "util/check.h"
+#include "util/rng.h"
+
+namespace dsmoe {
+
+RouterSpec router_spec(const Config& cfg, int expert_parallel_size) {
+  RouterSpec s;
+  s.n_experts = cfg.moe.n_routed;
+  s.top_k = cfg.moe.top_k;
+  s.score = parse_score_kind(cfg.moe.score);
+  s.norm_topk = cfg.moe.norm_topk;
+  s.noise = cfg.moe.router_noise;
+  s.capacity_factor = cfg.moe.capacity_factor;
+  s.device_groups = cfg.balance.device_groups > 0 ? cfg.balance.device_groups : expert_parallel_size;
+  s.route_devices = cfg.moe.route_devices;
+  s.expert_alpha = cfg.balance.expert_alpha;
+  s.device_alpha = cfg.balance.device_alpha;
+  s.seq_alpha = cfg.balance.seq_alpha;
+  s.comm_alpha = cfg.balance.comm_alpha;
+  s.seq_len = cfg.model.seq_len;
+  return s;
+}
+
+template <typename T>
+Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& comm, int max_seqs, int expert_parallel_size)
+    : cfg_(cfg), be_(be), comm_(comm), max_seqs_(max_seqs) {
+  const auto& m = cfg.model;
+  DSMOE_CHECK(m.vocab_size > 0, "model.vocab_size is not resolved");
+  table_ = build_param_table(cfg, 0, cfg.moe.n_routed);
+  params_.reset(be, table_.size());
+  grads_.reset(be, table_.size());
+
+  const int64_t R = (int64_t)max_seqs * m.seq_len, d = m.d_model;
+  const int64_t probs = (int64_t)max_seqs * m.n_heads * m.seq_len * m.seq_len;
+  const RouterSpec spec = router_spec(cfg, expert_parallel_size);
+  acts_.resize(m.n_layers);
+  for (int l = 0; l < m.n_layers; ++l) {
+    LayerActs& a = acts_[l];
+    a.x.reset(be, R * d);
+    a.ln1.reset(be, R * d);
+    a.rstd1.reset(be, R);
+    a.qkv.reset(be, R * 3 * d);
+    a.att.reset(be, R * d);
+    a.probs.reset(be, probs);
+    a.h.reset(be, R * d);
+    a.ln2.reset(be, R * d);
+    a.rstd2.reset(be, R);
+    if (cfg.is_moe_layer(l)) {
+      moe_layer_ids_.push_back(l);
+      moe_.push_back(std::make_unique<MoeLayer<T>>(be, comm, spec, m.d_model, cfg.moe.expert_hidden,
+                                                   cfg.moe.n_shared, static_cast<int>(R)));
+      bias_.emplace_back(cfg.moe.n_routed, 0.0f);
+    } else {
+      a.ffn_gu.reset(be, R * 2 * m.dense_hidden);
+      a.ffn_act.reset(be, R * m.dense_hidden);
+    }
+  }
+  tokens_.reset(be, R);
+  targets_.reset(be, R);
+  xs_final_.reset(be, R * d);
+  ln_f_.reset(be, R * d);
+  rstd_f_.reset(be, R);
+  logits_.reset(be, R * m.vocab_size);
+  losses_.reset(be, R);
+  dx_.reset(be, R * d);
+  dh_.reset(be, R * d);
+  dtmp_.reset(be, R * d);
+  dqkv_.reset(be, R * 3 * d);
+  dprobs_.reset(be, probs);
+  dgu_.reset(be, R * 2 * m.dense_hidden);
+  dact_.reset(be, R * m.dense_hidden);
+}
+
+template <typename T>
+void Model<T>::init_params(uint64_t seed) {
+  std::vector<T> host(table_.size(), T(0));
+  uint64_t tensor_id = 0;
+  for (const auto& t : table_.tensors()) {
+    tensor_id++;
+    T* dst = host.data() + t.offset;
+    if (t.shape.size() == 1) {  // norm weights
+      std::fill(dst, dst + t.numel, T(1));
+      continue;
+    }
+    const int64_t row = t.numel / t.shape[0], first = t.expert_first * row;
+    for (int64_t i = 0; i < t.numel; ++i)
+      dst[i] = static_cast<T>(cfg_.model.init_std * normal_from_key(hash_key(seed, tensor_id, first + i)));
+  }
+  to_device(be_, params_.data(), host);
+}
+
+template <typename T>
+std::vector<float> Model<T>::params_to_host() {
+  std::vector<T> h = to_host(be_, params_.data(), table_.size());
+  return std::vector<float>(h.begin(), h.end());
+}
+
+template <typename T>
+void Model<T>::params_from_host(const std::vector<float>& p) {
+  DSMOE_ASSERT((int64_t)p.size() == table_.size());
+  to_device(be_, params_.data(), std::vector<T>(p.begin(), p.end()));
+}
+
+template <typename T>
+void Model<T>::zero_grads() {
+  be_.fill(grads_, T(0), table_.size());
+}
+
+template <typename T>
+MoeParams<T> Model<T>::moe_params(int layer, bool grads) {
+  auto at = [&](const std::string& name) -> T* {
+    const TensorInfo* t = table_.find(layer_prefix(layer) + name);
+    if (!t) return nullptr;
+    return (grads ? grads_.data() : params_.data()) + t->offset;
+  };
+  return {at("moe/router"),           at("moe/router_noise_w"), at("moe/shared/w_gate"),
+          at("moe/shared/w_up"),      at("moe/shared/w_down"),  at("moe/experts/w_gate"),
+          at("moe/experts/w_up"),     at("moe/experts/w_down")};
+}
+
+template <typename T>
+ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, int n_seqs, const ForwardOpts& opts) {
+  const auto& m = cfg_.model;
+  DSMOE_ASSERT(n_seqs > 0 && n_seqs <= max_seqs_);
+  const int S = m.seq_len, d = m.d_model, H = m.n_heads, hd = d / H, V = m.vocab_size;
+  const int R = n_seqs * S;
+  n_seqs_ = n_seqs;
+  loss_scale_ = opts.loss_scale;
+  const int64_t tokens_global = opts.tokens_global > 0 ? opts.tokens_global : R;
+  be_.copy_bytes_to_device(tokens_.data(), tokens, (size_t)R * sizeof(int32_t));
+
+  be_.embedding_forward(acts_[0].x, tokens_, p("tok_embedding"), R, d);
+  ForwardResult res;
+  int moe_index = 0;
+  for (int l = 0; l < m.n_layers; ++l) {
+    LayerActs& a = acts_[l];
+    const std::string pre = layer_prefix(l);
+    T* next = l + 1 < m.n_layers ? acts_[l + 1].x.data() : xs_final_.data();
+    be_.rmsnorm_forward(a.ln1, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
+    be_.gemm({false, true, R, 3 * d, d, T(1), a.ln1, d, p(pre + "attn/wq"), d, T(0), a.qkv, 3 * d});
+    be_.rope(a.qkv, n_seqs, S, H, hd, m.rope_theta, false);
+    be_.attention_forward(a.att, a.probs, a.qkv, n_seqs, S, H, hd);
+    be_.copy(a.h, a.x, (int64_t)R * d);
+    be_.gemm({false, true, R, d, d, T(1), a.att, d, p(pre + "attn/wo"), d, T(1), a.h, d});
+    be_.rmsnorm_forward(a.ln2, a.rstd2, a.h, p(pre + "ffn_norm"), R, d, m.norm_eps);
+    if (cfg_.is_moe_layer(l)) {
+      RouteContext ctx{tokens_global, opts.token_offset, opts.training, hash_key(opts.noise_key, l)};
+      MoeLayer<T>& moe = *moe_[moe_index];
+      moe.forward(next, a.ln2, R, moe_params(l, false), ctx, bias_[moe_index]);
+      res.aux_loss += moe.routing().aux_loss;
+      moe_index++;
+    } else {
+      SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"), nullptr, nullptr,
+                         nullptr, d, m.dense_hidden};
+      swiglu_experts_forward(be_, w, {R}, a.ln2.data(), a.ffn_gu.data(), a.ffn_act.data(), next);
+    }
+    be_.add(next, a.h, (int64_t)R * d);
+  }
+  be_.rmsnorm_forward(ln_f_, rstd_f_, xs_final_, p("final_norm"), R, d, m.norm_eps);
+  T* head = m.tie_embeddings ? p("tok_embedding") : p("lm_head");
+  be_.gemm({false, true, R, V, d, T(1), ln_f_, d, head, d, T(0), logits_, V});
+  if (targets) {
+    be_.copy_bytes_to_device(targets_.data(), targets, (size_t)R * sizeof(int32_t));
+    ce_scale_ = opts.loss_scale / static_cast<double>(tokens_global);
+    res.ce_sum = be_.cross_entropy(logits_, losses_, targets_, R, V, static_cast<T>(ce_scale_));
+  }
+  return res;
+}
+
+template <typename T>
+void Model<T>::backward() {
+  const auto& m = cfg_.model;
+  const int S = m.seq_len, d = m.d_model, H = m.n_heads, hd = d / H, V = m.vocab_size;
+  const int R = n_seqs_ * S;
+  // logits_ holds dL/dlogits (cross_entropy replaced them).
+  T* head = m.tie_embeddings ? p("tok_embedding") : p("lm_head");
+  T* dhead = m.tie_embeddings ? g("tok_embedding") : g("lm_head");
+  be_.gemm({false, false, R, d, V, T(1), logits_, V, head, d, T(0), dtmp_, d});
+  be_.gemm({true, false, V, d, R, T(1), logits_, V, ln_f_, d, T(1), dhead, d});
+  be_.fill(dx_, T(0), (int64_t)R * d);
+  be_.rmsnorm_backward(dx_, g("final_norm"), dtmp_, xs_final_, p("final_norm"), rstd_f_, R, d);
+
+  int moe_index = static_cast<int>(moe_.size());
+  for (int l = m.n_layers - 1; l >= 0; --l) {
+    LayerActs& a = acts_[l];
+    const std::string pre = layer_prefix(l);
+    // dx_ = dL/d(layer output) = dL/dh through the residual, plus the FFN path below.
+    be_.copy(dh_, dx_, (int64_t)R * d);
+    be_.fill(dtmp_, T(0), (int64_t)R * d);
+    if (cfg_.is_moe_layer(l)) {
+      --moe_index;
+      moe_[moe_index]->backward(dtmp_, dx_, moe_params(l, false), moe_params(l, true), loss_scale_);
+    } else {
+      SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"),
+                         g(pre + "ffn/w_gate"), g(pre + "ffn/w_up"), g(pre + "ffn/w_down"), d, m.dense_hidden};
+      swiglu_experts_backward(be_, w, {R}, a.ln2.data(), a.ffn_gu.data(), a.ffn_act.data(), dx_.data(),
+                              dgu_.data(), dact_.data(), dtmp_.data());
+    }
+    be_.rmsnorm_backward(dh_, g(pre + "ffn_norm"), dtmp_, a.h, p(pre + "ffn_norm"), a.rstd2, R, d);
+
+    // Attention: h = x + att Wo^T.
+    be_.gemm({false, false, R, d, d, T(1), dh_, d, p(pre + "attn/wo"), d, T(0), dtmp_, d});
+    be_.gemm({true, false, d, d, R, T(1), dh_, d, a.att, d, T(1), g(pre + "attn/wo"), d});
+    be_.attention_backward(dqkv_, dprobs_, dtmp_, a.qkv, a.probs, n_seqs_, S, H, hd);
+    be_.rope(dqkv_, n_seqs_, S, H, hd, m.rope_theta, true);
+    be_.gemm({false, false, R, d, 3 * d, T(1), dqkv_, 3 * d, p(pre + "attn/wq"), d, T(0), dtmp_, d});
+    be_.gemm({true, false, 3 * d, d, R, T(1), dqkv_, 3 * d, a.ln1, d, T(1), g(pre + "attn/wq"), d});
+    be_.copy(dx_, dh_, (int64_t)R * d);
+    be_.rmsnorm_backward(dx_, g(pre + "attn_norm"), dtmp_, a.x, p(pre + "attn_norm"), a.rstd1, R, d);
+  }
+  be_.embedding_backward(g("tok_embedding"), tokens_, dx_, R, d);
+}
+
+template <typename T>
+std::vector<T> Model<T>::logits_to_host() {
+  return to_host(be_, logits_.data(), (int64_t)n_seqs_ * cfg_.model.seq_len * cfg_.model.vocab_size);
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace dsmoe

@@ -1,0 +1,84 @@
+// The DeepSeekMoE language model (MODEL.md "Network"): forward and backward over one
+// micro-batch of this rank's sequences, parameters and gradients in contiguous buffers
+// described by one ParamTable.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "comm/comm.h"
+#include "config/config.h"
+#include "moe/moe_layer.h"
+#include "params/param_table.h"
+
+namespace dsmoe {
+
+struct ForwardOpts {
+  bool training = false;       // router noise on
+  int64_t tokens_global = 0;   // tokens of the micro-batch over all ranks (0 = this rank's)
+  int64_t token_offset = 0;    // global index of this rank's first token
+  uint64_t noise_key = 0;      // hash of (seed, step, micro-batch); the layer is mixed in
+  double loss_scale = 1.0;     // 1 / micro_batches: the step minimizes the mean over micro-batches
+};
+
+struct ForwardResult {
+  double ce_sum = 0;   // sum of this rank's token cross-entropies
+  double aux_loss = 0; // balance terms summed over MoE layers (global)
+};
+
+RouterSpec router_spec(const Config& cfg, int expert_parallel_size);
+
+template <typename T>
+class Model {
+ public:
+  // max_seqs: the most sequences this rank feeds in one forward.
+  Model(const Config& cfg, Backend<T>& be, Comm& comm, int max_seqs, int expert_parallel_size = 1);
+
+  const Config& config() const { return cfg_; }
+  const ParamTable& table() const { return table_; }
+  T* params() { return params_; }
+  T* grads() { return grads_; }
+  std::vector<std::vector<float>>& bias() { return bias_; }  // per MoE layer, [n_routed]
+  const std::vector<int>& moe_layers() const { return moe_layer_ids_; }
+  const MoeLayer<T>& moe_layer(int i) const { return *moe_[i]; }
+  MoeLayer<T>& moe_layer(int i) { return *moe_[i]; }
+
+  // Normal(0, init_std) for matrices, 1 for norm weights; each element is a pure function of
+  // (seed, tensor, global element index), so every rank count initializes the same model.
+  void init_params(uint64_t seed);
+  std::vector<float> params_to_host();
+  void params_from_host(const std::vector<float>& p);
+  void zero_grads();
+
+  // tokens, targets: host arrays [n_seqs * seq_len]; targets null = no loss (logits kept).
+  ForwardResult forward(const int32_t* tokens, const int32_t* targets, int n_seqs, const ForwardOpts& opts);
+  // Gradients of loss_scale * (CE_sum / tokens_global + aux) of the last forward, accumulated.
+  void backward();
+  // Logits [n_seqs * seq_len, V] of the last forward without targets.
+  std::vector<T> logits_to_host();
+
+ private:
+  struct LayerActs {  // what one layer keeps for its backward
+    Buf<T> x, ln1, rstd1, qkv, att, probs, h, ln2, rstd2, ffn_gu, ffn_act;
+  };
+  T* p(const std::string& name) { return params_.data() + table_.get(name).offset; }
+  T* g(const std::string& name) { return grads_.data() + table_.get(name).offset; }
+  MoeParams<T> moe_params(int layer, bool grads);
+
+  Config cfg_;
+  Backend<T>& be_;
+  Comm& comm_;
+  ParamTable table_;
+  Buf<T> params_, grads_;
+  std::vector<std::vector<float>> bias_;
+  std::vector<int> moe_layer_ids_;
+  std::vector<std::unique_ptr<MoeLayer<T>>> moe_;  // indexed like moe_layer_ids_
+  std::vector<LayerActs> acts_;
+  int max_seqs_, n_seqs_ = 0;
+  double loss_scale_ = 1, ce_scale_ = 0;
+  Buf<int32_t> tokens_, targets_;
+  Buf<T> xs_final_, ln_f_, rstd_f_, logits_, losses_;
+  Buf<T> dx_, dh_, dtmp_, dqkv_, dprobs_, dgu_, dact_;
+};
+
+}  // namespace dsmoe

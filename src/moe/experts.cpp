@@ -1,0 +1,65 @@
+#include "moe/experts.h"
+
+namespace dsmoe {
+
+template <typename T>
+void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<int>& group_rows,
+                            const T* x, T* gu, T* act, T* y) {
+  const int d = w.d, n = w.hidden;
+  const int64_t wsz = (int64_t)n * d;
+  std::vector<GemmArgs<T>> up, down;
+  int64_t off = 0, total = 0;
+  for (size_t e = 0; e < group_rows.size(); ++e) {
+    const int m = group_rows[e];
+    if (m > 0) {
+      const T* xe = x + off * d;
+      up.push_back({false, true, m, n, d, T(1), xe, d, w.w_gate + e * wsz, d, T(0), gu + off * 2 * n, 2 * n});
+      up.push_back({false, true, m, n, d, T(1), xe, d, w.w_up + e * wsz, d, T(0), gu + off * 2 * n + n, 2 * n});
+      down.push_back({false, true, m, d, n, T(1), act + off * n, n, w.w_down + e * wsz, n, T(0), y + off * d, d});
+    }
+    off += m;
+  }
+  total = off;
+  be.gemm_batch(up);
+  be.swiglu_forward(act, gu, static_cast<int>(total), n);
+  be.gemm_batch(down);
+}
+
+template <typename T>
+void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<int>& group_rows,
+                             const T* x, const T* gu, const T* act, const T* dy, T* dgu, T* dact, T* dx) {
+  const int d = w.d, n = w.hidden;
+  const int64_t wsz = (int64_t)n * d;
+  std::vector<GemmArgs<T>> first, second;
+  int64_t off = 0;
+  for (size_t e = 0; e < group_rows.size(); ++e) {
+    const int m = group_rows[e];
+    if (m > 0) {
+      const T* dye = dy + off * d;
+      first.push_back({false, false, m, n, d, T(1), dye, d, w.w_down + e * wsz, n, T(0), dact + off * n, n});
+      first.push_back({true, false, d, n, m, T(1), dye, d, act + off * n, n, T(1), w.g_down + e * wsz, n});
+      const T* dg = dgu + off * 2 * n;
+      const T* xe = x + off * d;
+      second.push_back({false, false, m, d, n, T(1), dg, 2 * n, w.w_gate + e * wsz, d, T(0), dx + off * d, d});
+      second.push_back({false, false, m, d, n, T(1), dg + n, 2 * n, w.w_up + e * wsz, d, T(1), dx + off * d, d});
+      second.push_back({true, false, n, d, m, T(1), dg, 2 * n, xe, d, T(1), w.g_gate + e * wsz, d});
+      second.push_back({true, false, n, d, m, T(1), dg + n, 2 * n, xe, d, T(1), w.g_up + e * wsz, d});
+    }
+    off += m;
+  }
+  be.gemm_batch(first);
+  be.swiglu_backward(dgu, dact, gu, static_cast<int>(off), n);
+  be.gemm_batch(second);
+}
+
+template void swiglu_experts_forward(Backend<float>&, const SwiGluWeights<float>&, const std::vector<int>&,
+                                     const float*, float*, float*, float*);
+template void swiglu_experts_forward(Backend<double>&, const SwiGluWeights<double>&, const std::vector<int>&,
+                                     const double*, double*, double*, double*);
+template void swiglu_experts_backward(Backend<float>&, const SwiGluWeights<float>&, const std::vector<int>&,
+                                      const float*, const float*, const float*, const float*, float*, float*, float*);
+template void swiglu_experts_backward(Backend<double>&, const SwiGluWeights<double>&, const std::vector<int>&,
+                                      const double*, const double*, const double*, const double*, double*, double*,
+                                      double*);
+
+}  // namespace dsmoe

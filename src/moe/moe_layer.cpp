@@ -1,0 +1,112 @@
+#include "moe/moe_layer.h"
+
+#include <algorithm>
+
+#include "util/timer.h"
+
+namespace dsmoe {
+
+template <typename T>
+MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& comm, const RouterSpec& spec, int d, int expert_hidden, int n_shared,
+                      int max_tokens)
+    : be_(be), comm_(comm), spec_(spec), d_(d), n_(expert_hidden), shared_hidden_(n_shared * expert_hidden) {
+  const int64_t N = spec.n_experts, pairs = (int64_t)max_tokens * spec.top_k;
+  const int64_t shared_rows = shared_hidden_ > 0 ? max_tokens : 0;
+  dispatcher_ = make_local_dispatcher(be, spec.n_experts, max_tokens, spec.top_k, d);
+  logits_.reset(be, max_tokens * N);
+  xe_.reset(be, pairs * d);
+  gu_.reset(be, pairs * 2 * n_);
+  act_.reset(be, pairs * n_);
+  ye_.reset(be, pairs * d);
+  y_pairs_.reset(be, pairs * d);
+  gate_.reset(be, pairs);
+  shared_gu_.reset(be, shared_rows * 2 * shared_hidden_);
+  shared_act_.reset(be, shared_rows * shared_hidden_);
+  dy_pairs_.reset(be, pairs * d);
+  dgate_.reset(be, pairs);
+  dye_.reset(be, pairs * d);
+  dxe_.reset(be, pairs * d);
+  dgu_.reset(be, std::max(pairs * 2 * n_, shared_rows * 2 * shared_hidden_));  // routed and shared reuse it
+  dact_.reset(be, std::max(pairs * n_, shared_rows * shared_hidden_));
+  tmp_.reset(be, (int64_t)max_tokens * std::max<int64_t>(d, N));
+}
+
+template <typename T>
+SwiGluWeights<T> MoeLayer<T>::shared_weights(const MoeParams<T>& p, const MoeParams<T>& g) const {
+  return {p.shared_gate, p.shared_up, p.shared_down, g.shared_gate, g.shared_up, g.shared_down, d_, shared_hidden_};
+}
+
+template <typename T>
+SwiGluWeights<T> MoeLayer<T>::expert_weights(const MoeParams<T>& p, const MoeParams<T>& g) const {
+  return {p.experts_gate, p.experts_up, p.experts_down, g.experts_gate, g.experts_up, g.experts_down, d_, n_};
+}
+
+template <typename T>
+void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p, const RouteContext& ctx,
+                          const std::vector<float>& bias) {
+  const int N = spec_.n_experts, K = spec_.top_k;
+  tokens_ = tokens;
+  u_ = u;
+  be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.router, d_, T(0), logits_, N});
+  std::vector<T> noise_pre;
+  if (ctx.training && spec_.noise > 0) {
+    be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.noise_w, d_, T(0), tmp_, N});
+    noise_pre = to_host(be_, tmp_.data(), (int64_t)tokens * N);
+  }
+  routing_ = route(spec_, ctx, to_host(be_, logits_.data(), (int64_t)tokens * N), std::move(noise_pre), bias, comm_);
+  to_device(be_, gate_.data(), routing_.gate);
+
+  double t0 = now_seconds();
+  dispatcher_->plan(routing_.sel, routing_.kept, tokens, K);
+  dispatcher_->dispatch(xe_, u, d_);
+  times_.dispatch += now_seconds() - t0;
+  MoeParams<T> none;
+  swiglu_experts_forward(be_, expert_weights(p, none), dispatcher_->expert_rows(), xe_.data(), gu_.data(),
+                         act_.data(), ye_.data());
+  t0 = now_seconds();
+  dispatcher_->combine(y_pairs_, ye_, d_);
+  times_.combine += now_seconds() - t0;
+
+  if (shared_hidden_ > 0)
+    swiglu_experts_forward(be_, shared_weights(p, none), {tokens}, u, shared_gu_.data(), shared_act_.data(), out);
+  else
+    be_.fill(out, T(0), (int64_t)tokens * d_);
+  be_.weighted_sum_rows(out, y_pairs_, gate_, tokens, K, d_);
+}
+
+template <typename T>
+void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale) {
+  const int N = spec_.n_experts, K = spec_.top_k, tokens = tokens_;
+  be_.weighted_sum_rows_backward(dy_pairs_, dgate_, dout, y_pairs_, gate_, tokens, K, d_);
+  double t0 = now_seconds();
+  dispatcher_->combine_backward(dye_, dy_pairs_, d_);
+  times_.combine += now_seconds() - t0;
+  swiglu_experts_backward(be_, expert_weights(p, g), dispatcher_->expert_rows(), xe_.data(), gu_.data(), act_.data(),
+                          dye_.data(), dgu_.data(), dact_.data(), dxe_.data());
+  t0 = now_seconds();
+  dispatcher_->dispatch_backward(du, dxe_, d_);
+  times_.dispatch += now_seconds() - t0;
+
+  if (shared_hidden_ > 0) {
+    swiglu_experts_backward(be_, shared_weights(p, g), {tokens}, u_, shared_gu_.data(), shared_act_.data(), dout,
+                            dgu_.data(), dact_.data(), tmp_.data());
+    be_.add(du, tmp_, (int64_t)tokens * d_);
+  }
+
+  std::vector<T> dnoise;
+  std::vector<T> dlogits = route_backward(spec_, routing_, to_host(be_, dgate_.data(), (int64_t)tokens * K),
+                                          loss_scale, &dnoise);
+  to_device(be_, tmp_.data(), dlogits);
+  be_.gemm({false, false, tokens, d_, N, T(1), tmp_, N, p.router, d_, T(1), du, d_});
+  be_.gemm({true, false, N, d_, tokens, T(1), tmp_, N, u_, d_, T(1), g.router, d_});
+  if (!dnoise.empty()) {
+    to_device(be_, tmp_.data(), dnoise);
+    be_.gemm({false, false, tokens, d_, N, T(1), tmp_, N, p.noise_w, d_, T(1), du, d_});
+    be_.gemm({true, false, N, d_, tokens, T(1), tmp_, N, u_, d_, T(1), g.noise_w, d_});
+  }
+}
+
+template class MoeLayer<float>;
+template class MoeLayer<double>;
+
+}  // namespace dsmoe

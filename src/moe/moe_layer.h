@@ -1,0 +1,62 @@
+// The DeepSeekMoE FFN of one layer (orchestration only): router -> dispatcher -> routed
+// experts -> dispatcher -> gate-weighted sum, plus the fused shared experts.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "comm/comm.h"
+#include "moe/dispatcher.h"
+#include "moe/experts.h"
+#include "moe/router.h"
+
+namespace dsmoe {
+
+template <typename T>
+struct MoeParams {  // pointers into the parameter (or gradient) buffer
+  T* router = nullptr;          // [N, d]
+  T* noise_w = nullptr;         // [N, d] or null
+  T* shared_gate = nullptr;     // [Ks*n, d] or null when Ks = 0
+  T* shared_up = nullptr;
+  T* shared_down = nullptr;     // [d, Ks*n]
+  T* experts_gate = nullptr;    // [N, n, d]
+  T* experts_up = nullptr;
+  T* experts_down = nullptr;    // [N, d, n]
+};
+
+struct MoeTimes {
+  double dispatch = 0, combine = 0;
+};
+
+template <typename T>
+class MoeLayer {
+ public:
+  MoeLayer(Backend<T>& be, Comm& comm, const RouterSpec& spec, int d, int expert_hidden, int n_shared,
+           int max_tokens);
+  // out [tokens, d] = MoE(u); u [tokens, d] must stay valid until backward.
+  void forward(T* out, const T* u, int tokens, const MoeParams<T>& p, const RouteContext& ctx,
+               const std::vector<float>& bias);
+  // du [tokens, d] += dL/du; parameter gradients accumulated into g.
+  void backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale);
+  const Routing<T>& routing() const { return routing_; }
+  MoeTimes& times() { return times_; }
+
+ private:
+  SwiGluWeights<T> shared_weights(const MoeParams<T>& p, const MoeParams<T>& g) const;
+  SwiGluWeights<T> expert_weights(const MoeParams<T>& p, const MoeParams<T>& g) const;
+
+  Backend<T>& be_;
+  Comm& comm_;
+  RouterSpec spec_;
+  int d_, n_, shared_hidden_, tokens_ = 0;
+  const T* u_ = nullptr;
+  Routing<T> routing_;
+  std::unique_ptr<Dispatcher<T>> dispatcher_;
+  MoeTimes times_;
+  // Saved activations.
+  Buf<T> logits_, xe_, gu_, act_, ye_, y_pairs_, gate_, shared_gu_, shared_act_;
+  // Backward scratch.
+  Buf<T> dy_pairs_, dgate_, dye_, dxe_, dgu_, dact_, tmp_;
+};
+
+}  // namespace dsmoe

@@ -1,0 +1,73 @@
+// The router (MODEL.md "MoE FFN" and "Balance losses"): scores, top-k selection (with bias,
+// device-limited routing and capacity dropping in global token order), gates, balance
+// statistics and losses, and the backward from gate gradients to router logits.
+// Host-side math over one micro-batch of one layer; statistics are global through Comm.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/comm.h"
+
+namespace dsmoe {
+
+enum class ScoreKind { softmax, softmax_topk, sigmoid };
+ScoreKind parse_score_kind(const std::string& s);
+
+struct RouterSpec {
+  int n_experts = 0;       // N
+  int top_k = 0;           // K
+  ScoreKind score = ScoreKind::softmax;
+  bool norm_topk = false;
+  double noise = 0;        // router_noise r (training only)
+  double capacity_factor = 0;
+  int device_groups = 1;   // D (resolved, >= 1)
+  int route_devices = 0;   // M for device-limited routing, 0 = off
+  double expert_alpha = 0, device_alpha = 0, seq_alpha = 0, comm_alpha = 0;
+  int seq_len = 0;         // T, for the sequence-wise loss
+};
+
+// Where this rank's tokens sit in the global micro-batch, and the noise key.
+struct RouteContext {
+  int64_t tokens_global = 0;    // Tt
+  int64_t token_offset = 0;     // global index of this rank's first token
+  bool training = false;        // router noise only in training
+  uint64_t noise_key = 0;       // hash of (seed, step, micro-batch, layer)
+};
+
+template <typename T>
+struct Routing {
+  int tokens = 0;               // local tokens
+  std::vector<T> logits;        // [tokens, N] as scored (noisy in training with noise)
+  std::vector<T> noise_pre;     // [tokens, N] u . noise_i (empty without noise)
+  std::vector<T> noise_eps;     // [tokens, N] r * eps (empty without noise)
+  std::vector<T> scores;        // [tokens, N] s
+  std::vector<int32_t> sel;     // [tokens, K] selected experts, best first
+  std::vector<T> gate;          // [tokens, K] g, 0 where dropped
+  std::vector<uint8_t> kept;    // [tokens, K] 0 = dropped by capacity
+  // Global statistics of this micro-batch.
+  std::vector<double> load;     // [N] selections per expert (before dropping)
+  int64_t dropped = 0;
+  double aux_loss = 0;          // this layer's balance terms
+  double loss_exp = 0, loss_dev = 0, loss_seq = 0, loss_comm = 0;
+  // dL_aux / ds[t, i] = ds_all[i] + ds_seq[seq(t), i] (without the micro-batch loss scale).
+  std::vector<double> ds_all;   // [N]
+  std::vector<double> ds_seq;   // [local sequences, N]
+};
+
+// logits: [tokens, N] clean router logits u . router_i; noise_pre: u . noise_i or empty.
+// bias: [N] balance bias (selection only). Reads the global statistics through comm.
+template <typename T>
+Routing<T> route(const RouterSpec& spec, const RouteContext& ctx, std::vector<T> logits,
+                 std::vector<T> noise_pre, const std::vector<float>& bias, Comm& comm);
+
+// dgate: [tokens, K] dL/dg (0 for dropped pairs). Returns dL/dlogits [tokens, N] (the loss scale
+// multiplies the balance terms) and, with noise, dL/dnoise_pre in *dnoise_pre.
+template <typename T>
+std::vector<T> route_backward(const RouterSpec& spec, const Routing<T>& r, const std::vector<T>& dgate,
+                              double loss_scale, std::vector<T>* dnoise_pre);
+
+// max_i load_i / mean(load) - 1 (0 when no load).
+double max_violation(const std::vector<double>& load);
+
+}  // namespace dsmoe
