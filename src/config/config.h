@@ -1,7 +1,9 @@
 // The run configuration: every key of ../shared/spec/CONFIG.md with its default.
-// Parsing, validation and the resolved dump live in config.cpp.
+// Parsing lives in config.cpp, validation in config_checks.cpp, the resolved dump in
+// config_dump.cpp; all three walk the one key table of config_keys.cpp.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -85,22 +87,31 @@ struct Config {
   std::string out = "runs/quickstart";
 
   std::string source;  // the file it was read from ("<string>" when parsed from text)
+  // Where each key was set ("file:line" or "--set key=value"); keys left at their default
+  // are absent. Lets validate_config point at the line responsible for an error.
+  std::map<std::string, std::string> origin;
 
   int n_moe_layers() const { return model.n_layers - model.first_dense_layers; }
   bool is_moe_layer(int l) const { return l >= model.first_dense_layers; }
 };
 
 // Reads a YAML file, applies `--set key=value` overrides (in order), fills defaults and
-// validates. Throws dsmoe::Error naming "file:line: key: problem".
+// validates (validate_config with world_size 0). Throws dsmoe::Error naming
+// "file:line: key: problem".
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 // Same from YAML text; `source` names it in errors.
 Config parse_config(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides = {});
-// Cross-key checks that need the data (vocab) or the world (ranks); called again once
-// those are known. Throws naming the key.
+// Range and cross-key checks; called again once the data (vocab) or the world (ranks) is
+// known. world_size 0 means not known yet: the checks that need it are skipped.
+// Throws naming the key and where it was set.
 void validate_config(const Config& cfg, int world_size = 1);
 // Every key with its resolved value, as YAML text in the CONFIG.md order; parse_config of
 // the result gives back an equal Config.
 std::string to_yaml(const Config& cfg);
+
+// Equal values for every key (source and origin are not compared).
+bool operator==(const Config& a, const Config& b);
+inline bool operator!=(const Config& a, const Config& b) { return !(a == b); }
 
 }  // namespace dsmoe

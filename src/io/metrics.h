@@ -40,7 +40,8 @@ class MetricsWriter {
  public:
   // Creates `path`, or with `resume_after_step >= 0` opens the existing file and drops rows
   // whose step is greater than it (they are recomputed by the resumed run). All datasets
-  // are created before SWMR writing starts.
+  // are created before SWMR writing starts. A file that cannot be resumed (missing, not
+  // HDF5, other datasets or shapes) is replaced by a new one.
   MetricsWriter(const std::string& path, const RunInfo& info, int64_t resume_after_step = -1);
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter&) = delete;
@@ -48,7 +49,7 @@ class MetricsWriter {
 
   void append_train(const TrainRow& row);
   void append_eval(int64_t step, double loss);
-  void append_experts(const ExpertRow& row);
+  void append_experts(const ExpertRow& row);  // no-op without MoE layers (no /experts group)
   void flush();  // H5Fflush: everything appended so far survives a crash
 
  private:

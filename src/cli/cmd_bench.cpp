@@ -1,0 +1,60 @@
+#include <sys/resource.h>
+
+#include <cstdio>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "model/flops.h"
+#include "train/engine.h"
+#include "util/check.h"
+
+namespace dsmoe {
+
+int cmd_bench(int argc, char** argv) {
+  Args args(argc, argv, 2, {"steps", "warmup"}, {});
+  if (args.help() || args.positional().size() != 1) {
+    std::fputs(
+        "usage: dsmoe bench CONFIG [--steps 5] [--warmup 1] [--set key=value ...]\n"
+        "Trains WARMUP + STEPS optimizer steps of CONFIG without writing anything and reports\n"
+        "throughput; the last line is one JSON object.\n",
+        args.help() ? stdout : stderr);
+    return args.help() ? 0 : 2;
+  }
+  const int64_t steps = args.get_int("steps", 5), warmup = args.get_int("warmup", 1);
+  DSMOE_CHECK(steps > 0 && warmup >= 0, "--steps must be positive and --warmup non-negative");
+  Config cfg = load_config(args.positional()[0], args.overrides());
+  cfg.train.steps = std::max(cfg.train.steps, steps + warmup);
+  auto comm = make_single_comm();
+  Engine engine(cfg, *comm);
+  const ModelCount counts = count_model(engine.config());
+  for (int64_t i = 0; i < warmup; ++i) engine.train_step();
+  StepStats sum;
+  for (int64_t i = 0; i < steps; ++i) {
+    StepStats s = engine.train_step();
+    sum.t_step += s.t_step;
+    sum.t_compute += s.t_compute;
+    sum.t_dispatch += s.t_dispatch;
+    sum.t_combine += s.t_combine;
+    sum.t_allreduce += s.t_allreduce;
+    std::printf("step %ld: %.1f ms, loss %.4f\n", (long)(warmup + i + 1), 1e3 * s.t_step, s.loss);
+  }
+  const double ms = 1e3 * sum.t_step / steps;
+  const double tok_s = engine.tokens_per_step() / (ms / 1e3);
+  const double flops = tok_s * counts.flops_per_token;
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  std::printf("%s: %.0f tokens/s, %.1f ms/step, %.1f GFLOP/s achieved\n", cfg.name.c_str(), tok_s, ms, flops / 1e9);
+  std::printf("time split per step: compute %.1f ms, dispatch %.1f ms, combine %.1f ms, allreduce %.1f ms\n",
+              1e3 * sum.t_compute / steps, 1e3 * sum.t_dispatch / steps, 1e3 * sum.t_combine / steps,
+              1e3 * sum.t_allreduce / steps);
+  std::printf(
+      "{\"name\": \"%s\", \"tokens_per_s\": %.1f, \"ms_per_step\": %.3f, \"flops_per_token\": %.6g, "
+      "\"achieved_flops\": %.6g, \"params_total\": %ld, \"params_active\": %ld, \"peak_mem_bytes\": %zu, "
+      "\"max_rss_bytes\": %ld, \"backend\": \"%s\", \"world_size\": %d, \"steps\": %ld, \"warmup\": %ld}\n",
+      cfg.name.c_str(), tok_s, ms, counts.flops_per_token, flops, (long)counts.params_total,
+      (long)counts.params_active, engine.backend().peak_bytes(), (long)ru.ru_maxrss * 1024,
+      engine.backend().name().c_str(), comm->size(), (long)steps, (long)warmup);
+  return 0;
+}
+
+}  // namespace dsmoe

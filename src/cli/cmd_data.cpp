@@ -1,0 +1,30 @@
+#include <cstdio>
+#include <filesystem>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "data/tokens.h"
+
+namespace dsmoe {
+
+int cmd_data(int argc, char** argv) {
+  Args args(argc, argv, 2, {"out", "source"}, {"force"});
+  if (args.help() || args.positional().size() != 1 || args.positional()[0] != "prepare") {
+    std::fputs(
+        "usage: dsmoe data prepare [--out PATH] [--source FILE] [--force]\n"
+        "Decompresses the GCIDE dictionary (Debian's dict-gcide) into an llm.c-layout token file\n"
+        "(byte-level tokens), by default where `data.path: default` looks for it.\n",
+        args.help() ? stdout : stderr);
+    return args.help() ? 0 : 2;
+  }
+  const std::string out = args.get("out", default_corpus_path());
+  if (std::filesystem::exists(out) && !args.has("force")) {
+    std::printf("%s already exists (use --force to prepare it again)\n", out.c_str());
+    return 0;
+  }
+  const int64_t n = prepare_default_corpus(out, args.get("source"));
+  std::printf("prepared %ld tokens in %s\n", (long)n, out.c_str());
+  return 0;
+}
+
+}  // namespace dsmoe

@@ -1,0 +1,36 @@
+#include <cstdio>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "train/engine.h"
+#include "util/log.h"
+
+namespace dsmoe {
+
+int cmd_eval(int argc, char** argv) {
+  Args args(argc, argv, 2, {"checkpoint", "data", "batches"}, {});
+  if (args.help() || !args.has("checkpoint")) {
+    std::fputs(
+        "usage: dsmoe eval --checkpoint CK [--data PATH] [--batches N]\n"
+        "Mean validation cross-entropy (nats/token) of a checkpoint, on the validation split of\n"
+        "its own data or of PATH, over N batches (default: the run's train.eval_batches).\n",
+        args.help() ? stdout : stderr);
+    return args.help() ? 0 : 2;
+  }
+  const std::string ck = args.get("checkpoint");
+  Config cfg = config_from_checkpoint(ck);
+  if (args.has("data")) cfg.data.path = args.get("data");
+  cfg.train.eval_batches = static_cast<int>(args.get_int("batches", cfg.train.eval_batches));
+  DSMOE_CHECK(cfg.train.eval_batches > 0, "--batches must be positive");
+  auto comm = make_single_comm();
+  Engine engine(cfg, *comm);
+  engine.load_checkpoint(ck);
+  const double loss = engine.evaluate();
+  char line[160];
+  std::snprintf(line, sizeof line, "val loss %.4f (%d batches of %d sequences, step %ld)", loss,
+                cfg.train.eval_batches, cfg.train.batch_size, (long)engine.step());
+  log_info(line);
+  return 0;
+}
+
+}  // namespace dsmoe

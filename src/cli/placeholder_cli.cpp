@@ -1,2 +1,0 @@
-// placeholder, replaced as the module is written
-int main() { return 0; }

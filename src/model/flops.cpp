@@ -1,0 +1,49 @@
+#include "model/flops.h"
+
+#include <algorithm>
+
+namespace dsmoe {
+
+ModelCount count_model(const Config& cfg) {
+  const auto& m = cfg.model;
+  const auto& moe = cfg.moe;
+  const int64_t d = m.d_model, V = m.vocab_size, L = m.n_layers, Lm = cfg.n_moe_layers(), Ld = L - Lm;
+  const int64_t expert = 3 * d * moe.expert_hidden;
+  const int64_t router = (moe.router_noise > 0 ? 2 : 1) * moe.n_routed * d;
+  ModelCount c;
+  c.components = {
+      {"embedding", V * d, V * d},
+      {"attention", L * 4 * d * d, L * 4 * d * d},
+      {"dense_ffn", Ld * 3 * d * m.dense_hidden, Ld * 3 * d * m.dense_hidden},
+      {"shared_experts", Lm * moe.n_shared * expert, Lm * moe.n_shared * expert},
+      {"routed_experts", Lm * moe.n_routed * expert, Lm * moe.top_k * expert},
+      {"router", Lm * router, Lm * router},
+      {"norms", (2 * L + 1) * d, (2 * L + 1) * d},
+      {"lm_head", m.tie_embeddings ? 0 : V * d, m.tie_embeddings ? 0 : V * d},
+  };
+  int64_t matmul_active = 0;
+  for (const auto& comp : c.components) {
+    c.params_total += comp.total;
+    c.params_active += comp.active;
+    if (comp.name != "embedding" && comp.name != "norms") matmul_active += comp.active;
+  }
+  if (m.tie_embeddings) matmul_active += V * d;  // the tied head is still a matmul
+  c.flops_per_token = 6.0 * matmul_active + 6.0 * L * d * m.seq_len;
+  return c;
+}
+
+int64_t estimate_memory_bytes(const Config& cfg, int seqs) {
+  const auto& m = cfg.model;
+  const auto& moe = cfg.moe;
+  const int64_t R = (int64_t)seqs * m.seq_len, d = m.d_model, L = m.n_layers, Lm = cfg.n_moe_layers();
+  const int64_t probs = (int64_t)seqs * m.n_heads * m.seq_len * m.seq_len;
+  const int64_t pairs = R * moe.top_k, n = moe.expert_hidden, sh = (int64_t)moe.n_shared * n;
+  int64_t floats = 4 * count_model(cfg).params_total;                    // params, grads, m, v
+  floats += L * (R * (7 * d + 2) + probs);                                // per-layer activations
+  floats += (L - Lm) * R * 3 * m.dense_hidden;                            // dense FFN gu, act
+  floats += Lm * (pairs * (7 * d + 6 * n + 2) + R * (moe.n_routed + 3 * sh + std::max<int64_t>(d, moe.n_routed)));
+  floats += R * (6 * d + m.vocab_size + 2) + probs + R * 3 * m.dense_hidden;  // head and backward scratch
+  return floats * 4;
+}
+
+}  // namespace dsmoe

@@ -1,0 +1,171 @@
+#include "train/engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu_backend.h"
+#include "util/check.h"
+#include "util/rng.h"
+#include "util/timer.h"
+
+namespace dsmoe {
+
+void resolve_vocab(Config& cfg, const TokenData& data) {
+  if (cfg.model.vocab_size == 0) {
+    cfg.model.vocab_size = data.vocab_size;
+    return;
+  }
+  DSMOE_CHECK(cfg.model.vocab_size >= data.vocab_size, cfg.source, ": model.vocab_size: ", cfg.model.vocab_size,
+              " is too small for ", data.source, ", whose largest token is ", data.vocab_size - 1);
+}
+
+namespace {
+
+std::unique_ptr<Backend<float>> make_backend(const Config& cfg) {
+  DSMOE_CHECK(cfg.backend != "cuda", cfg.source, ": backend: cuda is not available in this build (use cpu or auto)");
+  return make_cpu_backend<float>();
+}
+
+}  // namespace
+
+Engine::Engine(Config cfg, Comm& comm) : cfg_(std::move(cfg)), comm_(comm) {
+  data_ = load_tokens(cfg_.data.path);
+  resolve_vocab(cfg_, data_);
+  validate_config(cfg_, comm_.size());
+  split_ = split_tokens(static_cast<int64_t>(data_.tokens.size()), cfg_.data.val_fraction, cfg_.model.seq_len);
+  order_ = std::make_unique<TrainOrder>(split_.n_train, cfg_.model.seq_len, cfg_.train.batch_size,
+                                        cfg_.data.shuffle, cfg_.seed);
+  be_ = make_backend(cfg_);
+  local_seqs_ = cfg_.train.batch_size / cfg_.train.micro_batches / comm_.size();
+  model_ = std::make_unique<Model<float>>(cfg_, *be_, comm_, local_seqs_, comm_.size());
+  model_->init_params(cfg_.seed);
+  opt_ = std::make_unique<AdamW<float>>(*be_, model_->table(), cfg_.train);
+  inputs_.resize((size_t)local_seqs_ * cfg_.model.seq_len);
+  targets_.resize(inputs_.size());
+}
+
+Engine::~Engine() = default;
+
+// Forward (and in training backward) of micro-batch `micro`; returns the global CE sum.
+double Engine::micro_batch(int64_t step, int micro, bool training, StepStats* stats) {
+  const int B = cfg_.train.batch_size, Bm = B / cfg_.train.micro_batches, T = cfg_.model.seq_len;
+  const int64_t first = (int64_t)micro * Bm + (int64_t)comm_.rank() * local_seqs_;
+  std::vector<int64_t> starts(local_seqs_);
+  for (int i = 0; i < local_seqs_; ++i)
+    starts[i] = training ? order_->start(step, first + i)
+                         : eval_start(split_, T, (int64_t)step * B + first + i);
+  gather_windows(data_.tokens.data(), starts, T, inputs_.data(), targets_.data());
+
+  ForwardOpts opts;
+  opts.training = training;
+  opts.tokens_global = (int64_t)Bm * T;
+  opts.token_offset = first * T - (int64_t)micro * Bm * T;
+  opts.noise_key = hash_key(cfg_.seed, step, micro);
+  opts.loss_scale = 1.0 / cfg_.train.micro_batches;
+  ForwardResult r = model_->forward(inputs_.data(), targets_.data(), local_seqs_, opts);
+  double ce = r.ce_sum;
+  comm_.allreduce_sum(&ce, 1);
+  if (!training) return ce;
+  model_->backward();
+  stats->aux_loss += r.aux_loss / cfg_.train.micro_batches;
+  const int N = cfg_.moe.n_routed;
+  for (size_t li = 0; li < model_->moe_layers().size(); ++li) {
+    const Routing<float>& rt = model_->moe_layer(static_cast<int>(li)).routing();
+    for (int i = 0; i < N; ++i) stats->load[li * N + i] += rt.load[i];
+    stats->dropped[li] += static_cast<double>(rt.dropped);
+  }
+  return ce;
+}
+
+StepStats Engine::train_step() {
+  const double t0 = now_seconds();
+  const int64_t s = step_;
+  const size_t n_moe = model_->moe_layers().size();
+  const int N = cfg_.moe.n_routed;
+  StepStats st;
+  st.load.assign(n_moe * N, 0.0);
+  st.dropped.assign(n_moe, 0.0);
+  for (size_t li = 0; li < n_moe; ++li) model_->moe_layer(static_cast<int>(li)).times() = MoeTimes{};
+
+  model_->zero_grads();
+  double ce = 0;
+  for (int m = 0; m < cfg_.train.micro_batches; ++m) ce += micro_batch(s, m, true, &st);
+  st.loss = ce / static_cast<double>(tokens_per_step());
+
+  const double t_ar = now_seconds();
+  const ParamTable& table = model_->table();
+  comm_.allreduce_sum(model_->grads(), table.size());
+  double sq = be_->sum_squares(model_->grads(), table.size());
+  st.t_allreduce = now_seconds() - t_ar;
+  st.grad_norm = std::sqrt(sq);
+  st.lr = learning_rate(cfg_.train, s);
+  opt_->update(model_->params(), model_->grads(), st.lr, clip_coefficient(st.grad_norm, cfg_.train.grad_clip),
+               s + 1);
+
+  // Auxiliary-loss-free balancing: move each bias toward the mean load.
+  if (cfg_.balance.bias_rate > 0) {
+    for (size_t li = 0; li < n_moe; ++li) {
+      double mean = 0;
+      for (int i = 0; i < N; ++i) mean += st.load[li * N + i] / N;
+      for (int i = 0; i < N; ++i) {
+        double diff = mean - st.load[li * N + i];
+        model_->bias()[li][i] += static_cast<float>(cfg_.balance.bias_rate * ((diff > 0) - (diff < 0)));
+      }
+    }
+  }
+  for (size_t li = 0; li < n_moe; ++li) {
+    const MoeTimes& t = model_->moe_layer(static_cast<int>(li)).times();
+    st.t_dispatch += t.dispatch;
+    st.t_combine += t.combine;
+  }
+  st.t_step = now_seconds() - t0;
+  st.t_compute = st.t_step - st.t_dispatch - st.t_combine - st.t_allreduce;
+  step_++;
+  return st;
+}
+
+double Engine::evaluate() {
+  double ce = 0;
+  for (int b = 0; b < cfg_.train.eval_batches; ++b)
+    for (int m = 0; m < cfg_.train.micro_batches; ++m) ce += micro_batch(b, m, false, nullptr);
+  return ce / (static_cast<double>(cfg_.train.eval_batches) * tokens_per_step());
+}
+
+void Engine::save_checkpoint(const std::string& path, const StepStats& last) {
+  const ParamTable& table = model_->table();
+  CheckpointState st;
+  st.params = model_->params_to_host();
+  st.m = to_host(*be_, opt_->m(), table.size());
+  st.v = to_host(*be_, opt_->v(), table.size());
+  st.optimizer_step = step_;
+  st.bias = model_->bias();
+  st.moe_layers = model_->moe_layers();
+  st.meta.step = step_;
+  st.meta.tokens_seen = step_ * tokens_per_step();
+  st.meta.config_yaml = to_yaml(cfg_);
+  st.meta.loss = last.loss;
+  st.meta.aux_loss = last.aux_loss;
+  st.meta.lr = last.lr;
+  st.meta.grad_norm = last.grad_norm;
+  if (comm_.rank() == 0) write_checkpoint(path, table, st);
+}
+
+void Engine::load_checkpoint(const std::string& path) {
+  CheckpointState st = read_checkpoint(path, model_->table(), model_->moe_layers(), cfg_.moe.n_routed);
+  model_->params_from_host(st.params);
+  to_device(*be_, opt_->m(), st.m);
+  to_device(*be_, opt_->v(), st.v);
+  for (size_t li = 0; li < st.bias.size(); ++li) model_->bias()[li] = st.bias[li];
+  step_ = st.optimizer_step;
+}
+
+}  // namespace dsmoe
+
+namespace dsmoe {
+
+Config config_from_checkpoint(const std::string& path) {
+  CheckpointMeta meta = read_checkpoint_meta(path);
+  return parse_config(meta.config_yaml, path + " (stored config)");
+}
+
+}  // namespace dsmoe

@@ -1,0 +1,72 @@
+// One training engine: data, backend, model, optimizer and balance bias for this rank, with
+// one optimizer step and one evaluation as its operations. `dsmoe train` drives it with
+// logging, metrics and checkpoints; `dsmoe bench` drives it bare.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "comm/comm.h"
+#include "config/config.h"
+#include "data/batches.h"
+#include "data/tokens.h"
+#include "io/checkpoint.h"
+#include "model/model.h"
+#include "train/optimizer.h"
+
+namespace dsmoe {
+
+struct StepStats {
+  double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0;
+  std::vector<double> load;     // [moe_layers * n_routed] tokens routed per expert this step
+  std::vector<double> dropped;  // [moe_layers]
+  double t_compute = 0, t_dispatch = 0, t_combine = 0, t_allreduce = 0, t_step = 0;
+};
+
+// vocab_size 0 takes the data's; an explicit one must cover every token. Throws naming the key.
+void resolve_vocab(Config& cfg, const TokenData& data);
+
+class Engine {
+ public:
+  // Loads the data and builds the model (initialized from cfg.seed). cfg.model.vocab_size is
+  // resolved from the data.
+  Engine(Config cfg, Comm& comm);
+  ~Engine();
+
+  const Config& config() const { return cfg_; }
+  Model<float>& model() { return *model_; }
+  Backend<float>& backend() { return *be_; }
+  int64_t step() const { return step_; }  // optimizer steps taken
+  int64_t tokens_per_step() const { return (int64_t)cfg_.train.batch_size * cfg_.model.seq_len; }
+
+  StepStats train_step();  // runs optimizer step number step() and advances it
+  double evaluate();       // mean validation cross-entropy (MODEL.md "Data")
+
+  void save_checkpoint(const std::string& path, const StepStats& last);
+  void load_checkpoint(const std::string& path);  // also sets step()
+
+ private:
+  double micro_batch(int64_t step, int micro, bool training, StepStats* stats);
+
+  Config cfg_;
+  Comm& comm_;
+  std::unique_ptr<Backend<float>> be_;
+  TokenData data_;
+  Split split_;
+  std::unique_ptr<TrainOrder> order_;
+  std::unique_ptr<Model<float>> model_;
+  std::unique_ptr<AdamW<float>> opt_;
+  int64_t step_ = 0;
+  int local_seqs_ = 0;  // sequences of one micro-batch on this rank
+  std::vector<int32_t> inputs_, targets_;
+};
+
+}  // namespace dsmoe
+
+namespace dsmoe {
+
+// The resolved config stored in a checkpoint (for eval and generate).
+Config config_from_checkpoint(const std::string& path);
+
+}  // namespace dsmoe

@@ -1,0 +1,36 @@
+#include "train/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace dsmoe {
+
+double learning_rate(const TrainConfig& t, int64_t step) {
+  if (step < t.warmup_steps) return t.lr * static_cast<double>(step + 1) / static_cast<double>(t.warmup_steps);
+  if (t.schedule == "constant") return t.lr;
+  double span = static_cast<double>(t.steps - t.warmup_steps);
+  double p = span > 0 ? static_cast<double>(step - t.warmup_steps) / span : 1.0;
+  p = std::clamp(p, 0.0, 1.0);
+  return t.min_lr + (t.lr - t.min_lr) * (1.0 + std::cos(M_PI * p)) / 2.0;
+}
+
+double clip_coefficient(double grad_norm, double max_norm) {
+  if (max_norm <= 0) return 1.0;
+  return std::min(1.0, max_norm / (grad_norm + 1e-6));
+}
+
+template <typename T>
+AdamW<T>::AdamW(Backend<T>& be, const ParamTable& table, const TrainConfig& t)
+    : be_(be), table_(table), cfg_(t), m_(be, table.size()), v_(be, table.size()) {}
+
+template <typename T>
+void AdamW<T>::update(T* params, const T* grads, double lr, double grad_scale, int64_t step_count) {
+  for (const auto& t : table_.tensors())
+    be_.adamw(params + t.offset, grads + t.offset, m_.data() + t.offset, v_.data() + t.offset, t.numel, lr,
+              cfg_.beta1, cfg_.beta2, cfg_.eps, t.decay ? cfg_.weight_decay : 0.0, step_count, grad_scale);
+}
+
+template class AdamW<float>;
+template class AdamW<double>;
+
+}  // namespace dsmoe

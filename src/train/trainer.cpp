@@ -1,0 +1,166 @@
+#include "train/trainer.h"
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "io/metrics.h"
+#include "model/flops.h"
+#include "moe/router.h"
+#include "train/engine.h"
+#include "util/format.h"
+#include "util/log.h"
+#include "util/timer.h"
+
+namespace dsmoe {
+namespace {
+
+std::string human_duration(double s) {
+  char buf[32];
+  int64_t t = static_cast<int64_t>(s + 0.5);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", (long)(t / 3600), (long)(t % 3600 / 60));
+  else
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", (long)(t / 60), (long)(t % 60));
+  return buf;
+}
+
+void print_parameter_table(const Config& cfg) {
+  ModelCount c = count_model(cfg);
+  auto row = [](const std::string& name, int64_t total, int64_t active) {
+    log_info(name, std::string(16 - std::min<size_t>(15, name.size()), ' '), fmt_count(total), fmt_count(active));
+  };
+  char head[64];
+  std::snprintf(head, sizeof head, "%-16s%14s%14s", "parameters", "total", "active");
+  log_info(head);
+  for (const auto& comp : c.components)
+    if (comp.total > 0) row(comp.name, comp.total, comp.active);
+  row("all", c.params_total, c.params_active);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3g", c.flops_per_token);
+  log_info("training FLOPs per token: ", buf);
+}
+
+ExpertRow expert_row(const Config& cfg, int64_t step, const StepStats& st,
+                     const std::vector<std::vector<float>>& bias) {
+  ExpertRow row;
+  row.step = step;
+  row.load = st.load;
+  row.dropped = st.dropped;
+  const int N = cfg.moe.n_routed;
+  for (size_t li = 0; li < st.dropped.size(); ++li)
+    row.max_violation.push_back(
+        max_violation(std::vector<double>(st.load.begin() + li * N, st.load.begin() + (li + 1) * N)));
+  if (cfg.balance.bias_rate > 0)
+    for (const auto& b : bias) row.bias.insert(row.bias.end(), b.begin(), b.end());
+  return row;
+}
+
+}  // namespace
+
+TrainSummary run_training(const Config& cfg_in, Comm& comm) {
+  Engine engine(cfg_in, comm);
+  const Config& cfg = engine.config();
+  const std::string out = cfg.out;
+  std::filesystem::create_directories(out);
+  const std::string ckpt = out + "/checkpoint.h5";
+
+  bool resumed = false;
+  if (std::filesystem::exists(ckpt)) {
+    try {
+      engine.load_checkpoint(ckpt);
+    } catch (const Error& e) {
+      throw Error(cat("cannot resume from ", ckpt, ": ", e.what(),
+                      " (move it away or set a new `out` to start a fresh run)"));
+    }
+    resumed = true;
+  }
+  if (comm.rank() == 0) {
+    std::ofstream f(out + "/config.yaml");
+    f << to_yaml(cfg);
+    DSMOE_CHECK(f.good(), out, "/config.yaml: cannot write");
+  }
+
+  const ModelCount counts = count_model(cfg);
+  std::unique_ptr<MetricsWriter> metrics;
+  if (comm.rank() == 0) {
+    RunInfo info;
+    info.config_yaml = to_yaml(cfg);
+    info.params_total = counts.params_total;
+    info.params_active = counts.params_active;
+    info.flops_per_token = counts.flops_per_token;
+    info.world_size = comm.size();
+    info.backend = engine.backend().name();
+    info.n_moe_layers = cfg.n_moe_layers();
+    info.n_routed = cfg.moe.n_routed;
+    info.with_bias = cfg.balance.bias_rate > 0;
+    metrics = std::make_unique<MetricsWriter>(out + "/metrics.h5", info, resumed ? engine.step() : -1);
+  }
+
+  log_info("dsmoe train: ", cfg.name, " (", cfg.source, ") on ", comm.size(), " rank(s), backend ",
+           engine.backend().name(), ", ", cfg.train.steps, " steps of ", engine.tokens_per_step(), " tokens");
+  print_parameter_table(cfg);
+  if (resumed) log_info("resuming from ", ckpt, " at step ", engine.step());
+
+  TrainSummary summary;
+  const double t_start = now_seconds();
+  const int64_t first_step = engine.step();
+  StepStats st;
+  while (engine.step() < cfg.train.steps) {
+    st = engine.train_step();
+    const int64_t s = engine.step();
+    DSMOE_CHECK(std::isfinite(st.loss) && std::isfinite(st.grad_norm), "non-finite loss (", st.loss,
+                ") or gradient norm (", st.grad_norm, ") at step ", s, "; the last checkpoint is ", ckpt);
+    summary.steps_run++;
+    summary.final_loss = st.loss;
+    const bool last = s == cfg.train.steps;
+    if (s % cfg.train.log_every == 0 || last) {
+      const double elapsed = now_seconds() - t_start;
+      const double per_step = elapsed / static_cast<double>(s - first_step);
+      const double tok_s = engine.tokens_per_step() / st.t_step;
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "step %ld/%ld | loss %.4f | aux %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | eta %s", (long)s,
+                    (long)cfg.train.steps, st.loss, st.aux_loss, st.lr, st.grad_norm, tok_s,
+                    human_duration(per_step * static_cast<double>(cfg.train.steps - s)).c_str());
+      log_info(line);
+      if (metrics) {
+        TrainRow row{s,         st.loss,    st.aux_loss, st.lr,          st.grad_norm, s * engine.tokens_per_step(),
+                     tok_s,     st.t_step,  st.t_compute, st.t_dispatch, st.t_combine, st.t_allreduce};
+        metrics->append_train(row);
+        if (cfg.n_moe_layers() > 0) metrics->append_experts(expert_row(cfg, s, st, engine.model().bias()));
+      }
+    }
+    if ((cfg.train.eval_every > 0 && s % cfg.train.eval_every == 0) || last) {
+      const double ev = engine.evaluate();
+      summary.final_eval_loss = ev;
+      char line[96];
+      std::snprintf(line, sizeof line, "eval step %ld | val loss %.4f", (long)s, ev);
+      log_info(line);
+      if (metrics) metrics->append_eval(s, ev);
+    }
+    if (metrics) metrics->flush();
+    if ((cfg.train.checkpoint_every > 0 && s % cfg.train.checkpoint_every == 0) || last)
+      engine.save_checkpoint(ckpt, st);
+  }
+  if (summary.steps_run == 0) {
+    log_info("nothing to do: ", ckpt, " is already at step ", engine.step(), " of ", cfg.train.steps);
+    return summary;
+  }
+  const double elapsed = now_seconds() - t_start;
+  char line[256];
+  std::snprintf(line, sizeof line, "done: %ld steps in %s (%.0f tok/s), final loss %.4f, val loss %.4f",
+                (long)summary.steps_run, human_duration(elapsed).c_str(),
+                summary.steps_run * engine.tokens_per_step() / elapsed, summary.final_loss, summary.final_eval_loss);
+  log_info(line);
+  log_info("metrics:    ", out, "/metrics.h5");
+  log_info("checkpoint: ", ckpt);
+  log_info("config:     ", out, "/config.yaml");
+  return summary;
+}
+
+}  // namespace dsmoe

@@ -1,0 +1,17 @@
+// `dsmoe train`: the training loop with progress, evaluation, metrics.h5, checkpoints and
+// resume from the run's own checkpoint.
+#pragma once
+#include "comm/comm.h"
+#include "config/config.h"
+
+namespace dsmoe {
+
+struct TrainSummary {
+  int64_t steps_run = 0;  // steps taken by this invocation
+  double final_loss = 0;
+  double final_eval_loss = 0;
+};
+
+TrainSummary run_training(const Config& cfg, Comm& comm);
+
+}  // namespace dsmoe

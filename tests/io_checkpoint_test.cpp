@@ -1,0 +1,338 @@
+#include <gtest/gtest.h>
+#include <hdf5.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "io/checkpoint.h"
+#include "test_util.h"
+#include "util/check.h"
+
+namespace dsmoe {
+namespace {
+
+using test::read_file;
+using test::TempDir;
+
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::vector<float> random_floats(int64_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = dist(gen);
+  return v;
+}
+
+CheckpointState random_state(const ParamTable& table, const std::vector<int>& moe_layers,
+                             int n_routed) {
+  CheckpointState s;
+  s.params = random_floats(table.size(), 1);
+  s.m = random_floats(table.size(), 2);
+  s.v = random_floats(table.size(), 3);
+  s.optimizer_step = 41;
+  s.moe_layers = moe_layers;
+  for (size_t i = 0; i < moe_layers.size(); ++i) s.bias.push_back(random_floats(n_routed, 4 + i));
+  s.meta.step = 42;
+  s.meta.tokens_seen = 1234567890123;
+  s.meta.config_yaml = "model:\n  d_model: 4\n# café\n";
+  s.meta.loss = 2.5;
+  s.meta.aux_loss = 0.125;
+  s.meta.lr = 3e-4;
+  s.meta.grad_norm = 0.75;
+  return s;
+}
+
+ParamTable small_table() {
+  ParamTable t;
+  t.add("tok_embedding", {10, 4});
+  t.add("final_norm", {4});
+  t.add("layers/1/attn_norm", {4});
+  t.add("layers/1/moe/experts/w_gate", {4, 3, 2}, true, 0, 4);
+  return t;
+}
+
+bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+TEST(Checkpoint, RoundTripIsBitExact) {
+  TempDir dir;
+  ParamTable table = small_table();
+  CheckpointState s = random_state(table, {1, 3}, 4);
+  s.meta.config_yaml += std::string(100000, 'x');  // beyond compact attribute storage
+  write_checkpoint(dir.file("c.h5"), table, s);
+  CheckpointState r = read_checkpoint(dir.file("c.h5"), table, {1, 3}, 4);
+  EXPECT_TRUE(bits_equal(r.params, s.params));
+  EXPECT_TRUE(bits_equal(r.m, s.m));
+  EXPECT_TRUE(bits_equal(r.v, s.v));
+  ASSERT_EQ(r.bias.size(), 2u);
+  EXPECT_TRUE(bits_equal(r.bias[0], s.bias[0]));
+  EXPECT_TRUE(bits_equal(r.bias[1], s.bias[1]));
+  EXPECT_EQ(r.moe_layers, (std::vector<int>{1, 3}));
+  EXPECT_EQ(r.optimizer_step, 41);
+  for (const CheckpointMeta& m : {r.meta, read_checkpoint_meta(dir.file("c.h5"))}) {
+    EXPECT_EQ(m.step, 42);
+    EXPECT_EQ(m.tokens_seen, 1234567890123);
+    EXPECT_EQ(m.config_yaml, s.meta.config_yaml);
+    EXPECT_EQ(m.loss, 2.5);
+    EXPECT_EQ(m.aux_loss, 0.125);
+    EXPECT_EQ(m.lr, 3e-4);
+    EXPECT_EQ(m.grad_norm, 0.75);
+  }
+}
+
+// Layout checks through the HDF5 C API, independent of the io code.
+std::vector<hsize_t> dataset_shape(hid_t file, const std::string& path, H5T_class_t* cls,
+                                   size_t* size) {
+  hid_t d = H5Dopen2(file, path.c_str(), H5P_DEFAULT);
+  if (d < 0) return {999};
+  hid_t space = H5Dget_space(d), type = H5Dget_type(d);
+  std::vector<hsize_t> dims(static_cast<size_t>(H5Sget_simple_extent_ndims(space)));
+  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  *cls = H5Tget_class(type);
+  *size = H5Tget_size(type);
+  H5Tclose(type);
+  H5Sclose(space);
+  H5Dclose(d);
+  return dims;
+}
+
+void expect_attr(hid_t loc, const char* name, H5T_class_t cls, size_t size) {
+  hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+  ASSERT_GE(a, 0) << name;
+  hid_t type = H5Aget_type(a);
+  EXPECT_EQ(H5Tget_class(type), cls) << name;
+  if (cls == H5T_STRING) {
+    EXPECT_GT(H5Tis_variable_str(type), 0) << name;
+    EXPECT_EQ(H5Tget_cset(type), H5T_CSET_UTF8) << name;
+  } else {
+    EXPECT_EQ(H5Tget_size(type), size) << name;
+  }
+  H5Tclose(type);
+  H5Aclose(a);
+}
+
+TEST(Checkpoint, LayoutFollowsModelMd) {
+  const int64_t V = 16, d = 8, dh = 12, N = 4, n = 3, ks = 3;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> tensors = {
+      {"tok_embedding", {V, d}},
+      {"lm_head", {V, d}},
+      {"final_norm", {d}},
+      {"layers/0/attn_norm", {d}},
+      {"layers/0/attn/wq", {d, d}},
+      {"layers/0/attn/wk", {d, d}},
+      {"layers/0/attn/wv", {d, d}},
+      {"layers/0/attn/wo", {d, d}},
+      {"layers/0/ffn_norm", {d}},
+      {"layers/0/ffn/w_gate", {dh, d}},
+      {"layers/0/ffn/w_up", {dh, d}},
+      {"layers/0/ffn/w_down", {d, dh}},
+      {"layers/1/attn_norm", {d}},
+      {"layers/1/attn/wq", {d, d}},
+      {"layers/1/attn/wk", {d, d}},
+      {"layers/1/attn/wv", {d, d}},
+      {"layers/1/attn/wo", {d, d}},
+      {"layers/1/ffn_norm", {d}},
+      {"layers/1/moe/router", {N, d}},
+      {"layers/1/moe/shared/w_gate", {ks, d}},
+      {"layers/1/moe/shared/w_up", {ks, d}},
+      {"layers/1/moe/shared/w_down", {d, ks}},
+      {"layers/1/moe/experts/w_gate", {N, n, d}},
+      {"layers/1/moe/experts/w_up", {N, n, d}},
+      {"layers/1/moe/experts/w_down", {N, d, n}},
+  };
+  ParamTable table;
+  for (const auto& [name, shape] : tensors)
+    table.add(name, shape, name.find("experts") != std::string::npos, 0, shape[0]);
+  TempDir dir;
+  write_checkpoint(dir.file("c.h5"), table, random_state(table, {1}, N));
+
+  hid_t f = H5Fopen(dir.file("c.h5").c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  expect_attr(f, "format", H5T_STRING, 0);
+  expect_attr(f, "config", H5T_STRING, 0);
+  expect_attr(f, "format_version", H5T_INTEGER, 4);
+  expect_attr(f, "step", H5T_INTEGER, 8);
+  expect_attr(f, "tokens_seen", H5T_INTEGER, 8);
+  for (const char* a : {"loss", "aux_loss", "lr", "grad_norm"}) expect_attr(f, a, H5T_FLOAT, 8);
+  hid_t a = H5Aopen(f, "format", H5P_DEFAULT), t = H5Aget_type(a);
+  char* format = nullptr;
+  ASSERT_GE(H5Aread(a, t, &format), 0);
+  EXPECT_STREQ(format, "dsmoe-checkpoint");
+  H5free_memory(format);
+  H5Tclose(t);
+  H5Aclose(a);
+  a = H5Aopen(f, "format_version", H5P_DEFAULT);
+  int version = 0;
+  ASSERT_GE(H5Aread(a, H5T_NATIVE_INT, &version), 0);
+  EXPECT_EQ(version, 1);
+  H5Aclose(a);
+
+  std::vector<std::pair<std::string, std::vector<int64_t>>> datasets = {
+      {"/state/layers/1/moe/bias", {N}}};
+  for (const char* prefix : {"/params/", "/optimizer/m/", "/optimizer/v/"})
+    for (const auto& [name, shape] : tensors) datasets.push_back({prefix + name, shape});
+  for (const auto& [path, shape] : datasets) {
+    H5T_class_t cls = H5T_NO_CLASS;
+    size_t size = 0;
+    std::vector<hsize_t> got = dataset_shape(f, path, &cls, &size);
+    EXPECT_EQ(got, std::vector<hsize_t>(shape.begin(), shape.end())) << path;
+    EXPECT_EQ(cls, H5T_FLOAT) << path;
+    EXPECT_EQ(size, 4u) << path;
+  }
+  hid_t opt = H5Gopen2(f, "/optimizer", H5P_DEFAULT);
+  expect_attr(opt, "step", H5T_INTEGER, 8);
+  H5Gclose(opt);
+  H5Fclose(f);
+}
+
+TEST(Checkpoint, ShardedReadTakesItsExpertRows) {
+  TempDir dir;
+  ParamTable full = small_table();
+  CheckpointState s = random_state(full, {1}, 4);
+  write_checkpoint(dir.file("c.h5"), full, s);
+
+  ParamTable half;
+  half.add("final_norm", {4});
+  half.add("layers/1/moe/experts/w_gate", {2, 3, 2}, true, 2, 4);
+  CheckpointState r = read_checkpoint(dir.file("c.h5"), half, {1}, 4);
+  const TensorInfo& src = full.get("layers/1/moe/experts/w_gate");
+  const float* want = s.params.data() + src.offset + 2 * 3 * 2;
+  ASSERT_EQ(r.params.size(), 16u);
+  EXPECT_EQ(std::memcmp(r.params.data() + 4, want, 12 * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(r.m.data() + 4, s.m.data() + src.offset + 12, 12 * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(r.params.data(), s.params.data() + full.get("final_norm").offset,
+                        4 * sizeof(float)),
+            0);
+}
+
+TEST(Checkpoint, MissingOptimizerAndBiasLoadAsZeros) {
+  TempDir dir;
+  ParamTable table = small_table();
+  write_checkpoint(dir.file("c.h5"), table, random_state(table, {1}, 4));
+  hid_t f = H5Fopen(dir.file("c.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(H5Ldelete(f, "optimizer", H5P_DEFAULT), 0);
+  H5Fclose(f);
+  CheckpointState r = read_checkpoint(dir.file("c.h5"), table, {1, 3}, 4);
+  EXPECT_EQ(r.optimizer_step, 42);
+  EXPECT_EQ(r.m, std::vector<float>(static_cast<size_t>(table.size()), 0.0f));
+  EXPECT_EQ(r.v, r.m);
+  EXPECT_EQ(r.bias.at(1), std::vector<float>(4, 0.0f));
+}
+
+TEST(Checkpoint, BadFilesGiveErrorsNamingPathAndTensor) {
+  TempDir dir;
+  ParamTable table = small_table();
+  const std::string good = dir.file("c.h5");
+  write_checkpoint(good, table, random_state(table, {1}, 4));
+  auto read = [&](const std::string& path, const ParamTable& t) {
+    return error_of([&] { read_checkpoint(path, t, {1}, 4); });
+  };
+
+  const std::string missing = dir.file("missing.h5");
+  EXPECT_EQ(read(missing, table), missing + ": cannot open checkpoint (missing or not an HDF5 file)");
+  EXPECT_EQ(error_of([&] { read_checkpoint_meta(missing); }),
+            missing + ": cannot open checkpoint (missing or not an HDF5 file)");
+
+  std::string bytes = read_file(good);
+  const std::string half = dir.file("half.h5"), garbage = dir.file("garbage.h5");
+  test::write_file(half, bytes.substr(0, bytes.size() / 2));
+  test::write_file(garbage, std::string(4096, 'z'));
+  std::string half_err = read(half, table);  // HDF5 1.10 refuses the open (EOF < EOA)
+  EXPECT_EQ(half_err.rfind(half + ": ", 0), 0u) << half_err;
+  EXPECT_EQ(read(garbage, table),
+            garbage + ": cannot open checkpoint (missing or not an HDF5 file)");
+
+  auto with_attr = [&](const std::string& name, auto write) {
+    std::string path = dir.file(name);
+    test::write_file(path, bytes);
+    hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    write(f);
+    H5Fclose(f);
+    return path;
+  };
+  std::string other = with_attr("other.h5", [](hid_t f) { H5Adelete(f, "format"); });
+  EXPECT_EQ(read(other, table), other + ": not a dsmoe checkpoint");
+  std::string v2 = with_attr("v2.h5", [](hid_t f) {
+    int two = 2;
+    hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT, &two);
+    H5Aclose(a);
+  });
+  EXPECT_EQ(read(v2, table), v2 + ": format_version 2 is not supported");
+  EXPECT_EQ(error_of([&] { read_checkpoint_meta(v2); }), v2 + ": format_version 2 is not supported");
+
+  ParamTable more = small_table();
+  more.add("layers/1/attn/wq", {4, 4});
+  EXPECT_EQ(read(good, more), good + ": checkpoint has no tensor params/layers/1/attn/wq");
+
+  ParamTable wide;
+  wide.add("tok_embedding", {64, 32});
+  const std::string wide_path = dir.file("wide.h5");
+  CheckpointState ws = random_state(wide, {}, 4);
+  write_checkpoint(wide_path, wide, ws);
+  ParamTable narrow;
+  narrow.add("tok_embedding", {32, 32});
+  EXPECT_EQ(error_of([&] { read_checkpoint(wide_path, narrow, {}, 4); }),
+            wide_path + ": tensor params/tok_embedding has shape [64, 32], the config needs [32, 32]");
+  EXPECT_EQ(read(good, small_table()), "(no error)");
+}
+
+TEST(Checkpoint, WriteReplacesAtomically) {
+  TempDir dir;
+  ParamTable table = small_table();
+  const std::string path = dir.file("c.h5");
+  CheckpointState s = random_state(table, {1}, 4);
+  write_checkpoint(path, table, s);
+  s.meta.step = 43;
+  write_checkpoint(path, table, s);
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_EQ(read_checkpoint_meta(path).step, 43);
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path))
+    names.push_back(e.path().filename());
+  EXPECT_EQ(names, std::vector<std::string>{"c.h5"});
+}
+
+TEST(Checkpoint, FailedWriteLeavesPreviousCheckpoint) {
+  TempDir dir;
+  ParamTable table = small_table();
+  const std::string path = dir.file("c.h5");
+  CheckpointState s = random_state(table, {1}, 4);
+  write_checkpoint(path, table, s);
+  const std::string before = read_file(path);
+  s.meta.step = 99;
+  if (geteuid() != 0) {  // root writes into read-only directories anyway
+    ASSERT_EQ(chmod(dir.path.c_str(), 0555), 0);
+    std::string err = error_of([&] { write_checkpoint(path, table, s); });
+    chmod(dir.path.c_str(), 0755);
+    EXPECT_EQ(err.rfind(path + ": cannot write checkpoint", 0), 0u) << err;
+    EXPECT_EQ(read_file(path), before);
+  }
+  ASSERT_TRUE(std::filesystem::create_directory(path + ".tmp"));
+  std::string err = error_of([&] { write_checkpoint(path, table, s); });
+  EXPECT_EQ(err.rfind(path + ": cannot write checkpoint", 0), 0u) << err;
+  EXPECT_EQ(read_file(path), before);
+
+  std::filesystem::remove(path + ".tmp");
+  s.params.pop_back();
+  err = error_of([&] { write_checkpoint(path, table, s); });
+  EXPECT_NE(err.find(path + ": cannot write checkpoint: params/m/v hold"), std::string::npos) << err;
+  EXPECT_EQ(read_file(path), before);
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+}
+
+}  // namespace
+}  // namespace dsmoe
