@@ -62,7 +62,7 @@ ExpertRow expert_row(const Config& cfg, int64_t step, const StepStats& st,
 
 }  // namespace
 
-TrainSummary run_training(const Config& cfg_in, Comm& comm) {
+TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after) {
   Engine engine(cfg_in, comm);
   const Config& cfg = engine.config();
   const std::string out = cfg.out;
@@ -107,6 +107,7 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm) {
   if (resumed) log_info("resuming from ", ckpt, " at step ", engine.step());
 
   TrainSummary summary;
+  bool evaluated = false;
   const double t_start = now_seconds();
   const int64_t first_step = engine.step();
   StepStats st;
@@ -117,6 +118,7 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm) {
                 ") or gradient norm (", st.grad_norm, ") at step ", s, "; the last checkpoint is ", ckpt);
     summary.steps_run++;
     summary.final_loss = st.loss;
+    const bool stop = stop_after > 0 && summary.steps_run == stop_after;
     const bool last = s == cfg.train.steps;
     if (s % cfg.train.log_every == 0 || last) {
       const double elapsed = now_seconds() - t_start;
@@ -138,14 +140,19 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm) {
     if ((cfg.train.eval_every > 0 && s % cfg.train.eval_every == 0) || last) {
       const double ev = engine.evaluate();
       summary.final_eval_loss = ev;
+      evaluated = true;
       char line[96];
       std::snprintf(line, sizeof line, "eval step %ld | val loss %.4f", (long)s, ev);
       log_info(line);
       if (metrics) metrics->append_eval(s, ev);
     }
     if (metrics) metrics->flush();
-    if ((cfg.train.checkpoint_every > 0 && s % cfg.train.checkpoint_every == 0) || last)
+    if ((cfg.train.checkpoint_every > 0 && s % cfg.train.checkpoint_every == 0) || last || stop)
       engine.save_checkpoint(ckpt, st);
+    if (stop && !last) {
+      log_info("stopping after ", stop_after, " steps (--stop-after); `dsmoe train` again resumes at step ", s);
+      break;
+    }
   }
   if (summary.steps_run == 0) {
     log_info("nothing to do: ", ckpt, " is already at step ", engine.step(), " of ", cfg.train.steps);
@@ -153,10 +160,10 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm) {
   }
   const double elapsed = now_seconds() - t_start;
   char line[256];
-  std::snprintf(line, sizeof line, "done: %ld steps in %s (%.0f tok/s), final loss %.4f, val loss %.4f",
-                (long)summary.steps_run, human_duration(elapsed).c_str(),
-                summary.steps_run * engine.tokens_per_step() / elapsed, summary.final_loss, summary.final_eval_loss);
-  log_info(line);
+  std::snprintf(line, sizeof line, "done: %ld steps in %s (%.0f tok/s), final loss %.4f", (long)summary.steps_run,
+                human_duration(elapsed).c_str(), summary.steps_run * engine.tokens_per_step() / elapsed,
+                summary.final_loss);
+  log_info(line, evaluated ? cat(", val loss ", summary.final_eval_loss) : std::string());
   log_info("metrics:    ", out, "/metrics.h5");
   log_info("checkpoint: ", ckpt);
   log_info("config:     ", out, "/config.yaml");

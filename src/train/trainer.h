@@ -12,6 +12,8 @@ struct TrainSummary {
   double final_eval_loss = 0;
 };
 
-TrainSummary run_training(const Config& cfg, Comm& comm);
+// stop_after > 0 ends this invocation after that many steps, with a checkpoint, so a later
+// `dsmoe train` of the same config continues where it stopped.
+TrainSummary run_training(const Config& cfg, Comm& comm, int64_t stop_after = 0);
 
 }  // namespace dsmoe
