@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
 cd build
-ctest --output-on-failure -j"$(nproc)" "$@"
+# Tests use tiny models: one OpenMP thread each, and the cores run tests side by side.
+OMP_NUM_THREADS=1 ctest --output-on-failure -j"$(nproc)" "$@"

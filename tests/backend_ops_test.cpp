@@ -214,8 +214,21 @@ TEST_F(BackendOps, RopeInverseIsTransposeAndInverse) {
           int a = r * 3 * d + part * d + h * hd + i, b = a + hd / 2;
           EXPECT_NEAR(rx[a] * rx[a] + rx[b] * rx[b], x[a] * x[a] + x[b] * x[b], 1e-13);
         }
+}
+
+TEST_F(BackendOps, RopeBackwardMatchesFiniteDifferences) {
   // The backward (inverse rope of w) is the gradient of <w, rope(x)>.
-  expect_grad_near(riw, fd_grad([&](const Vec& v) { return dot(w, rope_of(v, false)); }, x), "rope");
+  const int B = 2, T = 3, H = 1, hd = 4, d = H * hd;
+  const double theta = 10000.0;
+  Rng rng(14);
+  Vec x = random_vec(rng, B * T * 3 * d), w = random_vec(rng, B * T * 3 * d);
+  auto rope_of = [&](const Vec& v, bool inverse) {
+    auto b = dev(v);
+    be->rope(b, B, T, H, hd, theta, inverse);
+    return host(b);
+  };
+  expect_grad_near(rope_of(w, true), fd_grad([&](const Vec& v) { return dot(w, rope_of(v, false)); }, x),
+                   "rope");
 }
 
 // ---------------------------------------------------------------- attention
