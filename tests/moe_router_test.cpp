@@ -351,6 +351,28 @@ TEST_F(Router, NoiseOnlyInTrainingAndKeyedDeterministically) {
   }
 }
 
+TEST_F(Router, NoiseDependsOnTheGlobalTokenIndex) {
+  // A rank holding tokens 3..5 of a 6-token micro-batch (token_offset 3) draws the same noise for
+  // them as a single rank holding all six.
+  auto spec = make_spec(4, 2);
+  spec.noise = 0.5;
+  Rng rng(8);
+  Vec logits(6 * 4), pre(6 * 4);
+  for (auto& x : logits) x = rng.normal();
+  for (auto& x : pre) x = rng.normal();
+  auto all = run(spec, logits, {}, true, 42, pre);
+  RouteContext ctx;
+  ctx.tokens_global = 6;
+  ctx.token_offset = 3;
+  ctx.training = true;
+  ctx.noise_key = 42;
+  auto part = route<double>(spec, ctx, Vec(logits.begin() + 12, logits.end()), Vec(pre.begin() + 12, pre.end()),
+                            std::vector<float>(4, 0.0f), *comm);
+  ASSERT_EQ(part.tokens, 3);
+  for (int p = 0; p < 12; ++p) EXPECT_EQ(part.noise_eps[p], all.noise_eps[12 + p]) << p;
+  for (int p = 0; p < 12; ++p) EXPECT_EQ(part.logits[p], all.logits[12 + p]) << p;
+}
+
 TEST_F(Router, NoiseIsStandardNormalTimesRate) {
   auto spec = make_spec(4, 1);
   spec.noise = 0.5;
@@ -450,7 +472,9 @@ TEST_P(RouterGrad, MatchesFiniteDifferences) {
       EXPECT_NEAR(g[i], fd, 1e-7 + 1e-6 * std::fabs(fd)) << (which ? "dnoise_pre " : "dlogits ") << i;
     }
   }
-  if (spec.noise <= 0) EXPECT_TRUE(dpre.empty());
+  if (spec.noise <= 0) {
+    EXPECT_TRUE(dpre.empty());
+  }
 
   // loss_scale multiplies the balance terms only: dl(2) = dl(1) + dl_aux, dl_aux = dl(dgate = 0).
   Vec aux = route_backward<double>(spec, base, Vec(tokens * K, 0.0), 1.0, nullptr);
@@ -470,6 +494,17 @@ INSTANTIATE_TEST_SUITE_P(
                                [](RouterSpec& s) {
                                  s.score = ScoreKind::sigmoid;
                                  s.capacity_factor = 0.5;
+                               }},
+                      GradCase{"softmax_topk_capacity",
+                               [](RouterSpec& s) {
+                                 s.score = ScoreKind::softmax_topk;
+                                 s.capacity_factor = 0.5;
+                               }},
+                      GradCase{"norm_topk_capacity_device_limited",
+                               [](RouterSpec& s) {
+                                 s.norm_topk = true;
+                                 s.capacity_factor = 0.5;
+                                 s.route_devices = 1;
                                }},
                       GradCase{"noise", [](RouterSpec& s) { s.noise = 0.05; }},
                       GradCase{"softmax_topk_noise",

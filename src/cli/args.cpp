@@ -1,5 +1,6 @@
 #include "cli/args.h"
 
+#include <cstdio>
 #include <cstdlib>
 
 #include "util/check.h"
@@ -60,6 +61,13 @@ double Args::get_double(const std::string& name, double fallback) const {
   double x = std::strtod(v.c_str(), &end);
   DSMOE_CHECK(!v.empty() && *end == '\0', "option --", name, ": expected a number, got '", v, "'");
   return x;
+}
+
+bool Args::show_usage(bool well_formed, const char* usage, int* exit_code) const {
+  if (!help_ && well_formed) return false;
+  std::fputs(usage, help_ ? stdout : stderr);
+  *exit_code = help_ ? 0 : 2;
+  return true;
 }
 
 }  // namespace dsmoe

@@ -19,6 +19,9 @@ class Args {
   int64_t get_int(const std::string& name, int64_t fallback) const;
   double get_double(const std::string& name, double fallback) const;
   bool help() const { return help_; }
+  // With --help, or when the arguments are not `well_formed`, prints `usage` (to stdout for
+  // --help, else stderr) and returns true; *exit_code is then 0 or 2.
+  bool show_usage(bool well_formed, const char* usage, int* exit_code) const;
 
  private:
   std::vector<std::string> positional_, overrides_;

@@ -12,14 +12,12 @@ namespace dsmoe {
 
 int cmd_bench(int argc, char** argv) {
   Args args(argc, argv, 2, {"steps", "warmup"}, {});
-  if (args.help() || args.positional().size() != 1) {
-    std::fputs(
-        "usage: dsmoe bench CONFIG [--steps 5] [--warmup 1] [--set key=value ...]\n"
-        "Trains WARMUP + STEPS optimizer steps of CONFIG without writing anything and reports\n"
-        "throughput; the last line is one JSON object.\n",
-        args.help() ? stdout : stderr);
-    return args.help() ? 0 : 2;
-  }
+  static const char* kUsage =
+      "usage: dsmoe bench CONFIG [--steps 5] [--warmup 1] [--set key=value ...]\n"
+      "Trains WARMUP + STEPS optimizer steps of CONFIG without writing anything and reports\n"
+      "throughput; the last line is one JSON object.\n";
+  int code = 0;
+  if (args.show_usage(args.positional().size() == 1, kUsage, &code)) return code;
   const int64_t steps = args.get_int("steps", 5), warmup = args.get_int("warmup", 1);
   DSMOE_CHECK(steps > 0 && warmup >= 0, "--steps must be positive and --warmup non-negative");
   Config cfg = load_config(args.positional()[0], args.overrides());

@@ -9,14 +9,13 @@ namespace dsmoe {
 
 int cmd_data(int argc, char** argv) {
   Args args(argc, argv, 2, {"out", "source"}, {"force"});
-  if (args.help() || args.positional().size() != 1 || args.positional()[0] != "prepare") {
-    std::fputs(
-        "usage: dsmoe data prepare [--out PATH] [--source FILE] [--force]\n"
-        "Decompresses the GCIDE dictionary (Debian's dict-gcide) into an llm.c-layout token file\n"
-        "(byte-level tokens), by default where `data.path: default` looks for it.\n",
-        args.help() ? stdout : stderr);
-    return args.help() ? 0 : 2;
-  }
+  static const char* kUsage =
+      "usage: dsmoe data prepare [--out PATH] [--source FILE] [--force]\n"
+      "Decompresses the GCIDE dictionary (Debian's dict-gcide) into an llm.c-layout token file\n"
+      "(byte-level tokens), by default where `data.path: default` looks for it.\n";
+  int code = 0;
+  const bool prepare = args.positional().size() == 1 && args.positional()[0] == "prepare";
+  if (args.show_usage(prepare, kUsage, &code)) return code;
   const std::string out = args.get("out", default_corpus_path());
   if (std::filesystem::exists(out) && !args.has("force")) {
     std::printf("%s already exists (use --force to prepare it again)\n", out.c_str());

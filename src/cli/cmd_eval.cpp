@@ -9,14 +9,12 @@ namespace dsmoe {
 
 int cmd_eval(int argc, char** argv) {
   Args args(argc, argv, 2, {"checkpoint", "data", "batches"}, {});
-  if (args.help() || !args.has("checkpoint")) {
-    std::fputs(
-        "usage: dsmoe eval --checkpoint CK [--data PATH] [--batches N]\n"
-        "Mean validation cross-entropy (nats/token) of a checkpoint, on the validation split of\n"
-        "its own data or of PATH, over N batches (default: the run's train.eval_batches).\n",
-        args.help() ? stdout : stderr);
-    return args.help() ? 0 : 2;
-  }
+  static const char* kUsage =
+      "usage: dsmoe eval --checkpoint CK [--data PATH] [--batches N]\n"
+      "Mean validation cross-entropy (nats/token) of a checkpoint, on the validation split of\n"
+      "its own data or of PATH, over N batches (default: the run's train.eval_batches).\n";
+  int code = 0;
+  if (args.show_usage(args.has("checkpoint"), kUsage, &code)) return code;
   const std::string ck = args.get("checkpoint");
   Config cfg = config_from_checkpoint(ck);
   if (args.has("data")) cfg.data.path = args.get("data");

@@ -34,14 +34,12 @@ int sample(const float* logits, int vocab, double temperature, int top_k, Rng& r
 
 int cmd_generate(int argc, char** argv) {
   Args args(argc, argv, 2, {"checkpoint", "prompt", "max-new-tokens", "temperature", "top-k", "seed"}, {});
-  if (args.help() || !args.has("checkpoint")) {
-    std::fputs(
-        "usage: dsmoe generate --checkpoint CK --prompt TEXT [--max-new-tokens 200]\n"
-        "                      [--temperature 0.8] [--top-k 40] [--seed 1]\n"
-        "Continues TEXT (byte-level tokens) with samples from the model; temperature 0 is greedy.\n",
-        args.help() ? stdout : stderr);
-    return args.help() ? 0 : 2;
-  }
+  static const char* kUsage =
+      "usage: dsmoe generate --checkpoint CK --prompt TEXT [--max-new-tokens 200]\n"
+      "                      [--temperature 0.8] [--top-k 40] [--seed 1]\n"
+      "Continues TEXT (byte-level tokens) with samples from the model; temperature 0 is greedy.\n";
+  int code = 0;
+  if (args.show_usage(args.has("checkpoint"), kUsage, &code)) return code;
   const std::string ck = args.get("checkpoint");
   const std::string prompt = args.get("prompt", "\n");
   const int64_t max_new = args.get_int("max-new-tokens", 200);

@@ -11,14 +11,12 @@ namespace dsmoe {
 
 int cmd_info(int argc, char** argv) {
   Args args(argc, argv, 2, {}, {});
-  if (args.help() || args.positional().size() != 1) {
-    std::fputs(
-        "usage: dsmoe info CONFIG [--set key=value ...]\n"
-        "Parameters (total and activated per token) by component, training FLOPs per token and\n"
-        "the memory a CPU run needs. vocab_size 0 is resolved from the data.\n",
-        args.help() ? stdout : stderr);
-    return args.help() ? 0 : 2;
-  }
+  static const char* kUsage =
+      "usage: dsmoe info CONFIG [--set key=value ...]\n"
+      "Parameters (total and activated per token) by component, training FLOPs per token and\n"
+      "the memory a CPU run needs. vocab_size 0 is resolved from the data.\n";
+  int code = 0;
+  if (args.show_usage(args.positional().size() == 1, kUsage, &code)) return code;
   Config cfg = load_config(args.positional()[0], args.overrides());
   if (cfg.model.vocab_size == 0) resolve_vocab(cfg, load_tokens(cfg.data.path));
   const ModelCount c = count_model(cfg);

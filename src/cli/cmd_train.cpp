@@ -10,16 +10,14 @@ namespace dsmoe {
 
 int cmd_train(int argc, char** argv) {
   Args args(argc, argv, 2, {"stop-after"}, {});
-  if (args.help() || args.positional().size() != 1) {
-    std::fputs(
-        "usage: dsmoe train CONFIG [--set key=value ...] [--stop-after N]\n"
-        "Trains the model of CONFIG (YAML, see shared/spec/CONFIG.md). Writes OUT/metrics.h5,\n"
-        "OUT/checkpoint.h5 and OUT/config.yaml; if OUT/checkpoint.h5 exists the run resumes\n"
-        "from it and continues exactly as if it had not stopped. --stop-after N ends this\n"
-        "invocation after N steps with a checkpoint (to fit a time slot).\n",
-        args.help() ? stdout : stderr);
-    return args.help() ? 0 : 2;
-  }
+  static const char* kUsage =
+      "usage: dsmoe train CONFIG [--set key=value ...] [--stop-after N]\n"
+      "Trains the model of CONFIG (YAML, see shared/spec/CONFIG.md). Writes OUT/metrics.h5,\n"
+      "OUT/checkpoint.h5 and OUT/config.yaml; if OUT/checkpoint.h5 exists the run resumes\n"
+      "from it and continues exactly as if it had not stopped. --stop-after N ends this\n"
+      "invocation after N steps with a checkpoint (to fit a time slot).\n";
+  int code = 0;
+  if (args.show_usage(args.positional().size() == 1, kUsage, &code)) return code;
   Config cfg = load_config(args.positional()[0], args.overrides());
   auto comm = make_single_comm();
   const int64_t stop_after = args.get_int("stop-after", 0);
