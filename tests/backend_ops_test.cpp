@@ -171,6 +171,14 @@ TEST_F(BackendOps, RopeHandValues) {
   EXPECT_EQ(y[10], 7.0);
   EXPECT_EQ(y[11], 8.0);
 
+  // With two sequences the position restarts: sequence 1's rows get the same rotation.
+  Vec two = x;
+  two.insert(two.end(), x.begin(), x.end());
+  auto tb = dev(two);
+  be->rope(tb, 2, 2, 1, 2, 10000.0, false);
+  Vec tr = host(tb);
+  for (int j = 0; j < 12; ++j) EXPECT_EQ(tr[12 + j], y[j]) << "sequence 1, element " << j;
+
   // head_dim 4, position 2: pairs (0, 2) at freq 1, (1, 3) at freq 10000^(-2/4) = 0.01.
   Vec z(3 * 12, 0.0);
   const int row = 2 * 12;  // position 2, q part

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
@@ -87,7 +88,10 @@ class CpuBackend final : public Backend<T> {
     if (g.m == 0 || g.n == 0) return;
     if (g.k == 0) {  // BLAS leaves C alone when k = 0; the math says C = beta * C
       for (int i = 0; i < g.m; ++i)
-        for (int j = 0; j < g.n; ++j) g.c[(int64_t)i * g.ldc + j] *= g.beta;
+        for (int j = 0; j < g.n; ++j) {
+          T& c = g.c[(int64_t)i * g.ldc + j];
+          c = g.beta == T(0) ? T(0) : c * g.beta;  // as BLAS: beta = 0 overwrites, NaN included
+        }
       return;
     }
     cpu::gemm(g);
@@ -349,7 +353,7 @@ class CpuBackend final : public Backend<T> {
   std::mutex mu_;
   std::unordered_map<void*, size_t> sizes_;
   size_t live_ = 0, peak_ = 0;
-  std::vector<std::pair<std::tuple<int, int, double>, std::vector<T>>> rope_cache_;
+  std::deque<std::pair<std::tuple<int, int, double>, std::vector<T>>> rope_cache_;  // stable references
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <exception>
 #include <string>
 
+#include "backend/blas_select.h"
 #include "cli/commands.h"
 #include "util/check.h"
 #include "util/log.h"
@@ -25,6 +26,7 @@ const char* kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
+  dsmoe::select_blas_kernels(argv);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
