@@ -13,14 +13,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using test::error_of;
 
 // Writes `text` as exp.yaml in a fresh directory and loads it; errors name "exp.yaml".
 class ConfigFile : public ::testing::Test {

@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "config/config.h"
+#include "test_util.h"
 #include "util/check.h"
 
 namespace dsmoe {
@@ -12,14 +13,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using test::error_of;
 
 std::string parse_error(const std::string& text, const std::vector<std::string>& overrides = {}) {
   return error_of([&] { parse_config(text, "exp.yaml", overrides); });
@@ -42,7 +36,7 @@ TEST(ConfigValidate, TopKAboveRoutedExperts) {
             "exp.yaml:2: moe.n_routed: moe.top_k = 2 exceeds moe.n_routed = 1");
   EXPECT_EQ(parse_error("", {"moe.top_k=17"}),
             "--set moe.top_k=17: moe.top_k = 17 exceeds moe.n_routed = 16");
-  EXPECT_EQ(parse_error("moe:\n  top_k: 16\n"), "no error");
+  EXPECT_EQ(parse_error("moe:\n  top_k: 16\n"), "(no error)");
 }
 
 TEST(ConfigValidate, HeadsMustDivideModelWidthIntoEvenHeads) {
@@ -53,7 +47,7 @@ TEST(ConfigValidate, HeadsMustDivideModelWidthIntoEvenHeads) {
                         "must be even"));
   EXPECT_THAT(parse_error("model:\n  d_model: 260\n"),
               HasSubstr("exp.yaml:2: model.d_model: head dim"));
-  EXPECT_EQ(parse_error("model:\n  d_model: 96\n  n_heads: 48\n"), "no error");
+  EXPECT_EQ(parse_error("model:\n  d_model: 96\n  n_heads: 48\n"), "(no error)");
 }
 
 TEST(ConfigValidate, DenseLayersAtMostAllLayers) {
@@ -75,9 +69,9 @@ TEST(ConfigValidate, MicroBatchesDivideBatch) {
 
 TEST(ConfigValidate, BatchSplitsOverRanks) {
   const std::string text = "moe:\n  n_routed: 12\ntrain:\n  batch_size: 12\n  micro_batches: 2\n";
-  EXPECT_EQ(validate_error(text, 1), "no error");
-  EXPECT_EQ(validate_error(text, 2), "no error");
-  EXPECT_EQ(validate_error(text, 3), "no error");
+  EXPECT_EQ(validate_error(text, 1), "(no error)");
+  EXPECT_EQ(validate_error(text, 2), "(no error)");
+  EXPECT_EQ(validate_error(text, 3), "(no error)");
   EXPECT_EQ(validate_error(text, 4),
             "exp.yaml:4: train.batch_size: train.batch_size = 12 is not divisible by "
             "train.micro_batches x world size = 2 x 4 (world size 4)");
@@ -93,40 +87,40 @@ TEST(ConfigValidate, BatchSplitsOverRanks) {
 TEST(ConfigValidate, Bf16NeedsCuda) {
   EXPECT_EQ(parse_error("backend: cpu\nprecision: bf16\n"),
             "exp.yaml:2: precision: precision bf16 needs the CUDA backend, but backend is cpu");
-  EXPECT_EQ(parse_error("backend: cuda\nprecision: bf16\n"), "no error");
-  EXPECT_EQ(parse_error("precision: bf16\n"), "no error");  // auto may pick CUDA
+  EXPECT_EQ(parse_error("backend: cuda\nprecision: bf16\n"), "(no error)");
+  EXPECT_EQ(parse_error("precision: bf16\n"), "(no error)");  // auto may pick CUDA
 }
 
 TEST(ConfigValidate, DeviceGroupsDivideExperts) {
   EXPECT_EQ(parse_error("balance:\n  device_groups: 3\n"),
             "exp.yaml:2: balance.device_groups: moe.n_routed = 16 is not divisible by "
             "balance.device_groups = 3");
-  EXPECT_EQ(parse_error("balance:\n  device_groups: 4\n"), "no error");
+  EXPECT_EQ(parse_error("balance:\n  device_groups: 4\n"), "(no error)");
 }
 
 TEST(ConfigValidate, ExpertParallelDividesWorldAndExperts) {
   const std::string text = "train:\n  batch_size: 48\nparallel:\n  expert_parallel: 2\n";
-  EXPECT_EQ(parse_error(text), "no error");  // the world size is not known yet
+  EXPECT_EQ(parse_error(text), "(no error)");  // the world size is not known yet
   EXPECT_EQ(validate_error(text, 1),
             "exp.yaml:4: parallel.expert_parallel: world size 1 is not divisible by "
             "parallel.expert_parallel = 2");
-  EXPECT_EQ(validate_error(text, 2), "no error");
+  EXPECT_EQ(validate_error(text, 2), "(no error)");
   EXPECT_EQ(validate_error(text, 3),
             "exp.yaml:4: parallel.expert_parallel: world size 3 is not divisible by "
             "parallel.expert_parallel = 2");
-  EXPECT_EQ(validate_error(text, 4), "no error");
+  EXPECT_EQ(validate_error(text, 4), "(no error)");
   EXPECT_EQ(parse_error("parallel:\n  expert_parallel: 3\n"),
             "exp.yaml:2: parallel.expert_parallel: moe.n_routed = 16 is not divisible by the "
             "expert-parallel size 3");
   // expert_parallel 0 means all ranks share one copy: the experts must split over the world.
-  EXPECT_EQ(validate_error("moe:\n  n_routed: 12\ntrain:\n  batch_size: 48\n", 3), "no error");
+  EXPECT_EQ(validate_error("moe:\n  n_routed: 12\ntrain:\n  batch_size: 48\n", 3), "(no error)");
   EXPECT_EQ(validate_error("train:\n  batch_size: 48\n", 3),
             "exp.yaml: parallel.expert_parallel (default): moe.n_routed = 16 is not divisible "
             "by the expert-parallel size 3 (world size 3)");
 }
 
 TEST(ConfigValidate, RouteDevicesReachEnoughGroupsAndExperts) {
-  EXPECT_EQ(parse_error("moe:\n  route_devices: 2\nbalance:\n  device_groups: 4\n"), "no error");
+  EXPECT_EQ(parse_error("moe:\n  route_devices: 2\nbalance:\n  device_groups: 4\n"), "(no error)");
   EXPECT_EQ(parse_error("moe:\n  route_devices: 5\nbalance:\n  device_groups: 4\n"),
             "exp.yaml:2: moe.route_devices: moe.route_devices = 5 exceeds the 4 device groups");
   EXPECT_EQ(parse_error("moe:\n  top_k: 3\n  route_devices: 1\nbalance:\n  device_groups: 8\n"),
@@ -134,14 +128,14 @@ TEST(ConfigValidate, RouteDevicesReachEnoughGroupsAndExperts) {
             "experts (2 per group), fewer than moe.top_k = 3");
   // Device groups default to the expert-parallel size, known once the world is.
   const std::string text = "moe:\n  route_devices: 2\n";
-  EXPECT_EQ(parse_error(text), "no error");
+  EXPECT_EQ(parse_error(text), "(no error)");
   EXPECT_EQ(validate_error(text, 1),
             "exp.yaml:2: moe.route_devices: moe.route_devices = 2 exceeds the 1 device groups "
             "(world size 1)");
-  EXPECT_EQ(validate_error(text, 2), "no error");
-  EXPECT_EQ(validate_error(text, 4), "no error");
+  EXPECT_EQ(validate_error(text, 2), "(no error)");
+  EXPECT_EQ(validate_error(text, 4), "(no error)");
   EXPECT_EQ(validate_error("moe:\n  route_devices: 2\nparallel:\n  expert_parallel: 2\n", 4),
-            "no error");
+            "(no error)");
   EXPECT_EQ(parse_error("moe:\n  route_devices: 4\nparallel:\n  expert_parallel: 2\n"),
             "exp.yaml:2: moe.route_devices: moe.route_devices = 4 exceeds the 2 device groups");
 }
@@ -151,7 +145,7 @@ TEST(ConfigValidate, MinLrAtMostLr) {
             "exp.yaml:3: train.min_lr: train.min_lr = 0.0002 exceeds train.lr = 0.0001");
   EXPECT_EQ(parse_error("train:\n  lr: 1.0e-5\n"),
             "exp.yaml:2: train.lr: train.min_lr = 0.0001 exceeds train.lr = 1.0e-05");
-  EXPECT_EQ(parse_error("train:\n  lr: 1.0e-4\n  min_lr: 1.0e-4\n"), "no error");
+  EXPECT_EQ(parse_error("train:\n  lr: 1.0e-4\n  min_lr: 1.0e-4\n"), "(no error)");
 }
 
 TEST(ConfigValidate, ChecksAValueSetInCode) {

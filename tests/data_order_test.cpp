@@ -4,20 +4,13 @@
 #include <numeric>
 
 #include "data/batches.h"
+#include "test_util.h"
 #include "util/check.h"
 
 namespace dsmoe {
 namespace {
 
-template <typename F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 TEST(Split, SizesAreHandComputed) {
   Split s = split_tokens(1000, 0.1, 8);  // floor(100.0) = 100

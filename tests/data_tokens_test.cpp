@@ -16,15 +16,7 @@ namespace {
 using test::TempDir;
 using test::write_file;
 
-template <typename F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 void write_header(const std::string& path, int32_t magic, int32_t version, int32_t count,
                   int payload_bytes) {

@@ -17,15 +17,7 @@ namespace {
 using test::read_file;
 using test::TempDir;
 
-template <typename F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 std::vector<float> random_floats(int64_t n, unsigned seed) {
   std::mt19937 gen(seed);

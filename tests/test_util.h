@@ -2,6 +2,8 @@
 #pragma once
 #include <string>
 
+#include "util/check.h"
+
 namespace dsmoe::test {
 
 // A fresh empty directory under the build's temp area, removed when the object dies.
@@ -21,5 +23,16 @@ struct RunResult {
 RunResult run_dsmoe(const std::string& args);
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& text);
+
+// The message of the dsmoe::Error that f() throws, or "(no error)".
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
 
 }  // namespace dsmoe::test
