@@ -116,6 +116,11 @@ class Buf {
     free_ = [](void* owner, void* p) { static_cast<Backend<T>*>(owner)->free_bytes(p); };
     p_ = static_cast<U*>(be.alloc_bytes(static_cast<size_t>(n) * sizeof(U)));
   }
+  // Grows to at least n elements (contents are not kept).
+  template <typename T>
+  void ensure(Backend<T>& be, int64_t n) {
+    if (n > n_ || p_ == nullptr) reset(be, n);
+  }
   U* data() { return p_; }
   const U* data() const { return p_; }
   int64_t size() const { return n_; }

@@ -1,8 +1,9 @@
-// The communicator the engine talks to: collectives over all ranks of the job. One
-// implementation per transport (a single process now; MPI and NCCL plug in behind it).
+// The communicator the engine talks to: collectives over a group of ranks. One implementation
+// per transport: a single process, MPI (CPU), and later NCCL behind the same calls.
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace dsmoe {
 
@@ -14,11 +15,31 @@ class Comm {
   virtual void allreduce_sum(double* x, int64_t n) = 0;
   virtual void allreduce_sum(float* x, int64_t n) = 0;
   virtual void allreduce_sum(int64_t* x, int64_t n) = 0;
+  virtual void allreduce_max(double* x, int64_t n) = 0;
   // x[i] = sum of x[i] over the ranks before this one (0 on rank 0).
   virtual void exscan_sum(int64_t* x, int64_t n) = 0;
+  // Every rank sends `n` values to every rank: send [size * n] -> recv [size * n].
+  virtual void alltoall(const int64_t* send, int64_t* recv, int64_t n) = 0;
+  // Rows of `row_bytes` bytes: send_rows[r] rows go to rank r, recv_rows[r] come from rank r,
+  // each side packed in rank order.
+  virtual void alltoallv(const void* send, const std::vector<int64_t>& send_rows, void* recv,
+                         const std::vector<int64_t>& recv_rows, int64_t row_bytes) = 0;
+  // Rank `root` receives every rank's `bytes` bytes, in rank order.
+  virtual void gather(const void* send, int64_t bytes, void* recv, int root) = 0;
+  virtual void barrier() = 0;
+  // A communicator of the ranks with the same color, ordered by key.
+  virtual std::unique_ptr<Comm> split(int color, int key) = 0;
 };
 
 // The communicator of a job with one rank: every collective is the identity.
 std::unique_ptr<Comm> make_single_comm();
+
+// MPI_COMM_WORLD when the process was started by an MPI launcher (mpiexec, srun), else a
+// single-rank communicator. Initializes MPI on first use.
+std::unique_ptr<Comm> make_world_comm();
+// Ends every rank of the job with `code` (MPI_Abort under MPI, exit otherwise).
+[[noreturn]] void abort_job(int code);
+// Finalizes MPI if it was initialized.
+void finalize_comm();
 
 }  // namespace dsmoe

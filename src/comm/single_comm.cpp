@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstring>
 
 #include "comm/comm.h"
 
@@ -12,7 +13,18 @@ class SingleComm final : public Comm {
   void allreduce_sum(double*, int64_t) override {}
   void allreduce_sum(float*, int64_t) override {}
   void allreduce_sum(int64_t*, int64_t) override {}
+  void allreduce_max(double*, int64_t) override {}
   void exscan_sum(int64_t* x, int64_t n) override { std::fill(x, x + n, 0); }
+  void alltoall(const int64_t* send, int64_t* recv, int64_t n) override { std::copy(send, send + n, recv); }
+  void alltoallv(const void* send, const std::vector<int64_t>& send_rows, void* recv, const std::vector<int64_t>&,
+                 int64_t row_bytes) override {
+    if (send_rows[0] > 0 && send != recv) std::memcpy(recv, send, send_rows[0] * row_bytes);
+  }
+  void gather(const void* send, int64_t bytes, void* recv, int) override {
+    if (bytes > 0 && send != recv) std::memcpy(recv, send, bytes);
+  }
+  void barrier() override {}
+  std::unique_ptr<Comm> split(int, int) override { return std::make_unique<SingleComm>(); }
 };
 
 }  // namespace

@@ -29,7 +29,8 @@ std::vector<Series> schema(const RunInfo& info) {
   std::vector<Series> s;
   for (const char* name : {"step", "tokens"}) s.push_back({cat("train/", name), true, {}});
   for (const char* name : {"loss", "aux_loss", "lr", "grad_norm", "tokens_per_s", "step_time_s",
-                           "time/compute", "time/dispatch", "time/combine", "time/allreduce"})
+                           "time/compute", "time/dispatch", "time/combine", "time/allreduce",
+                           "comm/bytes_sent", "comm/recv_imbalance"})
     s.push_back({cat("train/", name), false, {}});
   s.push_back({"eval/step", true, {}});
   s.push_back({"eval/loss", false, {}});
@@ -168,6 +169,8 @@ void MetricsWriter::append_train(const TrainRow& row) {
   m.append("train/time/dispatch", row.t_dispatch);
   m.append("train/time/combine", row.t_combine);
   m.append("train/time/allreduce", row.t_allreduce);
+  m.append("train/comm/bytes_sent", row.bytes_sent);
+  m.append("train/comm/recv_imbalance", row.recv_imbalance);
   m.append("train/step", row.step);
 }
 

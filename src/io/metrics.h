@@ -25,7 +25,9 @@ struct TrainRow {
   double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0;
   int64_t tokens = 0;  // tokens seen so far
   double tokens_per_s = 0, step_time_s = 0;
-  double t_compute = 0, t_dispatch = 0, t_combine = 0, t_allreduce = 0;
+  double t_compute = 0, t_dispatch = 0, t_combine = 0, t_allreduce = 0;  // max over ranks
+  double bytes_sent = 0;      // token activations sent to other ranks, mean per rank
+  double recv_imbalance = 1;  // rows received per rank: max / mean over the expert-parallel group
 };
 
 struct ExpertRow {

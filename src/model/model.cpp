@@ -29,17 +29,22 @@ RouterSpec router_spec(const Config& cfg, int expert_parallel_size) {
 }
 
 template <typename T>
-Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& comm, int max_seqs, int expert_parallel_size)
-    : cfg_(cfg), be_(be), comm_(comm), max_seqs_(max_seqs) {
+Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Comm* ep)
+    : cfg_(cfg), be_(be), max_seqs_(max_seqs) {
   const auto& m = cfg.model;
   DSMOE_CHECK(m.vocab_size > 0, "model.vocab_size is not resolved");
-  table_ = build_param_table(cfg, 0, cfg.moe.n_routed);
+  if (!ep) {
+    own_ep_ = make_single_comm();
+    ep = own_ep_.get();
+  }
+  placement_ = ExpertPlacement{cfg.moe.n_routed, ep->size(), ep->rank()};
+  table_ = build_param_table(cfg, placement_.first(), placement_.per_rank());
   params_.reset(be, table_.size());
   grads_.reset(be, table_.size());
 
   const int64_t R = (int64_t)max_seqs * m.seq_len, d = m.d_model;
   const int64_t probs = (int64_t)max_seqs * m.n_heads * m.seq_len * m.seq_len;
-  const RouterSpec spec = router_spec(cfg, expert_parallel_size);
+  const RouterSpec spec = router_spec(cfg, ep->size());
   acts_.resize(m.n_layers);
   for (int l = 0; l < m.n_layers; ++l) {
     LayerActs& a = acts_[l];
@@ -54,8 +59,8 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& comm, int max_seqs, int
     a.rstd2.reset(be, R);
     if (cfg.is_moe_layer(l)) {
       moe_layer_ids_.push_back(l);
-      moe_.push_back(std::make_unique<MoeLayer<T>>(be, comm, spec, m.d_model, cfg.moe.expert_hidden,
-                                                   cfg.moe.n_shared, static_cast<int>(R)));
+      moe_.push_back(std::make_unique<MoeLayer<T>>(be, world, *ep, placement_, spec, m.d_model,
+                                                   cfg.moe.expert_hidden, cfg.moe.n_shared, static_cast<int>(R)));
       bias_.emplace_back(cfg.moe.n_routed, 0.0f);
     } else {
       a.ffn_gu.reset(be, R * 2 * m.dense_hidden);

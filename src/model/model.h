@@ -31,10 +31,13 @@ RouterSpec router_spec(const Config& cfg, int expert_parallel_size);
 template <typename T>
 class Model {
  public:
-  // max_seqs: the most sequences this rank feeds in one forward.
-  Model(const Config& cfg, Backend<T>& be, Comm& comm, int max_seqs, int expert_parallel_size = 1);
+  // max_seqs: the most sequences this rank feeds in one forward. world: every rank (balance
+  // statistics are global); ep: this rank's expert-parallel group (null: one rank holding
+  // every expert).
+  Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Comm* ep = nullptr);
 
   const Config& config() const { return cfg_; }
+  const ExpertPlacement& placement() const { return placement_; }
   const ParamTable& table() const { return table_; }
   T* params() { return params_; }
   T* grads() { return grads_; }
@@ -67,7 +70,8 @@ class Model {
 
   Config cfg_;
   Backend<T>& be_;
-  Comm& comm_;
+  std::unique_ptr<Comm> own_ep_;  // when no expert-parallel group was given
+  ExpertPlacement placement_;
   ParamTable table_;
   Buf<T> params_, grads_;
   std::vector<std::vector<float>> bias_;

@@ -1,36 +1,55 @@
 // The token dispatcher: permutes (token, expert) pairs into rows grouped by expert, sends
-// them to the rank that holds the expert, and brings results back in pair order. No math.
+// them to the rank of the expert-parallel group that holds the expert (all-to-all), and brings
+// the results back in pair order. No math; the gates are applied by the MoE layer.
 #pragma once
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "backend/backend.h"
+#include "comm/comm.h"
+#include "moe/placement.h"
 
 namespace dsmoe {
+
+struct DispatchStats {
+  int64_t bytes_sent = 0;     // to other ranks, forward and backward
+  int64_t rows_received = 0;  // rows this rank's experts computed
+};
 
 template <typename T>
 class Dispatcher {
  public:
-  virtual ~Dispatcher() = default;
-  // sel, kept: [tokens, K] routing decisions of this rank's tokens.
-  virtual void plan(const std::vector<int32_t>& sel, const std::vector<uint8_t>& kept, int tokens, int k) = 0;
-  // Rows this rank computes, per local expert, in order.
-  virtual const std::vector<int>& expert_rows() const = 0;
-  virtual int rows() const = 0;
-  // x [tokens, d] -> xe [rows, d]
-  virtual void dispatch(T* xe, const T* x, int d) = 0;
-  // ye [rows, d] -> y_pairs [tokens*K, d], zero rows for dropped pairs
-  virtual void combine(T* y_pairs, const T* ye, int d) = 0;
-  // Backward of combine: dy_pairs [tokens*K, d] -> dye [rows, d]
-  virtual void combine_backward(T* dye, const T* dy_pairs, int d) = 0;
-  // Backward of dispatch: dx [tokens, d] += sum over each token's pairs of dxe rows.
-  virtual void dispatch_backward(T* dx, const T* dxe, int d) = 0;
-};
+  // ep: the expert-parallel group (size 1: every expert is here and nothing is exchanged).
+  Dispatcher(Backend<T>& be, Comm& ep, const ExpertPlacement& placement, int d);
 
-// All experts on this rank: the permutation alone.
-template <typename T>
-std::unique_ptr<Dispatcher<T>> make_local_dispatcher(Backend<T>& be, int n_experts, int max_tokens, int k,
-                                                     int d);
+  // sel, kept: [tokens, K] routing decisions of this rank's tokens. Exchanges the counts.
+  void plan(const std::vector<int32_t>& sel, const std::vector<uint8_t>& kept, int tokens, int k);
+  // Rows this rank computes, per local expert, in order; within an expert in global token order.
+  const std::vector<int>& expert_rows() const { return expert_rows_; }
+  int rows() const { return rows_; }
+
+  void dispatch(T* xe, const T* x);                  // x [tokens, d] -> xe [rows, d]
+  void combine(T* y_pairs, const T* ye);             // ye [rows, d] -> y_pairs [tokens*K, d], 0 if dropped
+  void combine_backward(T* dye, const T* dy_pairs);  // dy_pairs [tokens*K, d] -> dye [rows, d]
+  void dispatch_backward(T* dx, const T* dxe);       // dx [tokens, d] += pairs of dxe [rows, d]
+  DispatchStats& stats() { return stats_; }
+
+ private:
+  void exchange(T* out, const T* in, const std::vector<int64_t>& out_rows, const std::vector<int64_t>& in_rows);
+
+  Backend<T>& be_;
+  Comm& ep_;
+  ExpertPlacement placement_;
+  int d_, tokens_ = 0, k_ = 0, rows_ = 0, send_rows_ = 0;
+  std::vector<int> expert_rows_;
+  std::vector<int64_t> send_per_rank_, recv_per_rank_;
+  // Send side: row r of the send buffer is pair send_pair[r] of token send_token[r];
+  // pair_send[p] is its send row (-1 if dropped).
+  Buf<int32_t> send_token_, send_pair_, pair_send_;
+  // Receive side (exchanging groups only): grouped row g is received row recv_of_grouped[g].
+  Buf<int32_t> recv_of_grouped_, grouped_of_recv_;
+  Buf<T> ones_, send_buf_, recv_buf_, pairs_;
+  DispatchStats stats_;
+};
 
 }  // namespace dsmoe

@@ -7,27 +7,21 @@
 namespace dsmoe {
 
 template <typename T>
-MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& comm, const RouterSpec& spec, int d, int expert_hidden, int n_shared,
-                      int max_tokens)
-    : be_(be), comm_(comm), spec_(spec), d_(d), n_(expert_hidden), shared_hidden_(n_shared * expert_hidden) {
+MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlacement& placement, const RouterSpec& spec,
+                      int d, int expert_hidden, int n_shared, int max_tokens)
+    : be_(be), world_(world), spec_(spec), d_(d), n_(expert_hidden), shared_hidden_(n_shared * expert_hidden),
+      dispatcher_(be, ep, placement, d) {
   const int64_t N = spec.n_experts, pairs = (int64_t)max_tokens * spec.top_k;
   const int64_t shared_rows = shared_hidden_ > 0 ? max_tokens : 0;
-  dispatcher_ = make_local_dispatcher(be, spec.n_experts, max_tokens, spec.top_k, d);
   logits_.reset(be, max_tokens * N);
-  xe_.reset(be, pairs * d);
-  gu_.reset(be, pairs * 2 * n_);
-  act_.reset(be, pairs * n_);
-  ye_.reset(be, pairs * d);
   y_pairs_.reset(be, pairs * d);
   gate_.reset(be, pairs);
   shared_gu_.reset(be, shared_rows * 2 * shared_hidden_);
   shared_act_.reset(be, shared_rows * shared_hidden_);
   dy_pairs_.reset(be, pairs * d);
   dgate_.reset(be, pairs);
-  dye_.reset(be, pairs * d);
-  dxe_.reset(be, pairs * d);
-  dgu_.reset(be, std::max(pairs * 2 * n_, shared_rows * 2 * shared_hidden_));  // routed and shared reuse it
-  dact_.reset(be, std::max(pairs * n_, shared_rows * shared_hidden_));
+  dgu_.reset(be, shared_rows * 2 * shared_hidden_);  // the shared experts' scratch; grows for routed rows
+  dact_.reset(be, shared_rows * shared_hidden_);
   tmp_.reset(be, (int64_t)max_tokens * std::max<int64_t>(d, N));
 }
 
@@ -53,18 +47,23 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
     be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.noise_w, d_, T(0), tmp_, N});
     noise_pre = to_host(be_, tmp_.data(), (int64_t)tokens * N);
   }
-  routing_ = route(spec_, ctx, to_host(be_, logits_.data(), (int64_t)tokens * N), std::move(noise_pre), bias, comm_);
+  routing_ = route(spec_, ctx, to_host(be_, logits_.data(), (int64_t)tokens * N), std::move(noise_pre), bias, world_);
   to_device(be_, gate_.data(), routing_.gate);
 
   double t0 = now_seconds();
-  dispatcher_->plan(routing_.sel, routing_.kept, tokens, K);
-  dispatcher_->dispatch(xe_, u, d_);
+  dispatcher_.plan(routing_.sel, routing_.kept, tokens, K);
+  const int64_t rows = dispatcher_.rows();
+  xe_.ensure(be_, rows * d_);
+  gu_.ensure(be_, rows * 2 * n_);
+  act_.ensure(be_, rows * n_);
+  ye_.ensure(be_, rows * d_);
+  dispatcher_.dispatch(xe_, u);
   times_.dispatch += now_seconds() - t0;
   MoeParams<T> none;
-  swiglu_experts_forward(be_, expert_weights(p, none), dispatcher_->expert_rows(), xe_.data(), gu_.data(),
+  swiglu_experts_forward(be_, expert_weights(p, none), dispatcher_.expert_rows(), xe_.data(), gu_.data(),
                          act_.data(), ye_.data());
   t0 = now_seconds();
-  dispatcher_->combine(y_pairs_, ye_, d_);
+  dispatcher_.combine(y_pairs_, ye_);
   times_.combine += now_seconds() - t0;
 
   if (shared_hidden_ > 0)
@@ -79,12 +78,17 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
   const int N = spec_.n_experts, K = spec_.top_k, tokens = tokens_;
   be_.weighted_sum_rows_backward(dy_pairs_, dgate_, dout, y_pairs_, gate_, tokens, K, d_);
   double t0 = now_seconds();
-  dispatcher_->combine_backward(dye_, dy_pairs_, d_);
+  const int64_t rows = dispatcher_.rows();
+  dye_.ensure(be_, rows * d_);
+  dxe_.ensure(be_, rows * d_);
+  dgu_.ensure(be_, rows * 2 * n_);
+  dact_.ensure(be_, rows * n_);
+  dispatcher_.combine_backward(dye_, dy_pairs_);
   times_.combine += now_seconds() - t0;
-  swiglu_experts_backward(be_, expert_weights(p, g), dispatcher_->expert_rows(), xe_.data(), gu_.data(), act_.data(),
+  swiglu_experts_backward(be_, expert_weights(p, g), dispatcher_.expert_rows(), xe_.data(), gu_.data(), act_.data(),
                           dye_.data(), dgu_.data(), dact_.data(), dxe_.data());
   t0 = now_seconds();
-  dispatcher_->dispatch_backward(du, dxe_, d_);
+  dispatcher_.dispatch_backward(du, dxe_);
   times_.dispatch += now_seconds() - t0;
 
   if (shared_hidden_ > 0) {

@@ -1,7 +1,6 @@
 // The DeepSeekMoE FFN of one layer (orchestration only): router -> dispatcher -> routed
 // experts -> dispatcher -> gate-weighted sum, plus the fused shared experts.
 #pragma once
-#include <memory>
 #include <vector>
 
 #include "backend/backend.h"
@@ -31,8 +30,10 @@ struct MoeTimes {
 template <typename T>
 class MoeLayer {
  public:
-  MoeLayer(Backend<T>& be, Comm& comm, const RouterSpec& spec, int d, int expert_hidden, int n_shared,
-           int max_tokens);
+  // world: every rank (routing statistics are global); ep: the expert-parallel group that
+  // exchanges tokens; placement: the routed experts held here.
+  MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlacement& placement, const RouterSpec& spec, int d,
+           int expert_hidden, int n_shared, int max_tokens);
   // out [tokens, d] = MoE(u); u [tokens, d] must stay valid until backward.
   void forward(T* out, const T* u, int tokens, const MoeParams<T>& p, const RouteContext& ctx,
                const std::vector<float>& bias);
@@ -40,20 +41,21 @@ class MoeLayer {
   void backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale);
   const Routing<T>& routing() const { return routing_; }
   MoeTimes& times() { return times_; }
+  DispatchStats& dispatch_stats() { return dispatcher_.stats(); }
 
  private:
   SwiGluWeights<T> shared_weights(const MoeParams<T>& p, const MoeParams<T>& g) const;
   SwiGluWeights<T> expert_weights(const MoeParams<T>& p, const MoeParams<T>& g) const;
 
   Backend<T>& be_;
-  Comm& comm_;
+  Comm& world_;
   RouterSpec spec_;
   int d_, n_, shared_hidden_, tokens_ = 0;
   const T* u_ = nullptr;
   Routing<T> routing_;
-  std::unique_ptr<Dispatcher<T>> dispatcher_;
+  Dispatcher<T> dispatcher_;
   MoeTimes times_;
-  // Saved activations.
+  // Saved activations; the expert buffers (rows this rank computes) grow as needed.
   Buf<T> logits_, xe_, gu_, act_, ye_, y_pairs_, gate_, shared_gu_, shared_act_;
   // Backward scratch.
   Buf<T> dy_pairs_, dgate_, dye_, dxe_, dgu_, dact_, tmp_;

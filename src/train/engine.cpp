@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backend/cpu_backend.h"
+#include "model/layout.h"
 #include "util/check.h"
 #include "util/rng.h"
 #include "util/timer.h"
@@ -28,7 +29,8 @@ std::unique_ptr<Backend<float>> make_backend(const Config& cfg) {
 
 }  // namespace
 
-Engine::Engine(Config cfg, Comm& comm) : cfg_(std::move(cfg)), comm_(comm) {
+Engine::Engine(Config cfg, Comm& comm)
+    : cfg_(std::move(cfg)), comm_(comm), groups_(comm, cfg_.parallel.expert_parallel) {
   data_ = load_tokens(cfg_.data.path);
   resolve_vocab(cfg_, data_);
   validate_config(cfg_, comm_.size());
@@ -37,7 +39,7 @@ Engine::Engine(Config cfg, Comm& comm) : cfg_(std::move(cfg)), comm_(comm) {
                                         cfg_.data.shuffle, cfg_.seed);
   be_ = make_backend(cfg_);
   local_seqs_ = cfg_.train.batch_size / cfg_.train.micro_batches / comm_.size();
-  model_ = std::make_unique<Model<float>>(cfg_, *be_, comm_, local_seqs_, comm_.size());
+  model_ = std::make_unique<Model<float>>(cfg_, *be_, comm_, local_seqs_, groups_.ep.get());
   model_->init_params(cfg_.seed);
   opt_ = std::make_unique<AdamW<float>>(*be_, model_->table(), cfg_.train);
   inputs_.resize((size_t)local_seqs_ * cfg_.model.seq_len);
@@ -85,7 +87,10 @@ StepStats Engine::train_step() {
   StepStats st;
   st.load.assign(n_moe * N, 0.0);
   st.dropped.assign(n_moe, 0.0);
-  for (size_t li = 0; li < n_moe; ++li) model_->moe_layer(static_cast<int>(li)).times() = MoeTimes{};
+  for (size_t li = 0; li < n_moe; ++li) {
+    model_->moe_layer(static_cast<int>(li)).times() = MoeTimes{};
+    model_->moe_layer(static_cast<int>(li)).dispatch_stats() = DispatchStats{};
+  }
 
   model_->zero_grads();
   double ce = 0;
@@ -93,11 +98,9 @@ StepStats Engine::train_step() {
   st.loss = ce / static_cast<double>(tokens_per_step());
 
   const double t_ar = now_seconds();
-  const ParamTable& table = model_->table();
-  comm_.allreduce_sum(model_->grads(), table.size());
-  double sq = be_->sum_squares(model_->grads(), table.size());
+  sync_gradients();
+  st.grad_norm = grad_norm();
   st.t_allreduce = now_seconds() - t_ar;
-  st.grad_norm = std::sqrt(sq);
   st.lr = learning_rate(cfg_.train, s);
   opt_->update(model_->params(), model_->grads(), st.lr, clip_coefficient(st.grad_norm, cfg_.train.grad_clip),
                s + 1);
@@ -113,15 +116,46 @@ StepStats Engine::train_step() {
       }
     }
   }
+  double rows = 0;
   for (size_t li = 0; li < n_moe; ++li) {
-    const MoeTimes& t = model_->moe_layer(static_cast<int>(li)).times();
-    st.t_dispatch += t.dispatch;
-    st.t_combine += t.combine;
+    MoeLayer<float>& layer = model_->moe_layer(static_cast<int>(li));
+    st.t_dispatch += layer.times().dispatch;
+    st.t_combine += layer.times().combine;
+    st.bytes_sent += static_cast<double>(layer.dispatch_stats().bytes_sent);
+    rows += static_cast<double>(layer.dispatch_stats().rows_received);
   }
   st.t_step = now_seconds() - t0;
   st.t_compute = st.t_step - st.t_dispatch - st.t_combine - st.t_allreduce;
+  double maxed[6] = {st.t_step, st.t_compute, st.t_dispatch, st.t_combine, st.t_allreduce, rows};
+  comm_.allreduce_max(maxed, 6);
+  double summed[2] = {st.bytes_sent, rows};
+  groups_.ep->allreduce_sum(summed, 2);
+  st.t_step = maxed[0];
+  st.t_compute = maxed[1];
+  st.t_dispatch = maxed[2];
+  st.t_combine = maxed[3];
+  st.t_allreduce = maxed[4];
+  st.bytes_sent = summed[0] / groups_.ep->size();
+  st.recv_imbalance = summed[1] > 0 ? maxed[5] / (summed[1] / groups_.ep->size()) : 1.0;
   step_++;
   return st;
+}
+
+// Non-expert gradients are summed over all ranks, expert gradients over the replicas of
+// their shard (the expert-parallel group already brought every token to its expert).
+void Engine::sync_gradients() {
+  float* g = model_->grads();
+  for (const auto& t : model_->table().tensors())
+    (t.expert_sharded ? *groups_.dp : comm_).allreduce_sum(g + t.offset, t.numel);
+}
+
+// The norm over all parameters of the whole model, each counted once.
+double Engine::grad_norm() {
+  const float* g = model_->grads();
+  double sq[2] = {0, 0};  // non-expert (identical on every rank), this shard's experts
+  for (const auto& t : model_->table().tensors()) sq[t.expert_sharded] += be_->sum_squares(g + t.offset, t.numel);
+  groups_.ep->allreduce_sum(&sq[1], 1);
+  return std::sqrt(sq[0] + sq[1]);
 }
 
 double Engine::evaluate() {
@@ -131,12 +165,29 @@ double Engine::evaluate() {
   return ce / (static_cast<double>(cfg_.train.eval_batches) * tokens_per_step());
 }
 
+std::vector<float> Engine::gather_model(const std::vector<float>& local) {
+  if (groups_.dp->rank() != 0) return {};  // expert-parallel group 0 holds one full copy
+  Comm& ep = *groups_.ep;
+  const ParamTable global = build_param_table(cfg_, 0, cfg_.moe.n_routed);
+  std::vector<float> full(ep.rank() == 0 ? global.size() : 0);
+  for (const auto& t : model_->table().tensors()) {
+    const float* src = local.data() + t.offset;
+    if (t.expert_sharded) {
+      ep.gather(src, t.numel * (int64_t)sizeof(float),
+                ep.rank() == 0 ? full.data() + global.get(t.name).offset : nullptr, 0);
+    } else if (ep.rank() == 0) {
+      std::copy(src, src + t.numel, full.data() + global.get(t.name).offset);
+    }
+  }
+  return full;
+}
+
 void Engine::save_checkpoint(const std::string& path, const StepStats& last) {
   const ParamTable& table = model_->table();
   CheckpointState st;
-  st.params = model_->params_to_host();
-  st.m = to_host(*be_, opt_->m(), table.size());
-  st.v = to_host(*be_, opt_->v(), table.size());
+  st.params = gather_model(model_->params_to_host());
+  st.m = gather_model(to_host(*be_, opt_->m(), table.size()));
+  st.v = gather_model(to_host(*be_, opt_->v(), table.size()));
   st.optimizer_step = step_;
   st.bias = model_->bias();
   st.moe_layers = model_->moe_layers();
@@ -147,7 +198,8 @@ void Engine::save_checkpoint(const std::string& path, const StepStats& last) {
   st.meta.aux_loss = last.aux_loss;
   st.meta.lr = last.lr;
   st.meta.grad_norm = last.grad_norm;
-  if (comm_.rank() == 0) write_checkpoint(path, table, st);
+  if (comm_.rank() == 0) write_checkpoint(path, build_param_table(cfg_, 0, cfg_.moe.n_routed), st);
+  comm_.barrier();  // no rank goes on (or exits) before the checkpoint is in place
 }
 
 void Engine::load_checkpoint(const std::string& path) {

@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "comm/comm.h"
+#include "comm/groups.h"
 #include "config/config.h"
 #include "data/batches.h"
 #include "data/tokens.h"
@@ -21,7 +22,9 @@ struct StepStats {
   double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0;
   std::vector<double> load;     // [moe_layers * n_routed] tokens routed per expert this step
   std::vector<double> dropped;  // [moe_layers]
-  double t_compute = 0, t_dispatch = 0, t_combine = 0, t_allreduce = 0, t_step = 0;
+  double t_compute = 0, t_dispatch = 0, t_combine = 0, t_allreduce = 0, t_step = 0;  // max over ranks
+  double bytes_sent = 0;      // token activations sent to other ranks, mean per rank
+  double recv_imbalance = 1;  // rows computed per rank: max / mean over the expert-parallel group
 };
 
 // vocab_size 0 takes the data's; an explicit one must cover every token. Throws naming the key.
@@ -48,9 +51,15 @@ class Engine {
 
  private:
   double micro_batch(int64_t step, int micro, bool training, StepStats* stats);
+  void sync_gradients();
+  double grad_norm();
+  // This rank's tensors in the layout of the whole model (rank 0 of each expert-parallel
+  // group 0 gets the experts of the others); empty on ranks that do not write.
+  std::vector<float> gather_model(const std::vector<float>& local);
 
   Config cfg_;
   Comm& comm_;
+  ProcessGroups groups_;
   std::unique_ptr<Backend<float>> be_;
   TokenData data_;
   Split split_;

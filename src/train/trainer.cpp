@@ -131,8 +131,9 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after) 
                     human_duration(per_step * static_cast<double>(cfg.train.steps - s)).c_str());
       log_info(line);
       if (metrics) {
-        TrainRow row{s,         st.loss,    st.aux_loss, st.lr,          st.grad_norm, s * engine.tokens_per_step(),
-                     tok_s,     st.t_step,  st.t_compute, st.t_dispatch, st.t_combine, st.t_allreduce};
+        TrainRow row{s,           st.loss,        st.aux_loss,  st.lr,         st.grad_norm,
+                     s * engine.tokens_per_step(), tok_s, st.t_step,    st.t_compute,  st.t_dispatch,
+                     st.t_combine, st.t_allreduce,  st.bytes_sent, st.recv_imbalance};
         metrics->append_train(row);
         if (cfg.n_moe_layers() > 0) metrics->append_experts(expert_row(cfg, s, st, engine.model().bias()));
       }

@@ -1,0 +1,126 @@
+#include <mpi.h>
+
+#include <climits>
+#include <cstdlib>
+
+#include "comm/comm.h"
+#include "util/check.h"
+
+// MPI_CHECK: DSMOE_CHECK on an MPI return code, with MPI's own description of it.
+#define MPI_CHECK(call)                                                                 \
+  do {                                                                                  \
+    int rc_ = (call);                                                                   \
+    DSMOE_CHECK(rc_ == MPI_SUCCESS, "MPI error in ", #call, ": ", mpi_error_string(rc_)); \
+  } while (0)
+
+namespace dsmoe {
+namespace {
+
+std::string mpi_error_string(int rc) {
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  return std::string(text, len);
+}
+
+int to_int(int64_t n, const char* what) {
+  DSMOE_CHECK(n >= 0 && n <= INT_MAX, what, " count ", n, " exceeds MPI's int range");
+  return static_cast<int>(n);
+}
+
+class MpiComm final : public Comm {
+ public:
+  MpiComm(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
+    MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+    MPI_CHECK(MPI_Comm_size(comm_, &size_));
+  }
+  ~MpiComm() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owned_ && !finalized) MPI_Comm_free(&comm_);
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  void allreduce_sum(double* x, int64_t n) override { reduce(x, n, MPI_DOUBLE, MPI_SUM); }
+  void allreduce_sum(float* x, int64_t n) override { reduce(x, n, MPI_FLOAT, MPI_SUM); }
+  void allreduce_sum(int64_t* x, int64_t n) override { reduce(x, n, MPI_INT64_T, MPI_SUM); }
+  void allreduce_max(double* x, int64_t n) override { reduce(x, n, MPI_DOUBLE, MPI_MAX); }
+  void exscan_sum(int64_t* x, int64_t n) override {
+    std::vector<int64_t> in(x, x + n);
+    MPI_CHECK(MPI_Exscan(in.data(), x, to_int(n, "exscan"), MPI_INT64_T, MPI_SUM, comm_));
+    if (rank_ == 0) std::fill(x, x + n, 0);  // MPI leaves rank 0's result undefined
+  }
+  void alltoall(const int64_t* send, int64_t* recv, int64_t n) override {
+    MPI_CHECK(MPI_Alltoall(send, to_int(n, "alltoall"), MPI_INT64_T, recv, to_int(n, "alltoall"), MPI_INT64_T, comm_));
+  }
+  void alltoallv(const void* send, const std::vector<int64_t>& send_rows, void* recv,
+                 const std::vector<int64_t>& recv_rows, int64_t row_bytes) override {
+    MPI_Datatype row;
+    MPI_CHECK(MPI_Type_contiguous(to_int(row_bytes, "row bytes"), MPI_BYTE, &row));
+    MPI_CHECK(MPI_Type_commit(&row));
+    std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
+    int64_t so = 0, ro = 0;
+    for (int r = 0; r < size_; ++r) {
+      sc[r] = to_int(send_rows[r], "alltoallv send");
+      rc[r] = to_int(recv_rows[r], "alltoallv recv");
+      sd[r] = to_int(so, "alltoallv displacement");
+      rd[r] = to_int(ro, "alltoallv displacement");
+      so += send_rows[r];
+      ro += recv_rows[r];
+    }
+    const int status = MPI_Alltoallv(send, sc.data(), sd.data(), row, recv, rc.data(), rd.data(), row, comm_);
+    MPI_Type_free(&row);
+    MPI_CHECK(status);
+  }
+  void gather(const void* send, int64_t bytes, void* recv, int root) override {
+    MPI_CHECK(MPI_Gather(send, to_int(bytes, "gather"), MPI_BYTE, recv, to_int(bytes, "gather"), MPI_BYTE, root, comm_));
+  }
+  void barrier() override { MPI_CHECK(MPI_Barrier(comm_)); }
+  std::unique_ptr<Comm> split(int color, int key) override {
+    MPI_Comm sub;
+    MPI_CHECK(MPI_Comm_split(comm_, color, key, &sub));
+    MPI_Comm_set_errhandler(sub, MPI_ERRORS_RETURN);
+    return std::make_unique<MpiComm>(sub, true);
+  }
+
+ private:
+  void reduce(void* x, int64_t n, MPI_Datatype type, MPI_Op op) {
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, x, to_int(n, "allreduce"), type, op, comm_));
+  }
+  MPI_Comm comm_;
+  bool owned_;
+  int rank_ = 0, size_ = 1;
+};
+
+bool launched_by_mpi() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+
+bool mpi_initialized() {
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  return init && !fin;
+}
+
+}  // namespace
+
+std::unique_ptr<Comm> make_world_comm() {
+  if (!launched_by_mpi()) return make_single_comm();
+  if (!mpi_initialized()) MPI_CHECK(MPI_Init(nullptr, nullptr));
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  return std::make_unique<MpiComm>(MPI_COMM_WORLD, false);
+}
+
+void abort_job(int code) {
+  if (mpi_initialized()) MPI_Abort(MPI_COMM_WORLD, code);
+  std::exit(code);
+}
+
+void finalize_comm() {
+  if (mpi_initialized()) MPI_Finalize();
+}
+
+}  // namespace dsmoe

@@ -1,0 +1,155 @@
+// The dispatcher across the ranks of an expert-parallel group, with rank-stamped payloads:
+// x[t] of rank r is stamp(r, t), so every received row says where it came from.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <vector>
+
+#include "backend/cpu_backend.h"
+#include "comm/groups.h"
+#include "moe/dispatcher.h"
+#include "mpi_test_env.h"
+#include "util/rng.h"
+
+namespace dsmoe {
+namespace {
+
+constexpr int kD = 3;
+double stamp(int rank, int t) { return 1000.0 * rank + t + 1; }
+
+struct Plan {
+  int tokens = 0, k = 0;
+  std::vector<int32_t> sel;
+  std::vector<uint8_t> kept;
+};
+
+using PlanFn = std::function<Plan(int rank)>;
+
+Plan random_plan(int rank, int n_experts, int k, uint64_t seed) {
+  Rng rng(hash_key(seed, rank));
+  Plan p;
+  p.tokens = 4 + rank % 3;
+  p.k = k;
+  for (int t = 0; t < p.tokens; ++t) {
+    std::vector<int> experts(n_experts);
+    for (int e = 0; e < n_experts; ++e) experts[e] = e;
+    for (int i = 0; i < k; ++i) {  // k distinct experts
+      std::swap(experts[i], experts[i + rng.below(n_experts - i)]);
+      p.sel.push_back(experts[i]);
+      p.kept.push_back(rng.uniform() < 0.8);
+    }
+  }
+  return p;
+}
+
+// Dispatch, combine and both backwards on this rank's plan, checked against what every rank
+// of the group sends (each rank can rebuild every plan).
+void check_round_trip(int n_experts, int expert_parallel, const PlanFn& plan_of) {
+  Comm& world = test::world();
+  ProcessGroups groups(world, expert_parallel);
+  Comm& ep = *groups.ep;
+  const int group_first_rank = world.rank() - ep.rank();
+  ExpertPlacement placement{n_experts, ep.size(), ep.rank()};
+  auto be = make_cpu_backend<double>();
+  Dispatcher<double> disp(*be, ep, placement, kD);
+
+  const Plan mine = plan_of(world.rank());
+  const int P = mine.tokens * mine.k;
+  disp.plan(mine.sel, mine.kept, mine.tokens, mine.k);
+
+  // Expected rows per local expert: from source ranks in order, tokens in order.
+  std::vector<double> expected;
+  std::vector<int> expected_rows;
+  for (int j = 0; j < placement.per_rank(); ++j) {
+    const int e = placement.first() + j;
+    int rows = 0;
+    for (int src = 0; src < ep.size(); ++src) {
+      const Plan p = plan_of(group_first_rank + src);
+      for (int t = 0; t < p.tokens; ++t)
+        for (int s = 0; s < p.k; ++s)
+          if (p.sel[t * p.k + s] == e && p.kept[t * p.k + s]) {
+            expected.push_back(stamp(group_first_rank + src, t));
+            rows++;
+          }
+    }
+    expected_rows.push_back(rows);
+  }
+  EXPECT_EQ(disp.expert_rows(), expected_rows);
+  const int R = disp.rows();
+  EXPECT_EQ(R, static_cast<int>(expected.size()));
+
+  std::vector<double> x((size_t)mine.tokens * kD);
+  for (int t = 0; t < mine.tokens; ++t)
+    for (int c = 0; c < kD; ++c) x[(size_t)t * kD + c] = stamp(world.rank(), t) + 0.25 * c;
+  Buf<double> xb(*be, std::max<int64_t>(1, x.size())), xe(*be, std::max(1, R * kD));
+  to_device(*be, xb.data(), x);
+  disp.dispatch(xe, xb);
+  std::vector<double> xeh = to_host(*be, xe.data(), (int64_t)R * kD);
+  for (int r = 0; r < R && r < (int)expected.size(); ++r)
+    for (int c = 0; c < kD; ++c) EXPECT_EQ(xeh[(size_t)r * kD + c], expected[r] + 0.25 * c) << "row " << r;
+
+  // "Experts" scale their rows by (global expert + 2); combine brings them back to their pairs.
+  std::vector<double> ye(xeh);
+  for (int j = 0, r = 0; j < placement.per_rank(); ++j)
+    for (int i = 0; i < disp.expert_rows()[j]; ++i, ++r)
+      for (int c = 0; c < kD; ++c) ye[(size_t)r * kD + c] *= placement.first() + j + 2;
+  Buf<double> yeb(*be, std::max(1, R * kD)), yp(*be, std::max(1, P * kD));
+  to_device(*be, yeb.data(), ye);
+  disp.combine(yp, yeb);
+  std::vector<double> yph = to_host(*be, yp.data(), (int64_t)P * kD);
+  for (int p = 0; p < P; ++p)
+    for (int c = 0; c < kD; ++c) {
+      const double want = mine.kept[p] ? x[(size_t)(p / mine.k) * kD + c] * (mine.sel[p] + 2) : 0.0;
+      EXPECT_EQ(yph[(size_t)p * kD + c], want) << "pair " << p;
+    }
+
+  // Backward of combine sends pair gradients to the expert rows (the same route as dispatch).
+  std::vector<double> dyp((size_t)P * kD);
+  for (int p = 0; p < P; ++p)
+    for (int c = 0; c < kD; ++c) dyp[(size_t)p * kD + c] = x[(size_t)(p / mine.k) * kD + c];
+  Buf<double> dypb(*be, std::max(1, P * kD)), dye(*be, std::max(1, R * kD));
+  to_device(*be, dypb.data(), dyp);
+  disp.combine_backward(dye, dypb);
+  EXPECT_EQ(to_host(*be, dye.data(), (int64_t)R * kD), xeh);
+
+  // Backward of dispatch: each token gets the sum over its kept pairs.
+  Buf<double> dx(*be, std::max<int64_t>(1, x.size()));
+  disp.dispatch_backward(dx, xe);
+  std::vector<double> dxh = to_host(*be, dx.data(), (int64_t)x.size());
+  for (int t = 0; t < mine.tokens; ++t) {
+    int kept = 0;
+    for (int s = 0; s < mine.k; ++s) kept += mine.kept[t * mine.k + s];
+    for (int c = 0; c < kD; ++c) EXPECT_EQ(dxh[(size_t)t * kD + c], kept * x[(size_t)t * kD + c]) << "token " << t;
+  }
+}
+
+TEST(DispatcherMpi, RandomRoutingEveryExpertParallelSize) {
+  const int R = test::world().size();
+  for (int E = 1; E <= R; ++E) {
+    if (R % E) continue;
+    SCOPED_TRACE("expert_parallel " + std::to_string(E));
+    check_round_trip(8, E, [](int rank) { return random_plan(rank, 8, 2, 17); });
+  }
+}
+
+TEST(DispatcherMpi, AllTokensToOneExpertLeaveOtherRanksEmpty) {
+  check_round_trip(4 * test::world().size(), 0, [](int rank) {
+    Plan p;
+    p.tokens = 3 + rank;
+    p.k = 1;
+    p.sel.assign(p.tokens, 0);
+    p.kept.assign(p.tokens, 1);
+    return p;
+  });
+}
+
+TEST(DispatcherMpi, TokensWhosePairsAreAllDropped) {
+  check_round_trip(4, 0, [](int rank) {
+    Plan p = random_plan(rank, 4, 2, 5);
+    for (int s = 0; s < p.k; ++s) p.kept[s] = 0;  // token 0 loses every pair
+    return p;
+  });
+}
+
+}  // namespace
+}  // namespace dsmoe
