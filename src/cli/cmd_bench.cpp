@@ -7,6 +7,7 @@
 #include "model/flops.h"
 #include "train/engine.h"
 #include "util/check.h"
+#include "util/log.h"
 
 namespace dsmoe {
 
@@ -22,7 +23,7 @@ int cmd_bench(int argc, char** argv) {
   DSMOE_CHECK(steps > 0 && warmup >= 0, "--steps must be positive and --warmup non-negative");
   Config cfg = load_config(args.positional()[0], args.overrides());
   cfg.train.steps = std::max(cfg.train.steps, steps + warmup);
-  auto comm = make_single_comm();
+  auto comm = make_world_comm();
   Engine engine(cfg, *comm);
   const ModelCount counts = count_model(engine.config());
   for (int64_t i = 0; i < warmup; ++i) engine.train_step();
@@ -34,13 +35,16 @@ int cmd_bench(int argc, char** argv) {
     sum.t_dispatch += s.t_dispatch;
     sum.t_combine += s.t_combine;
     sum.t_allreduce += s.t_allreduce;
-    std::printf("step %ld: %.1f ms, loss %.4f\n", (long)(warmup + i + 1), 1e3 * s.t_step, s.loss);
+    char line[96];
+    std::snprintf(line, sizeof line, "step %ld: %.1f ms, loss %.4f", (long)(warmup + i + 1), 1e3 * s.t_step, s.loss);
+    log_info(line);
   }
   const double ms = 1e3 * sum.t_step / steps;
   const double tok_s = engine.tokens_per_step() / (ms / 1e3);
   const double flops = tok_s * counts.flops_per_token;
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
+  if (comm->rank() != 0) return 0;
   std::printf("%s: %.0f tokens/s, %.1f ms/step, %.1f GFLOP/s achieved\n", cfg.name.c_str(), tok_s, ms, flops / 1e9);
   std::printf("time split per step: compute %.1f ms, dispatch %.1f ms, combine %.1f ms, allreduce %.1f ms\n",
               1e3 * sum.t_compute / steps, 1e3 * sum.t_dispatch / steps, 1e3 * sum.t_combine / steps,

@@ -20,7 +20,7 @@ int cmd_eval(int argc, char** argv) {
   if (args.has("data")) cfg.data.path = args.get("data");
   cfg.train.eval_batches = static_cast<int>(args.get_int("batches", cfg.train.eval_batches));
   DSMOE_CHECK(cfg.train.eval_batches > 0, "--batches must be positive");
-  auto comm = make_single_comm();
+  auto comm = make_world_comm();
   Engine engine(cfg, *comm);
   engine.load_checkpoint(ck);
   const double loss = engine.evaluate();

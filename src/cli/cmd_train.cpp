@@ -19,7 +19,7 @@ int cmd_train(int argc, char** argv) {
   int code = 0;
   if (args.show_usage(args.positional().size() == 1, kUsage, &code)) return code;
   Config cfg = load_config(args.positional()[0], args.overrides());
-  auto comm = make_single_comm();
+  auto comm = make_world_comm();
   const int64_t stop_after = args.get_int("stop-after", 0);
   DSMOE_CHECK(stop_after >= 0, "--stop-after must be >= 0");
   run_training(cfg, *comm, stop_after);

@@ -5,6 +5,7 @@
 
 #include "backend/blas_select.h"
 #include "cli/commands.h"
+#include "comm/comm.h"
 #include "util/check.h"
 #include "util/log.h"
 
@@ -32,17 +33,19 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
+  int code = 2;
   try {
-    if (cmd == "train") return dsmoe::cmd_train(argc, argv);
-    if (cmd == "eval") return dsmoe::cmd_eval(argc, argv);
-    if (cmd == "generate") return dsmoe::cmd_generate(argc, argv);
-    if (cmd == "info") return dsmoe::cmd_info(argc, argv);
-    if (cmd == "data") return dsmoe::cmd_data(argc, argv);
-    if (cmd == "bench") return dsmoe::cmd_bench(argc, argv);
-    std::fprintf(stderr, "dsmoe: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
-    return 2;
+    if (cmd == "train") code = dsmoe::cmd_train(argc, argv);
+    else if (cmd == "eval") code = dsmoe::cmd_eval(argc, argv);
+    else if (cmd == "generate") code = dsmoe::cmd_generate(argc, argv);
+    else if (cmd == "info") code = dsmoe::cmd_info(argc, argv);
+    else if (cmd == "data") code = dsmoe::cmd_data(argc, argv);
+    else if (cmd == "bench") code = dsmoe::cmd_bench(argc, argv);
+    else std::fprintf(stderr, "dsmoe: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   } catch (const std::exception& e) {
-    dsmoe::log_error(e.what());
-    return 1;
+    dsmoe::log_error(e.what());  // names the rank when there are several
+    dsmoe::abort_job(1);
   }
+  dsmoe::finalize_comm();
+  return code;
 }

@@ -5,6 +5,7 @@
 
 #include "comm/comm.h"
 #include "util/check.h"
+#include "util/log.h"
 
 // MPI_CHECK: DSMOE_CHECK on an MPI return code, with MPI's own description of it.
 #define MPI_CHECK(call)                                                                 \
@@ -111,11 +112,16 @@ std::unique_ptr<Comm> make_world_comm() {
   if (!launched_by_mpi()) return make_single_comm();
   if (!mpi_initialized()) MPI_CHECK(MPI_Init(nullptr, nullptr));
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-  return std::make_unique<MpiComm>(MPI_COMM_WORLD, false);
+  auto world = std::make_unique<MpiComm>(MPI_COMM_WORLD, false);
+  set_log_rank(world->rank(), world->size());
+  return world;
 }
 
 void abort_job(int code) {
-  if (mpi_initialized()) MPI_Abort(MPI_COMM_WORLD, code);
+  int size = 1;
+  if (mpi_initialized()) MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1) MPI_Abort(MPI_COMM_WORLD, code);  // ends every rank, so none waits forever
+  finalize_comm();
   std::exit(code);
 }
 
