@@ -20,8 +20,9 @@ TempDir::~TempDir() {
   if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", path.c_str());
 }
 
-RunResult run_dsmoe(const std::string& args) {
-  std::string cmd = std::string(DSMOE_BIN) + " " + args + " 2>&1";
+namespace {
+
+RunResult run_shell(const std::string& cmd) {
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) throw std::runtime_error("popen failed");
   std::string out;
@@ -32,6 +33,12 @@ RunResult run_dsmoe(const std::string& args) {
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return {code, out};
 }
+
+}  // namespace
+
+RunResult run_dsmoe(const std::string& args) { return run_shell(std::string(DSMOE_BIN) + " " + args + " 2>&1"); }
+
+std::string run_command(const std::string& cmd) { return run_shell(cmd).output; }
 
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -21,6 +21,8 @@ struct RunResult {
 
 // Runs `DSMOE_BIN args` through the shell, capturing output.
 RunResult run_dsmoe(const std::string& args);
+// Runs a shell command and returns its standard output.
+std::string run_command(const std::string& cmd);
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& text);
 

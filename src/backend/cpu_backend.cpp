@@ -358,6 +358,11 @@ class CpuBackend final : public Backend<T> {
 
 }  // namespace
 
+void share_cpu_cores(int ranks_on_node) {
+  if (std::getenv("OMP_NUM_THREADS") != nullptr) return;
+  omp_set_num_threads(std::max(1, omp_get_num_procs() / std::max(1, ranks_on_node)));
+}
+
 template <typename T>
 std::unique_ptr<Backend<T>> make_cpu_backend() {
   return std::make_unique<CpuBackend<T>>();

@@ -37,6 +37,8 @@ std::unique_ptr<Comm> make_single_comm();
 // MPI_COMM_WORLD when the process was started by an MPI launcher (mpiexec, srun), else a
 // single-rank communicator. Initializes MPI on first use.
 std::unique_ptr<Comm> make_world_comm();
+// How many ranks of this job share this machine (1 without MPI).
+int ranks_on_this_node();
 // Ends every rank of the job with `code` (MPI_Abort under MPI, exit otherwise).
 [[noreturn]] void abort_job(int code);
 // Finalizes MPI if it was initialized.

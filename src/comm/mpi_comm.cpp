@@ -93,6 +93,8 @@ class MpiComm final : public Comm {
   int rank_ = 0, size_ = 1;
 };
 
+int g_ranks_on_node = 1;
+
 bool launched_by_mpi() {
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"})
     if (std::getenv(v)) return true;
@@ -114,8 +116,14 @@ std::unique_ptr<Comm> make_world_comm() {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   auto world = std::make_unique<MpiComm>(MPI_COMM_WORLD, false);
   set_log_rank(world->rank(), world->size());
+  MPI_Comm node;
+  MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  MPI_CHECK(MPI_Comm_size(node, &g_ranks_on_node));
+  MPI_Comm_free(&node);
   return world;
 }
+
+int ranks_on_this_node() { return g_ranks_on_node; }
 
 void abort_job(int code) {
   int size = 1;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 #include "backend/cpu_backend.h"
 #include "model/layout.h"
@@ -24,6 +26,7 @@ namespace {
 
 std::unique_ptr<Backend<float>> make_backend(const Config& cfg) {
   DSMOE_CHECK(cfg.backend != "cuda", cfg.source, ": backend: cuda is not available in this build (use cpu or auto)");
+  share_cpu_cores(ranks_on_this_node());
   return make_cpu_backend<float>();
 }
 
@@ -44,6 +47,12 @@ Engine::Engine(Config cfg, Comm& comm)
   opt_ = std::make_unique<AdamW<float>>(*be_, model_->table(), cfg_.train);
   inputs_.resize((size_t)local_seqs_ * cfg_.model.seq_len);
   targets_.resize(inputs_.size());
+  if (const char* f = std::getenv("DSMOE_FAIL_AT")) {
+    long long r = -1, s = -1;
+    DSMOE_CHECK(std::sscanf(f, "%lld:%lld", &r, &s) == 2, "DSMOE_FAIL_AT: expected RANK:STEP, got '", f, "'");
+    fail_rank_ = r;
+    fail_step_ = s;
+  }
 }
 
 Engine::~Engine() = default;
@@ -80,6 +89,8 @@ double Engine::micro_batch(int64_t step, int micro, bool training, StepStats* st
 }
 
 StepStats Engine::train_step() {
+  DSMOE_CHECK(!(comm_.rank() == fail_rank_ && step_ == fail_step_), "injected failure at step ", step_,
+              " (DSMOE_FAIL_AT)");
   const double t0 = now_seconds();
   const int64_t s = step_;
   const size_t n_moe = model_->moe_layers().size();
