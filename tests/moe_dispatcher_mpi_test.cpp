@@ -57,24 +57,24 @@ void check_round_trip(int n_experts, int expert_parallel, const PlanFn& plan_of)
   const int P = mine.tokens * mine.k;
   disp.plan(mine.sel, mine.kept, mine.tokens, mine.k);
 
-  // Expected rows per local expert: from source ranks in order, tokens in order.
+  // Expected rows: from each source rank in order, its tokens for each local expert in order.
   std::vector<double> expected;
-  std::vector<int> expected_rows;
-  for (int j = 0; j < placement.per_rank(); ++j) {
-    const int e = placement.first() + j;
-    int rows = 0;
-    for (int src = 0; src < ep.size(); ++src) {
-      const Plan p = plan_of(group_first_rank + src);
+  std::vector<int> expected_blocks, blocks;  // (expert, rows) flattened
+  for (int src = 0; src < ep.size(); ++src) {
+    const Plan p = plan_of(group_first_rank + src);
+    for (int j = 0; j < placement.per_rank(); ++j) {
+      int rows = 0;
       for (int t = 0; t < p.tokens; ++t)
         for (int s = 0; s < p.k; ++s)
-          if (p.sel[t * p.k + s] == e && p.kept[t * p.k + s]) {
+          if (p.sel[t * p.k + s] == placement.first() + j && p.kept[t * p.k + s]) {
             expected.push_back(stamp(group_first_rank + src, t));
             rows++;
           }
+      if (rows > 0 || ep.size() == 1) expected_blocks.insert(expected_blocks.end(), {j, rows});
     }
-    expected_rows.push_back(rows);
   }
-  EXPECT_EQ(disp.expert_rows(), expected_rows);
+  for (const RowBlock& b : disp.blocks()) blocks.insert(blocks.end(), {b.expert, b.rows});
+  EXPECT_EQ(blocks, expected_blocks);
   const int R = disp.rows();
   EXPECT_EQ(R, static_cast<int>(expected.size()));
 
@@ -90,9 +90,10 @@ void check_round_trip(int n_experts, int expert_parallel, const PlanFn& plan_of)
 
   // "Experts" scale their rows by (global expert + 2); combine brings them back to their pairs.
   std::vector<double> ye(xeh);
-  for (int j = 0, r = 0; j < placement.per_rank(); ++j)
-    for (int i = 0; i < disp.expert_rows()[j]; ++i, ++r)
-      for (int c = 0; c < kD; ++c) ye[(size_t)r * kD + c] *= placement.first() + j + 2;
+  int r = 0;
+  for (const RowBlock& b : disp.blocks())
+    for (int i = 0; i < b.rows; ++i, ++r)
+      for (int c = 0; c < kD; ++c) ye[(size_t)r * kD + c] *= placement.first() + b.expert + 2;
   Buf<double> yeb(*be, std::max(1, R * kD)), yp(*be, std::max(1, P * kD));
   to_device(*be, yeb.data(), ye);
   disp.combine(yp, yeb);

@@ -5,6 +5,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "model/flops.h"
+#include "train/dispatch_bench.h"
 #include "train/engine.h"
 #include "util/check.h"
 #include "util/log.h"
@@ -42,6 +43,7 @@ int cmd_bench(int argc, char** argv) {
   const double ms = 1e3 * sum.t_step / steps;
   const double tok_s = engine.tokens_per_step() / (ms / 1e3);
   const double flops = tok_s * counts.flops_per_token;
+  const AllToAllFigures a2a = bench_all_to_all(engine, 50);
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   if (comm->rank() != 0) return 0;
@@ -49,13 +51,24 @@ int cmd_bench(int argc, char** argv) {
   std::printf("time split per step: compute %.1f ms, dispatch %.1f ms, combine %.1f ms, allreduce %.1f ms\n",
               1e3 * sum.t_compute / steps, 1e3 * sum.t_dispatch / steps, 1e3 * sum.t_combine / steps,
               1e3 * sum.t_allreduce / steps);
+  if (a2a.ranks > 1)
+    std::printf(
+        "all-to-all (%d ranks, %.0f KiB per rank per dispatch+combine): dispatcher %.3f ms, algBw %.2f GB/s, "
+        "busBw %.2f GB/s; bare alltoallv %.3f ms, algBw %.2f GB/s, busBw %.2f GB/s; overhead %.1f%%\n",
+        a2a.ranks, a2a.bytes_per_rank / 1024, 1e3 * a2a.dispatcher_s, a2a.alg_bw(a2a.dispatcher_s) / 1e9,
+        a2a.bus_bw(a2a.dispatcher_s) / 1e9, 1e3 * a2a.bare_s, a2a.alg_bw(a2a.bare_s) / 1e9,
+        a2a.bus_bw(a2a.bare_s) / 1e9, 100 * (a2a.dispatcher_s / a2a.bare_s - 1));
   std::printf(
       "{\"name\": \"%s\", \"tokens_per_s\": %.1f, \"ms_per_step\": %.3f, \"flops_per_token\": %.6g, "
       "\"achieved_flops\": %.6g, \"params_total\": %ld, \"params_active\": %ld, \"peak_mem_bytes\": %zu, "
-      "\"max_rss_bytes\": %ld, \"backend\": \"%s\", \"world_size\": %d, \"steps\": %ld, \"warmup\": %ld}\n",
+      "\"max_rss_bytes\": %ld, \"backend\": \"%s\", \"world_size\": %d, \"steps\": %ld, \"warmup\": %ld, "
+      "\"ms_compute\": %.3f, \"ms_dispatch\": %.3f, \"ms_combine\": %.3f, \"ms_allreduce\": %.3f, "
+      "\"a2a_bytes_per_rank\": %.0f, \"a2a_dispatcher_ms\": %.4f, \"a2a_bare_ms\": %.4f}\n",
       cfg.name.c_str(), tok_s, ms, counts.flops_per_token, flops, (long)counts.params_total,
       (long)counts.params_active, engine.backend().peak_bytes(), (long)ru.ru_maxrss * 1024,
-      engine.backend().name().c_str(), comm->size(), (long)steps, (long)warmup);
+      engine.backend().name().c_str(), comm->size(), (long)steps, (long)warmup, 1e3 * sum.t_compute / steps,
+      1e3 * sum.t_dispatch / steps, 1e3 * sum.t_combine / steps, 1e3 * sum.t_allreduce / steps, a2a.bytes_per_rank,
+      1e3 * a2a.dispatcher_s, 1e3 * a2a.bare_s);
   return 0;
 }
 

@@ -164,7 +164,7 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"), nullptr, nullptr,
                          nullptr, d, m.dense_hidden};
-      swiglu_experts_forward(be_, w, {R}, a.ln2.data(), a.ffn_gu.data(), a.ffn_act.data(), next);
+      swiglu_experts_forward(be_, w, {{0, R}}, a.ln2.data(), a.ffn_gu.data(), a.ffn_act.data(), next);
     }
     be_.add(next, a.h, (int64_t)R * d);
   }
@@ -205,7 +205,7 @@ void Model<T>::backward() {
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"),
                          g(pre + "ffn/w_gate"), g(pre + "ffn/w_up"), g(pre + "ffn/w_down"), d, m.dense_hidden};
-      swiglu_experts_backward(be_, w, {R}, a.ln2.data(), a.ffn_gu.data(), a.ffn_act.data(), dx_.data(),
+      swiglu_experts_backward(be_, w, {{0, R}}, a.ln2.data(), a.ffn_gu.data(), a.ffn_act.data(), dx_.data(),
                               dgu_.data(), dact_.data(), dtmp_.data());
     }
     be_.rmsnorm_backward(dh_, g(pre + "ffn_norm"), dtmp_, a.h, p(pre + "ffn_norm"), a.rstd2, R, d);

@@ -6,8 +6,7 @@ namespace dsmoe {
 
 template <typename T>
 Dispatcher<T>::Dispatcher(Backend<T>& be, Comm& ep, const ExpertPlacement& placement, int d)
-    : be_(be), ep_(ep), placement_(placement), d_(d), expert_rows_(placement.per_rank()),
-      send_per_rank_(ep.size()), recv_per_rank_(ep.size()) {
+    : be_(be), ep_(ep), placement_(placement), d_(d), send_per_rank_(ep.size()), recv_per_rank_(ep.size()) {
   DSMOE_ASSERT(ep.size() == placement.ep_size && ep.rank() == placement.ep_rank);
 }
 
@@ -44,8 +43,9 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   }
   pairs_.ensure(be_, pairs * d_);
 
+  blocks_.clear();
   if (E == 1) {
-    for (int j = 0; j < per; ++j) expert_rows_[j] = static_cast<int>(count[j]);
+    for (int j = 0; j < per; ++j) blocks_.push_back({j, static_cast<int>(count[j])});
     rows_ = send_rows_;
     stats_.rows_received += rows_;
     return;
@@ -54,38 +54,16 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   std::vector<int64_t> recv(N);
   ep_.alltoall(count.data(), recv.data(), per);
   rows_ = 0;
-  std::fill(expert_rows_.begin(), expert_rows_.end(), 0);
   for (int r = 0; r < E; ++r) {
     send_per_rank_[r] = recv_per_rank_[r] = 0;
     for (int j = 0; j < per; ++j) {
       send_per_rank_[r] += count[r * per + j];
       recv_per_rank_[r] += recv[r * per + j];
-      expert_rows_[j] += static_cast<int>(recv[r * per + j]);
+      if (recv[r * per + j] > 0) blocks_.push_back({j, static_cast<int>(recv[r * per + j])});
     }
     rows_ += static_cast<int>(recv_per_rank_[r]);
   }
-  // Regroup by local expert, source ranks in order (= global token order).
-  std::vector<int32_t> recv_of_grouped(rows_), grouped_of_recv(rows_);
-  std::vector<int64_t> recv_off(N);  // offset of (source r, expert j) in the received buffer
-  int64_t off = 0;
-  for (int r = 0; r < E; ++r)
-    for (int j = 0; j < per; ++j) {
-      recv_off[r * per + j] = off;
-      off += recv[r * per + j];
-    }
-  int64_t g = 0;
-  for (int j = 0; j < per; ++j)
-    for (int r = 0; r < E; ++r)
-      for (int64_t i = 0; i < recv[r * per + j]; ++i, ++g) {
-        recv_of_grouped[g] = static_cast<int32_t>(recv_off[r * per + j] + i);
-        grouped_of_recv[recv_off[r * per + j] + i] = static_cast<int32_t>(g);
-      }
-  recv_of_grouped_.ensure(be_, rows_);
-  grouped_of_recv_.ensure(be_, rows_);
-  to_device(be_, recv_of_grouped_.data(), recv_of_grouped);
-  to_device(be_, grouped_of_recv_.data(), grouped_of_recv);
   send_buf_.ensure(be_, (int64_t)send_rows_ * d_);
-  recv_buf_.ensure(be_, (int64_t)rows_ * d_);
   stats_.rows_received += rows_;
 }
 
@@ -101,38 +79,34 @@ template <typename T>
 void Dispatcher<T>::dispatch(T* xe, const T* x) {
   if (ep_.size() == 1) return be_.gather_rows(xe, x, send_token_, rows_, d_);
   be_.gather_rows(send_buf_, x, send_token_, send_rows_, d_);
-  exchange(recv_buf_, send_buf_, recv_per_rank_, send_per_rank_);
-  be_.gather_rows(xe, recv_buf_, recv_of_grouped_, rows_, d_);
+  exchange(xe, send_buf_, recv_per_rank_, send_per_rank_);
 }
 
 template <typename T>
 void Dispatcher<T>::combine(T* y_pairs, const T* ye) {
-  const T* sent_back = ye;
+  const T* back = ye;
   if (ep_.size() > 1) {
-    be_.gather_rows(recv_buf_, ye, grouped_of_recv_, rows_, d_);
-    exchange(send_buf_, recv_buf_, send_per_rank_, recv_per_rank_);
-    sent_back = send_buf_;
+    exchange(send_buf_, ye, send_per_rank_, recv_per_rank_);
+    back = send_buf_;
   }
-  be_.gather_rows(y_pairs, sent_back, pair_send_, tokens_ * k_, d_);
+  be_.gather_rows(y_pairs, back, pair_send_, tokens_ * k_, d_);
 }
 
 template <typename T>
 void Dispatcher<T>::combine_backward(T* dye, const T* dy_pairs) {
   if (ep_.size() == 1) return be_.gather_rows(dye, dy_pairs, send_pair_, rows_, d_);
   be_.gather_rows(send_buf_, dy_pairs, send_pair_, send_rows_, d_);
-  exchange(recv_buf_, send_buf_, recv_per_rank_, send_per_rank_);
-  be_.gather_rows(dye, recv_buf_, recv_of_grouped_, rows_, d_);
+  exchange(dye, send_buf_, recv_per_rank_, send_per_rank_);
 }
 
 template <typename T>
 void Dispatcher<T>::dispatch_backward(T* dx, const T* dxe) {
-  const T* sent_back = dxe;
+  const T* back = dxe;
   if (ep_.size() > 1) {
-    be_.gather_rows(recv_buf_, dxe, grouped_of_recv_, rows_, d_);
-    exchange(send_buf_, recv_buf_, send_per_rank_, recv_per_rank_);
-    sent_back = send_buf_;
+    exchange(send_buf_, dxe, send_per_rank_, recv_per_rank_);
+    back = send_buf_;
   }
-  be_.gather_rows(pairs_, sent_back, pair_send_, tokens_ * k_, d_);
+  be_.gather_rows(pairs_, back, pair_send_, tokens_ * k_, d_);
   be_.weighted_sum_rows(dx, pairs_, ones_, tokens_, k_, d_);
 }
 

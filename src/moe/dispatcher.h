@@ -7,6 +7,7 @@
 
 #include "backend/backend.h"
 #include "comm/comm.h"
+#include "moe/experts.h"
 #include "moe/placement.h"
 
 namespace dsmoe {
@@ -24,8 +25,9 @@ class Dispatcher {
 
   // sel, kept: [tokens, K] routing decisions of this rank's tokens. Exchanges the counts.
   void plan(const std::vector<int32_t>& sel, const std::vector<uint8_t>& kept, int tokens, int k);
-  // Rows this rank computes, per local expert, in order; within an expert in global token order.
-  const std::vector<int>& expert_rows() const { return expert_rows_; }
+  // The rows this rank computes, as they arrive: from each source rank in order, its rows for
+  // each local expert (so an expert's rows are in global token order across its blocks).
+  const std::vector<RowBlock>& blocks() const { return blocks_; }
   int rows() const { return rows_; }
 
   void dispatch(T* xe, const T* x);                  // x [tokens, d] -> xe [rows, d]
@@ -33,6 +35,9 @@ class Dispatcher {
   void combine_backward(T* dye, const T* dy_pairs);  // dy_pairs [tokens*K, d] -> dye [rows, d]
   void dispatch_backward(T* dx, const T* dxe);       // dx [tokens, d] += pairs of dxe [rows, d]
   DispatchStats& stats() { return stats_; }
+  // Rows sent to / received from each rank of the group by the last plan (exchanging groups).
+  const std::vector<int64_t>& send_rows_per_rank() const { return send_per_rank_; }
+  const std::vector<int64_t>& recv_rows_per_rank() const { return recv_per_rank_; }
 
  private:
   void exchange(T* out, const T* in, const std::vector<int64_t>& out_rows, const std::vector<int64_t>& in_rows);
@@ -41,14 +46,12 @@ class Dispatcher {
   Comm& ep_;
   ExpertPlacement placement_;
   int d_, tokens_ = 0, k_ = 0, rows_ = 0, send_rows_ = 0;
-  std::vector<int> expert_rows_;
+  std::vector<RowBlock> blocks_;
   std::vector<int64_t> send_per_rank_, recv_per_rank_;
-  // Send side: row r of the send buffer is pair send_pair[r] of token send_token[r];
-  // pair_send[p] is its send row (-1 if dropped).
+  // Row r of the send buffer is pair send_pair[r] of token send_token[r]; pair_send[p] is
+  // its send row (-1 if dropped). Received rows are computed where they land.
   Buf<int32_t> send_token_, send_pair_, pair_send_;
-  // Receive side (exchanging groups only): grouped row g is received row recv_of_grouped[g].
-  Buf<int32_t> recv_of_grouped_, grouped_of_recv_;
-  Buf<T> ones_, send_buf_, recv_buf_, pairs_;
+  Buf<T> ones_, send_buf_, pairs_;
   DispatchStats stats_;
 };
 

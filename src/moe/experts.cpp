@@ -3,14 +3,15 @@
 namespace dsmoe {
 
 template <typename T>
-void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<int>& group_rows,
+void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
                             const T* x, T* gu, T* act, T* y) {
   const int d = w.d, n = w.hidden;
   const int64_t wsz = (int64_t)n * d;
   std::vector<GemmArgs<T>> up, down;
-  int64_t off = 0, total = 0;
-  for (size_t e = 0; e < group_rows.size(); ++e) {
-    const int m = group_rows[e];
+  int64_t off = 0;
+  for (const RowBlock& b : blocks) {
+    const int m = b.rows;
+    const int64_t e = b.expert;
     if (m > 0) {
       const T* xe = x + off * d;
       up.push_back({false, true, m, n, d, T(1), xe, d, w.w_gate + e * wsz, d, T(0), gu + off * 2 * n, 2 * n});
@@ -19,21 +20,21 @@ void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std
     }
     off += m;
   }
-  total = off;
   be.gemm_batch(up);
-  be.swiglu_forward(act, gu, static_cast<int>(total), n);
+  be.swiglu_forward(act, gu, static_cast<int>(off), n);
   be.gemm_batch(down);
 }
 
 template <typename T>
-void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<int>& group_rows,
+void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
                              const T* x, const T* gu, const T* act, const T* dy, T* dgu, T* dact, T* dx) {
   const int d = w.d, n = w.hidden;
   const int64_t wsz = (int64_t)n * d;
   std::vector<GemmArgs<T>> first, second;
   int64_t off = 0;
-  for (size_t e = 0; e < group_rows.size(); ++e) {
-    const int m = group_rows[e];
+  for (const RowBlock& b : blocks) {
+    const int m = b.rows;
+    const int64_t e = b.expert;
     if (m > 0) {
       const T* dye = dy + off * d;
       first.push_back({false, false, m, n, d, T(1), dye, d, w.w_down + e * wsz, n, T(0), dact + off * n, n});
@@ -52,13 +53,13 @@ void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const st
   be.gemm_batch(second);
 }
 
-template void swiglu_experts_forward(Backend<float>&, const SwiGluWeights<float>&, const std::vector<int>&,
+template void swiglu_experts_forward(Backend<float>&, const SwiGluWeights<float>&, const std::vector<RowBlock>&,
                                      const float*, float*, float*, float*);
-template void swiglu_experts_forward(Backend<double>&, const SwiGluWeights<double>&, const std::vector<int>&,
+template void swiglu_experts_forward(Backend<double>&, const SwiGluWeights<double>&, const std::vector<RowBlock>&,
                                      const double*, double*, double*, double*);
-template void swiglu_experts_backward(Backend<float>&, const SwiGluWeights<float>&, const std::vector<int>&,
+template void swiglu_experts_backward(Backend<float>&, const SwiGluWeights<float>&, const std::vector<RowBlock>&,
                                       const float*, const float*, const float*, const float*, float*, float*, float*);
-template void swiglu_experts_backward(Backend<double>&, const SwiGluWeights<double>&, const std::vector<int>&,
+template void swiglu_experts_backward(Backend<double>&, const SwiGluWeights<double>&, const std::vector<RowBlock>&,
                                       const double*, const double*, const double*, const double*, double*, double*,
                                       double*);
 

@@ -1,12 +1,18 @@
-// SwiGLU experts as grouped matrix products: group e takes rows [offset_e, offset_e + rows_e)
-// of x (tokens sorted by expert) through its own w_gate, w_up [hidden, d] and w_down [d, hidden].
-// A dense SwiGLU FFN (dense layers, the fused shared experts) is the one-group case.
+// SwiGLU experts as grouped matrix products over consecutive blocks of rows: block b takes the
+// next `rows` rows of x through expert `expert`'s w_gate, w_up [hidden, d] and w_down [d, hidden].
+// An expert may own several blocks (rows from several ranks). A dense SwiGLU FFN (dense layers,
+// the fused shared experts) is one block of expert 0.
 #pragma once
 #include <vector>
 
 #include "backend/backend.h"
 
 namespace dsmoe {
+
+struct RowBlock {
+  int expert = 0;
+  int rows = 0;
+};
 
 template <typename T>
 struct SwiGluWeights {
@@ -21,12 +27,12 @@ struct SwiGluWeights {
 
 // x [rows, d] -> gu [rows, 2*hidden] (gate | up), act [rows, hidden], y [rows, d].
 template <typename T>
-void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<int>& group_rows,
+void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
                             const T* x, T* gu, T* act, T* y);
 
 // dy [rows, d] -> dx [rows, d] (written); weight gradients accumulated. dgu, dact: scratch.
 template <typename T>
-void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<int>& group_rows,
+void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
                              const T* x, const T* gu, const T* act, const T* dy, T* dgu, T* dact, T* dx);
 
 }  // namespace dsmoe

@@ -60,14 +60,14 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   dispatcher_.dispatch(xe_, u);
   times_.dispatch += now_seconds() - t0;
   MoeParams<T> none;
-  swiglu_experts_forward(be_, expert_weights(p, none), dispatcher_.expert_rows(), xe_.data(), gu_.data(),
+  swiglu_experts_forward(be_, expert_weights(p, none), dispatcher_.blocks(), xe_.data(), gu_.data(),
                          act_.data(), ye_.data());
   t0 = now_seconds();
   dispatcher_.combine(y_pairs_, ye_);
   times_.combine += now_seconds() - t0;
 
   if (shared_hidden_ > 0)
-    swiglu_experts_forward(be_, shared_weights(p, none), {tokens}, u, shared_gu_.data(), shared_act_.data(), out);
+    swiglu_experts_forward(be_, shared_weights(p, none), {{0, tokens}}, u, shared_gu_.data(), shared_act_.data(), out);
   else
     be_.fill(out, T(0), (int64_t)tokens * d_);
   be_.weighted_sum_rows(out, y_pairs_, gate_, tokens, K, d_);
@@ -85,14 +85,14 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
   dact_.ensure(be_, rows * n_);
   dispatcher_.combine_backward(dye_, dy_pairs_);
   times_.combine += now_seconds() - t0;
-  swiglu_experts_backward(be_, expert_weights(p, g), dispatcher_.expert_rows(), xe_.data(), gu_.data(), act_.data(),
+  swiglu_experts_backward(be_, expert_weights(p, g), dispatcher_.blocks(), xe_.data(), gu_.data(), act_.data(),
                           dye_.data(), dgu_.data(), dact_.data(), dxe_.data());
   t0 = now_seconds();
   dispatcher_.dispatch_backward(du, dxe_);
   times_.dispatch += now_seconds() - t0;
 
   if (shared_hidden_ > 0) {
-    swiglu_experts_backward(be_, shared_weights(p, g), {tokens}, u_, shared_gu_.data(), shared_act_.data(), dout,
+    swiglu_experts_backward(be_, shared_weights(p, g), {{0, tokens}}, u_, shared_gu_.data(), shared_act_.data(), dout,
                             dgu_.data(), dact_.data(), tmp_.data());
     be_.add(du, tmp_, (int64_t)tokens * d_);
   }

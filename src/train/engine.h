@@ -40,6 +40,7 @@ class Engine {
   const Config& config() const { return cfg_; }
   Model<float>& model() { return *model_; }
   Backend<float>& backend() { return *be_; }
+  ProcessGroups& groups() { return groups_; }
   int64_t step() const { return step_; }  // optimizer steps taken
   int64_t tokens_per_step() const { return (int64_t)cfg_.train.batch_size * cfg_.model.seq_len; }
 

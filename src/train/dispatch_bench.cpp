@@ -1,0 +1,49 @@
+#include "train/dispatch_bench.h"
+
+#include "util/timer.h"
+
+namespace dsmoe {
+
+AllToAllFigures bench_all_to_all(Engine& engine, int iters) {
+  Comm& ep = *engine.groups().ep;
+  Backend<float>& be = engine.backend();
+  Model<float>& model = engine.model();
+  AllToAllFigures f;
+  f.ranks = ep.size();
+  if (model.moe_layers().empty() || ep.size() == 1) return f;
+  const Routing<float>& routing = model.moe_layer(0).routing();
+  const int d = engine.config().model.d_model, K = engine.config().moe.top_k, tokens = routing.tokens;
+
+  Dispatcher<float> disp(be, ep, model.placement(), d);
+  disp.plan(routing.sel, routing.kept, tokens, K);
+  Buf<float> x(be, (int64_t)tokens * d), xe(be, std::max(1, disp.rows()) * (int64_t)d),
+      pairs(be, (int64_t)tokens * K * d);
+  auto timed = [&](auto&& body) {
+    ep.barrier();
+    const double t0 = now_seconds();
+    for (int i = 0; i < iters; ++i) body();
+    double t = (now_seconds() - t0) / iters;
+    ep.allreduce_max(&t, 1);
+    return t;
+  };
+  disp.stats() = DispatchStats{};
+  f.dispatcher_s = timed([&] {
+    disp.dispatch(xe, x);
+    disp.combine(pairs, xe);
+  });
+  double bytes = static_cast<double>(disp.stats().bytes_sent) / iters;
+  ep.allreduce_sum(&bytes, 1);
+  f.bytes_per_rank = bytes / ep.size();
+
+  const std::vector<int64_t>& send = disp.send_rows_per_rank();
+  const std::vector<int64_t>& recv = disp.recv_rows_per_rank();
+  const int64_t row_bytes = (int64_t)d * sizeof(float);
+  Buf<float> send_buf(be, std::max<int64_t>(1, (int64_t)tokens * K * d)), recv_buf(be, std::max(1, disp.rows()) * (int64_t)d);
+  f.bare_s = timed([&] {
+    ep.alltoallv(send_buf, send, recv_buf, recv, row_bytes);
+    ep.alltoallv(recv_buf, recv, send_buf, send, row_bytes);
+  });
+  return f;
+}
+
+}  // namespace dsmoe
