@@ -476,6 +476,19 @@ TEST_F(BackendOps, GatherRowsWithNegativeIndexGivesZeroRow) {
   EXPECT_EQ(host(out), expect);
 }
 
+TEST_F(BackendOps, SumRowsOverCsrListsOverwritesOrAccumulates) {
+  const int d = 2;
+  Vec in = {1, 2, 3, 4, 5, 6, 7, 8};  // 4 rows
+  auto ib = dev(in);
+  auto off = dev_idx({0, 2, 2, 5});   // out row 0: rows 3, 0; row 1: none; row 2: rows 1, 1, 2
+  auto idx = dev_idx({3, 0, 1, 1, 2});
+  auto out = dev(Vec(3 * d, 100.0));
+  be->sum_rows(out, ib, off, idx, 3, d, false);
+  EXPECT_EQ(host(out), Vec({8, 10, 0, 0, 11, 14}));
+  be->sum_rows(out, ib, off, idx, 3, d, true);
+  EXPECT_EQ(host(out), Vec({16, 20, 0, 0, 22, 28}));
+}
+
 TEST_F(BackendOps, WeightedSumRowsAndBackward) {
   const int R = 3, K = 2, d = 4;
   Rng rng(11);

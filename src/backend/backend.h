@@ -80,6 +80,9 @@ class Backend {
 
   // out[r] = idx[r] >= 0 ? in[idx[r]] : 0.                    out [n, d]
   virtual void gather_rows(T* out, const T* in, const int32_t* idx, int n, int d) = 0;
+  // out[o] (= or +=) sum of in[idx[i]] for i in [offsets[o], offsets[o+1]).   out [n_out, d]
+  virtual void sum_rows(T* out, const T* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
+                        bool accumulate) = 0;
   // out[r] += sum_k w[r*K+k] * y[r*K+k].                        out [R, d], y [R*K, d]
   virtual void weighted_sum_rows(T* out, const T* y, const T* w, int rows, int k, int d) = 0;
   // Its backward: dy[r*K+k] = w[r*K+k] * dout[r], dw[r*K+k] = dot(dout[r], y[r*K+k]).

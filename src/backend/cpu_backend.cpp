@@ -283,6 +283,18 @@ class CpuBackend final : public Backend<T> {
         std::memset(o, 0, d * sizeof(T));
     }
   }
+  void sum_rows(T* out, const T* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
+                bool accumulate) override {
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < n_out; ++o) {
+      T* dst = out + (int64_t)o * d;
+      if (!accumulate) std::memset(dst, 0, d * sizeof(T));
+      for (int32_t i = offsets[o]; i < offsets[o + 1]; ++i) {
+        const T* src = in + (int64_t)idx[i] * d;
+        for (int j = 0; j < d; ++j) dst[j] += src[j];
+      }
+    }
+  }
   void weighted_sum_rows(T* out, const T* y, const T* w, int rows, int k, int d) override {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r) {

@@ -36,6 +36,7 @@ int cmd_bench(int argc, char** argv) {
     sum.t_dispatch += s.t_dispatch;
     sum.t_combine += s.t_combine;
     sum.t_allreduce += s.t_allreduce;
+    sum.bytes_sent += s.bytes_sent;
     char line[96];
     std::snprintf(line, sizeof line, "step %ld: %.1f ms, loss %.4f", (long)(warmup + i + 1), 1e3 * s.t_step, s.loss);
     log_info(line);
@@ -63,11 +64,13 @@ int cmd_bench(int argc, char** argv) {
       "\"achieved_flops\": %.6g, \"params_total\": %ld, \"params_active\": %ld, \"peak_mem_bytes\": %zu, "
       "\"max_rss_bytes\": %ld, \"backend\": \"%s\", \"world_size\": %d, \"steps\": %ld, \"warmup\": %ld, "
       "\"ms_compute\": %.3f, \"ms_dispatch\": %.3f, \"ms_combine\": %.3f, \"ms_allreduce\": %.3f, "
-      "\"a2a_bytes_per_rank\": %.0f, \"a2a_dispatcher_ms\": %.4f, \"a2a_bare_ms\": %.4f}\n",
+      "\"bytes_sent_per_step\": %.0f, \"a2a_bytes_per_rank\": %.0f, \"a2a_dispatcher_ms\": %.4f, "
+      "\"a2a_bare_ms\": %.4f}\n",
       cfg.name.c_str(), tok_s, ms, counts.flops_per_token, flops, (long)counts.params_total,
       (long)counts.params_active, engine.backend().peak_bytes(), (long)ru.ru_maxrss * 1024,
       engine.backend().name().c_str(), comm->size(), (long)steps, (long)warmup, 1e3 * sum.t_compute / steps,
-      1e3 * sum.t_dispatch / steps, 1e3 * sum.t_combine / steps, 1e3 * sum.t_allreduce / steps, a2a.bytes_per_rank,
+      1e3 * sum.t_dispatch / steps, 1e3 * sum.t_combine / steps, 1e3 * sum.t_allreduce / steps,
+      sum.bytes_sent / steps, a2a.bytes_per_rank,
       1e3 * a2a.dispatcher_s, 1e3 * a2a.bare_s);
   return 0;
 }

@@ -1,6 +1,10 @@
 // The token dispatcher: permutes (token, expert) pairs into rows grouped by expert, sends
 // them to the rank of the expert-parallel group that holds the expert (all-to-all), and brings
 // the results back in pair order. No math; the gates are applied by the MoE layer.
+//
+// Going out, a token's activation travels once per destination rank however many of its
+// experts live there (with device-limited routing at most route_devices ranks), and the
+// receiver copies it to each expert's rows; results come back once per (token, expert) pair.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -33,25 +37,34 @@ class Dispatcher {
   void dispatch(T* xe, const T* x);                  // x [tokens, d] -> xe [rows, d]
   void combine(T* y_pairs, const T* ye);             // ye [rows, d] -> y_pairs [tokens*K, d], 0 if dropped
   void combine_backward(T* dye, const T* dy_pairs);  // dy_pairs [tokens*K, d] -> dye [rows, d]
-  void dispatch_backward(T* dx, const T* dxe);       // dx [tokens, d] += pairs of dxe [rows, d]
+  void dispatch_backward(T* dx, const T* dxe);       // dx [tokens, d] += sum of its rows of dxe [rows, d]
   DispatchStats& stats() { return stats_; }
-  // Rows sent to / received from each rank of the group by the last plan (exchanging groups).
-  const std::vector<int64_t>& send_rows_per_rank() const { return send_per_rank_; }
-  const std::vector<int64_t>& recv_rows_per_rank() const { return recv_per_rank_; }
+  // Rows of the per-pair exchanges (combine) sent to / received from each rank by the last plan.
+  const std::vector<int64_t>& send_rows_per_rank() const { return pair_send_count_; }
+  const std::vector<int64_t>& recv_rows_per_rank() const { return pair_recv_count_; }
 
  private:
   void exchange(T* out, const T* in, const std::vector<int64_t>& out_rows, const std::vector<int64_t>& in_rows);
+  template <typename I>
+  void upload(Buf<I>& buf, const std::vector<I>& host);
 
   Backend<T>& be_;
   Comm& ep_;
   ExpertPlacement placement_;
-  int d_, tokens_ = 0, k_ = 0, rows_ = 0, send_rows_ = 0;
+  int d_, tokens_ = 0, k_ = 0, rows_ = 0, pair_rows_ = 0, units_ = 0, recv_units_ = 0;
   std::vector<RowBlock> blocks_;
-  std::vector<int64_t> send_per_rank_, recv_per_rank_;
-  // Row r of the send buffer is pair send_pair[r] of token send_token[r]; pair_send[p] is
-  // its send row (-1 if dropped). Received rows are computed where they land.
+  // Pairs, sorted by expert (hence by destination), token order within an expert: send row r
+  // is pair send_pair[r] of token send_token[r]; pair_send[p] is its row (-1 if dropped).
   Buf<int32_t> send_token_, send_pair_, pair_send_;
-  Buf<T> ones_, send_buf_, pairs_;
+  std::vector<int64_t> pair_send_count_, pair_recv_count_;
+  // Units (one per token and destination rank), by destination then token: unit_token[u].
+  Buf<int32_t> unit_token_;
+  std::vector<int64_t> unit_send_count_, unit_recv_count_;
+  // The rows that come back to each token (CSR over the buffer returned by dispatch_backward).
+  Buf<int32_t> token_off_, token_idx_;
+  // Receiver: expert row g copies received unit expand[g]; unit_off/unit_idx is its transpose.
+  Buf<int32_t> expand_, unit_off_, unit_idx_;
+  Buf<T> send_buf_, units_buf_;
   DispatchStats stats_;
 };
 
