@@ -114,7 +114,8 @@ TEST(TrainLoop, MetricsFileHasTheSpecLayout) {
   EXPECT_NE(h5::read_attr_string(f, "config").find("n_routed: 4"), std::string::npos);
   for (const char* name : {"train/step", "train/loss", "train/aux_loss", "train/lr", "train/grad_norm", "train/tokens",
                            "train/tokens_per_s", "train/step_time_s", "train/time/compute", "train/time/dispatch",
-                           "train/time/combine", "train/time/allreduce", "experts/step"})
+                           "train/time/combine", "train/time/allreduce", "train/comm/bytes_sent",
+                           "train/comm/recv_imbalance", "experts/step"})
     EXPECT_EQ(h5::shape(h5::open_dataset(f, name)), std::vector<int64_t>({8})) << name;
   EXPECT_EQ(h5::shape(h5::open_dataset(f, "experts/load")), std::vector<int64_t>({8, 1, 4}));
   EXPECT_EQ(h5::shape(h5::open_dataset(f, "experts/bias")), std::vector<int64_t>({8, 1, 4}));
