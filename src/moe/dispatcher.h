@@ -39,9 +39,11 @@ class Dispatcher {
   void combine_backward(T* dye, const T* dy_pairs);  // dy_pairs [tokens*K, d] -> dye [rows, d]
   void dispatch_backward(T* dx, const T* dxe);       // dx [tokens, d] += sum of its rows of dxe [rows, d]
   DispatchStats& stats() { return stats_; }
-  // Rows of the per-pair exchanges (combine) sent to / received from each rank by the last plan.
-  const std::vector<int64_t>& send_rows_per_rank() const { return pair_send_count_; }
-  const std::vector<int64_t>& recv_rows_per_rank() const { return pair_recv_count_; }
+  // Rows sent to / received from each rank by the last plan: units (dispatch) and pairs (combine).
+  const std::vector<int64_t>& unit_send_rows() const { return unit_send_count_; }
+  const std::vector<int64_t>& unit_recv_rows() const { return unit_recv_count_; }
+  const std::vector<int64_t>& pair_send_rows() const { return pair_send_count_; }
+  const std::vector<int64_t>& pair_recv_rows() const { return pair_recv_count_; }
 
  private:
   void exchange(T* out, const T* in, const std::vector<int64_t>& out_rows, const std::vector<int64_t>& in_rows);

@@ -35,13 +35,12 @@ AllToAllFigures bench_all_to_all(Engine& engine, int iters) {
   ep.allreduce_sum(&bytes, 1);
   f.bytes_per_rank = bytes / ep.size();
 
-  const std::vector<int64_t>& send = disp.send_rows_per_rank();
-  const std::vector<int64_t>& recv = disp.recv_rows_per_rank();
+  // The same two exchanges (units out, pairs back) between contiguous buffers.
   const int64_t row_bytes = (int64_t)d * sizeof(float);
-  Buf<float> send_buf(be, std::max<int64_t>(1, (int64_t)tokens * K * d)), recv_buf(be, std::max(1, disp.rows()) * (int64_t)d);
+  Buf<float> local(be, std::max<int64_t>(1, (int64_t)tokens * K * d)), remote(be, std::max(1, disp.rows()) * (int64_t)d);
   f.bare_s = timed([&] {
-    ep.alltoallv(send_buf, send, recv_buf, recv, row_bytes);
-    ep.alltoallv(recv_buf, recv, send_buf, send, row_bytes);
+    ep.alltoallv(local, disp.unit_send_rows(), remote, disp.unit_recv_rows(), row_bytes);
+    ep.alltoallv(remote, disp.pair_recv_rows(), local, disp.pair_send_rows(), row_bytes);
   });
   return f;
 }
