@@ -8,9 +8,9 @@
 namespace dsmoe {
 
 int cmd_eval(int argc, char** argv) {
-  Args args(argc, argv, 2, {"checkpoint", "data", "batches"}, {});
+  Args args(argc, argv, 2, {"checkpoint", "data", "batches", "backend"}, {});
   static const char* kUsage =
-      "usage: dsmoe eval --checkpoint CK [--data PATH] [--batches N]\n"
+      "usage: dsmoe eval --checkpoint CK [--data PATH] [--batches N] [--backend auto|cpu|cuda]\n"
       "Mean validation cross-entropy (nats/token) of a checkpoint, on the validation split of\n"
       "its own data or of PATH, over N batches (default: the run's train.eval_batches).\n";
   int code = 0;
@@ -18,6 +18,7 @@ int cmd_eval(int argc, char** argv) {
   const std::string ck = args.get("checkpoint");
   Config cfg = config_from_checkpoint(ck);
   if (args.has("data")) cfg.data.path = args.get("data");
+  cfg.backend = args.get("backend", "auto");  // checkpoints move between backends
   cfg.train.eval_batches = static_cast<int>(args.get_int("batches", cfg.train.eval_batches));
   DSMOE_CHECK(cfg.train.eval_batches > 0, "--batches must be positive");
   auto comm = make_world_comm();

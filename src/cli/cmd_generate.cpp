@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <numeric>
 
-#include "backend/cpu_backend.h"
+#include "backend/select.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "io/checkpoint.h"
@@ -33,10 +33,10 @@ int sample(const float* logits, int vocab, double temperature, int top_k, Rng& r
 }  // namespace
 
 int cmd_generate(int argc, char** argv) {
-  Args args(argc, argv, 2, {"checkpoint", "prompt", "max-new-tokens", "temperature", "top-k", "seed"}, {});
+  Args args(argc, argv, 2, {"checkpoint", "prompt", "max-new-tokens", "temperature", "top-k", "seed", "backend"}, {});
   static const char* kUsage =
       "usage: dsmoe generate --checkpoint CK --prompt TEXT [--max-new-tokens 200]\n"
-      "                      [--temperature 0.8] [--top-k 40] [--seed 1]\n"
+      "                      [--temperature 0.8] [--top-k 40] [--seed 1] [--backend auto|cpu|cuda]\n"
       "Continues TEXT (byte-level tokens) with samples from the model; temperature 0 is greedy.\n";
   int code = 0;
   if (args.show_usage(args.has("checkpoint"), kUsage, &code)) return code;
@@ -50,8 +50,9 @@ int cmd_generate(int argc, char** argv) {
   DSMOE_CHECK(!prompt.empty(), "--prompt must not be empty");
   Rng rng(static_cast<uint64_t>(args.get_int("seed", 1)));
 
-  const Config cfg = config_from_checkpoint(ck);
-  auto be = make_cpu_backend<float>();
+  Config cfg = config_from_checkpoint(ck);
+  cfg.backend = args.get("backend", "auto");  // checkpoints move between backends
+  auto be = make_backend(cfg.backend, 1);
   auto comm = make_single_comm();
   Model<float> model(cfg, *be, *comm, 1);
   CheckpointState st = read_checkpoint(ck, model.table(), model.moe_layers(), cfg.moe.n_routed);

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "backend/cpu_backend.h"
+#include "backend/select.h"
 #include "model/layout.h"
 #include "util/check.h"
 #include "util/rng.h"
@@ -22,16 +22,6 @@ void resolve_vocab(Config& cfg, const TokenData& data) {
               " is too small for ", data.source, ", whose largest token is ", data.vocab_size - 1);
 }
 
-namespace {
-
-std::unique_ptr<Backend<float>> make_backend(const Config& cfg) {
-  DSMOE_CHECK(cfg.backend != "cuda", cfg.source, ": backend: cuda is not available in this build (use cpu or auto)");
-  share_cpu_cores(ranks_on_this_node());
-  return make_cpu_backend<float>();
-}
-
-}  // namespace
-
 Engine::Engine(Config cfg, Comm& comm)
     : cfg_(std::move(cfg)), comm_(comm), groups_(comm, cfg_.parallel.expert_parallel) {
   data_ = load_tokens(cfg_.data.path);
@@ -40,7 +30,9 @@ Engine::Engine(Config cfg, Comm& comm)
   split_ = split_tokens(static_cast<int64_t>(data_.tokens.size()), cfg_.data.val_fraction, cfg_.model.seq_len);
   order_ = std::make_unique<TrainOrder>(split_.n_train, cfg_.model.seq_len, cfg_.train.batch_size,
                                         cfg_.data.shuffle, cfg_.seed);
-  be_ = make_backend(cfg_);
+  be_ = make_backend(cfg_.backend, ranks_on_this_node());
+  DSMOE_CHECK(be_->name() == "cpu" || comm_.size() == 1, cfg_.source,
+              ": backend cuda runs on one rank for now (the NCCL dispatcher is not built yet)");
   local_seqs_ = cfg_.train.batch_size / cfg_.train.micro_batches / comm_.size();
   model_ = std::make_unique<Model<float>>(cfg_, *be_, comm_, local_seqs_, groups_.ep.get());
   model_->init_params(cfg_.seed);

@@ -1,0 +1,239 @@
+// The CUDA backend: device memory, cuBLAS for matrix products (fp32, no TF32), the kernels of
+// ops.cuh for the rest. Built as its own shared library, loaded only by runs that use a GPU.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/backend.h"
+#include "kernels/cuda_check.cuh"
+#include "kernels/ops.cuh"
+
+namespace dsmoe {
+namespace {
+
+cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+class CudaBackend final : public Backend<float> {
+ public:
+  explicit CudaBackend(int device) {
+    CUDA_CHECK(cudaSetDevice(device));
+    CUBLAS_CHECK(cublasCreate(&blas_));
+    CUBLAS_CHECK(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH));  // fp32 exactly: no TF32
+    CUDA_CHECK(cudaMalloc(&scalar_, sizeof(double)));
+  }
+  ~CudaBackend() override {
+    for (auto& e : rope_cache_) cudaFree(e.second);
+    cudaFree(scalar_);
+    cublasDestroy(blas_);
+  }
+  std::string name() const override { return "cuda"; }
+
+  void* alloc_bytes(size_t bytes) override {
+    void* p = nullptr;
+    const size_t n = std::max<size_t>(bytes, 16);
+    CUDA_CHECK(cudaMalloc(&p, n));
+    CUDA_CHECK(cudaMemset(p, 0, n));
+    std::lock_guard<std::mutex> lock(mu_);
+    sizes_[p] = n;
+    live_ += n;
+    peak_ = std::max(peak_, live_);
+    return p;
+  }
+  void free_bytes(void* p) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      live_ -= sizes_[p];
+      sizes_.erase(p);
+    }
+    cudaFree(p);
+  }
+  void copy_bytes_to_host(void* host, const void* src, size_t bytes) override {
+    if (bytes) CUDA_CHECK(cudaMemcpy(host, src, bytes, cudaMemcpyDeviceToHost));
+  }
+  void copy_bytes_to_device(void* dst, const void* host, size_t bytes) override {
+    if (bytes) CUDA_CHECK(cudaMemcpy(dst, host, bytes, cudaMemcpyHostToDevice));
+  }
+  size_t peak_bytes() const override { return peak_; }
+
+  void fill(float* x, float value, int64_t n) override { cuda::fill(x, value, n, stream_); }
+  void copy(float* dst, const float* src, int64_t n) override {
+    if (n) CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+  }
+  void add(float* y, const float* x, int64_t n) override { cuda::add(y, x, n, stream_); }
+  double sum_squares(const float* x, int64_t n) override {
+    cuda::sum_squares(scalar_, x, n, stream_);
+    double h = 0;
+    CUDA_CHECK(cudaMemcpy(&h, scalar_, sizeof h, cudaMemcpyDeviceToHost));
+    return h;
+  }
+
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
+  void gemm(const GemmArgs<float>& g) override { gemm_strided(g, 0, 0, 0, 1); }
+  void gemm_batch(const std::vector<GemmArgs<float>>& gs) override {
+    for (const auto& g : gs) gemm(g);
+  }
+
+  void embedding_forward(float* out, const int32_t* tokens, const float* table, int rows, int d) override {
+    cuda::embedding_forward(out, tokens, table, rows, d, stream_);
+  }
+  void embedding_backward(float* dtable, const int32_t* tokens, const float* dout, int rows, int d) override {
+    cuda::embedding_backward(dtable, tokens, dout, rows, d, stream_);
+  }
+  void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int rows, int d, double eps) override {
+    cuda::rmsnorm_forward(out, rstd, x, w, rows, d, static_cast<float>(eps), stream_);
+  }
+  void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
+                        int rows, int d) override {
+    cuda::rmsnorm_backward(dx, dw, dout, x, w, rstd, rows, d, stream_);
+  }
+  void rope(float* qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) override {
+    cuda::rope(qkv, rope_table(seq, head_dim, theta), batch, seq, n_heads, head_dim, inverse, stream_);
+  }
+
+  void attention_forward(float* out, float* probs, const float* qkv, int batch, int seq, int n_heads,
+                         int head_dim) override {
+    const int d = n_heads * head_dim, ld = 3 * d;
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+    const int64_t tt = (int64_t)seq * seq;
+    for (int b = 0; b < batch; ++b) {  // heads of one sequence as one strided batch
+      const float* q = qkv + (int64_t)b * seq * ld;
+      gemm_strided({false, true, seq, seq, head_dim, scale, q, ld, q + d, ld, 0.f, probs + b * n_heads * tt, seq},
+                   head_dim, head_dim, tt, n_heads);
+    }
+    cuda::causal_softmax(probs, batch * n_heads, seq, stream_);
+    for (int b = 0; b < batch; ++b) {
+      const float* v = qkv + (int64_t)b * seq * ld + 2 * d;
+      gemm_strided({false, false, seq, head_dim, seq, 1.f, probs + b * n_heads * tt, seq, v, ld, 0.f,
+                    out + (int64_t)b * seq * d, d},
+                   tt, head_dim, head_dim, n_heads);
+    }
+  }
+  void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* probs,
+                          int batch, int seq, int n_heads, int head_dim) override {
+    const int d = n_heads * head_dim, ld = 3 * d;
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+    const int64_t tt = (int64_t)seq * seq;
+    for (int b = 0; b < batch; ++b) {
+      const float* q = qkv + (int64_t)b * seq * ld;
+      const float* go = dout + (int64_t)b * seq * d;
+      float* dq = dqkv + (int64_t)b * seq * ld;
+      const float* p = probs + b * n_heads * tt;
+      gemm_strided({true, false, seq, head_dim, seq, 1.f, p, seq, go, d, 0.f, dq + 2 * d, ld}, tt, head_dim,
+                   head_dim, n_heads);  // dV = P^T dO
+      gemm_strided({false, true, seq, seq, head_dim, 1.f, go, d, q + 2 * d, ld, 0.f, scratch + b * n_heads * tt, seq},
+                   head_dim, head_dim, tt, n_heads);  // dP = dO V^T
+    }
+    cuda::causal_softmax_backward(scratch, probs, batch * n_heads, seq, scale, stream_);
+    for (int b = 0; b < batch; ++b) {
+      const float* q = qkv + (int64_t)b * seq * ld;
+      float* dq = dqkv + (int64_t)b * seq * ld;
+      const float* ds = scratch + b * n_heads * tt;
+      gemm_strided({false, false, seq, head_dim, seq, 1.f, ds, seq, q + d, ld, 0.f, dq, ld}, tt, head_dim, head_dim,
+                   n_heads);  // dQ = dS K
+      gemm_strided({true, false, seq, head_dim, seq, 1.f, ds, seq, q, ld, 0.f, dq + d, ld}, tt, head_dim, head_dim,
+                   n_heads);  // dK = dS^T Q
+    }
+  }
+
+  void swiglu_forward(float* act, const float* gu, int rows, int n) override {
+    cuda::swiglu_forward(act, gu, rows, n, stream_);
+  }
+  void swiglu_backward(float* dgu, const float* dact, const float* gu, int rows, int n) override {
+    cuda::swiglu_backward(dgu, dact, gu, rows, n, stream_);
+  }
+  double cross_entropy(float* logits, float* losses, const int32_t* targets, int rows, int vocab,
+                       float scale) override {
+    cuda::cross_entropy(logits, losses, targets, rows, vocab, scale, stream_);
+    std::vector<float> h(rows);
+    copy_bytes_to_host(h.data(), losses, rows * sizeof(float));
+    double total = 0;
+    for (float l : h) total += l;
+    return total;
+  }
+  void gather_rows(float* out, const float* in, const int32_t* idx, int n, int d) override {
+    cuda::gather_rows(out, in, idx, n, d, stream_);
+  }
+  void sum_rows(float* out, const float* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
+                bool accumulate) override {
+    cuda::sum_rows(out, in, offsets, idx, n_out, d, accumulate, stream_);
+  }
+  void weighted_sum_rows(float* out, const float* y, const float* w, int rows, int k, int d) override {
+    cuda::weighted_sum_rows(out, y, w, rows, k, d, stream_);
+  }
+  void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const float* w, int rows,
+                                  int k, int d) override {
+    cuda::weighted_sum_rows_backward(dy, dw, dout, y, w, rows, k, d, stream_);
+  }
+  void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1, double beta2,
+             double eps, double weight_decay, int64_t step, double grad_scale) override {
+    const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+    const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+    cuda::adamw(param, grad, m, v, n, (float)lr, (float)beta1, (float)beta2, (float)eps, (float)weight_decay,
+                (float)bc1, (float)bc2, (float)grad_scale, stream_);
+  }
+
+ private:
+  void gemm_strided(const GemmArgs<float>& g, int64_t stride_a, int64_t stride_b, int64_t stride_c, int batch) {
+    if (g.m == 0 || g.n == 0 || batch == 0) return;
+    if (g.k == 0) {  // C = beta * C
+      DSMOE_CHECK(g.beta == 0.f && g.ldc == g.n && batch == 1, "gemm with k = 0 needs beta = 0 on CUDA");
+      return fill(g.c, 0.f, (int64_t)g.m * g.n);
+    }
+    CUBLAS_CHECK(cublasSgemmStridedBatched(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &g.alpha, g.b, g.ldb,
+                                           stride_b, g.a, g.lda, stride_a, &g.beta, g.c, g.ldc, stride_c, batch));
+  }
+
+  // cos | sin per position, angles in double (MODEL.md), cached on the device per shape.
+  const float* rope_table(int seq, int head_dim, double theta) {
+    auto key = std::make_tuple(seq, head_dim, theta);
+    auto it = rope_cache_.find(key);
+    if (it != rope_cache_.end()) return it->second;
+    std::vector<float> cs((size_t)seq * head_dim);
+    const int half = head_dim / 2;
+    for (int pos = 0; pos < seq; ++pos)
+      for (int i = 0; i < half; ++i) {
+        const double angle = pos * std::pow(theta, -2.0 * i / head_dim);
+        cs[(size_t)pos * head_dim + i] = static_cast<float>(std::cos(angle));
+        cs[(size_t)pos * head_dim + half + i] = static_cast<float>(std::sin(angle));
+      }
+    float* dev = nullptr;
+    CUDA_CHECK(cudaMalloc(&dev, cs.size() * sizeof(float)));
+    CUDA_CHECK(cudaMemcpy(dev, cs.data(), cs.size() * sizeof(float), cudaMemcpyHostToDevice));
+    rope_cache_[key] = dev;
+    return dev;
+  }
+
+  cublasHandle_t blas_ = nullptr;
+  cudaStream_t stream_ = nullptr;  // the default stream: ops run in order
+  double* scalar_ = nullptr;
+  std::mutex mu_;
+  std::unordered_map<void*, size_t> sizes_;
+  size_t live_ = 0, peak_ = 0;
+  std::map<std::tuple<int, int, double>, float*> rope_cache_;
+};
+
+}  // namespace
+}  // namespace dsmoe
+
+// The library's entry points, looked up by name (src/backend/cuda_loader.cpp).
+extern "C" int dsmoe_cuda_device_count() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
+extern "C" dsmoe::Backend<float>* dsmoe_make_cuda_backend(int device, char* error, int error_len) {
+  try {
+    return new dsmoe::CudaBackend(device);
+  } catch (const std::exception& e) {
+    std::strncpy(error, e.what(), error_len - 1);
+    error[error_len - 1] = '\0';
+    return nullptr;
+  }
+}

@@ -1,0 +1,18 @@
+// CUDA_CHECK and CUBLAS_CHECK: DSMOE_CHECK on a CUDA or cuBLAS status, with its name.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "util/check.h"
+
+#define CUDA_CHECK(call)                                                                         \
+  do {                                                                                           \
+    cudaError_t err_ = (call);                                                                   \
+    DSMOE_CHECK(err_ == cudaSuccess, "CUDA error in ", #call, ": ", cudaGetErrorString(err_));   \
+  } while (0)
+
+#define CUBLAS_CHECK(call)                                                                          \
+  do {                                                                                              \
+    cublasStatus_t st_ = (call);                                                                    \
+    DSMOE_CHECK(st_ == CUBLAS_STATUS_SUCCESS, "cuBLAS error in ", #call, ": ", cublasGetStatusString(st_)); \
+  } while (0)

@@ -1,0 +1,98 @@
+// RMSNorm: one block per row; dw by a two-stage column reduction over fixed row chunks.
+#include <algorithm>
+
+#include "kernels/cuda_check.cuh"
+#include "kernels/ops.cuh"
+
+namespace dsmoe::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxChunks = 64;  // row chunks for dw; fixed per row count, so the sum order is fixed
+
+// Sum over the block in a fixed order; every thread gets the result.
+__device__ double block_sum(double v) {
+  __shared__ double sh[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();  // sh may still be read by a previous call
+  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double total = 0;
+  for (unsigned w = 0; w < blockDim.x / 32; ++w) total += sh[w];
+  return total;
+}
+
+__global__ void rmsnorm_forward_kernel(float* out, float* rstd, const float* x, const float* w, int d, float eps) {
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * d;
+  double ss = 0;
+  for (int j = threadIdx.x; j < d; j += blockDim.x) ss += static_cast<double>(x[base + j]) * x[base + j];
+  ss = block_sum(ss);
+  const float s = static_cast<float>(1.0 / sqrt(ss / d + eps));
+  if (threadIdx.x == 0) rstd[blockIdx.x] = s;
+  for (int j = threadIdx.x; j < d; j += blockDim.x) out[base + j] = x[base + j] * s * w[j];
+}
+
+__global__ void rmsnorm_dx_kernel(float* dx, const float* dout, const float* x, const float* w, const float* rstd,
+                                  int d) {
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * d;
+  const float s = rstd[blockIdx.x];
+  double dot = 0;  // sum over j of (g*w)_j * xhat_j
+  for (int j = threadIdx.x; j < d; j += blockDim.x)
+    dot += static_cast<double>(dout[base + j]) * w[j] * x[base + j] * s;
+  dot = block_sum(dot);
+  const float c = static_cast<float>(dot / d);
+  for (int j = threadIdx.x; j < d; j += blockDim.x)
+    dx[base + j] += s * (dout[base + j] * w[j] - x[base + j] * s * c);
+}
+
+// partial[c][j] = sum over rows of chunk c of dout*x*rstd; grid (column blocks, chunks).
+__global__ void rmsnorm_dw_partial(float* partial, const float* dout, const float* x, const float* rstd, int rows,
+                                   int d) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= d) return;
+  const int c = blockIdx.y, nc = gridDim.y;
+  const int lo = static_cast<int>(static_cast<int64_t>(rows) * c / nc);
+  const int hi = static_cast<int>(static_cast<int64_t>(rows) * (c + 1) / nc);
+  float acc = 0;
+  for (int r = lo; r < hi; ++r) {
+    const int64_t i = static_cast<int64_t>(r) * d + j;
+    acc += dout[i] * x[i] * rstd[r];
+  }
+  partial[static_cast<int64_t>(c) * d + j] = acc;
+}
+
+__global__ void rmsnorm_dw_final(float* dw, const float* partial, int chunks, int d) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= d) return;
+  float acc = 0;
+  for (int c = 0; c < chunks; ++c) acc += partial[static_cast<int64_t>(c) * d + j];
+  dw[j] += acc;
+}
+
+}  // namespace
+
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int rows, int d, float eps,
+                     cudaStream_t s) {
+  if (rows <= 0 || d <= 0) return;
+  rmsnorm_forward_kernel<<<rows, kThreads, 0, s>>>(out, rstd, x, w, d, eps);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
+                      int rows, int d, cudaStream_t s) {
+  if (rows <= 0 || d <= 0) return;
+  rmsnorm_dx_kernel<<<rows, kThreads, 0, s>>>(dx, dout, x, w, rstd, d);
+  CUDA_CHECK(cudaGetLastError());
+
+  const int chunks = std::min(rows, kMaxChunks);
+  const unsigned col_blocks = static_cast<unsigned>((d + kThreads - 1) / kThreads);
+  float* partial = nullptr;  // stream-ordered scratch [chunks, d]
+  CUDA_CHECK(cudaMallocAsync(&partial, static_cast<size_t>(chunks) * d * sizeof(float), s));
+  rmsnorm_dw_partial<<<dim3(col_blocks, chunks), kThreads, 0, s>>>(partial, dout, x, rstd, rows, d);
+  CUDA_CHECK(cudaGetLastError());
+  rmsnorm_dw_final<<<col_blocks, kThreads, 0, s>>>(dw, partial, chunks, d);
+  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK(cudaFreeAsync(partial, s));
+}
+
+}  // namespace dsmoe::cuda

@@ -1,0 +1,54 @@
+// Launchers of the CUDA kernels, one per backend op (shapes as in src/backend/backend.h).
+// Every launcher takes the stream it runs on; all pointers are device memory. fp32.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace dsmoe::cuda {
+
+// elementwise.cu
+void fill(float* x, float value, int64_t n, cudaStream_t s);
+void add(float* y, const float* x, int64_t n, cudaStream_t s);
+// Sum of squares into *out_device (one double), deterministic (fixed reduction tree).
+void sum_squares(double* out_device, const float* x, int64_t n, cudaStream_t s);
+void swiglu_forward(float* act, const float* gu, int rows, int n, cudaStream_t s);
+void swiglu_backward(float* dgu, const float* dact, const float* gu, int rows, int n, cudaStream_t s);
+void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
+           float eps, float weight_decay, float bias_correction1, float bias_correction2, float grad_scale,
+           cudaStream_t s);
+
+// norm.cu
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int rows, int d, float eps,
+                     cudaStream_t s);
+// dx += ..., dw += ... (dw deterministic: no atomics)
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
+                      int rows, int d, cudaStream_t s);
+
+// rope.cu: cos_sin [seq, head_dim] = cos[half] | sin[half] per position (computed on the host in double).
+void rope(float* qkv, const float* cos_sin, int batch, int seq, int n_heads, int head_dim, bool inverse,
+          cudaStream_t s);
+
+// embedding.cu
+void embedding_forward(float* out, const int32_t* tokens, const float* table, int rows, int d, cudaStream_t s);
+// dtable[tokens[r]] += dout[r], deterministic (no atomics).
+void embedding_backward(float* dtable, const int32_t* tokens, const float* dout, int rows, int d, cudaStream_t s);
+
+// cross_entropy.cu: logits [R, V] replaced by scale * dloss/dlogits; losses [R].
+void cross_entropy(float* logits, float* losses, const int32_t* targets, int rows, int vocab, float scale,
+                   cudaStream_t s);
+
+// rows.cu
+void gather_rows(float* out, const float* in, const int32_t* idx, int n, int d, cudaStream_t s);
+void sum_rows(float* out, const float* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
+              bool accumulate, cudaStream_t s);
+void weighted_sum_rows(float* out, const float* y, const float* w, int rows, int k, int d, cudaStream_t s);
+void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const float* w, int rows,
+                                int k, int d, cudaStream_t s);
+
+// attention.cu: causal softmax in place on scores [batch*heads, seq, seq] (rows i keep j <= i,
+// zeros above the diagonal); and its backward ds = p * (dp - rowsum(p * dp)) * scale, in place on dp.
+void causal_softmax(float* scores, int bh, int seq, cudaStream_t s);
+void causal_softmax_backward(float* dp, const float* p, int bh, int seq, float scale, cudaStream_t s);
+
+}  // namespace dsmoe::cuda

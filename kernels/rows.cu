@@ -1,0 +1,113 @@
+// Row gathers and sums used by the MoE dispatch and combine.
+#include <algorithm>
+
+#include "kernels/cuda_check.cuh"
+#include "kernels/ops.cuh"
+
+namespace dsmoe::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned grid_for(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t{1} << 20));
+}
+
+// Sum over the block in a fixed order; every thread gets the result.
+__device__ double block_sum(double v) {
+  __shared__ double sh[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();  // sh may still be read by a previous call
+  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double total = 0;
+  for (unsigned w = 0; w < blockDim.x / 32; ++w) total += sh[w];
+  return total;
+}
+
+__global__ void gather_rows_kernel(float* out, const float* in, const int32_t* idx, int d, int64_t total) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / d, j = i % d;
+    const int32_t src = idx[r];
+    out[i] = src >= 0 ? in[static_cast<int64_t>(src) * d + j] : 0.0f;
+  }
+}
+
+// One block per output row; rows are added in CSR order.
+__global__ void sum_rows_kernel(float* out, const float* in, const int32_t* offsets, const int32_t* idx, int d,
+                                bool accumulate) {
+  const int64_t o = blockIdx.x;
+  const int32_t lo = offsets[o], hi = offsets[o + 1];
+  float* dst = out + o * d;
+  for (int j = threadIdx.x; j < d; j += blockDim.x) {
+    float acc = accumulate ? dst[j] : 0.0f;
+    for (int32_t i = lo; i < hi; ++i) acc += in[static_cast<int64_t>(idx[i]) * d + j];
+    dst[j] = acc;
+  }
+}
+
+__global__ void weighted_sum_rows_kernel(float* out, const float* y, const float* w, int k, int d, int64_t total) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / d, j = i % d;
+    float acc = out[i];
+    for (int s = 0; s < k; ++s) {
+      const int64_t p = r * k + s;
+      const float ws = w[p];
+      if (ws == 0.0f) continue;  // as the CPU backend: a zero weight ignores its row, NaN included
+      acc += ws * y[p * d + j];
+    }
+    out[i] = acc;
+  }
+}
+
+// One block per (row, slot) pair p: dy[p] = w[p] * dout[r], dw[p] = dot(dout[r], y[p]).
+__global__ void weighted_sum_rows_backward_kernel(float* dy, float* dw, const float* dout, const float* y,
+                                                  const float* w, int k, int d) {
+  const int64_t p = blockIdx.x, r = p / k;
+  const float* g = dout + r * d;
+  const float* yp = y + p * d;
+  float* dyp = dy + p * d;
+  const float wp = w[p];
+  double dot = 0;
+  for (int j = threadIdx.x; j < d; j += blockDim.x) {
+    dot += static_cast<double>(g[j]) * yp[j];
+    dyp[j] = wp * g[j];
+  }
+  dot = block_sum(dot);
+  if (threadIdx.x == 0) dw[p] = static_cast<float>(dot);
+}
+
+}  // namespace
+
+void gather_rows(float* out, const float* in, const int32_t* idx, int n, int d, cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(n) * d;
+  if (total <= 0) return;
+  gather_rows_kernel<<<grid_for(total), kThreads, 0, s>>>(out, in, idx, d, total);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void sum_rows(float* out, const float* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
+              bool accumulate, cudaStream_t s) {
+  if (n_out <= 0 || d <= 0) return;
+  sum_rows_kernel<<<n_out, kThreads, 0, s>>>(out, in, offsets, idx, d, accumulate);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void weighted_sum_rows(float* out, const float* y, const float* w, int rows, int k, int d, cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(rows) * d;
+  if (total <= 0 || k <= 0) return;
+  weighted_sum_rows_kernel<<<grid_for(total), kThreads, 0, s>>>(out, y, w, k, d, total);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const float* w, int rows,
+                                int k, int d, cudaStream_t s) {
+  const int64_t pairs = static_cast<int64_t>(rows) * k;
+  if (pairs <= 0) return;
+  weighted_sum_rows_backward_kernel<<<static_cast<unsigned>(pairs), kThreads, 0, s>>>(dy, dw, dout, y, w, k, d);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace dsmoe::cuda

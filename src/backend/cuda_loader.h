@@ -1,0 +1,17 @@
+// The CUDA backend lives in its own shared library (libdsmoe_cuda.so, beside the executable),
+// opened only when a run asks for a GPU: CPU runs and tests never load the CUDA libraries,
+// which add seconds to every process start.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+
+namespace dsmoe {
+
+// Whether the library loads and sees a GPU; otherwise *why says what is missing.
+bool cuda_available(std::string* why = nullptr);
+// The backend on GPU `device`; throws an Error saying why when there is none.
+std::unique_ptr<Backend<float>> make_cuda_backend(int device);
+
+}  // namespace dsmoe

@@ -1,0 +1,34 @@
+#include "backend/select.h"
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "backend/cpu_backend.h"
+#include "backend/cuda_loader.h"
+#include "util/check.h"
+
+namespace dsmoe {
+namespace {
+
+// Without the NVIDIA device nodes there is no GPU, and `auto` need not load the CUDA libraries.
+bool gpu_device_nodes() {
+  return std::filesystem::exists("/dev/nvidiactl") || std::filesystem::exists("/dev/nvidia0");
+}
+
+int local_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"})
+    if (const char* s = std::getenv(v)) return std::atoi(s);
+  return 0;
+}
+
+}  // namespace
+
+std::unique_ptr<Backend<float>> make_backend(const std::string& backend, int ranks_on_node) {
+  const bool cuda = backend == "cuda" || (backend == "auto" && gpu_device_nodes() && cuda_available());
+  if (cuda) return make_cuda_backend(local_rank());
+  DSMOE_CHECK(backend != "cuda", "backend: cuda was asked for but is not available");
+  share_cpu_cores(ranks_on_node);
+  return make_cpu_backend<float>();
+}
+
+}  // namespace dsmoe

@@ -1,0 +1,185 @@
+// The CUDA backend against the CPU backend, op by op, on random inputs (fp32). Skipped where
+// no GPU is visible. Tolerance: both compute in fp32 with different summation orders; relative
+// differences of a few 1e-6 per reduction, so 2e-5 relative (plus 1e-6 absolute) is ample.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+
+#include "backend/cpu_backend.h"
+#include "backend/cuda_loader.h"
+#include "util/rng.h"
+
+namespace dsmoe {
+namespace {
+
+using Vec = std::vector<float>;
+
+Vec random(size_t n, uint64_t seed, float scale = 1.f) {
+  Rng r(seed);
+  Vec v(n);
+  for (auto& x : v) x = static_cast<float>(r.normal()) * scale;
+  return v;
+}
+
+class CudaVsCpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
+    gpu = make_cuda_backend(0);
+    cpu = make_cpu_backend<float>();
+  }
+  // The same host data on both backends.
+  struct Twin {
+    Buf<float> c, g;
+    int64_t n;
+  };
+  Twin twin(const Vec& v) {
+    Twin t{Buf<float>(*cpu, v.size()), Buf<float>(*gpu, v.size()), (int64_t)v.size()};
+    to_device(*cpu, t.c.data(), v);
+    to_device(*gpu, t.g.data(), v);
+    return t;
+  }
+  struct TwinIdx {
+    Buf<int32_t> c, g;
+  };
+  TwinIdx twin_idx(const std::vector<int32_t>& v) {
+    TwinIdx t{Buf<int32_t>(*cpu, v.size()), Buf<int32_t>(*gpu, v.size())};
+    to_device(*cpu, t.c.data(), v);
+    to_device(*gpu, t.g.data(), v);
+    return t;
+  }
+  void expect_same(const Twin& t, const char* what, double rel = 2e-5) {
+    Vec a = to_host(*cpu, t.c.data(), t.n), b = to_host(*gpu, t.g.data(), t.n);
+    for (int64_t i = 0; i < t.n; ++i)
+      ASSERT_NEAR(a[i], b[i], 1e-6 + rel * std::fabs(a[i])) << what << " element " << i;
+  }
+  std::unique_ptr<Backend<float>> gpu, cpu;
+};
+
+TEST_F(CudaVsCpu, Gemm) {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const int m = 37, n = 29, k = 51;
+      auto a = twin(random(64 * 64, 1)), b = twin(random(64 * 64, 2)), c = twin(random(64 * 64, 3));
+      auto args = [&](Buf<float>& A, Buf<float>& B, Buf<float>& C) {
+        return GemmArgs<float>{ta, tb, m, n, k, 0.7f, A, 60, B, 62, 0.5f, C, 63};
+      };
+      cpu->gemm(args(a.c, b.c, c.c));
+      gpu->gemm(args(a.g, b.g, c.g));
+      expect_same(c, "gemm");
+    }
+}
+
+TEST_F(CudaVsCpu, NormsEmbeddingRopeSwiglu) {
+  const int R = 70, d = 48, V = 20, H = 4, hd = d / H, B = 2, T = R / B;
+  auto x = twin(random(R * d, 4)), w = twin(random(d, 5)), out = twin(Vec(R * d)), rstd = twin(Vec(R));
+  cpu->rmsnorm_forward(out.c, rstd.c, x.c, w.c, R, d, 1e-6);
+  gpu->rmsnorm_forward(out.g, rstd.g, x.g, w.g, R, d, 1e-6);
+  expect_same(out, "rmsnorm");
+  auto dout = twin(random(R * d, 6)), dx = twin(random(R * d, 7)), dw = twin(random(d, 8));
+  cpu->rmsnorm_backward(dx.c, dw.c, dout.c, x.c, w.c, rstd.c, R, d);
+  gpu->rmsnorm_backward(dx.g, dw.g, dout.g, x.g, w.g, rstd.g, R, d);
+  expect_same(dx, "rmsnorm dx");
+  expect_same(dw, "rmsnorm dw", 1e-4);
+
+  std::vector<int32_t> tok(R);
+  for (int i = 0; i < R; ++i) tok[i] = (i * 7) % V;
+  auto tk = twin_idx(tok);
+  auto table = twin(random(V * d, 9)), emb = twin(Vec(R * d)), dtable = twin(random(V * d, 10));
+  cpu->embedding_forward(emb.c, tk.c, table.c, R, d);
+  gpu->embedding_forward(emb.g, tk.g, table.g, R, d);
+  expect_same(emb, "embedding");
+  cpu->embedding_backward(dtable.c, tk.c, dout.c, R, d);
+  gpu->embedding_backward(dtable.g, tk.g, dout.g, R, d);
+  expect_same(dtable, "embedding backward");
+
+  auto qkv = twin(random(R * 3 * d, 11));
+  for (bool inverse : {false, true}) {
+    cpu->rope(qkv.c, B, T, H, hd, 10000.0, inverse);
+    gpu->rope(qkv.g, B, T, H, hd, 10000.0, inverse);
+    expect_same(qkv, "rope");
+  }
+  auto gu = twin(random(R * 2 * d, 12)), act = twin(Vec(R * d)), dgu = twin(Vec(R * 2 * d));
+  cpu->swiglu_forward(act.c, gu.c, R, d);
+  gpu->swiglu_forward(act.g, gu.g, R, d);
+  expect_same(act, "swiglu");
+  cpu->swiglu_backward(dgu.c, dout.c, gu.c, R, d);
+  gpu->swiglu_backward(dgu.g, dout.g, gu.g, R, d);
+  expect_same(dgu, "swiglu backward");
+}
+
+TEST_F(CudaVsCpu, AttentionForwardAndBackward) {
+  const int B = 3, T = 33, H = 4, hd = 16, d = H * hd;
+  auto qkv = twin(random(B * T * 3 * d, 13, 0.5f)), out = twin(Vec(B * T * d)), probs = twin(Vec(B * H * T * T));
+  cpu->attention_forward(out.c, probs.c, qkv.c, B, T, H, hd);
+  gpu->attention_forward(out.g, probs.g, qkv.g, B, T, H, hd);
+  expect_same(probs, "probs");
+  expect_same(out, "attention out");
+  auto dout = twin(random(B * T * d, 14)), dqkv = twin(Vec(B * T * 3 * d)), scratch = twin(Vec(B * H * T * T));
+  cpu->attention_backward(dqkv.c, scratch.c, dout.c, qkv.c, probs.c, B, T, H, hd);
+  gpu->attention_backward(dqkv.g, scratch.g, dout.g, qkv.g, probs.g, B, T, H, hd);
+  expect_same(dqkv, "dqkv", 1e-4);
+}
+
+TEST_F(CudaVsCpu, CrossEntropyRowsAdamwReductions) {
+  const int R = 50, V = 77, d = 24, K = 3;
+  auto logits = twin(random(R * V, 15, 3.f)), losses = twin(Vec(R));
+  std::vector<int32_t> tg(R);
+  for (int i = 0; i < R; ++i) tg[i] = (i * 13) % V;
+  auto targets = twin_idx(tg);
+  const double lc = cpu->cross_entropy(logits.c, losses.c, targets.c, R, V, 0.01f);
+  const double lg = gpu->cross_entropy(logits.g, losses.g, targets.g, R, V, 0.01f);
+  EXPECT_NEAR(lc, lg, 1e-5 * std::fabs(lc));
+  expect_same(logits, "dlogits");
+  expect_same(losses, "losses");
+
+  auto in = twin(random(R * d, 16)), out = twin(random(R * d, 17));
+  std::vector<int32_t> idx(R), off = {0, 3, 3, 7, 10};
+  for (int i = 0; i < R; ++i) idx[i] = (i * 11) % R - (i % 9 == 0 ? R : 0);  // some -1..-R: negatives give zero rows
+  for (auto& i : idx) i = i < 0 ? -1 : i;
+  auto ix = twin_idx(idx);
+  cpu->gather_rows(out.c, in.c, ix.c, R, d);
+  gpu->gather_rows(out.g, in.g, ix.g, R, d);
+  expect_same(out, "gather_rows");
+  auto o = twin_idx(off), rows = twin_idx({4, 1, 9, 2, 2, 0, 5, 8, 8, 3});
+  auto sum = twin(random(4 * d, 18));
+  for (bool acc : {false, true}) {
+    cpu->sum_rows(sum.c, in.c, o.c, rows.c, 4, d, acc);
+    gpu->sum_rows(sum.g, in.g, o.g, rows.g, 4, d, acc);
+    expect_same(sum, "sum_rows");
+  }
+  const int T = R / K;
+  auto y = twin(random(T * K * d, 19)), gw = twin(random(T * K, 20)), acc = twin(random(T * d, 21));
+  cpu->weighted_sum_rows(acc.c, y.c, gw.c, T, K, d);
+  gpu->weighted_sum_rows(acc.g, y.g, gw.g, T, K, d);
+  expect_same(acc, "weighted_sum_rows");
+  auto dy = twin(Vec(T * K * d)), dw = twin(Vec(T * K));
+  cpu->weighted_sum_rows_backward(dy.c, dw.c, acc.c, y.c, gw.c, T, K, d);
+  gpu->weighted_sum_rows_backward(dy.g, dw.g, acc.g, y.g, gw.g, T, K, d);
+  expect_same(dy, "weighted dy");
+  expect_same(dw, "weighted dw");
+
+  auto p = twin(random(1000, 22)), g = twin(random(1000, 23)), m = twin(random(1000, 24, 0.1f)),
+       v = twin(random(1000, 25, 0.1f));
+  std::vector<float> vh = to_host(*cpu, v.c.data(), 1000);
+  for (auto& e : vh) e = std::fabs(e);
+  to_device(*cpu, v.c.data(), vh);
+  to_device(*gpu, v.g.data(), vh);
+  cpu->adamw(p.c, g.c, m.c, v.c, 1000, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3, 0.5);
+  gpu->adamw(p.g, g.g, m.g, v.g, 1000, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3, 0.5);
+  expect_same(p, "adamw param");
+  expect_same(m, "adamw m");
+  expect_same(v, "adamw v");
+  EXPECT_NEAR(cpu->sum_squares(p.c, 1000), gpu->sum_squares(p.g, 1000), 1e-6 * cpu->sum_squares(p.c, 1000));
+  cpu->add(p.c, g.c, 1000);
+  gpu->add(p.g, g.g, 1000);
+  expect_same(p, "add");
+  cpu->fill(p.c, 0.25f, 1000);
+  gpu->fill(p.g, 0.25f, 1000);
+  expect_same(p, "fill");
+}
+
+}  // namespace
+}  // namespace dsmoe
