@@ -1,6 +1,7 @@
 // Softmax cross-entropy, one block per row: losses[r] = lse - x[target], logits <- scale * (softmax - onehot).
 #include <cmath>
 
+#include "kernels/block_reduce.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/ops.cuh"
 
@@ -8,29 +9,6 @@ namespace dsmoe::cuda {
 namespace {
 
 constexpr int kThreads = 512;
-
-// Block reductions in a fixed order; every thread gets the result.
-__device__ double block_sum(double v) {
-  __shared__ double sh[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __syncthreads();  // sh may still be read by a previous call
-  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-  __syncthreads();
-  double total = 0;
-  for (unsigned w = 0; w < blockDim.x / 32; ++w) total += sh[w];
-  return total;
-}
-
-__device__ float block_max(float v) {
-  __shared__ float sh[32];
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float m = sh[0];
-  for (unsigned w = 1; w < blockDim.x / 32; ++w) m = fmaxf(m, sh[w]);
-  return m;
-}
 
 __global__ void cross_entropy_kernel(float* logits, float* losses, const int32_t* targets, int vocab, float scale) {
   float* x = logits + static_cast<int64_t>(blockIdx.x) * vocab;

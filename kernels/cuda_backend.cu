@@ -6,11 +6,10 @@
 #include <cmath>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <tuple>
-#include <unordered_map>
 #include <vector>
 
+#include "backend/alloc_tracker.h"
 #include "backend/backend.h"
 #include "kernels/cuda_check.cuh"
 #include "kernels/ops.cuh"
@@ -40,18 +39,11 @@ class CudaBackend final : public Backend<float> {
     const size_t n = std::max<size_t>(bytes, 16);
     CUDA_CHECK(cudaMalloc(&p, n));
     CUDA_CHECK(cudaMemset(p, 0, n));
-    std::lock_guard<std::mutex> lock(mu_);
-    sizes_[p] = n;
-    live_ += n;
-    peak_ = std::max(peak_, live_);
+    allocs_.add(p, n);
     return p;
   }
   void free_bytes(void* p) override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      live_ -= sizes_[p];
-      sizes_.erase(p);
-    }
+    allocs_.remove(p);
     cudaFree(p);
   }
   void copy_bytes_to_host(void* host, const void* src, size_t bytes) override {
@@ -60,7 +52,7 @@ class CudaBackend final : public Backend<float> {
   void copy_bytes_to_device(void* dst, const void* host, size_t bytes) override {
     if (bytes) CUDA_CHECK(cudaMemcpy(dst, host, bytes, cudaMemcpyHostToDevice));
   }
-  size_t peak_bytes() const override { return peak_; }
+  size_t peak_bytes() const override { return allocs_.peak(); }
 
   void fill(float* x, float value, int64_t n) override { cuda::fill(x, value, n, stream_); }
   void copy(float* dst, const float* src, int64_t n) override {
@@ -213,9 +205,7 @@ class CudaBackend final : public Backend<float> {
   cublasHandle_t blas_ = nullptr;
   cudaStream_t stream_ = nullptr;  // the default stream: ops run in order
   double* scalar_ = nullptr;
-  std::mutex mu_;
-  std::unordered_map<void*, size_t> sizes_;
-  size_t live_ = 0, peak_ = 0;
+  AllocTracker allocs_;
   std::map<std::tuple<int, int, double>, float*> rope_cache_;
 };
 

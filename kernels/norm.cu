@@ -1,6 +1,7 @@
 // RMSNorm: one block per row; dw by a two-stage column reduction over fixed row chunks.
 #include <algorithm>
 
+#include "kernels/block_reduce.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/ops.cuh"
 
@@ -9,18 +10,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kMaxChunks = 64;  // row chunks for dw; fixed per row count, so the sum order is fixed
-
-// Sum over the block in a fixed order; every thread gets the result.
-__device__ double block_sum(double v) {
-  __shared__ double sh[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __syncthreads();  // sh may still be read by a previous call
-  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-  __syncthreads();
-  double total = 0;
-  for (unsigned w = 0; w < blockDim.x / 32; ++w) total += sh[w];
-  return total;
-}
 
 __global__ void rmsnorm_forward_kernel(float* out, float* rstd, const float* x, const float* w, int d, float eps) {
   const int64_t base = static_cast<int64_t>(blockIdx.x) * d;

@@ -1,6 +1,7 @@
 // Row gathers and sums used by the MoE dispatch and combine.
 #include <algorithm>
 
+#include "kernels/block_reduce.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/ops.cuh"
 
@@ -11,18 +12,6 @@ constexpr int kThreads = 256;
 
 unsigned grid_for(int64_t n) {
   return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t{1} << 20));
-}
-
-// Sum over the block in a fixed order; every thread gets the result.
-__device__ double block_sum(double v) {
-  __shared__ double sh[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __syncthreads();  // sh may still be read by a previous call
-  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-  __syncthreads();
-  double total = 0;
-  for (unsigned w = 0; w < blockDim.x / 32; ++w) total += sh[w];
-  return total;
 }
 
 __global__ void gather_rows_kernel(float* out, const float* in, const int32_t* idx, int d, int64_t total) {

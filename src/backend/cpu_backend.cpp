@@ -9,8 +9,8 @@
 #include <deque>
 #include <mutex>
 #include <tuple>
-#include <unordered_map>
 
+#include "backend/alloc_tracker.h"
 #include "backend/cpu_blas.h"
 #include "util/check.h"
 
@@ -39,23 +39,16 @@ class CpuBackend final : public Backend<T> {
     void* p = std::aligned_alloc(64, std::max<size_t>(rounded, 64));
     DSMOE_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes");
     std::memset(p, 0, rounded);
-    std::lock_guard<std::mutex> lock(mu_);
-    sizes_[p] = rounded;
-    live_ += rounded;
-    peak_ = std::max(peak_, live_);
+    allocs_.add(p, rounded);
     return p;
   }
   void free_bytes(void* p) override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      live_ -= sizes_[p];
-      sizes_.erase(p);
-    }
+    allocs_.remove(p);
     std::free(p);
   }
   void copy_bytes_to_host(void* host, const void* src, size_t bytes) override { std::memcpy(host, src, bytes); }
   void copy_bytes_to_device(void* dst, const void* host, size_t bytes) override { std::memcpy(dst, host, bytes); }
-  size_t peak_bytes() const override { return peak_; }
+  size_t peak_bytes() const override { return allocs_.peak(); }
 
   void fill(T* x, T value, int64_t n) override {
 #pragma omp parallel for schedule(static)
@@ -363,8 +356,7 @@ class CpuBackend final : public Backend<T> {
   }
 
   std::mutex mu_;
-  std::unordered_map<void*, size_t> sizes_;
-  size_t live_ = 0, peak_ = 0;
+  AllocTracker allocs_;
   std::deque<std::pair<std::tuple<int, int, double>, std::vector<T>>> rope_cache_;  // stable references
 };
 
