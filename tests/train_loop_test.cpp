@@ -5,6 +5,7 @@
 #include "comm/comm.h"
 #include "io/checkpoint.h"
 #include "io/h5.h"
+#include "model/flops.h"
 #include "model/layout.h"
 #include "train/engine.h"
 #include "train/trainer.h"
@@ -96,6 +97,20 @@ TEST(TrainLoop, ResumeContinuesBitIdentically) {
   EXPECT_EQ(read_series(straight.out + "/metrics.h5", "train/loss"),
             read_series(split.out + "/metrics.h5", "train/loss"));
   EXPECT_EQ(read_series(split.out + "/metrics.h5", "eval/step"), std::vector<double>({4, 8}));
+}
+
+TEST(TrainLoop, MemoryEstimateMatchesWhatTheBackendAllocates) {
+  TinyRun run;
+  auto comm = make_single_comm();
+  for (const std::vector<std::string>& extra :
+       std::vector<std::vector<std::string>>{{}, {"model.d_model=64", "moe.top_k=3", "moe.n_shared=2"}}) {
+    Engine engine(run.config(extra), *comm);
+    engine.train_step();
+    const double measured = static_cast<double>(engine.backend().peak_bytes());
+    const double estimate = static_cast<double>(estimate_memory_bytes(engine.config(), 8));
+    // The estimate counts the buffers the model allocates; small allocations are rounded up.
+    EXPECT_NEAR(estimate, measured, 0.05 * measured);
+  }
 }
 
 TEST(TrainLoop, MetricsFileHasTheSpecLayout) {

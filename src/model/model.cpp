@@ -60,7 +60,8 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
     if (cfg.is_moe_layer(l)) {
       moe_layer_ids_.push_back(l);
       moe_.push_back(std::make_unique<MoeLayer<T>>(be, world, *ep, placement_, spec, m.d_model,
-                                                   cfg.moe.expert_hidden, cfg.moe.n_shared, static_cast<int>(R)));
+                                                   cfg.moe.expert_hidden, cfg.moe.n_shared, static_cast<int>(R),
+                                                   moe_scratch_));
       bias_.emplace_back(cfg.moe.n_routed, 0.0f);
     } else {
       a.ffn_gu.reset(be, R * 2 * m.dense_hidden);

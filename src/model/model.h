@@ -76,6 +76,7 @@ class Model {
   Buf<T> params_, grads_;
   std::vector<std::vector<float>> bias_;
   std::vector<int> moe_layer_ids_;
+  MoeScratch<T> moe_scratch_;                       // shared by the MoE layers, outlives them
   std::vector<std::unique_ptr<MoeLayer<T>>> moe_;  // indexed like moe_layer_ids_
   std::vector<LayerActs> acts_;
   int max_seqs_, n_seqs_ = 0;

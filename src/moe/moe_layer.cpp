@@ -8,9 +8,9 @@ namespace dsmoe {
 
 template <typename T>
 MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlacement& placement, const RouterSpec& spec,
-                      int d, int expert_hidden, int n_shared, int max_tokens)
+                      int d, int expert_hidden, int n_shared, int max_tokens, MoeScratch<T>& scratch)
     : be_(be), world_(world), spec_(spec), d_(d), n_(expert_hidden), shared_hidden_(n_shared * expert_hidden),
-      dispatcher_(be, ep, placement, d) {
+      dispatcher_(be, ep, placement, d), scratch_(scratch) {
   const int64_t N = spec.n_experts, pairs = (int64_t)max_tokens * spec.top_k;
   const int64_t shared_rows = shared_hidden_ > 0 ? max_tokens : 0;
   logits_.reset(be, max_tokens * N);
@@ -18,11 +18,11 @@ MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlaceme
   gate_.reset(be, pairs);
   shared_gu_.reset(be, shared_rows * 2 * shared_hidden_);
   shared_act_.reset(be, shared_rows * shared_hidden_);
-  dy_pairs_.reset(be, pairs * d);
-  dgate_.reset(be, pairs);
-  dgu_.reset(be, shared_rows * 2 * shared_hidden_);  // the shared experts' scratch; grows for routed rows
-  dact_.reset(be, shared_rows * shared_hidden_);
-  tmp_.reset(be, (int64_t)max_tokens * std::max<int64_t>(d, N));
+  scratch_.dy_pairs.ensure(be, pairs * d);
+  scratch_.dgate.ensure(be, pairs);
+  scratch_.dgu.ensure(be, shared_rows * 2 * shared_hidden_);  // the shared experts'; grows for routed rows
+  scratch_.dact.ensure(be, shared_rows * shared_hidden_);
+  scratch_.tmp.ensure(be, (int64_t)max_tokens * std::max<int64_t>(d, N));
 }
 
 template <typename T>
@@ -44,8 +44,8 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.router, d_, T(0), logits_, N});
   std::vector<T> noise_pre;
   if (ctx.training && spec_.noise > 0) {
-    be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.noise_w, d_, T(0), tmp_, N});
-    noise_pre = to_host(be_, tmp_.data(), (int64_t)tokens * N);
+    be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.noise_w, d_, T(0), scratch_.tmp, N});
+    noise_pre = to_host(be_, scratch_.tmp.data(), (int64_t)tokens * N);
   }
   routing_ = route(spec_, ctx, to_host(be_, logits_.data(), (int64_t)tokens * N), std::move(noise_pre), bias, world_);
   to_device(be_, gate_.data(), routing_.gate);
@@ -76,37 +76,37 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
 template <typename T>
 void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale) {
   const int N = spec_.n_experts, K = spec_.top_k, tokens = tokens_;
-  be_.weighted_sum_rows_backward(dy_pairs_, dgate_, dout, y_pairs_, gate_, tokens, K, d_);
+  be_.weighted_sum_rows_backward(scratch_.dy_pairs, scratch_.dgate, dout, y_pairs_, gate_, tokens, K, d_);
   double t0 = now_seconds();
   const int64_t rows = dispatcher_.rows();
-  dye_.ensure(be_, rows * d_);
-  dxe_.ensure(be_, rows * d_);
-  dgu_.ensure(be_, rows * 2 * n_);
-  dact_.ensure(be_, rows * n_);
-  dispatcher_.combine_backward(dye_, dy_pairs_);
+  scratch_.dye.ensure(be_, rows * d_);
+  scratch_.dxe.ensure(be_, rows * d_);
+  scratch_.dgu.ensure(be_, rows * 2 * n_);
+  scratch_.dact.ensure(be_, rows * n_);
+  dispatcher_.combine_backward(scratch_.dye, scratch_.dy_pairs);
   times_.combine += now_seconds() - t0;
   swiglu_experts_backward(be_, expert_weights(p, g), dispatcher_.blocks(), xe_.data(), gu_.data(), act_.data(),
-                          dye_.data(), dgu_.data(), dact_.data(), dxe_.data());
+                          scratch_.dye.data(), scratch_.dgu.data(), scratch_.dact.data(), scratch_.dxe.data());
   t0 = now_seconds();
-  dispatcher_.dispatch_backward(du, dxe_);
+  dispatcher_.dispatch_backward(du, scratch_.dxe);
   times_.dispatch += now_seconds() - t0;
 
   if (shared_hidden_ > 0) {
     swiglu_experts_backward(be_, shared_weights(p, g), {{0, tokens}}, u_, shared_gu_.data(), shared_act_.data(), dout,
-                            dgu_.data(), dact_.data(), tmp_.data());
-    be_.add(du, tmp_, (int64_t)tokens * d_);
+                            scratch_.dgu.data(), scratch_.dact.data(), scratch_.tmp.data());
+    be_.add(du, scratch_.tmp, (int64_t)tokens * d_);
   }
 
   std::vector<T> dnoise;
-  std::vector<T> dlogits = route_backward(spec_, routing_, to_host(be_, dgate_.data(), (int64_t)tokens * K),
+  std::vector<T> dlogits = route_backward(spec_, routing_, to_host(be_, scratch_.dgate.data(), (int64_t)tokens * K),
                                           loss_scale, &dnoise);
-  to_device(be_, tmp_.data(), dlogits);
-  be_.gemm({false, false, tokens, d_, N, T(1), tmp_, N, p.router, d_, T(1), du, d_});
-  be_.gemm({true, false, N, d_, tokens, T(1), tmp_, N, u_, d_, T(1), g.router, d_});
+  to_device(be_, scratch_.tmp.data(), dlogits);
+  be_.gemm({false, false, tokens, d_, N, T(1), scratch_.tmp, N, p.router, d_, T(1), du, d_});
+  be_.gemm({true, false, N, d_, tokens, T(1), scratch_.tmp, N, u_, d_, T(1), g.router, d_});
   if (!dnoise.empty()) {
-    to_device(be_, tmp_.data(), dnoise);
-    be_.gemm({false, false, tokens, d_, N, T(1), tmp_, N, p.noise_w, d_, T(1), du, d_});
-    be_.gemm({true, false, N, d_, tokens, T(1), tmp_, N, u_, d_, T(1), g.noise_w, d_});
+    to_device(be_, scratch_.tmp.data(), dnoise);
+    be_.gemm({false, false, tokens, d_, N, T(1), scratch_.tmp, N, p.noise_w, d_, T(1), du, d_});
+    be_.gemm({true, false, N, d_, tokens, T(1), scratch_.tmp, N, u_, d_, T(1), g.noise_w, d_});
   }
 }
 

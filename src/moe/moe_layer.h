@@ -27,13 +27,20 @@ struct MoeTimes {
   double dispatch = 0, combine = 0;
 };
 
+// Backward scratch of the MoE layers. Layers run backward one after another, so one set,
+// grown to the largest need, serves them all.
+template <typename T>
+struct MoeScratch {
+  Buf<T> dy_pairs, dgate, dye, dxe, dgu, dact, tmp;
+};
+
 template <typename T>
 class MoeLayer {
  public:
   // world: every rank (routing statistics are global); ep: the expert-parallel group that
   // exchanges tokens; placement: the routed experts held here.
   MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlacement& placement, const RouterSpec& spec, int d,
-           int expert_hidden, int n_shared, int max_tokens);
+           int expert_hidden, int n_shared, int max_tokens, MoeScratch<T>& scratch);
   // out [tokens, d] = MoE(u); u [tokens, d] must stay valid until backward.
   void forward(T* out, const T* u, int tokens, const MoeParams<T>& p, const RouteContext& ctx,
                const std::vector<float>& bias);
@@ -57,8 +64,7 @@ class MoeLayer {
   MoeTimes times_;
   // Saved activations; the expert buffers (rows this rank computes) grow as needed.
   Buf<T> logits_, xe_, gu_, act_, ye_, y_pairs_, gate_, shared_gu_, shared_act_;
-  // Backward scratch.
-  Buf<T> dy_pairs_, dgate_, dye_, dxe_, dgu_, dact_, tmp_;
+  MoeScratch<T>& scratch_;
 };
 
 }  // namespace dsmoe
