@@ -32,9 +32,14 @@ ParamTable build_param_table(const Config& cfg, int expert_first, int n_local_ex
       t.add(p + "moe/shared/w_up", {sh, d});
       t.add(p + "moe/shared/w_down", {d, sh});
     }
-    t.add(p + "moe/experts/w_gate", {n_local_experts, n, d}, true, expert_first, N);
-    t.add(p + "moe/experts/w_up", {n_local_experts, n, d}, true, expert_first, N);
-    t.add(p + "moe/experts/w_down", {n_local_experts, d, n}, true, expert_first, N);
+  }
+  // The routed experts last: one contiguous range, reduced over the shard's replicas only.
+  for (int l = cfg.model.first_dense_layers; l < m.n_layers; ++l) {
+    const std::string p = layer_prefix(l) + "moe/experts/";
+    const int64_t N = cfg.moe.n_routed, n = cfg.moe.expert_hidden;
+    t.add(p + "w_gate", {n_local_experts, n, d}, true, expert_first, N);
+    t.add(p + "w_up", {n_local_experts, n, d}, true, expert_first, N);
+    t.add(p + "w_down", {n_local_experts, d, n}, true, expert_first, N);
   }
   return t;
 }

@@ -87,9 +87,8 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
 template <typename T>
 void Model<T>::init_params(uint64_t seed) {
   std::vector<T> host(table_.size(), T(0));
-  uint64_t tensor_id = 0;
   for (const auto& t : table_.tensors()) {
-    tensor_id++;
+    const uint64_t tensor_id = fnv1a(t.name);  // independent of the buffer layout
     T* dst = host.data() + t.offset;
     if (t.shape.size() == 1) {  // norm weights
       std::fill(dst, dst + t.numel, T(1));

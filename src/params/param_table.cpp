@@ -1,5 +1,7 @@
 #include "params/param_table.h"
 
+#include <algorithm>
+
 #include "util/check.h"
 
 namespace dsmoe {
@@ -38,6 +40,17 @@ int64_t ParamTable::numel() const {
   int64_t n = 0;
   for (const auto& t : tensors_) n += t.numel;
   return n;
+}
+
+int64_t ParamTable::sharded_begin() const {
+  int64_t begin = size_;
+  for (const auto& t : tensors_) {
+    if (t.expert_sharded)
+      begin = std::min(begin, t.offset);
+    else
+      DSMOE_ASSERT(t.offset + t.numel <= begin);
+  }
+  return begin;
 }
 
 }  // namespace dsmoe

@@ -34,6 +34,8 @@ class ParamTable {
   const TensorInfo* find(const std::string& name) const;
   int64_t size() const { return size_; }                 // buffer length in elements
   int64_t numel() const;                                  // sum of tensor sizes
+  // Offset where the expert-sharded tensors start; they must all come after the others.
+  int64_t sharded_begin() const;
 
  private:
   std::vector<TensorInfo> tensors_;

@@ -148,15 +148,17 @@ StepStats Engine::train_step() {
 // their shard (the expert-parallel group already brought every token to its expert).
 void Engine::sync_gradients() {
   float* g = model_->grads();
-  for (const auto& t : model_->table().tensors())
-    (t.expert_sharded ? *groups_.dp : comm_).allreduce_sum(g + t.offset, t.numel);
+  const int64_t experts = model_->table().sharded_begin(), end = model_->table().size();
+  comm_.allreduce_sum(g, experts);
+  groups_.dp->allreduce_sum(g + experts, end - experts);
 }
 
 // The norm over all parameters of the whole model, each counted once.
 double Engine::grad_norm() {
   const float* g = model_->grads();
-  double sq[2] = {0, 0};  // non-expert (identical on every rank), this shard's experts
-  for (const auto& t : model_->table().tensors()) sq[t.expert_sharded] += be_->sum_squares(g + t.offset, t.numel);
+  const int64_t experts = model_->table().sharded_begin(), end = model_->table().size();
+  // Non-expert gradients are identical on every rank; each shard holds its own experts'.
+  double sq[2] = {be_->sum_squares(g, experts), be_->sum_squares(g + experts, end - experts)};
   groups_.ep->allreduce_sum(&sq[1], 1);
   return std::sqrt(sq[0] + sq[1]);
 }

@@ -4,6 +4,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 namespace dsmoe {
 
@@ -19,6 +20,13 @@ template <typename... Words>
 uint64_t hash_key(uint64_t first, Words... rest) {
   uint64_t h = splitmix64(first);
   ((h = splitmix64(h ^ static_cast<uint64_t>(rest))), ...);
+  return h;
+}
+
+// FNV-1a of a string: a stable key for names (std::hash differs between libraries).
+inline uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
   return h;
 }
 
