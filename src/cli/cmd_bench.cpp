@@ -48,7 +48,11 @@ int cmd_bench(int argc, char** argv) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   if (comm->rank() != 0) return 0;
-  std::printf("%s: %.0f tokens/s, %.1f ms/step, %.1f GFLOP/s achieved\n", cfg.name.c_str(), tok_s, ms, flops / 1e9);
+  // MFU as llm.c reports it: against the GPU's dense bf16 peak (H100 and H200: 989 TFLOP/s).
+  const double mfu = engine.backend().name() == "cuda" ? flops / 989e12 : 0.0;
+  std::printf("%s: %.0f tokens/s, %.1f ms/step, %.1f GFLOP/s achieved", cfg.name.c_str(), tok_s, ms, flops / 1e9);
+  if (mfu > 0) std::printf(", MFU %.1f%%", 100 * mfu);
+  std::printf("\n");
   std::printf("time split per step: compute %.1f ms, dispatch %.1f ms, combine %.1f ms, allreduce %.1f ms\n",
               1e3 * sum.t_compute / steps, 1e3 * sum.t_dispatch / steps, 1e3 * sum.t_combine / steps,
               1e3 * sum.t_allreduce / steps);
@@ -61,12 +65,12 @@ int cmd_bench(int argc, char** argv) {
         a2a.bus_bw(a2a.bare_s) / 1e9, 100 * (a2a.dispatcher_s / a2a.bare_s - 1));
   std::printf(
       "{\"name\": \"%s\", \"tokens_per_s\": %.1f, \"ms_per_step\": %.3f, \"flops_per_token\": %.6g, "
-      "\"achieved_flops\": %.6g, \"params_total\": %ld, \"params_active\": %ld, \"peak_mem_bytes\": %zu, "
+      "\"achieved_flops\": %.6g, \"mfu\": %.4f, \"params_total\": %ld, \"params_active\": %ld, \"peak_mem_bytes\": %zu, "
       "\"max_rss_bytes\": %ld, \"backend\": \"%s\", \"world_size\": %d, \"steps\": %ld, \"warmup\": %ld, "
       "\"ms_compute\": %.3f, \"ms_dispatch\": %.3f, \"ms_combine\": %.3f, \"ms_allreduce\": %.3f, "
       "\"bytes_sent_per_step\": %.0f, \"a2a_bytes_per_rank\": %.0f, \"a2a_dispatcher_ms\": %.4f, "
       "\"a2a_bare_ms\": %.4f}\n",
-      cfg.name.c_str(), tok_s, ms, counts.flops_per_token, flops, (long)counts.params_total,
+      cfg.name.c_str(), tok_s, ms, counts.flops_per_token, flops, mfu, (long)counts.params_total,
       (long)counts.params_active, engine.backend().peak_bytes(), (long)ru.ru_maxrss * 1024,
       engine.backend().name().c_str(), comm->size(), (long)steps, (long)warmup, 1e3 * sum.t_compute / steps,
       1e3 * sum.t_dispatch / steps, 1e3 * sum.t_combine / steps, 1e3 * sum.t_allreduce / steps,

@@ -1,0 +1,46 @@
+// `dsmoe bench`: trains without writing anything and ends with one JSON object that holds the
+// fields the benchmark harnesses read.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "test_util.h"
+#include "train_fixture.h"
+
+namespace dsmoe {
+namespace {
+
+double number_after(const std::string& json, const std::string& key) {
+  size_t at = json.find("\"" + key + "\": ");
+  EXPECT_NE(at, std::string::npos) << key;
+  return at == std::string::npos ? -1 : std::atof(json.c_str() + at + key.size() + 4);
+}
+
+TEST(CliBench, LastLineIsOneJsonObjectWithTheThroughput) {
+  test::TempDir dir;
+  test::write_file(dir.file("corpus.txt"), test::make_corpus(1000, 4));
+  const std::string cfg = dir.file("run.yaml");
+  test::write_file(cfg, test::tiny_yaml(dir.file("corpus.txt"), dir.file("out")));
+  test::RunResult r = test::run_dsmoe("bench " + cfg + " --steps 2 --warmup 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string last = r.output.substr(r.output.rfind('{'));
+  EXPECT_EQ(last.back(), '\n');
+  EXPECT_EQ(last[last.size() - 2], '}');
+  EXPECT_GT(number_after(last, "tokens_per_s"), 0);
+  EXPECT_GT(number_after(last, "ms_per_step"), 0);
+  // 6 * (active matmul parameters) + 6 * n_layers * d_model * seq_len for the tiny model:
+  // attention 2*4*32*32, dense FFN 3*32*64, shared + 2 routed experts 3*3*32*16, router 4*32,
+  // head 256*32 (a text file is byte-level: V = 256).
+  const double active = 2 * 4 * 32 * 32 + 3 * 32 * 64 + 3 * 3 * 32 * 16 + 4 * 32 + 256 * 32;
+  EXPECT_DOUBLE_EQ(number_after(last, "flops_per_token"), 6 * active + 6 * 2 * 32 * 32);
+  EXPECT_GT(number_after(last, "params_total"), number_after(last, "params_active"));
+  EXPECT_GT(number_after(last, "peak_mem_bytes"), 0);
+  EXPECT_EQ(number_after(last, "world_size"), 1);
+  EXPECT_THAT(last, ::testing::HasSubstr("\"backend\": \"cpu\""));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("out"))) << "bench must not write run outputs";
+}
+
+}  // namespace
+}  // namespace dsmoe
