@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "test_util.h"
@@ -117,6 +118,13 @@ TEST_F(Cli, TrainsEvaluatesGeneratesAndRefusesABadCheckpoint) {
   r = run_dsmoe("eval --checkpoint " + dir.file("none.h5"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("none.h5"));
+}
+
+TEST_F(Cli, CudaBackendWithoutAGpuIsRefused) {
+  if (std::filesystem::exists("/dev/nvidia0")) GTEST_SKIP() << "this machine has a GPU";
+  test::RunResult r = run_dsmoe("train " + config() + " --set backend=cuda");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("backend cuda: "));
 }
 
 TEST_F(Cli, InfoReportsParametersAndFlops) {
