@@ -36,12 +36,6 @@ const TensorInfo& ParamTable::get(const std::string& name) const {
   return *t;
 }
 
-int64_t ParamTable::numel() const {
-  int64_t n = 0;
-  for (const auto& t : tensors_) n += t.numel;
-  return n;
-}
-
 int64_t ParamTable::sharded_begin() const {
   int64_t begin = size_;
   for (const auto& t : tensors_) {

@@ -32,8 +32,7 @@ class ParamTable {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo& get(const std::string& name) const;  // throws naming the tensor
   const TensorInfo* find(const std::string& name) const;
-  int64_t size() const { return size_; }                 // buffer length in elements
-  int64_t numel() const;                                  // sum of tensor sizes
+  int64_t size() const { return size_; }  // buffer length in elements (tensors back to back)
   // Offset where the expert-sharded tensors start; they must all come after the others.
   int64_t sharded_begin() const;
 
