@@ -72,6 +72,21 @@ TEST_F(CudaVsCpu, Gemm) {
     }
 }
 
+TEST_F(CudaVsCpu, GemmBatchOfProblemsOfDifferentShapes) {
+  auto a = twin(random(40 * 40, 26)), b = twin(random(40 * 40, 27)), c = twin(random(40 * 40, 28));
+  auto problems = [](Buf<float>& A, Buf<float>& B, Buf<float>& C) {
+    return std::vector<GemmArgs<float>>{
+        {false, true, 5, 7, 9, 1.f, A, 9, B, 9, 0.f, C, 7},
+        {false, false, 0, 7, 9, 1.f, A, 9, B, 7, 0.f, C, 7},  // no rows: nothing to do
+        {true, false, 6, 4, 3, 0.5f, A.data() + 100, 6, B.data() + 200, 4, 1.f, C.data() + 100, 4},
+        {false, true, 8, 3, 0, 1.f, A, 1, B, 1, 0.f, C.data() + 300, 3},  // k = 0: C = 0
+        {false, false, 11, 5, 13, 1.f, A.data() + 500, 13, B.data() + 700, 5, 1.f, C.data() + 600, 5}};
+  };
+  cpu->gemm_batch(problems(a.c, b.c, c.c));
+  gpu->gemm_batch(problems(a.g, b.g, c.g));
+  expect_same(c, "gemm_batch");
+}
+
 TEST_F(CudaVsCpu, NormsEmbeddingRopeSwiglu) {
   const int R = 70, d = 48, V = 20, H = 4, hd = d / H, B = 2, T = R / B;
   auto x = twin(random(R * d, 4)), w = twin(random(d, 5)), out = twin(Vec(R * d)), rstd = twin(Vec(R));
