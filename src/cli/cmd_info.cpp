@@ -5,7 +5,6 @@
 #include "data/tokens.h"
 #include "model/flops.h"
 #include "train/engine.h"
-#include "util/format.h"
 
 namespace dsmoe {
 
@@ -26,11 +25,7 @@ int cmd_info(int argc, char** argv) {
   if (cfg.n_moe_layers() > 0)
     std::printf("MoE: %d shared + %d routed experts of width %d, top-%d, score %s\n", cfg.moe.n_shared,
                 cfg.moe.n_routed, cfg.moe.expert_hidden, cfg.moe.top_k, cfg.moe.score.c_str());
-  std::printf("%-16s%16s%16s\n", "component", "total", "active");
-  for (const auto& comp : c.components)
-    std::printf("%-16s%16s%16s\n", comp.name.c_str(), fmt_count(comp.total, 0).c_str(),
-                fmt_count(comp.active, 0).c_str());
-  std::printf("%-16s%16s%16s\n", "all", fmt_count(c.params_total, 0).c_str(), fmt_count(c.params_active, 0).c_str());
+  for (const std::string& line : parameter_table(c)) std::printf("%s\n", line.c_str());
   std::printf("training FLOPs per token (forward + backward): %.4g\n", c.flops_per_token);
   std::printf("training FLOPs per step: %.4g (%d tokens)\n",
               c.flops_per_token * cfg.train.batch_size * cfg.model.seq_len, cfg.train.batch_size * cfg.model.seq_len);

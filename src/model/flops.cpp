@@ -1,6 +1,9 @@
 #include "model/flops.h"
 
 #include <algorithm>
+#include <cstdio>
+
+#include "util/format.h"
 
 namespace dsmoe {
 
@@ -30,6 +33,20 @@ ModelCount count_model(const Config& cfg) {
   if (m.tie_embeddings) matmul_active += V * d;  // the tied head is still a matmul
   c.flops_per_token = 6.0 * matmul_active + 6.0 * L * d * m.seq_len;
   return c;
+}
+
+std::vector<std::string> parameter_table(const ModelCount& count) {
+  std::vector<std::string> lines;
+  auto row = [&](const std::string& name, const std::string& total, const std::string& active) {
+    char line[96];
+    std::snprintf(line, sizeof line, "%-16s%16s%16s", name.c_str(), total.c_str(), active.c_str());
+    lines.push_back(line);
+  };
+  row("component", "total", "active");
+  for (const auto& c : count.components)
+    if (c.total > 0) row(c.name, fmt_count(c.total), fmt_count(c.active));
+  row("all", fmt_count(count.params_total), fmt_count(count.params_active));
+  return lines;
 }
 
 int64_t estimate_memory_bytes(const Config& cfg, int seqs) {

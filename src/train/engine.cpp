@@ -170,10 +170,9 @@ double Engine::evaluate() {
   return ce / (static_cast<double>(cfg_.train.eval_batches) * tokens_per_step());
 }
 
-std::vector<float> Engine::gather_model(const std::vector<float>& local) {
+std::vector<float> Engine::gather_model(const std::vector<float>& local, const ParamTable& global) {
   if (groups_.dp->rank() != 0) return {};  // expert-parallel group 0 holds one full copy
   Comm& ep = *groups_.ep;
-  const ParamTable global = build_param_table(cfg_, 0, cfg_.moe.n_routed);
   std::vector<float> full(ep.rank() == 0 ? global.size() : 0);
   for (const auto& t : model_->table().tensors()) {
     const float* src = local.data() + t.offset;
@@ -189,10 +188,11 @@ std::vector<float> Engine::gather_model(const std::vector<float>& local) {
 
 void Engine::save_checkpoint(const std::string& path, const StepStats& last) {
   const ParamTable& table = model_->table();
+  const ParamTable global = build_param_table(cfg_, 0, cfg_.moe.n_routed);
   CheckpointState st;
-  st.params = gather_model(model_->params_to_host());
-  st.m = gather_model(to_host(*be_, opt_->m(), table.size()));
-  st.v = gather_model(to_host(*be_, opt_->v(), table.size()));
+  st.params = gather_model(model_->params_to_host(), global);
+  st.m = gather_model(to_host(*be_, opt_->m(), table.size()), global);
+  st.v = gather_model(to_host(*be_, opt_->v(), table.size()), global);
   st.optimizer_step = step_;
   st.bias = model_->bias();
   st.moe_layers = model_->moe_layers();
@@ -203,7 +203,7 @@ void Engine::save_checkpoint(const std::string& path, const StepStats& last) {
   st.meta.aux_loss = last.aux_loss;
   st.meta.lr = last.lr;
   st.meta.grad_norm = last.grad_norm;
-  if (comm_.rank() == 0) write_checkpoint(path, build_param_table(cfg_, 0, cfg_.moe.n_routed), st);
+  if (comm_.rank() == 0) write_checkpoint(path, global, st);
   comm_.barrier();  // no rank goes on (or exits) before the checkpoint is in place
 }
 

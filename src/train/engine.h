@@ -54,9 +54,9 @@ class Engine {
   double micro_batch(int64_t step, int micro, bool training, StepStats* stats);
   void sync_gradients();
   double grad_norm();
-  // This rank's tensors in the layout of the whole model (rank 0 of each expert-parallel
-  // group 0 gets the experts of the others); empty on ranks that do not write.
-  std::vector<float> gather_model(const std::vector<float>& local);
+  // This rank's tensors in the layout `global` of the whole model (rank 0 gets the experts of
+  // the other ranks of expert-parallel group 0); empty on ranks that do not write.
+  std::vector<float> gather_model(const std::vector<float>& local, const ParamTable& global);
 
   Config cfg_;
   Comm& comm_;

@@ -12,7 +12,6 @@
 #include "model/flops.h"
 #include "moe/router.h"
 #include "train/engine.h"
-#include "util/format.h"
 #include "util/log.h"
 #include "util/timer.h"
 
@@ -31,15 +30,7 @@ std::string human_duration(double s) {
 
 void print_parameter_table(const Config& cfg) {
   ModelCount c = count_model(cfg);
-  auto row = [](const std::string& name, int64_t total, int64_t active) {
-    log_info(name, std::string(16 - std::min<size_t>(15, name.size()), ' '), fmt_count(total), fmt_count(active));
-  };
-  char head[64];
-  std::snprintf(head, sizeof head, "%-16s%14s%14s", "parameters", "total", "active");
-  log_info(head);
-  for (const auto& comp : c.components)
-    if (comp.total > 0) row(comp.name, comp.total, comp.active);
-  row("all", c.params_total, c.params_active);
+  for (const std::string& line : parameter_table(c)) log_info(line);
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.3g", c.flops_per_token);
   log_info("training FLOPs per token: ", buf);

@@ -2,14 +2,13 @@
 
 namespace dsmoe {
 
-std::string fmt_count(int64_t n, int width) {
+std::string fmt_count(int64_t n) {
   std::string digits = std::to_string(n < 0 ? -n : n), out;
   for (size_t i = 0; i < digits.size(); ++i) {
     if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
     out += digits[i];
   }
   if (n < 0) out = "-" + out;
-  if ((int)out.size() < width) out = std::string(width - out.size(), ' ') + out;
   return out;
 }
 
