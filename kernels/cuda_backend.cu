@@ -156,12 +156,13 @@ class CudaBackend final : public Backend<float> {
                 bool accumulate) override {
     cuda::sum_rows(out, in, offsets, idx, n_out, d, accumulate, stream_);
   }
-  void weighted_sum_rows(float* out, const float* y, const float* w, int rows, int k, int d) override {
-    cuda::weighted_sum_rows(out, y, w, rows, k, d, stream_);
+  void weighted_sum_rows(float* out, const float* y, const int32_t* idx, const float* w, int rows, int k,
+                         int d) override {
+    cuda::weighted_sum_rows(out, y, idx, w, rows, k, d, stream_);
   }
-  void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const float* w, int rows,
-                                  int k, int d) override {
-    cuda::weighted_sum_rows_backward(dy, dw, dout, y, w, rows, k, d, stream_);
+  void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const int32_t* idx,
+                                  const float* w, int rows, int k, int d) override {
+    cuda::weighted_sum_rows_backward(dy, dw, dout, y, idx, w, rows, k, d, stream_);
   }
   void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1, double beta2,
              double eps, double weight_decay, int64_t step, double grad_scale) override {

@@ -42,9 +42,10 @@ void cross_entropy(float* logits, float* losses, const int32_t* targets, int row
 void gather_rows(float* out, const float* in, const int32_t* idx, int n, int d, cudaStream_t s);
 void sum_rows(float* out, const float* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
               bool accumulate, cudaStream_t s);
-void weighted_sum_rows(float* out, const float* y, const float* w, int rows, int k, int d, cudaStream_t s);
-void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const float* w, int rows,
-                                int k, int d, cudaStream_t s);
+void weighted_sum_rows(float* out, const float* y, const int32_t* idx, const float* w, int rows, int k, int d,
+                       cudaStream_t s);
+void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const int32_t* idx,
+                                const float* w, int rows, int k, int d, cudaStream_t s);
 
 // attention.cu: causal softmax in place on scores [batch*heads, seq, seq] (rows i keep j <= i,
 // zeros above the diagonal); and its backward ds = p * (dp - rowsum(p * dp)) * scale, in place on dp.

@@ -36,7 +36,8 @@ __global__ void sum_rows_kernel(float* out, const float* in, const int32_t* offs
   }
 }
 
-__global__ void weighted_sum_rows_kernel(float* out, const float* y, const float* w, int k, int d, int64_t total) {
+__global__ void weighted_sum_rows_kernel(float* out, const float* y, const int32_t* idx, const float* w, int k, int d,
+                                         int64_t total) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / d, j = i % d;
@@ -44,20 +45,24 @@ __global__ void weighted_sum_rows_kernel(float* out, const float* y, const float
     for (int s = 0; s < k; ++s) {
       const int64_t p = r * k + s;
       const float ws = w[p];
-      if (ws == 0.0f) continue;  // as the CPU backend: a zero weight ignores its row, NaN included
-      acc += ws * y[p * d + j];
+      if (idx[p] < 0 || ws == 0.0f) continue;  // as the CPU backend: a zero weight ignores its row, NaN included
+      acc += ws * y[static_cast<int64_t>(idx[p]) * d + j];
     }
     out[i] = acc;
   }
 }
 
-// One block per (row, slot) pair p: dy[p] = w[p] * dout[r], dw[p] = dot(dout[r], y[p]).
+// One block per (row, slot) pair p: dy[idx[p]] = w[p] * dout[r], dw[p] = dot(dout[r], y[idx[p]]).
 __global__ void weighted_sum_rows_backward_kernel(float* dy, float* dw, const float* dout, const float* y,
-                                                  const float* w, int k, int d) {
+                                                  const int32_t* idx, const float* w, int k, int d) {
   const int64_t p = blockIdx.x, r = p / k;
+  if (idx[p] < 0) {
+    if (threadIdx.x == 0) dw[p] = 0.0f;
+    return;
+  }
   const float* g = dout + r * d;
-  const float* yp = y + p * d;
-  float* dyp = dy + p * d;
+  const float* yp = y + static_cast<int64_t>(idx[p]) * d;
+  float* dyp = dy + static_cast<int64_t>(idx[p]) * d;
   const float wp = w[p];
   double dot = 0;
   for (int j = threadIdx.x; j < d; j += blockDim.x) {
@@ -84,18 +89,19 @@ void sum_rows(float* out, const float* in, const int32_t* offsets, const int32_t
   CUDA_CHECK(cudaGetLastError());
 }
 
-void weighted_sum_rows(float* out, const float* y, const float* w, int rows, int k, int d, cudaStream_t s) {
+void weighted_sum_rows(float* out, const float* y, const int32_t* idx, const float* w, int rows, int k, int d,
+                       cudaStream_t s) {
   const int64_t total = static_cast<int64_t>(rows) * d;
   if (total <= 0 || k <= 0) return;
-  weighted_sum_rows_kernel<<<grid_for(total), kThreads, 0, s>>>(out, y, w, k, d, total);
+  weighted_sum_rows_kernel<<<grid_for(total), kThreads, 0, s>>>(out, y, idx, w, k, d, total);
   CUDA_CHECK(cudaGetLastError());
 }
 
-void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const float* w, int rows,
-                                int k, int d, cudaStream_t s) {
+void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const int32_t* idx,
+                                const float* w, int rows, int k, int d, cudaStream_t s) {
   const int64_t pairs = static_cast<int64_t>(rows) * k;
   if (pairs <= 0) return;
-  weighted_sum_rows_backward_kernel<<<static_cast<unsigned>(pairs), kThreads, 0, s>>>(dy, dw, dout, y, w, k, d);
+  weighted_sum_rows_backward_kernel<<<static_cast<unsigned>(pairs), kThreads, 0, s>>>(dy, dw, dout, y, idx, w, k, d);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -166,13 +166,16 @@ TEST_F(CudaVsCpu, CrossEntropyRowsAdamwReductions) {
     expect_same(sum, "sum_rows");
   }
   const int T = R / K;
+  std::vector<int32_t> pair_row(T * K);
+  for (int p = 0; p < T * K; ++p) pair_row[p] = p % 7 == 3 ? -1 : (p * 5) % (T * K);  // a permutation, some dropped
+  auto pr = twin_idx(pair_row);
   auto y = twin(random(T * K * d, 19)), gw = twin(random(T * K, 20)), acc = twin(random(T * d, 21));
-  cpu->weighted_sum_rows(acc.c, y.c, gw.c, T, K, d);
-  gpu->weighted_sum_rows(acc.g, y.g, gw.g, T, K, d);
+  cpu->weighted_sum_rows(acc.c, y.c, pr.c, gw.c, T, K, d);
+  gpu->weighted_sum_rows(acc.g, y.g, pr.g, gw.g, T, K, d);
   expect_same(acc, "weighted_sum_rows");
   auto dy = twin(Vec(T * K * d)), dw = twin(Vec(T * K));
-  cpu->weighted_sum_rows_backward(dy.c, dw.c, acc.c, y.c, gw.c, T, K, d);
-  gpu->weighted_sum_rows_backward(dy.g, dw.g, acc.g, y.g, gw.g, T, K, d);
+  cpu->weighted_sum_rows_backward(dy.c, dw.c, acc.c, y.c, pr.c, gw.c, T, K, d);
+  gpu->weighted_sum_rows_backward(dy.g, dw.g, acc.g, y.g, pr.g, gw.g, T, K, d);
   expect_same(dy, "weighted dy");
   expect_same(dw, "weighted dw");
 

@@ -490,15 +490,19 @@ TEST_F(BackendOps, SumRowsOverCsrListsOverwritesOrAccumulates) {
 }
 
 TEST_F(BackendOps, WeightedSumRowsAndBackward) {
-  const int R = 3, K = 2, d = 4;
+  // 3 tokens x 2 pairs reading 7 rows in a scrambled order; pair 4 was dropped (row -1), pair 3
+  // has a zero weight, row 2 belongs to no pair.
+  const int R = 3, K = 2, d = 4, Y = 7;
+  const std::vector<int32_t> pair_row = {5, 0, 6, 3, -1, 1};
   Rng rng(11);
-  Vec y = random_vec(rng, R * K * d), wt = random_vec(rng, R * K), dout = random_vec(rng, R * d),
+  Vec y = random_vec(rng, Y * d), wt = random_vec(rng, R * K), dout = random_vec(rng, R * d),
       init = random_vec(rng, R * d);
-  wt[3] = 0.0;  // a zero weight (a dropped pair)
+  wt[3] = 0.0;
+  auto idx = dev_idx(pair_row);
   auto fwd = [&](const Vec& yv, const Vec& wv) {
     auto yb = dev(yv), wb = dev(wv);
     auto out = dev(init);  // accumulates
-    be->weighted_sum_rows(out, yb, wb, R, K, d);
+    be->weighted_sum_rows(out, yb, idx, wb, R, K, d);
     Vec o = host(out);
     for (int i = 0; i < R * d; ++i) o[i] -= init[i];
     return o;
@@ -507,14 +511,20 @@ TEST_F(BackendOps, WeightedSumRowsAndBackward) {
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < d; ++j) {
       double e = 0;
-      for (int k = 0; k < K; ++k) e += wt[r * K + k] * y[(r * K + k) * d + j];
+      for (int k = 0; k < K; ++k)
+        if (pair_row[r * K + k] >= 0) e += wt[r * K + k] * y[pair_row[r * K + k] * d + j];
       EXPECT_NEAR(o[r * d + j], e, 1e-14);
     }
   auto yb = dev(y), wb = dev(wt), gb = dev(dout);
-  auto dy = dev(Vec(R * K * d, 5.0)), dw = dev(Vec(R * K, 5.0));  // written, not accumulated
-  be->weighted_sum_rows_backward(dy, dw, gb, yb, wb, R, K, d);
+  auto dy = dev(Vec(Y * d, 0.0)), dw = dev(Vec(R * K, 5.0));  // dw written, not accumulated
+  be->weighted_sum_rows_backward(dy, dw, gb, yb, idx, wb, R, K, d);
   expect_grad_near(host(dy), fd_grad([&](const Vec& v) { return dot(dout, fwd(v, wt)); }, y), "wsum dy");
   expect_grad_near(host(dw), fd_grad([&](const Vec& v) { return dot(dout, fwd(y, v)); }, wt), "wsum dw");
+  // Rows no pair reads are left as they were.
+  auto untouched = dev(Vec(Y * d, 7.0));
+  be->weighted_sum_rows_backward(untouched, dw, gb, yb, idx, wb, R, K, d);
+  const Vec u = host(untouched);
+  for (int j = 0; j < d; ++j) EXPECT_EQ(u[2 * d + j], 7.0);
 }
 
 // ---------------------------------------------------------------- gemm

@@ -2,6 +2,7 @@
 // x[t] of rank r is stamp(r, t), so every received row says where it came from.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 #include <vector>
 
@@ -88,30 +89,40 @@ void check_round_trip(int n_experts, int expert_parallel, const PlanFn& plan_of)
   for (int r = 0; r < R && r < (int)expected.size(); ++r)
     for (int c = 0; c < kD; ++c) EXPECT_EQ(xeh[(size_t)r * kD + c], expected[r] + 0.25 * c) << "row " << r;
 
-  // "Experts" scale their rows by (global expert + 2); combine brings them back to their pairs.
-  std::vector<double> ye(xeh);
+  // "Experts" scale their rows by (global expert + 2); after combine, the combine buffer holds
+  // every kept pair's result at pair_row(p), and no two pairs share a row (the other rows hold
+  // the results of other ranks' pairs computed here).
+  const int C = disp.combine_rows();
+  std::vector<double> yc((size_t)C * kD, -1.0);
   int r = 0;
   for (const RowBlock& b : disp.blocks())
     for (int i = 0; i < b.rows; ++i, ++r)
-      for (int c = 0; c < kD; ++c) ye[(size_t)r * kD + c] *= placement.first() + b.expert + 2;
-  Buf<double> yeb(*be, std::max(1, R * kD)), yp(*be, std::max(1, P * kD));
-  to_device(*be, yeb.data(), ye);
-  disp.combine(yp, yeb);
-  std::vector<double> yph = to_host(*be, yp.data(), (int64_t)P * kD);
-  for (int p = 0; p < P; ++p)
-    for (int c = 0; c < kD; ++c) {
-      const double want = mine.kept[p] ? x[(size_t)(p / mine.k) * kD + c] * (mine.sel[p] + 2) : 0.0;
-      EXPECT_EQ(yph[(size_t)p * kD + c], want) << "pair " << p;
-    }
+      for (int c = 0; c < kD; ++c) yc[(size_t)r * kD + c] = xeh[(size_t)r * kD + c] * (placement.first() + b.expert + 2);
+  Buf<double> ycb(*be, std::max(1, C * kD));
+  to_device(*be, ycb.data(), yc);
+  disp.combine(ycb);
+  std::vector<double> ych = to_host(*be, ycb.data(), (int64_t)C * kD);
+  const std::vector<int32_t> pair_row = to_host(*be, disp.pair_row(), P);
+  std::vector<int> uses(C + 1, 0);
+  for (int p = 0; p < P; ++p) {
+    ASSERT_EQ(pair_row[p] >= 0, mine.kept[p] != 0) << "pair " << p;
+    if (pair_row[p] < 0) continue;
+    ASSERT_LT(pair_row[p], C);
+    uses[pair_row[p]]++;
+    for (int c = 0; c < kD; ++c)
+      EXPECT_EQ(ych[(size_t)pair_row[p] * kD + c], x[(size_t)(p / mine.k) * kD + c] * (mine.sel[p] + 2)) << "pair " << p;
+  }
+  EXPECT_LE(*std::max_element(uses.begin(), uses.end()), 1) << "two pairs share a row of the combine buffer";
 
   // Backward of combine sends pair gradients to the expert rows (the same route as dispatch).
-  std::vector<double> dyp((size_t)P * kD);
+  std::vector<double> dyc((size_t)C * kD, -1.0);
   for (int p = 0; p < P; ++p)
-    for (int c = 0; c < kD; ++c) dyp[(size_t)p * kD + c] = x[(size_t)(p / mine.k) * kD + c];
-  Buf<double> dypb(*be, std::max(1, P * kD)), dye(*be, std::max(1, R * kD));
-  to_device(*be, dypb.data(), dyp);
-  disp.combine_backward(dye, dypb);
-  EXPECT_EQ(to_host(*be, dye.data(), (int64_t)R * kD), xeh);
+    if (pair_row[p] >= 0)
+      for (int c = 0; c < kD; ++c) dyc[(size_t)pair_row[p] * kD + c] = x[(size_t)(p / mine.k) * kD + c];
+  Buf<double> dycb(*be, std::max(1, C * kD));
+  to_device(*be, dycb.data(), dyc);
+  disp.combine_backward(dycb);
+  EXPECT_EQ(to_host(*be, dycb.data(), (int64_t)R * kD), xeh);
 
   // Backward of dispatch: each token gets the sum over its kept pairs.
   Buf<double> dx(*be, std::max<int64_t>(1, x.size()));

@@ -83,10 +83,13 @@ class Backend {
   // out[o] (= or +=) sum of in[idx[i]] for i in [offsets[o], offsets[o+1]).   out [n_out, d]
   virtual void sum_rows(T* out, const T* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
                         bool accumulate) = 0;
-  // out[r] += sum_k w[r*K+k] * y[r*K+k].                        out [R, d], y [R*K, d]
-  virtual void weighted_sum_rows(T* out, const T* y, const T* w, int rows, int k, int d) = 0;
-  // Its backward: dy[r*K+k] = w[r*K+k] * dout[r], dw[r*K+k] = dot(dout[r], y[r*K+k]).
-  virtual void weighted_sum_rows_backward(T* dy, T* dw, const T* dout, const T* y, const T* w,
+  // The gate-weighted sum over a token's experts, reading each pair's row where it lies (the
+  // dispatcher's unpermute fused in): out[r] += sum_k w[p] * y[idx[p]], p = r*K+k, over pairs
+  // with idx[p] >= 0 and w[p] != 0.                              out [R, d], w/idx [R*K]
+  virtual void weighted_sum_rows(T* out, const T* y, const int32_t* idx, const T* w, int rows, int k, int d) = 0;
+  // Its backward, scattered back to the rows: dy[idx[p]] = w[p] * dout[r] and
+  // dw[p] = dot(dout[r], y[idx[p]]) (0 where idx[p] < 0; other rows of dy are left as they are).
+  virtual void weighted_sum_rows_backward(T* dy, T* dw, const T* dout, const T* y, const int32_t* idx, const T* w,
                                           int rows, int k, int d) = 0;
 
   // AdamW (torch.optim.AdamW) on n elements; step is 1-based.

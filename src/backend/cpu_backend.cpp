@@ -288,27 +288,32 @@ class CpuBackend final : public Backend<T> {
       }
     }
   }
-  void weighted_sum_rows(T* out, const T* y, const T* w, int rows, int k, int d) override {
+  void weighted_sum_rows(T* out, const T* y, const int32_t* idx, const T* w, int rows, int k, int d) override {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r) {
       T* o = out + (int64_t)r * d;
       for (int s = 0; s < k; ++s) {
-        const T* yr = y + ((int64_t)r * k + s) * d;
-        T ws = w[(int64_t)r * k + s];
-        if (ws == T(0)) continue;
+        const int64_t p = (int64_t)r * k + s;
+        const T ws = w[p];
+        if (idx[p] < 0 || ws == T(0)) continue;
+        const T* yr = y + (int64_t)idx[p] * d;
         for (int j = 0; j < d; ++j) o[j] += ws * yr[j];
       }
     }
   }
-  void weighted_sum_rows_backward(T* dy, T* dw, const T* dout, const T* y, const T* w, int rows, int k,
-                                  int d) override {
+  void weighted_sum_rows_backward(T* dy, T* dw, const T* dout, const T* y, const int32_t* idx, const T* w, int rows,
+                                  int k, int d) override {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r) {
       const T* g = dout + (int64_t)r * d;
       for (int s = 0; s < k; ++s) {
-        int64_t p = (int64_t)r * k + s;
-        const T* yr = y + p * d;
-        T* dyr = dy + p * d;
+        const int64_t p = (int64_t)r * k + s;
+        if (idx[p] < 0) {
+          dw[p] = T(0);
+          continue;
+        }
+        const T* yr = y + (int64_t)idx[p] * d;
+        T* dyr = dy + (int64_t)idx[p] * d;
         double dot = 0;
         for (int j = 0; j < d; ++j) {
           dot += static_cast<double>(g[j]) * yr[j];

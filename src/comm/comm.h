@@ -20,16 +20,23 @@ class Comm {
   virtual void exscan_sum(int64_t* x, int64_t n) = 0;
   // Every rank sends `n` values to every rank: send [size * n] -> recv [size * n].
   virtual void alltoall(const int64_t* send, int64_t* recv, int64_t n) = 0;
-  // Rows of `row_bytes` bytes: send_rows[r] rows go to rank r, recv_rows[r] come from rank r,
-  // each side packed in rank order.
-  virtual void alltoallv(const void* send, const std::vector<int64_t>& send_rows, void* recv,
-                         const std::vector<int64_t>& recv_rows, int64_t row_bytes) = 0;
+  // Rows of `row_bytes` bytes: send_rows[r] rows starting at row send_offsets[r] of `send` go to
+  // rank r; recv_rows[r] rows from rank r land at row recv_offsets[r] of `recv`.
+  virtual void alltoallv(const void* send, const std::vector<int64_t>& send_rows,
+                         const std::vector<int64_t>& send_offsets, void* recv, const std::vector<int64_t>& recv_rows,
+                         const std::vector<int64_t>& recv_offsets, int64_t row_bytes) = 0;
+  // The same with each side packed in rank order.
+  void alltoallv(const void* send, const std::vector<int64_t>& send_rows, void* recv,
+                 const std::vector<int64_t>& recv_rows, int64_t row_bytes);
   // Rank `root` receives every rank's `bytes` bytes, in rank order.
   virtual void gather(const void* send, int64_t bytes, void* recv, int root) = 0;
   virtual void barrier() = 0;
   // A communicator of the ranks with the same color, ordered by key.
   virtual std::unique_ptr<Comm> split(int color, int key) = 0;
 };
+
+// Row offsets of blocks of `rows[r]` rows packed in rank order, starting at row `first`.
+std::vector<int64_t> packed_offsets(const std::vector<int64_t>& rows, int64_t first = 0);
 
 // The communicator of a job with one rank: every collective is the identity.
 std::unique_ptr<Comm> make_single_comm();

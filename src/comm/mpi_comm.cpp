@@ -54,20 +54,19 @@ class MpiComm final : public Comm {
   void alltoall(const int64_t* send, int64_t* recv, int64_t n) override {
     MPI_CHECK(MPI_Alltoall(send, to_int(n, "alltoall"), MPI_INT64_T, recv, to_int(n, "alltoall"), MPI_INT64_T, comm_));
   }
-  void alltoallv(const void* send, const std::vector<int64_t>& send_rows, void* recv,
-                 const std::vector<int64_t>& recv_rows, int64_t row_bytes) override {
+  using Comm::alltoallv;
+  void alltoallv(const void* send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_offsets,
+                 void* recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_offsets,
+                 int64_t row_bytes) override {
     MPI_Datatype row;
     MPI_CHECK(MPI_Type_contiguous(to_int(row_bytes, "row bytes"), MPI_BYTE, &row));
     MPI_CHECK(MPI_Type_commit(&row));
     std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
-    int64_t so = 0, ro = 0;
     for (int r = 0; r < size_; ++r) {
       sc[r] = to_int(send_rows[r], "alltoallv send");
       rc[r] = to_int(recv_rows[r], "alltoallv recv");
-      sd[r] = to_int(so, "alltoallv displacement");
-      rd[r] = to_int(ro, "alltoallv displacement");
-      so += send_rows[r];
-      ro += recv_rows[r];
+      sd[r] = to_int(send_offsets[r], "alltoallv displacement");
+      rd[r] = to_int(recv_offsets[r], "alltoallv displacement");
     }
     const int status = MPI_Alltoallv(send, sc.data(), sd.data(), row, recv, rc.data(), rd.data(), row, comm_);
     MPI_Type_free(&row);

@@ -16,9 +16,13 @@ class SingleComm final : public Comm {
   void allreduce_max(double*, int64_t) override {}
   void exscan_sum(int64_t* x, int64_t n) override { std::fill(x, x + n, 0); }
   void alltoall(const int64_t* send, int64_t* recv, int64_t n) override { std::copy(send, send + n, recv); }
-  void alltoallv(const void* send, const std::vector<int64_t>& send_rows, void* recv, const std::vector<int64_t>&,
+  using Comm::alltoallv;
+  void alltoallv(const void* send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_offsets,
+                 void* recv, const std::vector<int64_t>&, const std::vector<int64_t>& recv_offsets,
                  int64_t row_bytes) override {
-    if (send_rows[0] > 0 && send != recv) std::memcpy(recv, send, send_rows[0] * row_bytes);
+    const char* from = static_cast<const char*>(send) + send_offsets[0] * row_bytes;
+    char* to = static_cast<char*>(recv) + recv_offsets[0] * row_bytes;
+    if (send_rows[0] > 0 && from != to) std::memmove(to, from, send_rows[0] * row_bytes);
   }
   void gather(const void* send, int64_t bytes, void* recv, int) override {
     if (bytes > 0 && send != recv) std::memcpy(recv, send, bytes);

@@ -58,9 +58,9 @@ int64_t estimate_memory_bytes(const Config& cfg, int seqs) {
   int64_t floats = 4 * count_model(cfg).params_total;                    // params, grads, m, v
   floats += L * (R * (7 * d + 2) + probs);                                // per-layer activations
   floats += (L - Lm) * R * 3 * m.dense_hidden;                            // dense FFN gu, act
-  floats += Lm * (pairs * (4 * d + 3 * n + 1) + R * (moe.n_routed + 3 * sh));  // MoE activations
+  floats += Lm * (pairs * (3 * d + 3 * n + 1) + R * (moe.n_routed + 3 * sh));  // MoE activations
   if (Lm > 0)  // backward scratch, shared by the MoE layers
-    floats += pairs * (3 * d + 3 * n + 1) + R * std::max<int64_t>(d, moe.n_routed) +
+    floats += pairs * (2 * d + 3 * n + 1) + R * std::max<int64_t>(d, moe.n_routed) +
               std::max<int64_t>(0, R * 3 * sh - pairs * 3 * n);
   floats += R * (6 * d + m.vocab_size + 2) + probs + R * 3 * m.dense_hidden;  // head and backward scratch
   return floats * 4;

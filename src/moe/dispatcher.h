@@ -1,10 +1,14 @@
 // The token dispatcher: permutes (token, expert) pairs into rows grouped by expert, sends
 // them to the rank of the expert-parallel group that holds the expert (all-to-all), and brings
-// the results back in pair order. No math; the gates are applied by the MoE layer.
+// the results back. No math; the gates are applied by the MoE layer.
 //
 // Going out, a token's activation travels once per destination rank however many of its
 // experts live there (with device-limited routing at most route_devices ranks), and the
 // receiver copies it to each expert's rows; results come back once per (token, expert) pair.
+// Pairs whose expert lives on this rank never go through the communicator: dispatch gathers
+// their rows straight from x, and combine leaves their results where the experts wrote them.
+// Combine does not unpermute either: pair_row() says where each pair's result lies, and the
+// MoE layer's gate-weighted sum reads it there (the unpermute fused into the sum).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -33,38 +37,48 @@ class Dispatcher {
   // each local expert (so an expert's rows are in global token order across its blocks).
   const std::vector<RowBlock>& blocks() const { return blocks_; }
   int rows() const { return rows_; }
+  // The combine buffer: this rank's expert rows [0, rows()), then the results of this rank's
+  // pairs that other ranks computed, as they come back.
+  int combine_rows() const { return rows_ + back_rows_; }
+  // [tokens*K]: the row of the combine buffer that holds pair p's result, -1 if p was dropped.
+  const int32_t* pair_row() const { return pair_row_.data(); }
 
-  void dispatch(T* xe, const T* x);                  // x [tokens, d] -> xe [rows, d]
-  void combine(T* y_pairs, const T* ye);             // ye [rows, d] -> y_pairs [tokens*K, d], 0 if dropped
-  void combine_backward(T* dye, const T* dy_pairs);  // dy_pairs [tokens*K, d] -> dye [rows, d]
-  void dispatch_backward(T* dx, const T* dxe);       // dx [tokens, d] += sum of its rows of dxe [rows, d]
+  void dispatch(T* xe, const T* x);      // x [tokens, d] -> xe [rows, d]
+  void combine(T* yc);                   // yc [combine_rows, d]: [0, rows) written by the experts; fills the rest
+  void combine_backward(T* dyc);         // dyc [combine_rows, d]: the gradients of the pairs' rows -> dye = [0, rows)
+  void dispatch_backward(T* dx, const T* dxe);  // dx [tokens, d] += sum of its rows of dxe [rows, d]
   DispatchStats& stats() { return stats_; }
-  // Rows sent to / received from each rank by the last plan: units (dispatch) and pairs (combine).
+  // Rows sent to / received from each rank (0 for this rank) by the last plan: units (dispatch)
+  // and pairs (combine).
   const std::vector<int64_t>& unit_send_rows() const { return unit_send_count_; }
   const std::vector<int64_t>& unit_recv_rows() const { return unit_recv_count_; }
   const std::vector<int64_t>& pair_send_rows() const { return pair_send_count_; }
   const std::vector<int64_t>& pair_recv_rows() const { return pair_recv_count_; }
 
  private:
-  void exchange(T* out, const T* in, const std::vector<int64_t>& out_rows, const std::vector<int64_t>& in_rows);
+  void exchange(const T* send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_off, T* recv,
+                const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off);
   template <typename I>
   void upload(Buf<I>& buf, const std::vector<I>& host);
 
   Backend<T>& be_;
   Comm& ep_;
   ExpertPlacement placement_;
-  int d_, tokens_ = 0, k_ = 0, rows_ = 0, pair_rows_ = 0, units_ = 0, recv_units_ = 0;
+  int d_, tokens_ = 0, k_ = 0, rows_ = 0, back_rows_ = 0, units_ = 0, recv_units_ = 0;
+  // This rank's own pairs: rows [self_off_, self_off_ + self_rows_) of xe, row i from token self_token[i].
+  int self_off_ = 0, self_rows_ = 0;
   std::vector<RowBlock> blocks_;
-  // Pairs, sorted by expert (hence by destination), token order within an expert: send row r
-  // is pair send_pair[r] of token send_token[r]; pair_send[p] is its row (-1 if dropped).
-  Buf<int32_t> send_token_, send_pair_, pair_send_;
-  std::vector<int64_t> pair_send_count_, pair_recv_count_;
-  // Units (one per token and destination rank), by destination then token: unit_token[u].
+  Buf<int32_t> self_token_, pair_row_;
+  // Pair rows per rank: sent (this rank's pairs, computed there) and received (computed here);
+  // where they lie in xe (recv) and in the combine buffer's tail (send).
+  std::vector<int64_t> pair_send_count_, pair_recv_count_, pair_recv_off_, pair_back_off_;
+  // Units (one per token and other destination rank), by destination then token: unit_token[u].
   Buf<int32_t> unit_token_;
   std::vector<int64_t> unit_send_count_, unit_recv_count_;
-  // The rows that come back to each token (CSR over the buffer returned by dispatch_backward).
-  Buf<int32_t> token_off_, token_idx_;
-  // Receiver: expert row g copies received unit expand[g]; unit_off/unit_idx is its transpose.
+  // Gradients back to tokens (CSR over tokens): the returned units, and the own rows of xe.
+  Buf<int32_t> unit_tok_off_, unit_tok_idx_, self_tok_off_, self_tok_idx_;
+  // Receiver: the received rows of xe, in order, copy unit expand[i] (rows before the own
+  // block, then after it); unit_off/unit_idx lists each unit's rows of xe.
   Buf<int32_t> expand_, unit_off_, unit_idx_;
   Buf<T> send_buf_, units_buf_;
   DispatchStats stats_;

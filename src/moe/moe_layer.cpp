@@ -14,11 +14,9 @@ MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlaceme
   const int64_t N = spec.n_experts, pairs = (int64_t)max_tokens * spec.top_k;
   const int64_t shared_rows = shared_hidden_ > 0 ? max_tokens : 0;
   logits_.reset(be, max_tokens * N);
-  y_pairs_.reset(be, pairs * d);
   gate_.reset(be, pairs);
   shared_gu_.reset(be, shared_rows * 2 * shared_hidden_);
   shared_act_.reset(be, shared_rows * shared_hidden_);
-  scratch_.dy_pairs.ensure(be, pairs * d);
   scratch_.dgate.ensure(be, pairs);
   scratch_.dgu.ensure(be, shared_rows * 2 * shared_hidden_);  // the shared experts'; grows for routed rows
   scratch_.dact.ensure(be, shared_rows * shared_hidden_);
@@ -56,37 +54,38 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   xe_.ensure(be_, rows * d_);
   gu_.ensure(be_, rows * 2 * n_);
   act_.ensure(be_, rows * n_);
-  ye_.ensure(be_, rows * d_);
+  yc_.ensure(be_, (int64_t)dispatcher_.combine_rows() * d_);
   dispatcher_.dispatch(xe_, u);
   times_.dispatch += now_seconds() - t0;
   MoeParams<T> none;
   swiglu_experts_forward(be_, expert_weights(p, none), dispatcher_.blocks(), xe_.data(), gu_.data(),
-                         act_.data(), ye_.data());
+                         act_.data(), yc_.data());
   t0 = now_seconds();
-  dispatcher_.combine(y_pairs_, ye_);
+  dispatcher_.combine(yc_);
   times_.combine += now_seconds() - t0;
 
   if (shared_hidden_ > 0)
     swiglu_experts_forward(be_, shared_weights(p, none), {{0, tokens}}, u, shared_gu_.data(), shared_act_.data(), out);
   else
     be_.fill(out, T(0), (int64_t)tokens * d_);
-  be_.weighted_sum_rows(out, y_pairs_, gate_, tokens, K, d_);
+  be_.weighted_sum_rows(out, yc_, dispatcher_.pair_row(), gate_, tokens, K, d_);
 }
 
 template <typename T>
 void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale) {
   const int N = spec_.n_experts, K = spec_.top_k, tokens = tokens_;
-  be_.weighted_sum_rows_backward(scratch_.dy_pairs, scratch_.dgate, dout, y_pairs_, gate_, tokens, K, d_);
-  double t0 = now_seconds();
   const int64_t rows = dispatcher_.rows();
-  scratch_.dye.ensure(be_, rows * d_);
+  scratch_.dyc.ensure(be_, (int64_t)dispatcher_.combine_rows() * d_);
+  be_.weighted_sum_rows_backward(scratch_.dyc, scratch_.dgate, dout, yc_, dispatcher_.pair_row(), gate_, tokens, K,
+                                 d_);
+  double t0 = now_seconds();
   scratch_.dxe.ensure(be_, rows * d_);
   scratch_.dgu.ensure(be_, rows * 2 * n_);
   scratch_.dact.ensure(be_, rows * n_);
-  dispatcher_.combine_backward(scratch_.dye, scratch_.dy_pairs);
+  dispatcher_.combine_backward(scratch_.dyc);
   times_.combine += now_seconds() - t0;
   swiglu_experts_backward(be_, expert_weights(p, g), dispatcher_.blocks(), xe_.data(), gu_.data(), act_.data(),
-                          scratch_.dye.data(), scratch_.dgu.data(), scratch_.dact.data(), scratch_.dxe.data());
+                          scratch_.dyc.data(), scratch_.dgu.data(), scratch_.dact.data(), scratch_.dxe.data());
   t0 = now_seconds();
   dispatcher_.dispatch_backward(du, scratch_.dxe);
   times_.dispatch += now_seconds() - t0;

@@ -31,7 +31,7 @@ struct MoeTimes {
 // grown to the largest need, serves them all.
 template <typename T>
 struct MoeScratch {
-  Buf<T> dy_pairs, dgate, dye, dxe, dgu, dact, tmp;
+  Buf<T> dyc, dgate, dxe, dgu, dact, tmp;  // dyc: the gradient of the combine buffer
 };
 
 template <typename T>
@@ -62,8 +62,9 @@ class MoeLayer {
   Routing<T> routing_;
   Dispatcher<T> dispatcher_;
   MoeTimes times_;
-  // Saved activations; the expert buffers (rows this rank computes) grow as needed.
-  Buf<T> logits_, xe_, gu_, act_, ye_, y_pairs_, gate_, shared_gu_, shared_act_;
+  // Saved activations; the expert buffers (rows this rank computes) grow as needed. yc: the
+  // dispatcher's combine buffer, the experts' outputs and then the results other ranks return.
+  Buf<T> logits_, xe_, gu_, act_, yc_, gate_, shared_gu_, shared_act_;
   MoeScratch<T>& scratch_;
 };
 

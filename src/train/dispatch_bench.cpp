@@ -17,7 +17,7 @@ AllToAllFigures bench_all_to_all(Engine& engine, int iters) {
   Dispatcher<float> disp(be, ep, model.placement(), d);
   disp.plan(routing.sel, routing.kept, tokens, K);
   Buf<float> x(be, (int64_t)tokens * d), xe(be, std::max(1, disp.rows()) * (int64_t)d),
-      pairs(be, (int64_t)tokens * K * d);
+      yc(be, std::max(1, disp.combine_rows()) * (int64_t)d);
   auto timed = [&](auto&& body) {
     ep.barrier();
     const double t0 = now_seconds();
@@ -29,13 +29,14 @@ AllToAllFigures bench_all_to_all(Engine& engine, int iters) {
   disp.stats() = DispatchStats{};
   f.dispatcher_s = timed([&] {
     disp.dispatch(xe, x);
-    disp.combine(pairs, xe);
+    disp.combine(yc);
   });
   double bytes = static_cast<double>(disp.stats().bytes_sent) / iters;
   ep.allreduce_sum(&bytes, 1);
   f.bytes_per_rank = bytes / ep.size();
 
-  // The same two exchanges (units out, pairs back) between contiguous buffers.
+  // The same two exchanges (units out, pairs back: the same bytes to and from each rank)
+  // between contiguous buffers.
   const int64_t row_bytes = (int64_t)d * sizeof(float);
   Buf<float> local(be, std::max<int64_t>(1, (int64_t)tokens * K * d)), remote(be, std::max(1, disp.rows()) * (int64_t)d);
   f.bare_s = timed([&] {
