@@ -89,6 +89,12 @@ class CudaBackend final : public Backend<float> {
     cuda::rope(qkv, rope_table(seq, head_dim, theta), batch, seq, n_heads, head_dim, inverse, stream_);
   }
 
+  int64_t attention_saved_size(int batch, int seq, int n_heads) const override {
+    return (int64_t)batch * n_heads * seq * seq;
+  }
+  int64_t attention_scratch_size(int batch, int seq, int n_heads) const override {
+    return (int64_t)batch * n_heads * seq * seq;
+  }
   void attention_forward(float* out, float* probs, const float* qkv, int batch, int seq, int n_heads,
                          int head_dim) override {
     const int d = n_heads * head_dim, ld = 3 * d;
@@ -107,8 +113,8 @@ class CudaBackend final : public Backend<float> {
                    tt, head_dim, head_dim, n_heads);
     }
   }
-  void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* probs,
-                          int batch, int seq, int n_heads, int head_dim) override {
+  void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* /*out*/,
+                          const float* probs, int batch, int seq, int n_heads, int head_dim) override {
     const int d = n_heads * head_dim, ld = 3 * d;
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
     const int64_t tt = (int64_t)seq * seq;

@@ -336,10 +336,11 @@ TEST_F(BackendOps, AttentionBackwardMatchesFiniteDifferences) {
     return dot(w, host(out));
   };
   auto qb = dev(qkv), wb = dev(w);
-  Buf<double> out(*be, R * d), probs(*be, s.B * s.H * s.T * s.T), scratch(*be, s.B * s.H * s.T * s.T);
+  Buf<double> out(*be, R * d), probs(*be, s.B * s.H * s.T * s.T),
+      scratch(*be, be->attention_scratch_size(s.B, s.T, s.H));
   be->attention_forward(out, probs, qb, s.B, s.T, s.H, s.hd);
   auto dqkv = dev(Vec((size_t)R * ld, 7.0));  // garbage: dqkv is written, not accumulated
-  be->attention_backward(dqkv, scratch, wb, qb, probs, s.B, s.T, s.H, s.hd);
+  be->attention_backward(dqkv, scratch, wb, qb, out, probs, s.B, s.T, s.H, s.hd);
   Vec g = host(dqkv), fd = fd_grad(loss, qkv);
   for (int part = 0; part < 3; ++part) {
     Vec ga, fa;

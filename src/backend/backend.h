@@ -62,11 +62,15 @@ class Backend {
   // rotates back (the backward of the forward rotation).
   virtual void rope(T* qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) = 0;
 
-  // Causal attention. qkv [B*T, 3d] (q|k|v), out [B*T, d], probs [B, H, T, T] saved.
-  virtual void attention_forward(T* out, T* probs, const T* qkv, int batch, int seq, int n_heads,
+  // Causal attention. qkv [B*T, 3d] (q|k|v), out [B*T, d]; `saved` keeps what backward needs
+  // (attention_saved_size elements: the [B, H, T, T] probabilities on the CPU, one log-sum-exp
+  // per (sequence, head, query) with a fused kernel).
+  virtual int64_t attention_saved_size(int batch, int seq, int n_heads) const = 0;
+  virtual void attention_forward(T* out, T* saved, const T* qkv, int batch, int seq, int n_heads,
                                  int head_dim) = 0;
-  // dqkv [B*T, 3d] is written. scratch holds B*H*T*T.
-  virtual void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* probs,
+  // dqkv [B*T, 3d] is written; out is attention_forward's; scratch holds attention_scratch_size.
+  virtual int64_t attention_scratch_size(int batch, int seq, int n_heads) const = 0;
+  virtual void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* out, const T* saved,
                                   int batch, int seq, int n_heads, int head_dim) = 0;
 
   // act = silu(g) * u with gu [R, 2n] = [g | u], act [R, n].

@@ -165,6 +165,12 @@ class CpuBackend final : public Backend<T> {
     }
   }
 
+  int64_t attention_saved_size(int batch, int seq, int n_heads) const override {
+    return (int64_t)batch * n_heads * seq * seq;
+  }
+  int64_t attention_scratch_size(int batch, int seq, int n_heads) const override {
+    return (int64_t)batch * n_heads * seq * seq;
+  }
   void attention_forward(T* out, T* probs, const T* qkv, int batch, int seq, int n_heads, int head_dim) override {
     const int d = n_heads * head_dim, ld = 3 * d;
     const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
@@ -192,8 +198,8 @@ class CpuBackend final : public Backend<T> {
     }
   }
 
-  void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* probs, int batch, int seq,
-                          int n_heads, int head_dim) override {
+  void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* /*out*/, const T* probs,
+                          int batch, int seq, int n_heads, int head_dim) override {
     const int d = n_heads * head_dim, ld = 3 * d;
     const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
 #pragma omp parallel for schedule(static)

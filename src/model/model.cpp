@@ -43,7 +43,7 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
   grads_.reset(be, table_.size());
 
   const int64_t R = (int64_t)max_seqs * m.seq_len, d = m.d_model;
-  const int64_t probs = (int64_t)max_seqs * m.n_heads * m.seq_len * m.seq_len;
+  const int64_t saved = be.attention_saved_size(max_seqs, m.seq_len, m.n_heads);
   const RouterSpec spec = router_spec(cfg, ep->size());
   acts_.resize(m.n_layers);
   for (int l = 0; l < m.n_layers; ++l) {
@@ -53,7 +53,7 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
     a.rstd1.reset(be, R);
     a.qkv.reset(be, R * 3 * d);
     a.att.reset(be, R * d);
-    a.probs.reset(be, probs);
+    a.att_saved.reset(be, saved);
     a.h.reset(be, R * d);
     a.ln2.reset(be, R * d);
     a.rstd2.reset(be, R);
@@ -79,7 +79,7 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
   dh_.reset(be, R * d);
   dtmp_.reset(be, R * d);
   dqkv_.reset(be, R * 3 * d);
-  dprobs_.reset(be, probs);
+  att_scratch_.reset(be, be.attention_scratch_size(max_seqs, m.seq_len, m.n_heads));
   dgu_.reset(be, R * 2 * m.dense_hidden);
   dact_.reset(be, R * m.dense_hidden);
 }
@@ -151,7 +151,7 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
     be_.rmsnorm_forward(a.ln1, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
     be_.gemm({false, true, R, 3 * d, d, T(1), a.ln1, d, p(pre + "attn/wq"), d, T(0), a.qkv, 3 * d});
     be_.rope(a.qkv, n_seqs, S, H, hd, m.rope_theta, false);
-    be_.attention_forward(a.att, a.probs, a.qkv, n_seqs, S, H, hd);
+    be_.attention_forward(a.att, a.att_saved, a.qkv, n_seqs, S, H, hd);
     be_.copy(a.h, a.x, (int64_t)R * d);
     be_.gemm({false, true, R, d, d, T(1), a.att, d, p(pre + "attn/wo"), d, T(1), a.h, d});
     be_.rmsnorm_forward(a.ln2, a.rstd2, a.h, p(pre + "ffn_norm"), R, d, m.norm_eps);
@@ -213,7 +213,7 @@ void Model<T>::backward() {
     // Attention: h = x + att Wo^T.
     be_.gemm({false, false, R, d, d, T(1), dh_, d, p(pre + "attn/wo"), d, T(0), dtmp_, d});
     be_.gemm({true, false, d, d, R, T(1), dh_, d, a.att, d, T(1), g(pre + "attn/wo"), d});
-    be_.attention_backward(dqkv_, dprobs_, dtmp_, a.qkv, a.probs, n_seqs_, S, H, hd);
+    be_.attention_backward(dqkv_, att_scratch_, dtmp_, a.qkv, a.att, a.att_saved, n_seqs_, S, H, hd);
     be_.rope(dqkv_, n_seqs_, S, H, hd, m.rope_theta, true);
     be_.gemm({false, false, R, d, 3 * d, T(1), dqkv_, 3 * d, p(pre + "attn/wq"), d, T(0), dtmp_, d});
     be_.gemm({true, false, 3 * d, d, R, T(1), dqkv_, 3 * d, a.ln1, d, T(1), g(pre + "attn/wq"), d});
