@@ -1,5 +1,9 @@
-// The CUDA backend: device memory, cuBLAS for matrix products (fp32, no TF32), the kernels of
-// ops.cuh for the rest. Built as its own shared library, loaded only by runs that use a GPU.
+// The CUDA backend: device memory, cuBLAS for matrix products, the kernels of ops.cuh for the
+// rest. Built as its own shared library, loaded only by runs that use a GPU.
+//
+// Precision: tensors are fp32 in memory. Under fp32 the products are exact fp32 (no TF32);
+// under bf16 cuBLAS rounds their inputs to bf16 and accumulates in fp32 on the tensor cores
+// (CUBLAS_COMPUTE_32F_FAST_16BF), except products marked fp32 (the router).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -21,10 +25,9 @@ cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
 class CudaBackend final : public Backend<float> {
  public:
-  explicit CudaBackend(int device) {
+  CudaBackend(int device, bool bf16) : bf16_(bf16) {
     CUDA_CHECK(cudaSetDevice(device));
     CUBLAS_CHECK(cublasCreate(&blas_));
-    CUBLAS_CHECK(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH));  // fp32 exactly: no TF32
     CUDA_CHECK(cudaMalloc(&scalar_, sizeof(double)));
   }
   ~CudaBackend() override {
@@ -185,8 +188,10 @@ class CudaBackend final : public Backend<float> {
       DSMOE_CHECK(g.beta == 0.f && g.ldc == g.n && batch == 1, "gemm with k = 0 needs beta = 0 on CUDA");
       return fill(g.c, 0.f, (int64_t)g.m * g.n);
     }
-    CUBLAS_CHECK(cublasSgemmStridedBatched(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &g.alpha, g.b, g.ldb,
-                                           stride_b, g.a, g.lda, stride_a, &g.beta, g.c, g.ldc, stride_c, batch));
+    const cublasComputeType_t compute = bf16_ && !g.fp32 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F_PEDANTIC;
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &g.alpha, g.b,
+                                            CUDA_R_32F, g.ldb, stride_b, g.a, CUDA_R_32F, g.lda, stride_a, &g.beta, g.c,
+                                            CUDA_R_32F, g.ldc, stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
   }
 
   // cos | sin per position, angles in double (MODEL.md), cached on the device per shape.
@@ -209,6 +214,7 @@ class CudaBackend final : public Backend<float> {
     return dev;
   }
 
+  const bool bf16_;  // bf16 products (see the top of this file)
   cublasHandle_t blas_ = nullptr;
   cudaStream_t stream_ = nullptr;  // the default stream: ops run in order
   double* scalar_ = nullptr;
@@ -225,9 +231,9 @@ extern "C" int dsmoe_cuda_device_count() {
   return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
 }
 
-extern "C" dsmoe::Backend<float>* dsmoe_make_cuda_backend(int device, char* error, int error_len) {
+extern "C" dsmoe::Backend<float>* dsmoe_make_cuda_backend(int device, int bf16, char* error, int error_len) {
   try {
-    return new dsmoe::CudaBackend(device);
+    return new dsmoe::CudaBackend(device, bf16 != 0);
   } catch (const std::exception& e) {
     std::strncpy(error, e.what(), error_len - 1);
     error[error_len - 1] = '\0';

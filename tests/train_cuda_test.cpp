@@ -1,5 +1,6 @@
-// A few training steps on the GPU (fp32) match the CPU backend's losses and weights, and a
-// checkpoint written on one backend loads on the other. Skipped where no GPU is visible.
+// A few training steps on the GPU (fp32) match the CPU backend's losses and weights, bf16 stays
+// within a band of them, and a checkpoint written on one backend loads on the other. Skipped
+// where no GPU is visible.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,10 +18,11 @@ TEST(TrainCuda, StepsMatchTheCpuBackend) {
   if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
   test::TempDir dir;
   test::write_file(dir.file("corpus.txt"), test::make_corpus(2000, 11));
-  auto config = [&](const char* backend) {
+  auto config = [&](const char* backend, const char* precision = "fp32") {
     return parse_config(test::tiny_yaml(dir.file("corpus.txt"), dir.file("out")), "tiny.yaml",
-                        {std::string("backend=") + backend, "moe.capacity_factor=1.2", "balance.device_alpha=0.05",
-                         "balance.device_groups=2", "train.micro_batches=2"});
+                        {std::string("backend=") + backend, std::string("precision=") + precision,
+                         "moe.capacity_factor=1.2", "balance.device_alpha=0.05", "balance.device_groups=2",
+                         "train.micro_batches=2"});
   };
   auto comm = make_single_comm();
   Engine cpu(config("cpu"), *comm), gpu(config("cuda"), *comm);
@@ -43,6 +45,29 @@ TEST(TrainCuda, StepsMatchTheCpuBackend) {
   Engine resumed(config("cpu"), *comm);
   resumed.load_checkpoint(dir.file("gpu.h5"));
   EXPECT_EQ(resumed.model().params_to_host(), pb);
+}
+
+TEST(TrainCuda, Bf16StaysWithinABandOfFp32) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
+  test::TempDir dir;
+  test::write_file(dir.file("corpus.txt"), test::make_corpus(2000, 11));
+  auto config = [&](const char* precision) {
+    return parse_config(test::tiny_yaml(dir.file("corpus.txt"), dir.file("out")), "tiny.yaml",
+                        {"backend=cuda", std::string("precision=") + precision});
+  };
+  auto comm = make_single_comm();
+  Engine fp32(config("fp32"), *comm), bf16(config("bf16"), *comm);
+  double first = 0, last = 0;
+  for (int s = 0; s < 8; ++s) {
+    StepStats a = fp32.train_step(), b = bf16.train_step();
+    // bf16 rounds every product's inputs to 8 significant bits: the loss moves by ~1e-3.
+    EXPECT_NEAR(a.loss, b.loss, 2e-2 * a.loss) << "step " << s;
+    if (s == 0) first = b.loss;
+    last = b.loss;
+  }
+  EXPECT_LT(last, first) << "bf16 training makes progress";
+  EXPECT_NEAR(fp32.evaluate(), bf16.evaluate(), 2e-2 * fp32.evaluate());
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ struct GemmArgs {  // C = alpha * op(A) op(B) + beta * C, row-major, as cblas_?g
   T beta = 0;
   T* c = nullptr;
   int ldc = 0;
+  bool fp32 = false;  // full fp32 products even under bf16 precision (the router, as large frameworks do)
 };
 
 template <typename T>

@@ -14,7 +14,7 @@ namespace dsmoe {
 namespace {
 
 using DeviceCountFn = int (*)();
-using MakeFn = Backend<float>* (*)(int, char*, int);
+using MakeFn = Backend<float>* (*)(int, int, char*, int);
 
 struct Library {
   void* handle = nullptr;
@@ -67,11 +67,11 @@ bool cuda_available(std::string* why) {
   return false;
 }
 
-std::unique_ptr<Backend<float>> make_cuda_backend(int device) {
+std::unique_ptr<Backend<float>> make_cuda_backend(int device, bool bf16) {
   std::string why;
   DSMOE_CHECK(cuda_available(&why), "backend cuda: ", why);
   char error[512] = "";
-  Backend<float>* be = symbol<MakeFn>("dsmoe_make_cuda_backend")(device, error, sizeof error);
+  Backend<float>* be = symbol<MakeFn>("dsmoe_make_cuda_backend")(device, bf16 ? 1 : 0, error, sizeof error);
   DSMOE_CHECK(be != nullptr, "backend cuda: ", error);
   return std::unique_ptr<Backend<float>>(be);
 }

@@ -12,6 +12,6 @@ namespace dsmoe {
 // Whether the library loads and sees a GPU; otherwise *why says what is missing.
 bool cuda_available(std::string* why = nullptr);
 // The backend on GPU `device`; throws an Error saying why when there is none.
-std::unique_ptr<Backend<float>> make_cuda_backend(int device);
+std::unique_ptr<Backend<float>> make_cuda_backend(int device, bool bf16 = false);
 
 }  // namespace dsmoe

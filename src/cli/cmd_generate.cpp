@@ -52,7 +52,7 @@ int cmd_generate(int argc, char** argv) {
 
   Config cfg = config_from_checkpoint(ck);
   cfg.backend = args.get("backend", "auto");  // checkpoints move between backends
-  auto be = make_backend(cfg.backend, 1);
+  auto be = make_backend(cfg.backend, 1, cfg.precision);
   auto comm = make_single_comm();
   Model<float> model(cfg, *be, *comm, 1);
   CheckpointState st = read_checkpoint(ck, model.table(), model.moe_layers(), cfg.moe.n_routed);

@@ -39,10 +39,10 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   const int N = spec_.n_experts, K = spec_.top_k;
   tokens_ = tokens;
   u_ = u;
-  be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.router, d_, T(0), logits_, N});
+  be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.router, d_, T(0), logits_, N, true});
   std::vector<T> noise_pre;
   if (ctx.training && spec_.noise > 0) {
-    be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.noise_w, d_, T(0), scratch_.tmp, N});
+    be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.noise_w, d_, T(0), scratch_.tmp, N, true});
     noise_pre = to_host(be_, scratch_.tmp.data(), (int64_t)tokens * N);
   }
   routing_ = route(spec_, ctx, to_host(be_, logits_.data(), (int64_t)tokens * N), std::move(noise_pre), bias, world_);
@@ -100,12 +100,12 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
   std::vector<T> dlogits = route_backward(spec_, routing_, to_host(be_, scratch_.dgate.data(), (int64_t)tokens * K),
                                           loss_scale, &dnoise);
   to_device(be_, scratch_.tmp.data(), dlogits);
-  be_.gemm({false, false, tokens, d_, N, T(1), scratch_.tmp, N, p.router, d_, T(1), du, d_});
-  be_.gemm({true, false, N, d_, tokens, T(1), scratch_.tmp, N, u_, d_, T(1), g.router, d_});
+  be_.gemm({false, false, tokens, d_, N, T(1), scratch_.tmp, N, p.router, d_, T(1), du, d_, true});
+  be_.gemm({true, false, N, d_, tokens, T(1), scratch_.tmp, N, u_, d_, T(1), g.router, d_, true});
   if (!dnoise.empty()) {
     to_device(be_, scratch_.tmp.data(), dnoise);
-    be_.gemm({false, false, tokens, d_, N, T(1), scratch_.tmp, N, p.noise_w, d_, T(1), du, d_});
-    be_.gemm({true, false, N, d_, tokens, T(1), scratch_.tmp, N, u_, d_, T(1), g.noise_w, d_});
+    be_.gemm({false, false, tokens, d_, N, T(1), scratch_.tmp, N, p.noise_w, d_, T(1), du, d_, true});
+    be_.gemm({true, false, N, d_, tokens, T(1), scratch_.tmp, N, u_, d_, T(1), g.noise_w, d_, true});
   }
 }
 

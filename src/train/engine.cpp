@@ -30,7 +30,7 @@ Engine::Engine(Config cfg, Comm& comm)
   split_ = split_tokens(static_cast<int64_t>(data_.tokens.size()), cfg_.data.val_fraction, cfg_.model.seq_len);
   order_ = std::make_unique<TrainOrder>(split_.n_train, cfg_.model.seq_len, cfg_.train.batch_size,
                                         cfg_.data.shuffle, cfg_.seed);
-  be_ = make_backend(cfg_.backend, ranks_on_this_node());
+  be_ = make_backend(cfg_.backend, ranks_on_this_node(), cfg_.precision);
   DSMOE_CHECK(be_->name() == "cpu" || comm_.size() == 1, cfg_.source,
               ": backend cuda runs on one rank for now (the NCCL dispatcher is not built yet)");
   local_seqs_ = cfg_.train.batch_size / cfg_.train.micro_batches / comm_.size();
