@@ -127,10 +127,14 @@ class Buf {
     free_ = [](void* owner, void* p) { static_cast<Backend<T>*>(owner)->free_bytes(p); };
     p_ = static_cast<U*>(be.alloc_bytes(static_cast<size_t>(n) * sizeof(U)));
   }
-  // Grows to at least n elements (contents are not kept).
+  // Grows to at least n elements (contents are not kept). A buffer that has to grow again takes
+  // a quarter more than asked, so sizes that drift upwards (expert rows) reallocate rarely.
   template <typename T>
   void ensure(Backend<T>& be, int64_t n) {
-    if (n > n_ || p_ == nullptr) reset(be, n);
+    if (p_ == nullptr)
+      reset(be, n);
+    else if (n > n_)
+      reset(be, std::max(n, n_ + n_ / 4));
   }
   U* data() { return p_; }
   const U* data() const { return p_; }

@@ -36,6 +36,7 @@ int cmd_bench(int argc, char** argv) {
     sum.t_dispatch += s.t_dispatch;
     sum.t_combine += s.t_combine;
     sum.t_allreduce += s.t_allreduce;
+    sum.t_route += s.t_route;
     sum.bytes_sent += s.bytes_sent;
     char line[96];
     std::snprintf(line, sizeof line, "step %ld: %.1f ms, loss %.4f", (long)(warmup + i + 1), 1e3 * s.t_step, s.loss);
@@ -53,9 +54,11 @@ int cmd_bench(int argc, char** argv) {
   std::printf("%s: %.0f tokens/s, %.1f ms/step, %.1f GFLOP/s achieved", cfg.name.c_str(), tok_s, ms, flops / 1e9);
   if (mfu > 0) std::printf(", MFU %.1f%%", 100 * mfu);
   std::printf("\n");
-  std::printf("time split per step: compute %.1f ms, dispatch %.1f ms, combine %.1f ms, allreduce %.1f ms\n",
-              1e3 * sum.t_compute / steps, 1e3 * sum.t_dispatch / steps, 1e3 * sum.t_combine / steps,
-              1e3 * sum.t_allreduce / steps);
+  std::printf(
+      "time split per step: compute %.1f ms (of which the routers' host work %.1f ms), dispatch %.1f ms, "
+      "combine %.1f ms, allreduce %.1f ms\n",
+      1e3 * sum.t_compute / steps, 1e3 * sum.t_route / steps, 1e3 * sum.t_dispatch / steps,
+      1e3 * sum.t_combine / steps, 1e3 * sum.t_allreduce / steps);
   if (a2a.ranks > 1)
     std::printf(
         "all-to-all (%d ranks, %.0f KiB per rank per dispatch+combine): dispatcher %.3f ms, algBw %.2f GB/s, "

@@ -17,9 +17,17 @@ MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlaceme
   gate_.reset(be, pairs);
   shared_gu_.reset(be, shared_rows * 2 * shared_hidden_);
   shared_act_.reset(be, shared_rows * shared_hidden_);
+  // Expert rows: sized for one row per pair, which is every case on one rank; with expert
+  // parallelism a rank may receive more, and the buffers grow (backend.h: Buf::ensure).
+  xe_.reset(be, pairs * d);
+  gu_.reset(be, pairs * 2 * n_);
+  act_.reset(be, pairs * n_);
+  yc_.reset(be, pairs * d);
   scratch_.dgate.ensure(be, pairs);
-  scratch_.dgu.ensure(be, shared_rows * 2 * shared_hidden_);  // the shared experts'; grows for routed rows
-  scratch_.dact.ensure(be, shared_rows * shared_hidden_);
+  scratch_.dyc.ensure(be, pairs * d);
+  scratch_.dxe.ensure(be, pairs * d);
+  scratch_.dgu.ensure(be, std::max(shared_rows * shared_hidden_, pairs * n_) * 2);
+  scratch_.dact.ensure(be, std::max(shared_rows * shared_hidden_, pairs * n_));
   scratch_.tmp.ensure(be, (int64_t)max_tokens * std::max<int64_t>(d, N));
 }
 
@@ -45,10 +53,13 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
     be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.noise_w, d_, T(0), scratch_.tmp, N, true});
     noise_pre = to_host(be_, scratch_.tmp.data(), (int64_t)tokens * N);
   }
-  routing_ = route(spec_, ctx, to_host(be_, logits_.data(), (int64_t)tokens * N), std::move(noise_pre), bias, world_);
+  std::vector<T> logits = to_host(be_, logits_.data(), (int64_t)tokens * N);
+  double t0 = now_seconds();
+  routing_ = route(spec_, ctx, std::move(logits), std::move(noise_pre), bias, world_);
+  times_.route += now_seconds() - t0;
   to_device(be_, gate_.data(), routing_.gate);
 
-  double t0 = now_seconds();
+  t0 = now_seconds();
   dispatcher_.plan(routing_.sel, routing_.kept, tokens, K);
   const int64_t rows = dispatcher_.rows();
   xe_.ensure(be_, rows * d_);
@@ -96,9 +107,10 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
     be_.add(du, scratch_.tmp, (int64_t)tokens * d_);
   }
 
-  std::vector<T> dnoise;
-  std::vector<T> dlogits = route_backward(spec_, routing_, to_host(be_, scratch_.dgate.data(), (int64_t)tokens * K),
-                                          loss_scale, &dnoise);
+  std::vector<T> dnoise, dgate = to_host(be_, scratch_.dgate.data(), (int64_t)tokens * K);
+  const double t_route = now_seconds();
+  std::vector<T> dlogits = route_backward(spec_, routing_, dgate, loss_scale, &dnoise);
+  times_.route += now_seconds() - t_route;
   to_device(be_, scratch_.tmp.data(), dlogits);
   be_.gemm({false, false, tokens, d_, N, T(1), scratch_.tmp, N, p.router, d_, T(1), du, d_, true});
   be_.gemm({true, false, N, d_, tokens, T(1), scratch_.tmp, N, u_, d_, T(1), g.router, d_, true});

@@ -25,6 +25,7 @@ struct MoeParams {  // pointers into the parameter (or gradient) buffer
 
 struct MoeTimes {
   double dispatch = 0, combine = 0;
+  double route = 0;  // the router's host work (scores, top-k, statistics and their backward)
 };
 
 // Backward scratch of the MoE layers. Layers run backward one after another, so one set,

@@ -108,6 +108,7 @@ Routing<T> route(const RouterSpec& spec, const RouteContext& ctx, std::vector<T>
   if (ctx.training && spec.noise > 0) {
     r.noise_pre = std::move(noise_pre);
     r.noise_eps.resize(r.logits.size());
+#pragma omp parallel for schedule(static)
     for (int t = 0; t < tokens; ++t)
       for (int i = 0; i < N; ++i) {
         size_t p = (size_t)t * N + i;
@@ -121,8 +122,9 @@ Routing<T> route(const RouterSpec& spec, const RouteContext& ctx, std::vector<T>
   r.sel.resize((size_t)tokens * K);
   r.gate.resize((size_t)tokens * K);
   r.kept.assign((size_t)tokens * K, 1);
-  std::vector<T> key(N);
-  for (int t = 0; t < tokens; ++t) {
+#pragma omp parallel for schedule(static)
+  for (int t = 0; t < tokens; ++t) {  // tokens are independent; the statistics below keep token order
+    std::vector<T> key(N);
     const T* lg = &r.logits[(size_t)t * N];
     T* s = &r.scores[(size_t)t * N];
     score_row(spec.score, lg, s, N);
@@ -228,8 +230,9 @@ std::vector<T> route_backward(const RouterSpec& spec, const Routing<T>& r, const
                               double loss_scale, std::vector<T>* dnoise_pre) {
   const int N = spec.n_experts, K = spec.top_k;
   std::vector<T> dlogits((size_t)r.tokens * N, T(0));
-  std::vector<double> ds(N);
+#pragma omp parallel for schedule(static)
   for (int t = 0; t < r.tokens; ++t) {
+    std::vector<double> ds(N);
     const T* s = &r.scores[(size_t)t * N];
     const int32_t* sel = &r.sel[(size_t)t * K];
     const T* dg = &dgate[(size_t)t * K];
@@ -266,6 +269,7 @@ std::vector<T> route_backward(const RouterSpec& spec, const Routing<T>& r, const
   }
   if (dnoise_pre && !r.noise_pre.empty()) {
     dnoise_pre->resize(dlogits.size());
+#pragma omp parallel for schedule(static)
     for (size_t p = 0; p < dlogits.size(); ++p)
       (*dnoise_pre)[p] = static_cast<T>(dlogits[p] * r.noise_eps[p] * sigmoid(r.noise_pre[p]));
   }

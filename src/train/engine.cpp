@@ -124,13 +124,14 @@ StepStats Engine::train_step() {
     MoeLayer<float>& layer = model_->moe_layer(static_cast<int>(li));
     st.t_dispatch += layer.times().dispatch;
     st.t_combine += layer.times().combine;
+    st.t_route += layer.times().route;
     st.bytes_sent += static_cast<double>(layer.dispatch_stats().bytes_sent);
     rows += static_cast<double>(layer.dispatch_stats().rows_received);
   }
   st.t_step = now_seconds() - t0;
   st.t_compute = st.t_step - st.t_dispatch - st.t_combine - st.t_allreduce;
-  double maxed[6] = {st.t_step, st.t_compute, st.t_dispatch, st.t_combine, st.t_allreduce, rows};
-  comm_.allreduce_max(maxed, 6);
+  double maxed[7] = {st.t_step, st.t_compute, st.t_dispatch, st.t_combine, st.t_allreduce, rows, st.t_route};
+  comm_.allreduce_max(maxed, 7);
   double summed[2] = {st.bytes_sent, rows};
   groups_.ep->allreduce_sum(summed, 2);
   st.t_step = maxed[0];
@@ -138,6 +139,7 @@ StepStats Engine::train_step() {
   st.t_dispatch = maxed[2];
   st.t_combine = maxed[3];
   st.t_allreduce = maxed[4];
+  st.t_route = maxed[6];
   st.bytes_sent = summed[0] / groups_.ep->size();
   st.recv_imbalance = summed[1] > 0 ? maxed[5] / (summed[1] / groups_.ep->size()) : 1.0;
   step_++;

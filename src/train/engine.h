@@ -23,6 +23,7 @@ struct StepStats {
   std::vector<double> load;     // [moe_layers * n_routed] tokens routed per expert this step
   std::vector<double> dropped;  // [moe_layers]
   double t_compute = 0, t_dispatch = 0, t_combine = 0, t_allreduce = 0, t_step = 0;  // max over ranks
+  double t_route = 0;  // the routers' host work, part of t_compute (max over ranks)
   double bytes_sent = 0;      // token activations sent to other ranks, mean per rank
   double recv_imbalance = 1;  // rows computed per rank: max / mean over the expert-parallel group
 };
