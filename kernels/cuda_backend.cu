@@ -16,6 +16,7 @@
 #include "backend/alloc_tracker.h"
 #include "backend/backend.h"
 #include "kernels/cuda_check.cuh"
+#include "kernels/flash_attention.cuh"
 #include "kernels/ops.cuh"
 
 namespace dsmoe {
@@ -26,6 +27,10 @@ cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 class CudaBackend final : public Backend<float> {
  public:
   CudaBackend(int device, bool bf16) : bf16_(bf16) {
+    int devices = 0;
+    CUDA_CHECK(cudaGetDeviceCount(&devices));
+    DSMOE_CHECK(device < devices, "this rank is number ", device, " on its node but the node has ", devices,
+                " GPU(s): run one rank per GPU");
     CUDA_CHECK(cudaSetDevice(device));
     CUBLAS_CHECK(cublasCreate(&blas_));
     CUDA_CHECK(cudaMalloc(&scalar_, sizeof(double)));
@@ -56,6 +61,7 @@ class CudaBackend final : public Backend<float> {
     if (bytes) CUDA_CHECK(cudaMemcpy(dst, host, bytes, cudaMemcpyHostToDevice));
   }
   size_t peak_bytes() const override { return allocs_.peak(); }
+  void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
   void fill(float* x, float value, int64_t n) override { cuda::fill(x, value, n, stream_); }
   void copy(float* dst, const float* src, int64_t n) override {
@@ -92,55 +98,21 @@ class CudaBackend final : public Backend<float> {
     cuda::rope(qkv, rope_table(seq, head_dim, theta), batch, seq, n_heads, head_dim, inverse, stream_);
   }
 
+  // Fused causal attention (kernels/flash_attention.cu): saved holds one log-sum-exp per
+  // (sequence, head, query), scratch the backward's rowsum(dout * out); bf16 on the tensor cores.
   int64_t attention_saved_size(int batch, int seq, int n_heads) const override {
-    return (int64_t)batch * n_heads * seq * seq;
+    return (int64_t)batch * n_heads * seq;
   }
   int64_t attention_scratch_size(int batch, int seq, int n_heads) const override {
-    return (int64_t)batch * n_heads * seq * seq;
+    return (int64_t)batch * n_heads * seq;
   }
-  void attention_forward(float* out, float* probs, const float* qkv, int batch, int seq, int n_heads,
+  void attention_forward(float* out, float* lse, const float* qkv, int batch, int seq, int n_heads,
                          int head_dim) override {
-    const int d = n_heads * head_dim, ld = 3 * d;
-    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
-    const int64_t tt = (int64_t)seq * seq;
-    for (int b = 0; b < batch; ++b) {  // heads of one sequence as one strided batch
-      const float* q = qkv + (int64_t)b * seq * ld;
-      gemm_strided({false, true, seq, seq, head_dim, scale, q, ld, q + d, ld, 0.f, probs + b * n_heads * tt, seq},
-                   head_dim, head_dim, tt, n_heads);
-    }
-    cuda::causal_softmax(probs, batch * n_heads, seq, stream_);
-    for (int b = 0; b < batch; ++b) {
-      const float* v = qkv + (int64_t)b * seq * ld + 2 * d;
-      gemm_strided({false, false, seq, head_dim, seq, 1.f, probs + b * n_heads * tt, seq, v, ld, 0.f,
-                    out + (int64_t)b * seq * d, d},
-                   tt, head_dim, head_dim, n_heads);
-    }
+    cuda::flash_attention_forward(out, lse, qkv, batch, seq, n_heads, head_dim, bf16_, stream_);
   }
-  void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* /*out*/,
-                          const float* probs, int batch, int seq, int n_heads, int head_dim) override {
-    const int d = n_heads * head_dim, ld = 3 * d;
-    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
-    const int64_t tt = (int64_t)seq * seq;
-    for (int b = 0; b < batch; ++b) {
-      const float* q = qkv + (int64_t)b * seq * ld;
-      const float* go = dout + (int64_t)b * seq * d;
-      float* dq = dqkv + (int64_t)b * seq * ld;
-      const float* p = probs + b * n_heads * tt;
-      gemm_strided({true, false, seq, head_dim, seq, 1.f, p, seq, go, d, 0.f, dq + 2 * d, ld}, tt, head_dim,
-                   head_dim, n_heads);  // dV = P^T dO
-      gemm_strided({false, true, seq, seq, head_dim, 1.f, go, d, q + 2 * d, ld, 0.f, scratch + b * n_heads * tt, seq},
-                   head_dim, head_dim, tt, n_heads);  // dP = dO V^T
-    }
-    cuda::causal_softmax_backward(scratch, probs, batch * n_heads, seq, scale, stream_);
-    for (int b = 0; b < batch; ++b) {
-      const float* q = qkv + (int64_t)b * seq * ld;
-      float* dq = dqkv + (int64_t)b * seq * ld;
-      const float* ds = scratch + b * n_heads * tt;
-      gemm_strided({false, false, seq, head_dim, seq, 1.f, ds, seq, q + d, ld, 0.f, dq, ld}, tt, head_dim, head_dim,
-                   n_heads);  // dQ = dS K
-      gemm_strided({true, false, seq, head_dim, seq, 1.f, ds, seq, q, ld, 0.f, dq + d, ld}, tt, head_dim, head_dim,
-                   n_heads);  // dK = dS^T Q
-    }
+  void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* out,
+                          const float* lse, int batch, int seq, int n_heads, int head_dim) override {
+    cuda::flash_attention_backward(dqkv, scratch, dout, qkv, out, lse, batch, seq, n_heads, head_dim, bf16_, stream_);
   }
 
   void swiglu_forward(float* act, const float* gu, int rows, int n) override {

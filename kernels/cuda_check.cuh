@@ -1,7 +1,8 @@
-// CUDA_CHECK and CUBLAS_CHECK: DSMOE_CHECK on a CUDA or cuBLAS status, with its name.
+// CUDA_CHECK, CUBLAS_CHECK and NCCL_CHECK: DSMOE_CHECK on a CUDA, cuBLAS or NCCL status, with its name.
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <nccl.h>
 
 #include "util/check.h"
 
@@ -15,4 +16,10 @@
   do {                                                                                              \
     cublasStatus_t st_ = (call);                                                                    \
     DSMOE_CHECK(st_ == CUBLAS_STATUS_SUCCESS, "cuBLAS error in ", #call, ": ", cublasGetStatusString(st_)); \
+  } while (0)
+
+#define NCCL_CHECK(call)                                                                      \
+  do {                                                                                        \
+    ncclResult_t nr_ = (call);                                                                \
+    DSMOE_CHECK(nr_ == ncclSuccess, "NCCL error in ", #call, ": ", ncclGetErrorString(nr_));  \
   } while (0)

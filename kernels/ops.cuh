@@ -47,9 +47,4 @@ void weighted_sum_rows(float* out, const float* y, const int32_t* idx, const flo
 void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const int32_t* idx,
                                 const float* w, int rows, int k, int d, cudaStream_t s);
 
-// attention.cu: causal softmax in place on scores [batch*heads, seq, seq] (rows i keep j <= i,
-// zeros above the diagonal); and its backward ds = p * (dp - rowsum(p * dp)) * scale, in place on dp.
-void causal_softmax(float* scores, int bh, int seq, cudaStream_t s);
-void causal_softmax_backward(float* dp, const float* p, int bh, int seq, float scale, cudaStream_t s);
-
 }  // namespace dsmoe::cuda

@@ -3,8 +3,11 @@
 // differences of a few 1e-6 per reduction, so 2e-5 relative (plus 1e-6 absolute) is ample.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <functional>
+#include <string>
 
 #include "backend/cpu_backend.h"
 #include "backend/cuda_loader.h"
@@ -125,18 +128,117 @@ TEST_F(CudaVsCpu, NormsEmbeddingRopeSwiglu) {
   expect_same(dgu, "swiglu backward");
 }
 
+// Attention forward then backward on `be`: out [B*T, d] and dqkv [B*T, 3d]. dqkv starts as
+// garbage: backward writes it.
+struct AttentionResult {
+  Vec out, dqkv;
+};
+AttentionResult run_attention(Backend<float>& be, const Vec& qkv, const Vec& dout, int B, int T, int H, int hd) {
+  const int64_t n = (int64_t)B * T * H * hd;
+  Buf<float> q(be, 3 * n), o(be, n), g(be, n), dq(be, 3 * n), saved(be, be.attention_saved_size(B, T, H)),
+      scratch(be, be.attention_scratch_size(B, T, H));
+  to_device(be, q.data(), qkv);
+  to_device(be, g.data(), dout);
+  to_device(be, dq.data(), random(3 * n, 99, 1e3f));
+  be.attention_forward(o, saved, q, B, T, H, hd);
+  be.attention_backward(dq, scratch, g, q, o, saved, B, T, H, hd);
+  return {to_host(be, o.data(), n), to_host(be, dq.data(), 3 * n)};
+}
+
+void expect_close(const Vec& ref, const Vec& x, double rel, const char* what) {
+  ASSERT_EQ(ref.size(), x.size());
+  for (size_t i = 0; i < ref.size(); ++i)
+    ASSERT_NEAR(ref[i], x[i], 1e-6 + rel * std::fabs(ref[i])) << what << " element " << i;
+}
+
+// |x - ref| / |ref| over the whole tensor.
+double relative_error(const Vec& ref, const Vec& x) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    diff += (double(x[i]) - ref[i]) * (double(x[i]) - ref[i]);
+    norm += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
+// The fused kernels against the CPU's materialized softmax: fp32 element by element, bf16 (inputs
+// of every product rounded to 8 significant bits) within 1e-2 of the whole tensor. Shapes cover
+// sequences that are not multiples of the tiles (16..128 rows) and head dims that are padded.
 TEST_F(CudaVsCpu, AttentionForwardAndBackward) {
-  const int B = 3, T = 33, H = 4, hd = 16, d = H * hd;
-  auto qkv = twin(random(B * T * 3 * d, 13, 0.5f)), out = twin(Vec(B * T * d));
-  Buf<float> saved_c(*cpu, cpu->attention_saved_size(B, T, H)), saved_g(*gpu, gpu->attention_saved_size(B, T, H));
-  cpu->attention_forward(out.c, saved_c, qkv.c, B, T, H, hd);
-  gpu->attention_forward(out.g, saved_g, qkv.g, B, T, H, hd);
-  expect_same(out, "attention out");
-  auto dout = twin(random(B * T * d, 14)), dqkv = twin(Vec(B * T * 3 * d));
-  Buf<float> scratch_c(*cpu, cpu->attention_scratch_size(B, T, H)), scratch_g(*gpu, gpu->attention_scratch_size(B, T, H));
-  cpu->attention_backward(dqkv.c, scratch_c, dout.c, qkv.c, out.c, saved_c, B, T, H, hd);
-  gpu->attention_backward(dqkv.g, scratch_g, dout.g, qkv.g, out.g, saved_g, B, T, H, hd);
-  expect_same(dqkv, "dqkv", 1e-4);
+  auto bf16 = make_cuda_backend(0, /*bf16=*/true);
+  struct Shape {
+    int B, T, H, hd;
+  };
+  for (const Shape& s : {Shape{3, 33, 4, 16}, Shape{2, 100, 2, 64}, Shape{1, 257, 3, 64}, Shape{2, 130, 2, 8},
+                         Shape{1, 77, 2, 20}, Shape{1, 200, 2, 32}, Shape{1, 150, 1, 128}, Shape{2, 50, 3, 6}}) {
+    SCOPED_TRACE("B=" + std::to_string(s.B) + " T=" + std::to_string(s.T) + " H=" + std::to_string(s.H) +
+                 " hd=" + std::to_string(s.hd));
+    const int64_t n = (int64_t)s.B * s.T * s.H * s.hd;
+    const Vec qkv = random(3 * n, 13, 0.5f), dout = random(n, 14);
+    const AttentionResult want = run_attention(*cpu, qkv, dout, s.B, s.T, s.H, s.hd);
+    const AttentionResult fp32 = run_attention(*gpu, qkv, dout, s.B, s.T, s.H, s.hd);
+    expect_close(want.out, fp32.out, 2e-5, "attention out");
+    expect_close(want.dqkv, fp32.dqkv, 1e-4, "dqkv");
+    const AttentionResult low = run_attention(*bf16, qkv, dout, s.B, s.T, s.H, s.hd);
+    EXPECT_LT(relative_error(want.out, low.out), 1e-2) << "bf16 attention out";
+    EXPECT_LT(relative_error(want.dqkv, low.dqkv), 1e-2) << "bf16 dqkv";
+  }
+}
+
+// A long sequence keeps one statistic per query, never a [T, T] matrix.
+TEST_F(CudaVsCpu, AttentionLongSequenceKeepsRowStatisticsOnly) {
+  const int B = 1, T = 2048, H = 2, hd = 64;
+  const int64_t n = (int64_t)B * T * H * hd;
+  const Vec qkv = random(3 * n, 15, 0.5f), dout = random(n, 16);
+  const AttentionResult want = run_attention(*cpu, qkv, dout, B, T, H, hd);
+  for (bool bf16 : {false, true}) {
+    SCOPED_TRACE(bf16 ? "bf16" : "fp32");
+    auto be = make_cuda_backend(0, bf16);
+    EXPECT_EQ(be->attention_saved_size(B, T, H), (int64_t)B * H * T);
+    EXPECT_EQ(be->attention_scratch_size(B, T, H), (int64_t)B * H * T);
+    const AttentionResult got = run_attention(*be, qkv, dout, B, T, H, hd);
+    EXPECT_LT(be->peak_bytes(), (size_t)B * H * T * T * sizeof(float));
+    if (bf16) {
+      EXPECT_LT(relative_error(want.out, got.out), 1e-2);
+      EXPECT_LT(relative_error(want.dqkv, got.dqkv), 1e-2);
+    } else {
+      expect_close(want.out, got.out, 2e-5, "attention out");
+      expect_close(want.dqkv, got.dqkv, 1e-4, "dqkv");
+    }
+  }
+}
+
+// Speed of the fused kernels at the gpu_small shape and a long one (run with
+// --gtest_also_run_disabled_tests). Causal FLOPs: forward 2 * 2 * B*H*T*T*hd / 2, backward 2.5x.
+TEST_F(CudaVsCpu, DISABLED_AttentionSpeed) {
+  struct Shape {
+    int B, T, H, hd;
+  };
+  for (bool bf16 : {true, false})
+    for (const Shape& s : {Shape{16, 1024, 16, 64}, Shape{2, 4096, 16, 64}, Shape{16, 1024, 8, 128}}) {
+      auto be = make_cuda_backend(0, bf16);
+      const int64_t n = (int64_t)s.B * s.T * s.H * s.hd;
+      Buf<float> q(*be, 3 * n), o(*be, n), g(*be, n), dq(*be, 3 * n),
+          saved(*be, be->attention_saved_size(s.B, s.T, s.H)), scratch(*be, be->attention_scratch_size(s.B, s.T, s.H));
+      to_device(*be, q.data(), random(3 * n, 17, 0.5f));
+      to_device(*be, g.data(), random(n, 18));
+      auto sync = [&] { to_host(*be, o.data(), 1); };
+      auto seconds = [&](auto f) {
+        f();
+        sync();
+        const int reps = 10;
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int r = 0; r < reps; ++r) f();
+        sync();
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+      };
+      const double fwd = seconds([&] { be->attention_forward(o, saved, q, s.B, s.T, s.H, s.hd); });
+      const double bwd = seconds([&] { be->attention_backward(dq, scratch, g, q, o, saved, s.B, s.T, s.H, s.hd); });
+      const double flops = 2.0 * s.B * s.H * s.T * s.T * s.hd;
+      std::printf("attention %s B=%d T=%d H=%d hd=%d: forward %.3f ms %.1f TFLOP/s, backward %.3f ms %.1f TFLOP/s\n",
+                  bf16 ? "bf16" : "fp32", s.B, s.T, s.H, s.hd, fwd * 1e3, flops / fwd * 1e-12, bwd * 1e3,
+                  2.5 * flops / bwd * 1e-12);
+    }
 }
 
 TEST_F(CudaVsCpu, CrossEntropyRowsAdamwReductions) {

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "backend/cpu_backend.h"
+#include "backend/cuda_loader.h"
+#include "backend/select.h"
 #include "comm/groups.h"
 #include "moe/dispatcher.h"
 #include "mpi_test_env.h"
@@ -44,22 +46,26 @@ Plan random_plan(int rank, int n_experts, int k, uint64_t seed) {
 }
 
 // Dispatch, combine and both backwards on this rank's plan, checked against what every rank
-// of the group sends (each rank can rebuild every plan).
-void check_round_trip(int n_experts, int expert_parallel, const PlanFn& plan_of) {
+// of the group sends (each rank can rebuild every plan). On the CPU backend in double over
+// MPI, or on the CUDA backend over NCCL (stamps are exact in float).
+template <typename T>
+void check_round_trip(Backend<T>& backend, int n_experts, int expert_parallel, const PlanFn& plan_of) {
+  using Vec = std::vector<T>;
   Comm& world = test::world();
   ProcessGroups groups(world, expert_parallel);
+  if (backend.name() == "cuda") groups.ep = make_nccl_comm(std::move(groups.ep));
   Comm& ep = *groups.ep;
   const int group_first_rank = world.rank() - ep.rank();
   ExpertPlacement placement{n_experts, ep.size(), ep.rank()};
-  auto be = make_cpu_backend<double>();
-  Dispatcher<double> disp(*be, ep, placement, kD);
+  Backend<T>* be = &backend;
+  Dispatcher<T> disp(*be, ep, placement, kD);
 
   const Plan mine = plan_of(world.rank());
   const int P = mine.tokens * mine.k;
   disp.plan(mine.sel, mine.kept, mine.tokens, mine.k);
 
   // Expected rows: from each source rank in order, its tokens for each local expert in order.
-  std::vector<double> expected;
+  Vec expected;
   std::vector<int> expected_blocks, blocks;  // (expert, rows) flattened
   for (int src = 0; src < ep.size(); ++src) {
     const Plan p = plan_of(group_first_rank + src);
@@ -79,13 +85,13 @@ void check_round_trip(int n_experts, int expert_parallel, const PlanFn& plan_of)
   const int R = disp.rows();
   EXPECT_EQ(R, static_cast<int>(expected.size()));
 
-  std::vector<double> x((size_t)mine.tokens * kD);
+  Vec x((size_t)mine.tokens * kD);
   for (int t = 0; t < mine.tokens; ++t)
     for (int c = 0; c < kD; ++c) x[(size_t)t * kD + c] = stamp(world.rank(), t) + 0.25 * c;
-  Buf<double> xb(*be, std::max<int64_t>(1, x.size())), xe(*be, std::max(1, R * kD));
+  Buf<T> xb(*be, std::max<int64_t>(1, x.size())), xe(*be, std::max(1, R * kD));
   to_device(*be, xb.data(), x);
   disp.dispatch(xe, xb);
-  std::vector<double> xeh = to_host(*be, xe.data(), (int64_t)R * kD);
+  Vec xeh = to_host(*be, xe.data(), (int64_t)R * kD);
   for (int r = 0; r < R && r < (int)expected.size(); ++r)
     for (int c = 0; c < kD; ++c) EXPECT_EQ(xeh[(size_t)r * kD + c], expected[r] + 0.25 * c) << "row " << r;
 
@@ -93,15 +99,15 @@ void check_round_trip(int n_experts, int expert_parallel, const PlanFn& plan_of)
   // every kept pair's result at pair_row(p), and no two pairs share a row (the other rows hold
   // the results of other ranks' pairs computed here).
   const int C = disp.combine_rows();
-  std::vector<double> yc((size_t)C * kD, -1.0);
+  Vec yc((size_t)C * kD, -1.0);
   int r = 0;
   for (const RowBlock& b : disp.blocks())
     for (int i = 0; i < b.rows; ++i, ++r)
       for (int c = 0; c < kD; ++c) yc[(size_t)r * kD + c] = xeh[(size_t)r * kD + c] * (placement.first() + b.expert + 2);
-  Buf<double> ycb(*be, std::max(1, C * kD));
+  Buf<T> ycb(*be, std::max(1, C * kD));
   to_device(*be, ycb.data(), yc);
   disp.combine(ycb);
-  std::vector<double> ych = to_host(*be, ycb.data(), (int64_t)C * kD);
+  Vec ych = to_host(*be, ycb.data(), (int64_t)C * kD);
   const std::vector<int32_t> pair_row = to_host(*be, disp.pair_row(), P);
   std::vector<int> uses(C + 1, 0);
   for (int p = 0; p < P; ++p) {
@@ -115,19 +121,19 @@ void check_round_trip(int n_experts, int expert_parallel, const PlanFn& plan_of)
   EXPECT_LE(*std::max_element(uses.begin(), uses.end()), 1) << "two pairs share a row of the combine buffer";
 
   // Backward of combine sends pair gradients to the expert rows (the same route as dispatch).
-  std::vector<double> dyc((size_t)C * kD, -1.0);
+  Vec dyc((size_t)C * kD, -1.0);
   for (int p = 0; p < P; ++p)
     if (pair_row[p] >= 0)
       for (int c = 0; c < kD; ++c) dyc[(size_t)pair_row[p] * kD + c] = x[(size_t)(p / mine.k) * kD + c];
-  Buf<double> dycb(*be, std::max(1, C * kD));
+  Buf<T> dycb(*be, std::max(1, C * kD));
   to_device(*be, dycb.data(), dyc);
   disp.combine_backward(dycb);
   EXPECT_EQ(to_host(*be, dycb.data(), (int64_t)R * kD), xeh);
 
   // Backward of dispatch: each token gets the sum over its kept pairs.
-  Buf<double> dx(*be, std::max<int64_t>(1, x.size()));
+  Buf<T> dx(*be, std::max<int64_t>(1, x.size()));
   disp.dispatch_backward(dx, xe);
-  std::vector<double> dxh = to_host(*be, dx.data(), (int64_t)x.size());
+  Vec dxh = to_host(*be, dx.data(), (int64_t)x.size());
   for (int t = 0; t < mine.tokens; ++t) {
     int kept = 0;
     for (int s = 0; s < mine.k; ++s) kept += mine.kept[t * mine.k + s];
@@ -135,33 +141,59 @@ void check_round_trip(int n_experts, int expert_parallel, const PlanFn& plan_of)
   }
 }
 
-TEST(DispatcherMpi, RandomRoutingEveryExpertParallelSize) {
-  const int R = test::world().size();
-  for (int E = 1; E <= R; ++E) {
-    if (R % E) continue;
-    SCOPED_TRACE("expert_parallel " + std::to_string(E));
-    check_round_trip(8, E, [](int rank) { return random_plan(rank, 8, 2, 17); });
+// Each test runs on the CPU backend (double) over MPI, and on the CUDA backend (float) over
+// NCCL where every rank has a GPU of its own.
+class DispatcherMpi : public ::testing::TestWithParam<std::string> {
+ protected:
+  template <typename Check>
+  void on_backend(Check&& check) {
+    if (GetParam() == "cpu") {
+      auto be = make_cpu_backend<double>();
+      return check(*be);
+    }
+    if (cuda_device_count() < test::world().size())
+      GTEST_SKIP() << "needs a GPU per rank: " << cuda_device_count() << " GPU(s) for " << test::world().size()
+                   << " ranks";
+    auto be = make_backend("cuda", ranks_on_this_node());
+    check(*be);
   }
-}
+};
 
-TEST(DispatcherMpi, AllTokensToOneExpertLeaveOtherRanksEmpty) {
-  check_round_trip(4 * test::world().size(), 0, [](int rank) {
-    Plan p;
-    p.tokens = 3 + rank;
-    p.k = 1;
-    p.sel.assign(p.tokens, 0);
-    p.kept.assign(p.tokens, 1);
-    return p;
+TEST_P(DispatcherMpi, RandomRoutingEveryExpertParallelSize) {
+  on_backend([](auto& be) {
+    const int R = test::world().size();
+    for (int E = 1; E <= R; ++E) {
+      if (R % E) continue;
+      SCOPED_TRACE("expert_parallel " + std::to_string(E));
+      check_round_trip(be, 8, E, [](int rank) { return random_plan(rank, 8, 2, 17); });
+    }
   });
 }
 
-TEST(DispatcherMpi, TokensWhosePairsAreAllDropped) {
-  check_round_trip(4, 0, [](int rank) {
-    Plan p = random_plan(rank, 4, 2, 5);
-    for (int s = 0; s < p.k; ++s) p.kept[s] = 0;  // token 0 loses every pair
-    return p;
+TEST_P(DispatcherMpi, AllTokensToOneExpertLeaveOtherRanksEmpty) {
+  on_backend([](auto& be) {
+    check_round_trip(be, 4 * test::world().size(), 0, [](int rank) {
+      Plan p;
+      p.tokens = 3 + rank;
+      p.k = 1;
+      p.sel.assign(p.tokens, 0);
+      p.kept.assign(p.tokens, 1);
+      return p;
+    });
   });
 }
+
+TEST_P(DispatcherMpi, TokensWhosePairsAreAllDropped) {
+  on_backend([](auto& be) {
+    check_round_trip(be, 4, 0, [](int rank) {
+      Plan p = random_plan(rank, 4, 2, 5);
+      for (int s = 0; s < p.k; ++s) p.kept[s] = 0;  // token 0 loses every pair
+      return p;
+    });
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, DispatcherMpi, ::testing::Values("cpu", "cuda"));
 
 }  // namespace
 }  // namespace dsmoe

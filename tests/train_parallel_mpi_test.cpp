@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "backend/cuda_loader.h"
 #include "io/checkpoint.h"
 #include "model/layout.h"
 #include "mpi_test_env.h"
@@ -85,6 +86,39 @@ TEST(TrainParallel, EveryLayoutMatchesOneRank) {
     }
     world.barrier();
   }
+}
+
+// One GPU per rank, tokens through NCCL: the same losses, loads and weights as one GPU.
+TEST(TrainParallel, GpusMatchOneGpu) {
+  Comm& world = test::world();
+  if (cuda_device_count() < world.size())
+    GTEST_SKIP() << "needs a GPU per rank: " << cuda_device_count() << " GPU(s) for " << world.size() << " ranks";
+  SharedDir dir;
+  auto on_gpu = [&](int expert_parallel) {
+    Config c = tiny(dir, expert_parallel);
+    c.backend = "cuda";
+    return c;
+  };
+  const int steps = 4;
+  auto single = make_single_comm();
+  Engine ref(on_gpu(0), *single);
+  std::vector<StepStats> ref_stats;
+  for (int s = 0; s < steps; ++s) ref_stats.push_back(ref.train_step());
+  const std::vector<float> ref_params = ref.model().params_to_host();
+
+  Engine engine(on_gpu(0), world);
+  for (int s = 0; s < steps; ++s) {
+    StepStats st = engine.train_step();
+    EXPECT_NEAR(st.loss, ref_stats[s].loss, kLossTol) << "step " << s;
+    EXPECT_NEAR(st.aux_loss, ref_stats[s].aux_loss, kLossTol) << "step " << s;
+    EXPECT_EQ(st.load, ref_stats[s].load) << "step " << s;
+  }
+  const std::string ck = dir.path + "/gpus.h5";
+  engine.save_checkpoint(ck, StepStats{});
+  if (world.rank() == 0) {
+    EXPECT_LT(max_abs_diff(whole_model(engine.config(), ck), ref_params), kWeightTol);
+  }
+  world.barrier();
 }
 
 TEST(TrainParallel, CheckpointOfFourRanksResumesOnTwoAndOne) {

@@ -37,6 +37,8 @@ class Backend {
   virtual void copy_bytes_to_host(void* host, const void* src, size_t bytes) = 0;
   virtual void copy_bytes_to_device(void* dst, const void* host, size_t bytes) = 0;
   virtual size_t peak_bytes() const = 0;
+  // Waits until the queued work is done (a GPU runs asynchronously; the CPU is always done).
+  virtual void synchronize() {}
 
   // Elementwise.
   virtual void fill(T* x, T value, int64_t n) = 0;

@@ -15,6 +15,7 @@ namespace {
 
 using DeviceCountFn = int (*)();
 using MakeFn = Backend<float>* (*)(int, int, char*, int);
+using MakeCommFn = Comm* (*)(Comm*, Comm*, char*, int);
 
 struct Library {
   void* handle = nullptr;
@@ -56,14 +57,14 @@ Fn symbol(const char* name) {
 
 }  // namespace
 
-bool cuda_available(std::string* why) {
+int cuda_device_count() {
   auto count = symbol<DeviceCountFn>("dsmoe_cuda_device_count");
-  if (!count) {
-    if (why) *why = library().error;
-    return false;
-  }
-  if (count() > 0) return true;
-  if (why) *why = "no CUDA GPU is visible";
+  return count ? count() : 0;
+}
+
+bool cuda_available(std::string* why) {
+  if (cuda_device_count() > 0) return true;
+  if (why) *why = symbol<DeviceCountFn>("dsmoe_cuda_device_count") ? "no CUDA GPU is visible" : library().error;
   return false;
 }
 
@@ -74,6 +75,30 @@ std::unique_ptr<Backend<float>> make_cuda_backend(int device, bool bf16) {
   Backend<float>* be = symbol<MakeFn>("dsmoe_make_cuda_backend")(device, bf16 ? 1 : 0, error, sizeof error);
   DSMOE_CHECK(be != nullptr, "backend cuda: ", error);
   return std::unique_ptr<Backend<float>>(be);
+}
+
+namespace {
+
+// `owned` (null or &host) passes to the communicator, which frees it even when it fails.
+std::unique_ptr<Comm> nccl_over(Comm& host, Comm* owned) {
+  std::string why;
+  if (!cuda_available(&why)) {
+    delete owned;
+    throw Error("NCCL: " + why);
+  }
+  char error[512] = "";
+  Comm* comm = symbol<MakeCommFn>("dsmoe_make_nccl_comm")(&host, owned, error, sizeof error);
+  DSMOE_CHECK(comm != nullptr, "NCCL: ", error);
+  return std::unique_ptr<Comm>(comm);
+}
+
+}  // namespace
+
+std::unique_ptr<Comm> make_nccl_comm(Comm& host) { return nccl_over(host, nullptr); }
+
+std::unique_ptr<Comm> make_nccl_comm(std::unique_ptr<Comm> host) {
+  Comm& ref = *host;
+  return nccl_over(ref, host.release());
 }
 
 }  // namespace dsmoe

@@ -1,5 +1,9 @@
 // The communicator the engine talks to: collectives over a group of ranks. One implementation
-// per transport: a single process, MPI (CPU), and later NCCL behind the same calls.
+// per transport: a single process, MPI, and NCCL (libdsmoe_cuda.so, src/backend/cuda_loader.h).
+//
+// Where the data lives: allreduce_sum(float*) and alltoallv move backend tensors (device memory
+// when the backend is CUDA and the transport NCCL, ordered on the backend's stream); every other
+// call moves host values. host() is the communicator of the same ranks for host buffers.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -13,15 +17,16 @@ class Comm {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual void allreduce_sum(double* x, int64_t n) = 0;
-  virtual void allreduce_sum(float* x, int64_t n) = 0;
+  virtual void allreduce_sum(float* x, int64_t n) = 0;  // backend tensor
   virtual void allreduce_sum(int64_t* x, int64_t n) = 0;
   virtual void allreduce_max(double* x, int64_t n) = 0;
   // x[i] = sum of x[i] over the ranks before this one (0 on rank 0).
   virtual void exscan_sum(int64_t* x, int64_t n) = 0;
   // Every rank sends `n` values to every rank: send [size * n] -> recv [size * n].
   virtual void alltoall(const int64_t* send, int64_t* recv, int64_t n) = 0;
-  // Rows of `row_bytes` bytes: send_rows[r] rows starting at row send_offsets[r] of `send` go to
-  // rank r; recv_rows[r] rows from rank r land at row recv_offsets[r] of `recv`.
+  // Rows of `row_bytes` bytes of backend tensors: send_rows[r] rows starting at row
+  // send_offsets[r] of `send` go to rank r; recv_rows[r] rows from rank r land at row
+  // recv_offsets[r] of `recv`.
   virtual void alltoallv(const void* send, const std::vector<int64_t>& send_rows,
                          const std::vector<int64_t>& send_offsets, void* recv, const std::vector<int64_t>& recv_rows,
                          const std::vector<int64_t>& recv_offsets, int64_t row_bytes) = 0;
@@ -30,9 +35,13 @@ class Comm {
                  const std::vector<int64_t>& recv_rows, int64_t row_bytes);
   // Rank `root` receives every rank's `bytes` bytes, in rank order.
   virtual void gather(const void* send, int64_t bytes, void* recv, int root) = 0;
+  // Every rank gets rank `root`'s `bytes` bytes.
+  virtual void broadcast(void* data, int64_t bytes, int root) = 0;
   virtual void barrier() = 0;
   // A communicator of the ranks with the same color, ordered by key.
   virtual std::unique_ptr<Comm> split(int color, int key) = 0;
+  // The same ranks for host buffers (itself unless tensors live on a device).
+  virtual Comm& host() { return *this; }
 };
 
 // Row offsets of blocks of `rows[r]` rows packed in rank order, starting at row `first`.

@@ -75,6 +75,9 @@ class MpiComm final : public Comm {
   void gather(const void* send, int64_t bytes, void* recv, int root) override {
     MPI_CHECK(MPI_Gather(send, to_int(bytes, "gather"), MPI_BYTE, recv, to_int(bytes, "gather"), MPI_BYTE, root, comm_));
   }
+  void broadcast(void* data, int64_t bytes, int root) override {
+    MPI_CHECK(MPI_Bcast(data, to_int(bytes, "broadcast"), MPI_BYTE, root, comm_));
+  }
   void barrier() override { MPI_CHECK(MPI_Barrier(comm_)); }
   std::unique_ptr<Comm> split(int color, int key) override {
     MPI_Comm sub;

@@ -91,8 +91,9 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   // Counts per (source rank, local expert), and units per source rank.
   std::vector<int64_t> recv(N);
   unit_recv_count_.assign(E, 0);
-  ep_.alltoall(count.data(), recv.data(), per);
-  ep_.alltoall(unit_send_count_.data(), unit_recv_count_.data(), 1);
+  Comm& host = ep_.host();
+  host.alltoall(count.data(), recv.data(), per);
+  host.alltoall(unit_send_count_.data(), unit_recv_count_.data(), 1);
   recv_units_ = static_cast<int>(sum(unit_recv_count_));
   blocks_.clear();
   pair_send_count_.assign(E, 0);
@@ -136,7 +137,7 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   std::vector<int32_t> meta, expand(rows_ - self_rows_);
   for (int64_t r = 0; r < expert_off[N]; ++r)
     if (r < self_begin || r >= self_begin + self_rows_) meta.push_back(unit_index[send_pair[r]]);
-  ep_.alltoallv(meta.data(), pair_send_count_, expand.data(), pair_recv_count_, sizeof(int32_t));
+  host.alltoallv(meta.data(), pair_send_count_, expand.data(), pair_recv_count_, sizeof(int32_t));
   int64_t i = 0, unit_base = 0;
   for (int r = 0; r < E; ++r) {
     for (int64_t n = 0; n < pair_recv_count_[r]; ++n, ++i) expand[i] += static_cast<int32_t>(unit_base);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "backend/cuda_loader.h"
 #include "backend/select.h"
 #include "model/layout.h"
 #include "util/check.h"
@@ -31,8 +32,11 @@ Engine::Engine(Config cfg, Comm& comm)
   order_ = std::make_unique<TrainOrder>(split_.n_train, cfg_.model.seq_len, cfg_.train.batch_size,
                                         cfg_.data.shuffle, cfg_.seed);
   be_ = make_backend(cfg_.backend, ranks_on_this_node(), cfg_.precision);
-  DSMOE_CHECK(be_->name() == "cpu" || comm_.size() == 1, cfg_.source,
-              ": backend cuda runs on one rank for now (the NCCL dispatcher is not built yet)");
+  if (be_->name() == "cuda" && comm_.size() > 1) {  // tensors move through NCCL, host values through MPI
+    nccl_world_ = make_nccl_comm(comm_);
+    groups_.ep = make_nccl_comm(std::move(groups_.ep));
+    groups_.dp = make_nccl_comm(std::move(groups_.dp));
+  }
   local_seqs_ = cfg_.train.batch_size / cfg_.train.micro_batches / comm_.size();
   model_ = std::make_unique<Model<float>>(cfg_, *be_, comm_, local_seqs_, groups_.ep.get());
   model_->init_params(cfg_.seed);
@@ -151,7 +155,7 @@ StepStats Engine::train_step() {
 void Engine::sync_gradients() {
   float* g = model_->grads();
   const int64_t experts = model_->table().sharded_begin(), end = model_->table().size();
-  comm_.allreduce_sum(g, experts);
+  (nccl_world_ ? *nccl_world_ : comm_).allreduce_sum(g, experts);
   groups_.dp->allreduce_sum(g + experts, end - experts);
 }
 

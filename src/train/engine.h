@@ -62,6 +62,7 @@ class Engine {
   Config cfg_;
   Comm& comm_;
   ProcessGroups groups_;
+  std::unique_ptr<Comm> nccl_world_;  // CUDA on several ranks: the world for tensors
   std::unique_ptr<Backend<float>> be_;
   TokenData data_;
   Split split_;

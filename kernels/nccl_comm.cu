@@ -1,0 +1,92 @@
+// The NCCL communicator: backend tensors (gradients, token rows) move between GPUs through NCCL
+// on the backend's stream; host values go through the MPI communicator of the same ranks, which
+// also bootstraps NCCL (rank 0 makes the unique id, MPI broadcasts it).
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "comm/comm.h"
+#include "kernels/cuda_check.cuh"
+
+namespace dsmoe {
+namespace {
+
+class NcclComm final : public Comm {
+ public:
+  // host: the MPI communicator of these ranks, owned when `owned` is given.
+  NcclComm(Comm& host, std::unique_ptr<Comm> owned) : host_(host), owned_(std::move(owned)) {
+    setenv("NCCL_NVLS_ENABLE", "0", 0);  // NVLink multicast stays off (shared machines)
+    ncclUniqueId id;
+    if (host_.rank() == 0) NCCL_CHECK(ncclGetUniqueId(&id));
+    host_.broadcast(&id, sizeof id, 0);
+    NCCL_CHECK(ncclCommInitRank(&comm_, host_.size(), id, host_.rank()));
+  }
+  ~NcclComm() override { ncclCommDestroy(comm_); }
+
+  int rank() const override { return host_.rank(); }
+  int size() const override { return host_.size(); }
+  void allreduce_sum(float* x, int64_t n) override {
+    if (n > 0) NCCL_CHECK(ncclAllReduce(x, x, static_cast<size_t>(n), ncclFloat, ncclSum, comm_, stream_));
+  }
+  using Comm::alltoallv;
+  // Grouped point-to-point, as nccl-tests' alltoall; the own block is a device copy.
+  void alltoallv(const void* send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_offsets,
+                 void* recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_offsets,
+                 int64_t row_bytes) override {
+    const char* s = static_cast<const char*>(send);
+    char* r = static_cast<char*>(recv);
+    const int me = rank();
+    if (send_rows[me] > 0)
+      CUDA_CHECK(cudaMemcpyAsync(r + recv_offsets[me] * row_bytes, s + send_offsets[me] * row_bytes,
+                                 send_rows[me] * row_bytes, cudaMemcpyDeviceToDevice, stream_));
+    NCCL_CHECK(ncclGroupStart());
+    for (int p = 0; p < size(); ++p) {
+      if (p == me) continue;
+      if (send_rows[p] > 0)
+        NCCL_CHECK(ncclSend(s + send_offsets[p] * row_bytes, send_rows[p] * row_bytes, ncclUint8, p, comm_, stream_));
+      if (recv_rows[p] > 0)
+        NCCL_CHECK(ncclRecv(r + recv_offsets[p] * row_bytes, recv_rows[p] * row_bytes, ncclUint8, p, comm_, stream_));
+    }
+    NCCL_CHECK(ncclGroupEnd());
+  }
+
+  // Host values.
+  void allreduce_sum(double* x, int64_t n) override { host_.allreduce_sum(x, n); }
+  void allreduce_sum(int64_t* x, int64_t n) override { host_.allreduce_sum(x, n); }
+  void allreduce_max(double* x, int64_t n) override { host_.allreduce_max(x, n); }
+  void exscan_sum(int64_t* x, int64_t n) override { host_.exscan_sum(x, n); }
+  void alltoall(const int64_t* send, int64_t* recv, int64_t n) override { host_.alltoall(send, recv, n); }
+  void gather(const void* send, int64_t bytes, void* recv, int root) override { host_.gather(send, bytes, recv, root); }
+  void broadcast(void* data, int64_t bytes, int root) override { host_.broadcast(data, bytes, root); }
+  void barrier() override { host_.barrier(); }
+  std::unique_ptr<Comm> split(int color, int key) override {
+    std::unique_ptr<Comm> sub = host_.split(color, key);
+    Comm& ref = *sub;
+    return std::make_unique<NcclComm>(ref, std::move(sub));
+  }
+  Comm& host() override { return host_; }
+
+ private:
+  Comm& host_;
+  std::unique_ptr<Comm> owned_;
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;  // the CUDA backend's (the default stream)
+};
+
+}  // namespace
+}  // namespace dsmoe
+
+// Entry point looked up by name (src/backend/cuda_loader.cpp): an NCCL communicator over the
+// ranks of `host` (collective over them), taking ownership of `owned` (null: host outlives it).
+extern "C" dsmoe::Comm* dsmoe_make_nccl_comm(dsmoe::Comm* host, dsmoe::Comm* owned, char* error, int error_len) {
+  try {
+    return new dsmoe::NcclComm(*host, std::unique_ptr<dsmoe::Comm>(owned));
+  } catch (const std::exception& e) {
+    std::strncpy(error, e.what(), error_len - 1);
+    error[error_len - 1] = '\0';
+    return nullptr;
+  }
+}
