@@ -26,10 +26,10 @@ int local_rank() {
 std::unique_ptr<Backend<float>> make_backend(const std::string& backend, int ranks_on_node,
                                              const std::string& precision) {
   const bool cuda = backend == "cuda" || (backend == "auto" && gpu_device_nodes() && cuda_available());
+  share_cpu_cores(ranks_on_node);  // host threads: the CPU backend's, or the router's beside a GPU
   if (cuda) return make_cuda_backend(local_rank(), precision == "bf16");
   DSMOE_CHECK(backend != "cuda", "backend: cuda was asked for but is not available");
   DSMOE_CHECK(precision == "fp32", "precision ", precision, " needs the CUDA backend, and this run uses the CPU");
-  share_cpu_cores(ranks_on_node);
   return make_cpu_backend<float>();
 }
 
