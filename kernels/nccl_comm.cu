@@ -23,8 +23,16 @@ class NcclComm final : public Comm {
     if (host_.rank() == 0) NCCL_CHECK(ncclGetUniqueId(&id));
     host_.broadcast(&id, sizeof id, 0);
     NCCL_CHECK(ncclCommInitRank(&comm_, host_.size(), id, host_.rank()));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&queued_, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
   }
-  ~NcclComm() override { ncclCommDestroy(comm_); }
+  ~NcclComm() override {
+    ncclCommDestroy(comm_);
+    cudaEventDestroy(done_);
+    cudaEventDestroy(queued_);
+    cudaStreamDestroy(comm_stream_);
+  }
 
   int rank() const override { return host_.rank(); }
   int size() const override { return host_.size(); }
@@ -32,26 +40,39 @@ class NcclComm final : public Comm {
     if (n > 0) NCCL_CHECK(ncclAllReduce(x, x, static_cast<size_t>(n), ncclFloat, ncclSum, comm_, stream_));
   }
   using Comm::alltoallv;
-  // Grouped point-to-point, as nccl-tests' alltoall; the own block is a device copy.
   void alltoallv(const void* send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_offsets,
                  void* recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_offsets,
                  int64_t row_bytes) override {
+    start_alltoallv(send, send_rows, send_offsets, recv, recv_rows, recv_offsets, row_bytes);
+    wait_alltoallv();
+  }
+  // Grouped point-to-point, as nccl-tests' alltoall, on the communication stream once the work
+  // queued so far on the backend's stream is done; the own block is a device copy.
+  void start_alltoallv(const void* send, const std::vector<int64_t>& send_rows,
+                       const std::vector<int64_t>& send_offsets, void* recv, const std::vector<int64_t>& recv_rows,
+                       const std::vector<int64_t>& recv_offsets, int64_t row_bytes) override {
     const char* s = static_cast<const char*>(send);
     char* r = static_cast<char*>(recv);
     const int me = rank();
+    CUDA_CHECK(cudaEventRecord(queued_, stream_));
+    CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, queued_));
     if (send_rows[me] > 0)
       CUDA_CHECK(cudaMemcpyAsync(r + recv_offsets[me] * row_bytes, s + send_offsets[me] * row_bytes,
-                                 send_rows[me] * row_bytes, cudaMemcpyDeviceToDevice, stream_));
+                                 send_rows[me] * row_bytes, cudaMemcpyDeviceToDevice, comm_stream_));
     NCCL_CHECK(ncclGroupStart());
     for (int p = 0; p < size(); ++p) {
       if (p == me) continue;
       if (send_rows[p] > 0)
-        NCCL_CHECK(ncclSend(s + send_offsets[p] * row_bytes, send_rows[p] * row_bytes, ncclUint8, p, comm_, stream_));
+        NCCL_CHECK(
+            ncclSend(s + send_offsets[p] * row_bytes, send_rows[p] * row_bytes, ncclUint8, p, comm_, comm_stream_));
       if (recv_rows[p] > 0)
-        NCCL_CHECK(ncclRecv(r + recv_offsets[p] * row_bytes, recv_rows[p] * row_bytes, ncclUint8, p, comm_, stream_));
+        NCCL_CHECK(
+            ncclRecv(r + recv_offsets[p] * row_bytes, recv_rows[p] * row_bytes, ncclUint8, p, comm_, comm_stream_));
     }
     NCCL_CHECK(ncclGroupEnd());
+    CUDA_CHECK(cudaEventRecord(done_, comm_stream_));
   }
+  void wait_alltoallv() override { CUDA_CHECK(cudaStreamWaitEvent(stream_, done_)); }
 
   // Host values.
   void allreduce_sum(double* x, int64_t n) override { host_.allreduce_sum(x, n); }
@@ -74,6 +95,8 @@ class NcclComm final : public Comm {
   std::unique_ptr<Comm> owned_;
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;  // the CUDA backend's (the default stream)
+  cudaStream_t comm_stream_ = nullptr;
+  cudaEvent_t queued_ = nullptr, done_ = nullptr;  // backend work before the exchange; the exchange
 };
 
 }  // namespace

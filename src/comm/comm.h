@@ -33,6 +33,16 @@ class Comm {
   // The same with each side packed in rank order.
   void alltoallv(const void* send, const std::vector<int64_t>& send_rows, void* recv,
                  const std::vector<int64_t>& recv_rows, int64_t row_bytes);
+  // alltoallv that may still be in flight when it returns (NCCL: on a stream of its own), so
+  // that backend work queued before wait_alltoallv() overlaps it; buffers stay untouched until
+  // then. Elsewhere it completes at once.
+  virtual void start_alltoallv(const void* send, const std::vector<int64_t>& send_rows,
+                               const std::vector<int64_t>& send_offsets, void* recv,
+                               const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_offsets,
+                               int64_t row_bytes) {
+    alltoallv(send, send_rows, send_offsets, recv, recv_rows, recv_offsets, row_bytes);
+  }
+  virtual void wait_alltoallv() {}
   // Rank `root` receives every rank's `bytes` bytes, in rank order.
   virtual void gather(const void* send, int64_t bytes, void* recv, int root) = 0;
   // Every rank gets rank `root`'s `bytes` bytes.

@@ -96,14 +96,25 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   host.alltoall(unit_send_count_.data(), unit_recv_count_.data(), 1);
   recv_units_ = static_cast<int>(sum(unit_recv_count_));
   blocks_.clear();
+  own_span_ = RowSpan{};
+  received_spans_.assign(2, RowSpan{});
   pair_send_count_.assign(E, 0);
   pair_recv_count_.assign(E, 0);
-  for (int r = 0; r < E; ++r)
+  int row = 0;
+  for (int r = 0; r < E; ++r) {
+    RowSpan& span = r == me ? own_span_ : received_spans_[r < me ? 0 : 1];
+    if (span.blocks.empty()) span.first_row = row;
     for (int j = 0; j < per; ++j) {
       pair_send_count_[r] += count[r * per + j];
       pair_recv_count_[r] += recv[r * per + j];
-      if (recv[r * per + j] > 0 || E == 1) blocks_.push_back({j, static_cast<int>(recv[r * per + j])});
+      if (recv[r * per + j] > 0 || E == 1) {
+        const RowBlock block{j, static_cast<int>(recv[r * per + j])};
+        blocks_.push_back(block);
+        span.blocks.push_back(block);
+        row += block.rows;
+      }
     }
+  }
   rows_ = static_cast<int>(sum(pair_recv_count_));
   pair_recv_off_ = packed_offsets(pair_recv_count_);
   self_off_ = static_cast<int>(pair_recv_off_[me]);
@@ -160,11 +171,24 @@ void Dispatcher<T>::exchange(const T* send, const std::vector<int64_t>& send_row
 
 template <typename T>
 void Dispatcher<T>::dispatch(T* xe, const T* x) {
+  dispatch_start(xe, x);
+  dispatch_finish(xe);
+}
+
+template <typename T>
+void Dispatcher<T>::dispatch_start(T* xe, const T* x) {
   be_.gather_rows(xe + (int64_t)self_off_ * d_, x, self_token_, self_rows_, d_);
   if (ep_.size() == 1) return;
   be_.gather_rows(send_buf_, x, unit_token_, units_, d_);
-  exchange(send_buf_, unit_send_count_, packed_offsets(unit_send_count_), units_buf_, unit_recv_count_,
-           packed_offsets(unit_recv_count_));
+  ep_.start_alltoallv(send_buf_, unit_send_count_, packed_offsets(unit_send_count_), units_buf_, unit_recv_count_,
+                      packed_offsets(unit_recv_count_), (int64_t)d_ * sizeof(T));
+  stats_.bytes_sent += sum(unit_send_count_) * d_ * (int64_t)sizeof(T);
+}
+
+template <typename T>
+void Dispatcher<T>::dispatch_finish(T* xe) {
+  if (ep_.size() == 1) return;
+  ep_.wait_alltoallv();
   const int after = self_off_ + self_rows_;
   be_.gather_rows(xe, units_buf_, expand_, self_off_, d_);
   be_.gather_rows(xe + (int64_t)after * d_, units_buf_, expand_.data() + self_off_, rows_ - after, d_);

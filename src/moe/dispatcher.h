@@ -25,6 +25,12 @@ struct DispatchStats {
   int64_t rows_received = 0;  // rows this rank's experts computed
 };
 
+// Consecutive rows of xe and the expert blocks they form.
+struct RowSpan {
+  int first_row = 0;
+  std::vector<RowBlock> blocks;
+};
+
 template <typename T>
 class Dispatcher {
  public:
@@ -37,6 +43,10 @@ class Dispatcher {
   // each local expert (so an expert's rows are in global token order across its blocks).
   const std::vector<RowBlock>& blocks() const { return blocks_; }
   int rows() const { return rows_; }
+  // The same rows split by origin: this rank's own (ready after dispatch_start) and the received
+  // ones before and after them (ready after dispatch_finish).
+  const RowSpan& own_span() const { return own_span_; }
+  const std::vector<RowSpan>& received_spans() const { return received_spans_; }
   // The combine buffer: this rank's expert rows [0, rows()), then the results of this rank's
   // pairs that other ranks computed, as they come back.
   int combine_rows() const { return rows_ + back_rows_; }
@@ -44,6 +54,10 @@ class Dispatcher {
   const int32_t* pair_row() const { return pair_row_.data(); }
 
   void dispatch(T* xe, const T* x);      // x [tokens, d] -> xe [rows, d]
+  // dispatch in two halves, so that the own rows can be computed while the others travel: start
+  // gathers the own rows and sends the rest; finish places what arrived. x must stay unchanged.
+  void dispatch_start(T* xe, const T* x);
+  void dispatch_finish(T* xe);
   void combine(T* yc);                   // yc [combine_rows, d]: [0, rows) written by the experts; fills the rest
   void combine_backward(T* dyc);         // dyc [combine_rows, d]: the gradients of the pairs' rows -> dye = [0, rows)
   void dispatch_backward(T* dx, const T* dxe);  // dx [tokens, d] += sum of its rows of dxe [rows, d]
@@ -68,6 +82,8 @@ class Dispatcher {
   // This rank's own pairs: rows [self_off_, self_off_ + self_rows_) of xe, row i from token self_token[i].
   int self_off_ = 0, self_rows_ = 0;
   std::vector<RowBlock> blocks_;
+  RowSpan own_span_;
+  std::vector<RowSpan> received_spans_;
   Buf<int32_t> self_token_, pair_row_;
   // Pair rows per rank: sent (this rank's pairs, computed there) and received (computed here);
   // where they lie in xe (recv) and in the combine buffer's tail (send).

@@ -66,19 +66,29 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   gu_.ensure(be_, rows * 2 * n_);
   act_.ensure(be_, rows * n_);
   yc_.ensure(be_, (int64_t)dispatcher_.combine_rows() * d_);
-  dispatcher_.dispatch(xe_, u);
-  times_.dispatch += now_seconds() - t0;
   MoeParams<T> none;
-  swiglu_experts_forward(be_, expert_weights(p, none), dispatcher_.blocks(), xe_.data(), gu_.data(),
-                         act_.data(), yc_.data());
-  t0 = now_seconds();
-  dispatcher_.combine(yc_);
-  times_.combine += now_seconds() - t0;
-
+  auto experts_on = [&](const RowSpan& span) {
+    const int64_t r = span.first_row;
+    swiglu_experts_forward(be_, expert_weights(p, none), span.blocks, xe_.data() + r * d_, gu_.data() + r * 2 * n_,
+                           act_.data() + r * n_, yc_.data() + r * d_);
+  };
+  // While the other ranks' tokens travel, the shared experts and the own tokens' experts run
+  // (as DeepSeek overlaps them); without overlap, everything waits for the exchange.
+  dispatcher_.dispatch_start(xe_, u);
+  if (!overlap_) dispatcher_.dispatch_finish(xe_);
+  times_.dispatch += now_seconds() - t0;
   if (shared_hidden_ > 0)
     swiglu_experts_forward(be_, shared_weights(p, none), {{0, tokens}}, u, shared_gu_.data(), shared_act_.data(), out);
   else
     be_.fill(out, T(0), (int64_t)tokens * d_);
+  experts_on(dispatcher_.own_span());
+  t0 = now_seconds();
+  if (overlap_) dispatcher_.dispatch_finish(xe_);
+  times_.dispatch += now_seconds() - t0;
+  for (const RowSpan& span : dispatcher_.received_spans()) experts_on(span);
+  t0 = now_seconds();
+  dispatcher_.combine(yc_);
+  times_.combine += now_seconds() - t0;
   be_.weighted_sum_rows(out, yc_, dispatcher_.pair_row(), gate_, tokens, K, d_);
 }
 

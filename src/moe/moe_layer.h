@@ -49,6 +49,8 @@ class MoeLayer {
   void backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale);
   const Routing<T>& routing() const { return routing_; }
   MoeTimes& times() { return times_; }
+  // Whether forward computes while tokens travel (on by default; off for measurements).
+  void set_overlap(bool on) { overlap_ = on; }
   DispatchStats& dispatch_stats() { return dispatcher_.stats(); }
 
  private:
@@ -59,6 +61,7 @@ class MoeLayer {
   Comm& world_;
   RouterSpec spec_;
   int d_, n_, shared_hidden_, tokens_ = 0;
+  bool overlap_ = true;
   const T* u_ = nullptr;
   Routing<T> routing_;
   Dispatcher<T> dispatcher_;

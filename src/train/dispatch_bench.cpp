@@ -33,6 +33,7 @@ AllToAllFigures bench_all_to_all(Engine& engine, int iters) {
     disp.combine(yc);
   });
   double bytes = static_cast<double>(disp.stats().bytes_sent) / iters;
+  f.dispatch_s = timed([&] { disp.dispatch(xe, x); });
   ep.allreduce_sum(&bytes, 1);
   f.bytes_per_rank = bytes / ep.size();
 
@@ -45,6 +46,15 @@ AllToAllFigures bench_all_to_all(Engine& engine, int iters) {
     ep.alltoallv(remote, disp.pair_recv_rows(), local, disp.pair_send_rows(), row_bytes);
   });
   return f;
+}
+
+double mean_step_seconds(Engine& engine, int64_t steps, bool overlap) {
+  Model<float>& model = engine.model();
+  for (size_t i = 0; i < model.moe_layers().size(); ++i) model.moe_layer(static_cast<int>(i)).set_overlap(overlap);
+  double total = 0;
+  for (int64_t s = 0; s < steps; ++s) total += engine.train_step().t_step;
+  for (size_t i = 0; i < model.moe_layers().size(); ++i) model.moe_layer(static_cast<int>(i)).set_overlap(true);
+  return total / steps;
 }
 
 }  // namespace dsmoe

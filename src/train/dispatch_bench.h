@@ -9,6 +9,7 @@ struct AllToAllFigures {
   int ranks = 1;               // expert-parallel group size
   double bytes_per_rank = 0;   // sent by one rank per dispatch + combine (mean over ranks)
   double dispatcher_s = 0;     // dispatch + combine through the dispatcher (max over ranks)
+  double dispatch_s = 0;       // dispatch alone (the exchange the MoE layer overlaps)
   double bare_s = 0;           // the same two exchanges as bare alltoallv calls
   // algBw = bytes / time; busBw = algBw * (n - 1) / n for all-to-all.
   double alg_bw(double s) const { return s > 0 ? bytes_per_rank / s : 0; }
@@ -17,5 +18,8 @@ struct AllToAllFigures {
 
 // Replays the last routing of the first MoE layer `iters` times (after a trained step).
 AllToAllFigures bench_all_to_all(Engine& engine, int iters);
+
+// Mean step time of `steps` training steps with the MoE layers' compute/exchange overlap on or off.
+double mean_step_seconds(Engine& engine, int64_t steps, bool overlap);
 
 }  // namespace dsmoe
