@@ -48,13 +48,19 @@ AllToAllFigures bench_all_to_all(Engine& engine, int iters) {
   return f;
 }
 
-double mean_step_seconds(Engine& engine, int64_t steps, bool overlap) {
+OverlapFigures bench_overlap(Engine& engine, int64_t steps) {
   Model<float>& model = engine.model();
-  for (size_t i = 0; i < model.moe_layers().size(); ++i) model.moe_layer(static_cast<int>(i)).set_overlap(overlap);
-  double total = 0;
-  for (int64_t s = 0; s < steps; ++s) total += engine.train_step().t_step;
-  for (size_t i = 0; i < model.moe_layers().size(); ++i) model.moe_layer(static_cast<int>(i)).set_overlap(true);
-  return total / steps;
+  auto set = [&](bool on) {
+    for (size_t i = 0; i < model.moe_layers().size(); ++i) model.moe_layer(static_cast<int>(i)).set_overlap(on);
+  };
+  OverlapFigures f;
+  for (int64_t s = 0; s < steps; ++s) {
+    set(false);
+    f.without_s += engine.train_step().t_step / steps;
+    set(true);
+    f.with_s += engine.train_step().t_step / steps;
+  }
+  return f;
 }
 
 }  // namespace dsmoe

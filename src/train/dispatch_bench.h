@@ -19,7 +19,10 @@ struct AllToAllFigures {
 // Replays the last routing of the first MoE layer `iters` times (after a trained step).
 AllToAllFigures bench_all_to_all(Engine& engine, int iters);
 
-// Mean step time of `steps` training steps with the MoE layers' compute/exchange overlap on or off.
-double mean_step_seconds(Engine& engine, int64_t steps, bool overlap);
+struct OverlapFigures {
+  double with_s = 0, without_s = 0;  // mean step time with the MoE layers' overlap on and off
+};
+// `steps` steps of each, alternating, so that drift over the run falls on both alike.
+OverlapFigures bench_overlap(Engine& engine, int64_t steps);
 
 }  // namespace dsmoe
