@@ -53,8 +53,8 @@ int cmd_bench(int argc, char** argv) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   if (comm->rank() != 0) return 0;
-  // MFU as llm.c reports it: against the GPU's dense bf16 peak (H100 and H200: 989 TFLOP/s).
-  const double mfu = engine.backend().name() == "cuda" ? flops / 989e12 : 0.0;
+  // MFU as llm.c reports it: against the GPUs' dense bf16 peak (H100 and H200: 989 TFLOP/s each).
+  const double mfu = engine.backend().name() == "cuda" ? flops / (989e12 * comm->size()) : 0.0;
   std::printf("%s: %.0f tokens/s, %.1f ms/step, %.1f GFLOP/s achieved", cfg.name.c_str(), tok_s, ms, flops / 1e9);
   if (mfu > 0) std::printf(", MFU %.1f%%", 100 * mfu);
   std::printf("\n");
