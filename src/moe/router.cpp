@@ -40,23 +40,26 @@ int argmax(int n, const K* key, Allowed&& allowed) {
 }
 
 // Scores over N for one token. softmax_topk scores with the full softmax too (used in P_i).
+// exps: scratch of n.
 template <typename T>
-void score_row(ScoreKind kind, const T* logit, T* s, int n) {
+void score_row(ScoreKind kind, const T* logit, T* s, int n, double* exps) {
   if (kind == ScoreKind::sigmoid) {
     for (int i = 0; i < n; ++i) s[i] = static_cast<T>(sigmoid(logit[i]));
     return;
   }
   T mx = *std::max_element(logit, logit + n);
   double sum = 0;
-  for (int i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logit[i] - mx));
-  for (int i = 0; i < n; ++i) s[i] = static_cast<T>(std::exp(static_cast<double>(logit[i] - mx)) / sum);
+  for (int i = 0; i < n; ++i) sum += exps[i] = std::exp(static_cast<double>(logit[i] - mx));
+  for (int i = 0; i < n; ++i) s[i] = static_cast<T>(exps[i] / sum);
 }
 
-// Top-K of key (= selection score + bias), optionally limited to the best route_devices groups.
+// Top-K of key (= selection score + bias), optionally limited to the best route_devices groups:
+// the order K rounds of argmax would give (key descending, ties to the lower index), in one pass
+// that keeps the K best so far sorted.
 template <typename T>
 void select_row(const RouterSpec& spec, const T* key, int32_t* sel) {
-  const int n = spec.n_experts, per_group = n / spec.device_groups;
-  std::vector<uint8_t> allowed(n, 1), taken(n, 0);
+  const int n = spec.n_experts, per_group = n / spec.device_groups, K = spec.top_k;
+  std::vector<uint8_t> allowed(spec.route_devices > 0 ? n : 0, 1);
   if (spec.route_devices > 0) {
     std::vector<T> group_best(spec.device_groups);
     for (int d = 0; d < spec.device_groups; ++d)
@@ -68,12 +71,15 @@ void select_row(const RouterSpec& spec, const T* key, int32_t* sel) {
     }
     for (int i = 0; i < n; ++i) allowed[i] = group_on[i / per_group];
   }
-  for (int k = 0; k < spec.top_k; ++k) {
-    int i = argmax(n, key, [&](int e) { return allowed[e] && !taken[e]; });
-    DSMOE_ASSERT(i >= 0);
-    taken[i] = 1;
-    sel[k] = i;
+  int kept = 0;
+  for (int i = 0; i < n; ++i) {
+    if (!allowed.empty() && !allowed[i]) continue;
+    if (kept == K && !(key[i] > key[sel[K - 1]])) continue;
+    int at = kept < K ? kept++ : K - 1;
+    for (; at > 0 && key[i] > key[sel[at - 1]]; --at) sel[at] = sel[at - 1];
+    sel[at] = i;
   }
+  DSMOE_ASSERT(kept == K);
 }
 
 template <typename T>
@@ -122,23 +128,28 @@ Routing<T> route(const RouterSpec& spec, const RouteContext& ctx, std::vector<T>
   r.sel.resize((size_t)tokens * K);
   r.gate.resize((size_t)tokens * K);
   r.kept.assign((size_t)tokens * K, 1);
-#pragma omp parallel for schedule(static)
-  for (int t = 0; t < tokens; ++t) {  // tokens are independent; the statistics below keep token order
+#pragma omp parallel
+  {  // tokens are independent; the statistics below keep token order
     std::vector<T> key(N);
-    const T* lg = &r.logits[(size_t)t * N];
-    T* s = &r.scores[(size_t)t * N];
-    score_row(spec.score, lg, s, N);
-    const T* base = spec.score == ScoreKind::softmax_topk ? lg : s;
-    for (int i = 0; i < N; ++i) key[i] = base[i] + static_cast<T>(bias[i]);
-    select_row(spec, key.data(), &r.sel[(size_t)t * K]);
-    gate_row(spec, lg, s, &r.sel[(size_t)t * K], &r.gate[(size_t)t * K]);
+    std::vector<double> exps(N);
+#pragma omp for schedule(static)
+    for (int t = 0; t < tokens; ++t) {
+      const T* lg = &r.logits[(size_t)t * N];
+      T* s = &r.scores[(size_t)t * N];
+      score_row(spec.score, lg, s, N, exps.data());
+      const T* base = spec.score == ScoreKind::softmax_topk ? lg : s;
+      for (int i = 0; i < N; ++i) key[i] = base[i] + static_cast<T>(bias[i]);
+      select_row(spec, key.data(), &r.sel[(size_t)t * K]);
+      gate_row(spec, lg, s, &r.sel[(size_t)t * K], &r.gate[(size_t)t * K]);
+    }
   }
 
   // Global counts: selections per expert, tokens reaching each device group, score sums.
   std::vector<int64_t> counts(N, 0), reach(D, 0);
   std::vector<double> psum(N, 0.0);
+  std::vector<uint8_t> hit(D);
   for (int t = 0; t < tokens; ++t) {
-    std::vector<uint8_t> hit(D, 0);
+    std::fill(hit.begin(), hit.end(), 0);
     for (int k = 0; k < K; ++k) {
       int e = r.sel[(size_t)t * K + k];
       counts[e]++;
