@@ -10,5 +10,7 @@ int cmd_generate(int argc, char** argv);
 int cmd_info(int argc, char** argv);
 int cmd_data(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_sweep(int argc, char** argv);
+int cmd_analyze(int argc, char** argv);
 
 }  // namespace dsmoe

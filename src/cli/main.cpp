@@ -21,6 +21,8 @@ const char* kUsage =
     "  info CONFIG [--set ...]                parameters, FLOPs per token, memory estimate\n"
     "  data prepare [--out PATH] [--force]    prepare the default corpus (GCIDE)\n"
     "  bench CONFIG [--steps N --warmup W]    measure training throughput\n"
+    "  sweep EXPERIMENT [--dry-run]           run (or list) the runs of an experiment file\n"
+    "  analyze RUNS/EXPERIMENT                rank a sweep's variants; summary.csv, summary.h5\n"
     "\n"
     "`dsmoe <command> --help` describes each command.\n";
 
@@ -41,6 +43,8 @@ int main(int argc, char** argv) {
     else if (cmd == "info") code = dsmoe::cmd_info(argc, argv);
     else if (cmd == "data") code = dsmoe::cmd_data(argc, argv);
     else if (cmd == "bench") code = dsmoe::cmd_bench(argc, argv);
+    else if (cmd == "sweep") code = dsmoe::cmd_sweep(argc, argv);
+    else if (cmd == "analyze") code = dsmoe::cmd_analyze(argc, argv);
     else std::fprintf(stderr, "dsmoe: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   } catch (const std::exception& e) {
     dsmoe::log_error(e.what());  // names the rank when there are several

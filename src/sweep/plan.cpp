@@ -1,0 +1,119 @@
+#include "sweep/plan.h"
+
+#include <cmath>
+#include <cstdio>
+#include <map>
+
+#include "data/tokens.h"
+#include "sweep/iso_flops.h"
+#include "sweep/name_template.h"
+#include "train/engine.h"
+#include "util/check.h"
+
+namespace dsmoe {
+namespace {
+
+struct ResolvedVariant {
+  const Variant* variant;
+  Config cfg;
+};
+
+// vocab_size 0 is taken from the data, as `dsmoe train` does, so the counts are the run's.
+class VocabResolver {
+ public:
+  void resolve(Config& cfg) {
+    if (cfg.model.vocab_size != 0) return;
+    auto it = vocab_.find(cfg.data.path);
+    if (it == vocab_.end()) {
+      Config probe = cfg;
+      resolve_vocab(probe, load_tokens(cfg.data.path));
+      it = vocab_.emplace(cfg.data.path, probe.model.vocab_size).first;
+    }
+    cfg.model.vocab_size = it->second;
+  }
+
+ private:
+  std::map<std::string, int> vocab_;
+};
+
+std::string percent(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%+.2f %%", 100 * x);
+  return buf;
+}
+
+}  // namespace
+
+SweepPlan plan_sweep(const Experiment& exp, const std::string& runs_root) {
+  SweepPlan plan;
+  plan.experiment = exp.name;
+  plan.dir = runs_root + "/" + exp.name;
+  plan.ranks = exp.ranks;
+  plan.iso = exp.iso.enabled;
+  plan.tolerance = exp.iso.tolerance;
+
+  VocabResolver vocab;
+  std::vector<ResolvedVariant> variants;
+  for (const Variant& v : exp.variants) {
+    std::vector<Setting> settings = exp.base_settings;
+    settings.insert(settings.end(), v.settings.begin(), v.settings.end());
+    variants.push_back({&v, apply_settings(exp.base, settings)});
+    vocab.resolve(variants.back().cfg);
+  }
+
+  plan.target = count_model(variants.front().cfg).flops_per_token;
+  plan.target_from = "the first variant, " + variants.front().variant->name;
+  if (exp.iso.target > 0) {
+    plan.target = exp.iso.target;
+    plan.target_from = "iso_flops.target";
+  }
+  for (const ResolvedVariant& rv : variants)
+    if (rv.variant->name == exp.iso.reference) {
+      plan.target = count_model(rv.cfg).flops_per_token;
+      plan.target_from = "the reference variant, " + exp.iso.reference;
+    }
+
+  for (ResolvedVariant& rv : variants) {
+    const Variant& v = *rv.variant;
+    int64_t solved = 0;
+    if (!v.free_key.empty()) solved = solve_iso_flops(rv.cfg, v.free_key, plan.target, v.where + ": " + v.name).value;
+    const ModelCount count = count_model(rv.cfg);
+    const double deviation = count.flops_per_token / plan.target - 1;
+    if (plan.iso && std::fabs(deviation) > plan.tolerance) plan.out_of_tolerance.push_back(v.name + ": " + percent(deviation));
+
+    const std::vector<uint64_t> seeds = exp.seeds.empty() ? std::vector<uint64_t>{rv.cfg.seed} : exp.seeds;
+    for (uint64_t seed : seeds) {
+      PlannedRun run;
+      run.variant = v.name;
+      run.name = expand_template(exp.run_name, {{"variant", v.name}, {"seed", std::to_string(seed)}},
+                                 exp.run_name_where);
+      std::string problem = run_name_problem(run.name);
+      DSMOE_CHECK(problem.empty(), exp.run_name_where, ": ", problem);
+      for (const PlannedRun& prev : plan.runs)
+        DSMOE_CHECK(prev.name != run.name, exp.run_name_where, ": runs of ", prev.variant, " and ", v.name,
+                    " are both named '", run.name, "' (use {variant} and {seed})");
+      run.cfg = rv.cfg;
+      run.cfg.name = v.name;
+      run.cfg.seed = seed;
+      run.cfg.out = plan.dir + "/" + run.name;
+      run.count = count;
+      run.deviation = deviation;
+      run.tokens = run.cfg.train.steps * run.cfg.train.batch_size * run.cfg.model.seq_len;
+      run.solved_key = v.free_key;
+      run.solved_value = solved;
+      plan.runs.push_back(run);
+    }
+  }
+  return plan;
+}
+
+void check_tolerance(const SweepPlan& plan) {
+  if (plan.out_of_tolerance.empty()) return;
+  std::string list;
+  for (const auto& v : plan.out_of_tolerance) list += "\n  " + v;
+  throw Error(cat(plan.experiment, ": FLOPs per token differ from the target by more than the tolerance ",
+                  percent(plan.tolerance).substr(1), ":", list,
+                  "\n(set a free key for these variants, raise iso_flops.tolerance, or pass --ignore-tolerance)"));
+}
+
+}  // namespace dsmoe

@@ -1,0 +1,78 @@
+// The shipped experiments plan within their iso-FLOPs tolerance with every solved key at its
+// best value, each CPU experiment has a GPU twin, and the paper's models count within 3 % of
+// the published parameters.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "model/flops.h"
+#include "sweep/plan.h"
+#include "util/check.h"
+
+namespace dsmoe {
+namespace {
+
+const std::string kDir = DSMOE_SOURCE_DIR "/experiments/";
+
+double flops_at(Config cfg, const std::string& key, int64_t value) {
+  set_integer_key(cfg, key, value, "test");
+  return count_model(cfg).flops_per_token;
+}
+
+bool valid(const Config& cfg) {
+  try {
+    validate_config(cfg, 0);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+std::vector<std::string> variant_names(const SweepPlan& p) {
+  std::vector<std::string> out;
+  for (const PlannedRun& r : p.runs)
+    if (out.empty() || out.back() != r.variant) out.push_back(r.variant);
+  return out;
+}
+
+TEST(SweepShipped, ExperimentsMeetTheirIsoFlopsTolerance) {
+  for (const char* name : {"ablation_granularity", "ablation_shared_ratio", "balance_methods", "standard_vs_deepseek"}) {
+    const SweepPlan cpu = plan_sweep(load_experiment(kDir + name + ".yaml"), "runs");
+    const SweepPlan gpu = plan_sweep(load_experiment(kDir + name + "_gpu.yaml"), "runs");
+    EXPECT_EQ(variant_names(cpu), variant_names(gpu)) << name;
+    for (const SweepPlan* p : {&cpu, &gpu}) {
+      EXPECT_TRUE(p->iso) << p->experiment;
+      EXPECT_NO_THROW(check_tolerance(*p)) << p->experiment;
+      for (const PlannedRun& r : p->runs) {
+        EXPECT_LE(std::fabs(r.deviation), p->tolerance) << r.name;
+        EXPECT_EQ(r.cfg.backend, p == &cpu ? "cpu" : "cuda") << r.name;
+        if (r.solved_key.empty()) continue;
+        // No neighbouring valid value comes nearer the target.
+        const double gap = std::fabs(r.count.flops_per_token - p->target);
+        for (int64_t v : {r.solved_value - 1, r.solved_value + 1}) {
+          Config c = r.cfg;
+          set_integer_key(c, r.solved_key, v, "test");
+          if (valid(c)) {
+            EXPECT_GE(std::fabs(flops_at(r.cfg, r.solved_key, v) - p->target), gap) << r.name << " " << v;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(SweepShipped, PaperModelsMatchThePublishedSizes) {
+  struct Published {
+    const char* file;
+    double total, active;
+  };
+  for (const Published& p : {Published{"deepseekmoe_2b", 2.0e9, 0.3e9}, Published{"deepseekmoe_16b", 16.4e9, 2.8e9},
+                             Published{"deepseekmoe_145b", 144.6e9, 22.2e9}}) {
+    const ModelCount c = count_model(load_config(kDir + "configs/" + p.file + ".yaml"));
+    EXPECT_NEAR(c.params_total / p.total, 1.0, 0.03) << p.file << " total " << c.params_total;
+    EXPECT_NEAR(c.params_active / p.active, 1.0, 0.03) << p.file << " active " << c.params_active;
+  }
+}
+
+}  // namespace
+}  // namespace dsmoe
