@@ -1,5 +1,5 @@
-// The CUDA backend against the CPU backend, op by op, on random inputs (fp32). Skipped where
-// no GPU is visible. Tolerance: both compute in fp32 with different summation orders; relative
+// The CUDA backend against the CPU backend, op by op, on random inputs (fp32, and bf16 where
+// the precision changes an op: products, attention). Skipped where no GPU is visible. Tolerance: both compute in fp32 with different summation orders; relative
 // differences of a few 1e-6 per reduction, so 2e-5 relative (plus 1e-6 absolute) is ample.
 #include <gtest/gtest.h>
 
@@ -73,6 +73,37 @@ TEST_F(CudaVsCpu, Gemm) {
       gpu->gemm(args(a.g, b.g, c.g));
       expect_same(c, "gemm");
     }
+}
+
+// Under bf16 precision the products round their inputs to bf16 (8 significant bits) and
+// accumulate in fp32: relative error of the whole result ~ 2^-8 / sqrt-ish; 1e-2 is the band.
+// Products marked fp32 (the router's) stay exact fp32.
+TEST_F(CudaVsCpu, GemmUnderBf16PrecisionAndItsFp32Products) {
+  auto bf16 = make_cuda_backend(0, /*bf16=*/true);
+  const int m = 96, n = 80, k = 256;
+  const Vec A = random(m * k, 31), B = random(k * n, 32);
+  Buf<float> ac(*cpu, m * k), bc(*cpu, k * n), cc(*cpu, m * n);
+  Buf<float> ag(*bf16, m * k), bg(*bf16, k * n), cg(*bf16, m * n);
+  to_device(*cpu, ac.data(), A);
+  to_device(*cpu, bc.data(), B);
+  to_device(*bf16, ag.data(), A);
+  to_device(*bf16, bg.data(), B);
+  cpu->gemm({false, false, m, n, k, 1.f, ac, k, bc, n, 0.f, cc, n});
+  const Vec ref = to_host(*cpu, cc.data(), m * n);
+  auto relative_error = [&](bool fp32) {
+    bf16->gemm({false, false, m, n, k, 1.f, ag, k, bg, n, 0.f, cg, n, fp32});
+    const Vec got = to_host(*bf16, cg.data(), m * n);
+    double diff = 0, norm = 0;
+    for (int i = 0; i < m * n; ++i) {
+      diff += (got[i] - ref[i]) * (got[i] - ref[i]);
+      norm += ref[i] * ref[i];
+    }
+    return std::sqrt(diff / norm);
+  };
+  const double rounded = relative_error(false), exact = relative_error(true);
+  EXPECT_LT(rounded, 1e-2);
+  EXPECT_GT(rounded, 1e-5) << "bf16 products must not be exact fp32 (is the precision ignored?)";
+  EXPECT_LT(exact, 1e-6);
 }
 
 TEST_F(CudaVsCpu, GemmBatchOfProblemsOfDifferentShapes) {

@@ -144,9 +144,19 @@ Routing<T> route(const RouterSpec& spec, const RouteContext& ctx, std::vector<T>
     }
   }
 
-  // Global counts: selections per expert, tokens reaching each device group, score sums.
+  // Global counts: selections per expert, tokens reaching each device group, score sums. Score
+  // sums go by chunks of a fixed number of tokens added in chunk order, so they do not depend on
+  // the thread count.
+  constexpr int kChunk = 256;
+  const int chunks = (tokens + kChunk - 1) / kChunk;
   std::vector<int64_t> counts(N, 0), reach(D, 0);
-  std::vector<double> psum(N, 0.0);
+  std::vector<double> psum(N, 0.0), partial((size_t)chunks * N, 0.0);
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < chunks; ++c)
+    for (int t = c * kChunk; t < std::min(tokens, (c + 1) * kChunk); ++t)
+      for (int i = 0; i < N; ++i) partial[(size_t)c * N + i] += r.scores[(size_t)t * N + i];
+  for (int c = 0; c < chunks; ++c)
+    for (int i = 0; i < N; ++i) psum[i] += partial[(size_t)c * N + i];
   std::vector<uint8_t> hit(D);
   for (int t = 0; t < tokens; ++t) {
     std::fill(hit.begin(), hit.end(), 0);
@@ -156,7 +166,6 @@ Routing<T> route(const RouterSpec& spec, const RouteContext& ctx, std::vector<T>
       hit[e / (N / D)] = 1;
     }
     for (int d = 0; d < D; ++d) reach[d] += hit[d];
-    for (int i = 0; i < N; ++i) psum[i] += r.scores[(size_t)t * N + i];
   }
 
   // Capacity: each expert keeps the first C tokens of the global micro-batch in token order.
