@@ -6,7 +6,10 @@
 #include <vector>
 
 #include "config/config.h"
+#include "io/checkpoint.h"
+#include "model/layout.h"
 #include "test_util.h"
+#include "train/engine.h"
 #include "util/rng.h"
 
 namespace dsmoe::test {
@@ -44,6 +47,16 @@ inline std::string tiny_yaml(const std::string& data, const std::string& out) {
          "eval_every: 4, eval_batches: 2}\n"
          "data: {path: '" + data + "', val_fraction: 0.1}\n"
          "out: '" + out + "'\n";
+}
+
+// Everything in OUT/checkpoint.h5 of a run of `cfg` (its vocab_size taken from the checkpoint).
+inline CheckpointState read_run_checkpoint(Config cfg) {
+  const std::string path = cfg.out + "/checkpoint.h5";
+  cfg.model.vocab_size = config_from_checkpoint(path).model.vocab_size;
+  std::vector<int> moe_layers;
+  for (int l = 0; l < cfg.model.n_layers; ++l)
+    if (cfg.is_moe_layer(l)) moe_layers.push_back(l);
+  return read_checkpoint(path, build_param_table(cfg, 0, cfg.moe.n_routed), moe_layers, cfg.moe.n_routed);
 }
 
 }  // namespace dsmoe::test

@@ -3,6 +3,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "comm/comm.h"
+#include "train/stop_signal.h"
 #include "train/trainer.h"
 #include "util/check.h"
 
@@ -15,15 +16,16 @@ int cmd_train(int argc, char** argv) {
       "Trains the model of CONFIG (YAML, see shared/spec/CONFIG.md). Writes OUT/metrics.h5,\n"
       "OUT/checkpoint.h5 and OUT/config.yaml; if OUT/checkpoint.h5 exists the run resumes\n"
       "from it and continues exactly as if it had not stopped. --stop-after N ends this\n"
-      "invocation after N steps with a checkpoint (to fit a time slot).\n";
+      "invocation after N steps with a checkpoint (to fit a time slot). SIGUSR1 or SIGTERM\n"
+      "does the same after the current step and exits with code 75 (requeue, docs/slurm.md).\n";
   int code = 0;
   if (args.show_usage(args.positional().size() == 1, kUsage, &code)) return code;
   Config cfg = load_config(args.positional()[0], args.overrides());
   auto comm = make_world_comm();
   const int64_t stop_after = args.get_int("stop-after", 0);
   DSMOE_CHECK(stop_after >= 0, "--stop-after must be >= 0");
-  run_training(cfg, *comm, stop_after);
-  return 0;
+  StopSignals signals;
+  return run_training(cfg, *comm, stop_after).stop_signal ? kRequeueExitCode : 0;
 }
 
 }  // namespace dsmoe

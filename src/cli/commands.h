@@ -12,5 +12,7 @@ int cmd_data(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_sweep(int argc, char** argv);
 int cmd_analyze(int argc, char** argv);
+int cmd_submit(int argc, char** argv);
+int cmd_status(int argc, char** argv);
 
 }  // namespace dsmoe

@@ -23,6 +23,8 @@ const char* kUsage =
     "  bench CONFIG [--steps N --warmup W]    measure training throughput\n"
     "  sweep EXPERIMENT [--dry-run]           run (or list) the runs of an experiment file\n"
     "  analyze RUNS/EXPERIMENT                rank a sweep's variants; summary.csv, summary.h5\n"
+    "  submit EXPERIMENT --partition P ...   the runs as a Slurm job array (sbatch)\n"
+    "  status RUNS/EXPERIMENT                 which runs are done, running, pending or failed\n"
     "\n"
     "`dsmoe <command> --help` describes each command.\n";
 
@@ -45,6 +47,8 @@ int main(int argc, char** argv) {
     else if (cmd == "bench") code = dsmoe::cmd_bench(argc, argv);
     else if (cmd == "sweep") code = dsmoe::cmd_sweep(argc, argv);
     else if (cmd == "analyze") code = dsmoe::cmd_analyze(argc, argv);
+    else if (cmd == "submit") code = dsmoe::cmd_submit(argc, argv);
+    else if (cmd == "status") code = dsmoe::cmd_status(argc, argv);
     else std::fprintf(stderr, "dsmoe: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   } catch (const std::exception& e) {
     dsmoe::log_error(e.what());  // names the rank when there are several

@@ -2,6 +2,7 @@
 
 #include <climits>
 #include <cstdlib>
+#include <string>
 
 #include "comm/comm.h"
 #include "util/check.h"
@@ -110,13 +111,27 @@ bool mpi_initialized() {
   return init && !fin;
 }
 
+// Under Slurm the world must hold every task of the step: a launch that starts each task as a
+// world of its own (srun without --mpi=pmix, say) would otherwise train that many separate copies.
+void check_slurm_tasks(int world_size) {
+  const char* tasks = std::getenv("SLURM_NTASKS");
+  if (!tasks) return;
+  DSMOE_CHECK(std::string(tasks) == std::to_string(world_size), "Slurm started ", tasks,
+              " tasks (SLURM_NTASKS) but this process's MPI world has ", world_size,
+              " rank(s): launch the ranks as one MPI job (`srun --mpi=pmix`, see jobs/run.sbatch)");
+}
+
 }  // namespace
 
 std::unique_ptr<Comm> make_world_comm() {
-  if (!launched_by_mpi()) return make_single_comm();
+  if (!launched_by_mpi()) {
+    check_slurm_tasks(1);
+    return make_single_comm();
+  }
   if (!mpi_initialized()) MPI_CHECK(MPI_Init(nullptr, nullptr));
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   auto world = std::make_unique<MpiComm>(MPI_COMM_WORLD, false);
+  check_slurm_tasks(world->size());
   set_log_rank(world->rank(), world->size());
   MPI_Comm node;
   MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));

@@ -44,9 +44,11 @@ bool run_finished(const Config& cfg) {
 
 void mark_finished(const Config& cfg) { write_file_atomically(marker_path(cfg), to_yaml(cfg)); }
 
-int64_t checkpoint_step(const Config& cfg) {
+int64_t checkpoint_step(const Config& cfg) { return checkpoint_step(cfg.out); }
+
+int64_t checkpoint_step(const std::string& out) {
   h5::silence_errors();
-  h5::Handle f = h5::open_file(cfg.out + "/checkpoint.h5", H5F_ACC_RDONLY);
+  h5::Handle f = h5::open_file(out + "/checkpoint.h5", H5F_ACC_RDONLY);
   if (!f.valid() || !h5::has_attr(f, "step")) return 0;
   return h5::read_attr_int64(f, "step");
 }

@@ -19,6 +19,7 @@ void mark_finished(const Config& cfg);
 
 // The step of OUT/checkpoint.h5; 0 when there is none or it cannot be read.
 int64_t checkpoint_step(const Config& cfg);
+int64_t checkpoint_step(const std::string& out);
 
 // Writes `text` to a temporary name beside `path` and renames it over `path`.
 void write_file_atomically(const std::string& path, const std::string& text);

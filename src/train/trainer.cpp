@@ -12,6 +12,7 @@
 #include "model/flops.h"
 #include "moe/router.h"
 #include "train/engine.h"
+#include "train/stop_signal.h"
 #include "util/log.h"
 #include "util/timer.h"
 
@@ -109,7 +110,9 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after) 
                 ") or gradient norm (", st.grad_norm, ") at step ", s, "; the last checkpoint is ", ckpt);
     summary.steps_run++;
     summary.final_loss = st.loss;
-    const bool stop = stop_after > 0 && summary.steps_run == stop_after;
+    double signal_seen = stop_signal();  // every rank stops at the same step, whichever got the signal
+    comm.allreduce_max(&signal_seen, 1);
+    const bool stop = (stop_after > 0 && summary.steps_run == stop_after) || signal_seen > 0;
     const bool last = s == cfg.train.steps;
     if (s % cfg.train.log_every == 0 || last) {
       const double elapsed = now_seconds() - t_start;
@@ -142,7 +145,10 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after) 
     if ((cfg.train.checkpoint_every > 0 && s % cfg.train.checkpoint_every == 0) || last || stop)
       engine.save_checkpoint(ckpt, st);
     if (stop && !last) {
-      log_info("stopping after ", stop_after, " steps (--stop-after); `dsmoe train` again resumes at step ", s);
+      summary.stop_signal = static_cast<int>(signal_seen);
+      log_info("stopping after ",
+               signal_seen > 0 ? cat("signal ", summary.stop_signal) : cat(stop_after, " steps (--stop-after)"),
+               "; `dsmoe train` again resumes at step ", s);
       break;
     }
   }

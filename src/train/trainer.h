@@ -10,10 +10,12 @@ struct TrainSummary {
   int64_t steps_run = 0;  // steps taken by this invocation
   double final_loss = 0;
   double final_eval_loss = 0;
+  int stop_signal = 0;  // the signal that stopped this invocation before train.steps, 0 if none
 };
 
 // stop_after > 0 ends this invocation after that many steps, with a checkpoint, so a later
-// `dsmoe train` of the same config continues where it stopped.
+// `dsmoe train` of the same config continues where it stopped. A stop signal (stop_signal.h)
+// does the same after the step it arrived in.
 TrainSummary run_training(const Config& cfg, Comm& comm, int64_t stop_after = 0);
 
 }  // namespace dsmoe
