@@ -55,6 +55,9 @@ TEST_F(Cli, WrongTypeAndImpossibleCombination) {
   r = run_dsmoe("train " + config() + " --set train.micro_batches=3");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("train.micro_batches"));
+  r = run_dsmoe("train " + config() + " --max-skipped-steps -1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("--max-skipped-steps must be >= 0"));
 }
 
 TEST_F(Cli, MalformedYamlAndMissingConfig) {

@@ -2,6 +2,9 @@
 // and resumed ends bit-identical to one that never stopped.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdlib>
+
 #include "comm/comm.h"
 #include "io/checkpoint.h"
 #include "io/h5.h"
@@ -97,6 +100,56 @@ TEST(TrainLoop, ResumeContinuesBitIdentically) {
   EXPECT_EQ(read_series(straight.out + "/metrics.h5", "train/loss"),
             read_series(split.out + "/metrics.h5", "train/loss"));
   EXPECT_EQ(read_series(split.out + "/metrics.h5", "eval/step"), std::vector<double>({4, 8}));
+}
+
+// DSMOE_NAN_AT (a test hook) puts a NaN into the gradients at the given steps.
+struct NanAt {
+  explicit NanAt(const char* steps) { setenv("DSMOE_NAN_AT", steps, 1); }
+  ~NanAt() { unsetenv("DSMOE_NAN_AT"); }
+};
+
+TEST(TrainLoop, NonFiniteStepIsSkippedAndTrainingGoesOn) {
+  TinyRun run;
+  auto comm = make_single_comm();
+  NanAt nan("2");
+  Engine engine(run.config({"balance.bias_rate=0.01"}), *comm);
+  engine.train_step();
+  engine.train_step();
+  const std::vector<float> before = engine.model().params_to_host();
+  const std::vector<std::vector<float>> bias_before = engine.model().bias();
+  StepStats bad = engine.train_step();
+  EXPECT_TRUE(bad.skipped);
+  EXPECT_FALSE(std::isfinite(bad.grad_norm));
+  EXPECT_EQ(engine.model().params_to_host(), before) << "a skipped step leaves the weights as they were";
+  EXPECT_EQ(engine.model().bias(), bias_before);
+  EXPECT_EQ(engine.step(), 3);
+  StepStats good = engine.train_step();
+  EXPECT_FALSE(good.skipped);
+  const std::vector<float> after = engine.model().params_to_host();
+  EXPECT_NE(after, before);
+  for (float w : after) ASSERT_TRUE(std::isfinite(w));
+}
+
+TEST(TrainLoop, SkippedStepsAreCountedAndTooManyInARowStopTheRun) {
+  TinyRun run;
+  auto comm = make_single_comm();
+  {
+    NanAt nan("1,4");
+    Config cfg = run.config({"train.log_every=2"}, "one");
+    EXPECT_EQ(run_training(cfg, *comm).skipped_steps, 2);
+    // Rows after steps 2, 4, 6, 8: step 2 holds the skip at engine step 1 (the 2nd step), step
+    // 6 the one at engine step 4 (the 5th).
+    EXPECT_EQ(read_series(cfg.out + "/metrics.h5", "train/skipped_steps"), std::vector<double>({1, 0, 1, 0}));
+  }
+  NanAt nan("1,2,3");
+  Config cfg = run.config({}, "three");
+  try {
+    run_training(cfg, *comm, 0, 2);
+    FAIL() << "three non-finite steps in a row must stop the run";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("3 steps in a row"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--max-skipped-steps 2"), std::string::npos) << e.what();
+  }
 }
 
 TEST(TrainLoop, MemoryEstimateMatchesWhatTheBackendAllocates) {

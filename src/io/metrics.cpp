@@ -27,7 +27,7 @@ struct Series {
 
 std::vector<Series> schema(const RunInfo& info) {
   std::vector<Series> s;
-  for (const char* name : {"step", "tokens"}) s.push_back({cat("train/", name), true, {}});
+  for (const char* name : {"step", "tokens", "skipped_steps"}) s.push_back({cat("train/", name), true, {}});
   for (const char* name : {"loss", "aux_loss", "lr", "grad_norm", "tokens_per_s", "step_time_s",
                            "time/compute", "time/dispatch", "time/combine", "time/allreduce",
                            "comm/bytes_sent", "comm/recv_imbalance"})
@@ -171,6 +171,7 @@ void MetricsWriter::append_train(const TrainRow& row) {
   m.append("train/time/allreduce", row.t_allreduce);
   m.append("train/comm/bytes_sent", row.bytes_sent);
   m.append("train/comm/recv_imbalance", row.recv_imbalance);
+  m.append("train/skipped_steps", row.skipped_steps);
   m.append("train/step", row.step);
 }
 

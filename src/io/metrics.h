@@ -28,6 +28,7 @@ struct TrainRow {
   double t_compute = 0, t_dispatch = 0, t_combine = 0, t_allreduce = 0;  // max over ranks
   double bytes_sent = 0;      // token activations sent to other ranks, mean per rank
   double recv_imbalance = 1;  // rows received per rank: max / mean over the expert-parallel group
+  int64_t skipped_steps = 0;  // steps since the previous row whose update was skipped (non-finite)
 };
 
 struct ExpertRow {

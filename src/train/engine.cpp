@@ -1,6 +1,7 @@
 #include "train/engine.h"
 
 #include <algorithm>
+#include <string>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -48,6 +49,18 @@ Engine::Engine(Config cfg, Comm& comm)
     DSMOE_CHECK(std::sscanf(f, "%lld:%lld", &r, &s) == 2, "DSMOE_FAIL_AT: expected RANK:STEP, got '", f, "'");
     fail_rank_ = r;
     fail_step_ = s;
+  }
+  if (const char* f = std::getenv("DSMOE_NAN_AT")) {
+    std::string list(f);
+    for (size_t at = 0; at < list.size();) {
+      size_t end = list.find(',', at);
+      if (end == std::string::npos) end = list.size();
+      char* stop = nullptr;
+      const std::string item = list.substr(at, end - at);
+      nan_steps_.push_back(std::strtoll(item.c_str(), &stop, 10));
+      DSMOE_CHECK(!item.empty() && *stop == '\0', "DSMOE_NAN_AT: expected STEP[,STEP...], got '", f, "'");
+      at = end + 1;
+    }
   }
 }
 
@@ -104,16 +117,22 @@ StepStats Engine::train_step() {
   for (int m = 0; m < cfg_.train.micro_batches; ++m) ce += micro_batch(s, m, true, &st);
   st.loss = ce / static_cast<double>(tokens_per_step());
 
+  if (std::find(nan_steps_.begin(), nan_steps_.end(), s) != nan_steps_.end())
+    be_->fill(model_->grads(), std::nanf(""), 1);  // a numerical fault, for tests
   const double t_ar = now_seconds();
   sync_gradients();
   st.grad_norm = grad_norm();
   st.t_allreduce = now_seconds() - t_ar;
   st.lr = learning_rate(cfg_.train, s);
-  opt_->update(model_->params(), model_->grads(), st.lr, clip_coefficient(st.grad_norm, cfg_.train.grad_clip),
-               s + 1);
+  // The loss and the norm are global, so every rank skips the same steps: weights, AdamW state
+  // and balance bias stay as they were; the data order moves on.
+  st.skipped = !std::isfinite(st.loss) || !std::isfinite(st.grad_norm);
+  if (!st.skipped)
+    opt_->update(model_->params(), model_->grads(), st.lr, clip_coefficient(st.grad_norm, cfg_.train.grad_clip),
+                 s + 1);
 
   // Auxiliary-loss-free balancing: move each bias toward the mean load.
-  if (cfg_.balance.bias_rate > 0) {
+  if (cfg_.balance.bias_rate > 0 && !st.skipped) {
     for (size_t li = 0; li < n_moe; ++li) {
       double mean = 0;
       for (int i = 0; i < N; ++i) mean += st.load[li * N + i] / N;

@@ -24,6 +24,7 @@ struct StepStats {
   std::vector<double> dropped;  // [moe_layers]
   double t_compute = 0, t_dispatch = 0, t_combine = 0, t_allreduce = 0, t_step = 0;  // max over ranks
   double t_route = 0;  // the routers' host work, part of t_compute (max over ranks)
+  bool skipped = false;  // non-finite loss or gradient norm: no update was made
   double bytes_sent = 0;      // token activations sent to other ranks, mean per rank
   double recv_imbalance = 1;  // rows computed per rank: max / mean over the expert-parallel group
 };
@@ -73,6 +74,7 @@ class Engine {
   int local_seqs_ = 0;  // sequences of one micro-batch on this rank
   std::vector<int32_t> inputs_, targets_;
   int64_t fail_rank_ = -1, fail_step_ = -1;  // DSMOE_FAIL_AT=RANK:STEP, for failure tests
+  std::vector<int64_t> nan_steps_;            // DSMOE_NAN_AT=STEP[,STEP...]: NaN gradients there
 };
 
 }  // namespace dsmoe

@@ -54,7 +54,7 @@ ExpertRow expert_row(const Config& cfg, int64_t step, const StepStats& st,
 
 }  // namespace
 
-TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after) {
+TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after, int64_t max_skipped_steps) {
   Engine engine(cfg_in, comm);
   const Config& cfg = engine.config();
   const std::string out = cfg.out;
@@ -103,11 +103,22 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after) 
   const double t_start = now_seconds();
   const int64_t first_step = engine.step();
   StepStats st;
+  int64_t consecutive_skips = 0, skipped_since_row = 0;
   while (engine.step() < cfg.train.steps) {
     st = engine.train_step();
     const int64_t s = engine.step();
-    DSMOE_CHECK(std::isfinite(st.loss) && std::isfinite(st.grad_norm), "non-finite loss (", st.loss,
-                ") or gradient norm (", st.grad_norm, ") at step ", s, "; the last checkpoint is ", ckpt);
+    if (st.skipped) {
+      summary.skipped_steps++;
+      skipped_since_row++;
+      consecutive_skips++;
+      log_info("step ", s, ": non-finite loss (", st.loss, ") or gradient norm (", st.grad_norm,
+               "): update skipped (", consecutive_skips, " in a row)");
+      DSMOE_CHECK(consecutive_skips <= max_skipped_steps, consecutive_skips,
+                  " steps in a row had a non-finite loss or gradient norm (--max-skipped-steps ", max_skipped_steps,
+                  "), at step ", s, "; the last checkpoint is ", ckpt);
+    } else {
+      consecutive_skips = 0;
+    }
     summary.steps_run++;
     summary.final_loss = st.loss;
     double signal_seen = stop_signal();  // every rank stops at the same step, whichever got the signal
@@ -127,8 +138,10 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after) 
       if (metrics) {
         TrainRow row{s,           st.loss,        st.aux_loss,  st.lr,         st.grad_norm,
                      s * engine.tokens_per_step(), tok_s, st.t_step,    st.t_compute,  st.t_dispatch,
-                     st.t_combine, st.t_allreduce,  st.bytes_sent, st.recv_imbalance};
+                     st.t_combine, st.t_allreduce,  st.bytes_sent, st.recv_imbalance,
+                     skipped_since_row};
         metrics->append_train(row);
+        skipped_since_row = 0;
         if (cfg.n_moe_layers() > 0) metrics->append_experts(expert_row(cfg, s, st, engine.model().bias()));
       }
     }

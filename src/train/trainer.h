@@ -11,11 +11,14 @@ struct TrainSummary {
   double final_loss = 0;
   double final_eval_loss = 0;
   int stop_signal = 0;  // the signal that stopped this invocation before train.steps, 0 if none
+  int64_t skipped_steps = 0;  // steps of this invocation whose update was skipped
 };
 
 // stop_after > 0 ends this invocation after that many steps, with a checkpoint, so a later
 // `dsmoe train` of the same config continues where it stopped. A stop signal (stop_signal.h)
 // does the same after the step it arrived in.
-TrainSummary run_training(const Config& cfg, Comm& comm, int64_t stop_after = 0);
+// More than max_skipped_steps steps in a row with a non-finite loss or gradient norm (whose
+// updates are skipped) stop the run with an error.
+TrainSummary run_training(const Config& cfg, Comm& comm, int64_t stop_after = 0, int64_t max_skipped_steps = 10);
 
 }  // namespace dsmoe
