@@ -12,6 +12,7 @@
 #include "model/flops.h"
 #include "moe/router.h"
 #include "train/engine.h"
+#include "train/loss_spikes.h"
 #include "train/stop_signal.h"
 #include "util/log.h"
 #include "util/timer.h"
@@ -104,6 +105,7 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after, 
   const int64_t first_step = engine.step();
   StepStats st;
   int64_t consecutive_skips = 0, skipped_since_row = 0;
+  LossSpikes spikes;
   while (engine.step() < cfg.train.steps) {
     st = engine.train_step();
     const int64_t s = engine.step();
@@ -118,6 +120,8 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after, 
                   "), at step ", s, "; the last checkpoint is ", ckpt);
     } else {
       consecutive_skips = 0;
+      double z = 0;
+      if (spikes.add(st.loss, &z)) log_info("step ", s, ": loss spike: ", st.loss, " (z-score ", z, ")");
     }
     summary.steps_run++;
     summary.final_loss = st.loss;
