@@ -43,6 +43,18 @@ TEST_F(RankFailure, AnErrorOnOneRankEndsTheJobNamingTheRank) {
   EXPECT_LT(secs, 60);
 }
 
+TEST_F(RankFailure, AStalledRankEndsTheJobThroughTheWatchdog) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string out = test::run_command("DSMOE_STALL_AT=1:2 timeout 120 " + mpi(2) + " train " + config +
+                                            " --set train.steps=1000 --watchdog 3 2>&1; echo exit=$?");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("exit=0")));
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("exit=124"))) << "timed out";
+  // The stalled rank names itself; the other, waiting in a collective, fires too.
+  EXPECT_THAT(out, ::testing::ContainsRegex("rank 1: no progress for [0-9]+ s \\(watchdog 3 s\\) while step 3"));
+  EXPECT_LT(secs, 60);
+}
+
 TEST_F(RankFailure, AKilledRankEndsTheJob) {
   // mpiexec in its own process group; its children are the ranks.
   pid_t launcher = fork();

@@ -82,7 +82,7 @@ TEST(TrainLoop, ResumeContinuesBitIdentically) {
                                           "balance.bias_rate=0.01", "train.micro_batches=2", "data.shuffle=true"};
   Config straight = run.config(extra, "straight"), split = run.config(extra, "split");
   run_training(straight, *comm);
-  EXPECT_EQ(run_training(split, *comm, 3).steps_run, 3);
+  EXPECT_EQ(run_training(split, *comm, {3}).steps_run, 3);
   EXPECT_EQ(read_all(split, split.out + "/checkpoint.h5").meta.step, 3);
   EXPECT_EQ(run_training(split, *comm).steps_run, 5);
 
@@ -144,7 +144,7 @@ TEST(TrainLoop, SkippedStepsAreCountedAndTooManyInARowStopTheRun) {
   NanAt nan("1,2,3");
   Config cfg = run.config({}, "three");
   try {
-    run_training(cfg, *comm, 0, 2);
+    run_training(cfg, *comm, {0, 2});
     FAIL() << "three non-finite steps in a row must stop the run";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("3 steps in a row"), std::string::npos) << e.what();

@@ -10,26 +10,31 @@
 namespace dsmoe {
 
 int cmd_train(int argc, char** argv) {
-  Args args(argc, argv, 2, {"stop-after", "max-skipped-steps"}, {});
+  Args args(argc, argv, 2, {"stop-after", "max-skipped-steps", "watchdog"}, {});
   static const char* kUsage =
       "usage: dsmoe train CONFIG [--set key=value ...] [--stop-after N] [--max-skipped-steps K]\n"
+      "                   [--watchdog SECONDS]\n"
       "Trains the model of CONFIG (YAML, see shared/spec/CONFIG.md). Writes OUT/metrics.h5,\n"
       "OUT/checkpoint.h5 and OUT/config.yaml; if OUT/checkpoint.h5 exists the run resumes\n"
       "from it and continues exactly as if it had not stopped. --stop-after N ends this\n"
       "invocation after N steps with a checkpoint (to fit a time slot). SIGUSR1 or SIGTERM\n"
       "does the same after the current step and exits with code 75 (requeue, docs/slurm.md).\n"
       "A step with a non-finite loss or gradient norm is skipped (no update); more than K\n"
-      "(default 10) in a row stop the run with an error.\n";
+      "(default 10) in a row stop the run with an error. --watchdog S ends the job when a rank\n"
+      "makes no progress for S seconds (a stalled or dead rank; default off).\n";
   int code = 0;
   if (args.show_usage(args.positional().size() == 1, kUsage, &code)) return code;
   Config cfg = load_config(args.positional()[0], args.overrides());
   auto comm = make_world_comm();
-  const int64_t stop_after = args.get_int("stop-after", 0);
-  DSMOE_CHECK(stop_after >= 0, "--stop-after must be >= 0");
-  const int64_t max_skipped = args.get_int("max-skipped-steps", 10);
-  DSMOE_CHECK(max_skipped >= 0, "--max-skipped-steps must be >= 0");
+  TrainOptions opts;
+  opts.stop_after = args.get_int("stop-after", 0);
+  DSMOE_CHECK(opts.stop_after >= 0, "--stop-after must be >= 0");
+  opts.max_skipped_steps = args.get_int("max-skipped-steps", 10);
+  DSMOE_CHECK(opts.max_skipped_steps >= 0, "--max-skipped-steps must be >= 0");
+  opts.watchdog_s = args.get_double("watchdog", 0);
+  DSMOE_CHECK(opts.watchdog_s >= 0, "--watchdog must be >= 0");
   StopSignals signals;
-  return run_training(cfg, *comm, stop_after, max_skipped).stop_signal ? kRequeueExitCode : 0;
+  return run_training(cfg, *comm, opts).stop_signal ? kRequeueExitCode : 0;
 }
 
 }  // namespace dsmoe

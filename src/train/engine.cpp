@@ -1,6 +1,8 @@
 #include "train/engine.h"
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <string>
 #include <cmath>
 #include <cstdio>
@@ -49,6 +51,12 @@ Engine::Engine(Config cfg, Comm& comm)
     DSMOE_CHECK(std::sscanf(f, "%lld:%lld", &r, &s) == 2, "DSMOE_FAIL_AT: expected RANK:STEP, got '", f, "'");
     fail_rank_ = r;
     fail_step_ = s;
+  }
+  if (const char* f = std::getenv("DSMOE_STALL_AT")) {
+    long long r = -1, s = -1;
+    DSMOE_CHECK(std::sscanf(f, "%lld:%lld", &r, &s) == 2, "DSMOE_STALL_AT: expected RANK:STEP, got '", f, "'");
+    stall_rank_ = r;
+    stall_step_ = s;
   }
   if (const char* f = std::getenv("DSMOE_NAN_AT")) {
     std::string list(f);
@@ -100,6 +108,8 @@ double Engine::micro_batch(int64_t step, int micro, bool training, StepStats* st
 StepStats Engine::train_step() {
   DSMOE_CHECK(!(comm_.rank() == fail_rank_ && step_ == fail_step_), "injected failure at step ", step_,
               " (DSMOE_FAIL_AT)");
+  if (comm_.rank() == stall_rank_ && step_ == stall_step_)
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // an injected stall (DSMOE_STALL_AT)
   const double t0 = now_seconds();
   const int64_t s = step_;
   const size_t n_moe = model_->moe_layers().size();

@@ -73,7 +73,8 @@ class Engine {
   int64_t step_ = 0;
   int local_seqs_ = 0;  // sequences of one micro-batch on this rank
   std::vector<int32_t> inputs_, targets_;
-  int64_t fail_rank_ = -1, fail_step_ = -1;  // DSMOE_FAIL_AT=RANK:STEP, for failure tests
+  int64_t fail_rank_ = -1, fail_step_ = -1;    // DSMOE_FAIL_AT=RANK:STEP, for failure tests
+  int64_t stall_rank_ = -1, stall_step_ = -1;  // DSMOE_STALL_AT=RANK:STEP: that rank hangs there
   std::vector<int64_t> nan_steps_;            // DSMOE_NAN_AT=STEP[,STEP...]: NaN gradients there
 };
 

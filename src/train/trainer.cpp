@@ -13,6 +13,7 @@
 #include "moe/router.h"
 #include "train/engine.h"
 #include "train/loss_spikes.h"
+#include "train/watchdog.h"
 #include "train/stop_signal.h"
 #include "util/log.h"
 #include "util/timer.h"
@@ -55,7 +56,7 @@ ExpertRow expert_row(const Config& cfg, int64_t step, const StepStats& st,
 
 }  // namespace
 
-TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after, int64_t max_skipped_steps) {
+TrainSummary run_training(const Config& cfg_in, Comm& comm, const TrainOptions& opts) {
   Engine engine(cfg_in, comm);
   const Config& cfg = engine.config();
   const std::string out = cfg.out;
@@ -106,7 +107,9 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after, 
   StepStats st;
   int64_t consecutive_skips = 0, skipped_since_row = 0;
   LossSpikes spikes;
+  Watchdog watchdog(opts.watchdog_s);
   while (engine.step() < cfg.train.steps) {
+    watchdog.beat(cat("step ", engine.step() + 1));
     st = engine.train_step();
     const int64_t s = engine.step();
     if (st.skipped) {
@@ -115,8 +118,8 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after, 
       consecutive_skips++;
       log_info("step ", s, ": non-finite loss (", st.loss, ") or gradient norm (", st.grad_norm,
                "): update skipped (", consecutive_skips, " in a row)");
-      DSMOE_CHECK(consecutive_skips <= max_skipped_steps, consecutive_skips,
-                  " steps in a row had a non-finite loss or gradient norm (--max-skipped-steps ", max_skipped_steps,
+      DSMOE_CHECK(consecutive_skips <= opts.max_skipped_steps, consecutive_skips,
+                  " steps in a row had a non-finite loss or gradient norm (--max-skipped-steps ", opts.max_skipped_steps,
                   "), at step ", s, "; the last checkpoint is ", ckpt);
     } else {
       consecutive_skips = 0;
@@ -127,7 +130,7 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after, 
     summary.final_loss = st.loss;
     double signal_seen = stop_signal();  // every rank stops at the same step, whichever got the signal
     comm.allreduce_max(&signal_seen, 1);
-    const bool stop = (stop_after > 0 && summary.steps_run == stop_after) || signal_seen > 0;
+    const bool stop = (opts.stop_after > 0 && summary.steps_run == opts.stop_after) || signal_seen > 0;
     const bool last = s == cfg.train.steps;
     if (s % cfg.train.log_every == 0 || last) {
       const double elapsed = now_seconds() - t_start;
@@ -150,6 +153,7 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after, 
       }
     }
     if ((cfg.train.eval_every > 0 && s % cfg.train.eval_every == 0) || last) {
+      watchdog.beat(cat("the evaluation after step ", s));
       const double ev = engine.evaluate();
       summary.final_eval_loss = ev;
       evaluated = true;
@@ -160,11 +164,14 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, int64_t stop_after, 
     }
     if (metrics) metrics->flush();
     if ((cfg.train.checkpoint_every > 0 && s % cfg.train.checkpoint_every == 0) || last || stop)
+    {
+      watchdog.beat(cat("the checkpoint after step ", s));
       engine.save_checkpoint(ckpt, st);
+    }
     if (stop && !last) {
       summary.stop_signal = static_cast<int>(signal_seen);
       log_info("stopping after ",
-               signal_seen > 0 ? cat("signal ", summary.stop_signal) : cat(stop_after, " steps (--stop-after)"),
+               signal_seen > 0 ? cat("signal ", summary.stop_signal) : cat(opts.stop_after, " steps (--stop-after)"),
                "; `dsmoe train` again resumes at step ", s);
       break;
     }
