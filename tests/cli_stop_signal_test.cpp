@@ -25,14 +25,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::vector<double> read_series(const std::string& file, const std::string& name) {
-  h5::Handle f = h5::open_file(file, H5F_ACC_RDONLY);
-  if (!f.valid()) throw Error("cannot open " + file);
-  h5::Handle d = h5::open_dataset(f, name);
-  std::vector<double> v(h5::shape(d)[0]);
-  if (!v.empty()) h5::read_rows(d, H5T_NATIVE_DOUBLE, 0, {static_cast<int64_t>(v.size())}, v.data());
-  return v;
-}
 
 const std::vector<std::string> kLong = {"train.steps=200", "train.eval_every=50"};
 
@@ -101,7 +93,7 @@ TEST_P(StopSignal, CheckpointsExitsToBeRequeuedAndResumesBitIdentically) {
   EXPECT_FALSE(std::filesystem::exists(stopped.out + "/checkpoint.h5.tmp"));
   std::vector<double> steps;  // the metrics hold every step up to the checkpoint's, nothing after
   for (int64_t s = 1; s <= step; ++s) steps.push_back(static_cast<double>(s));
-  EXPECT_EQ(read_series(stopped.out + "/metrics.h5", "train/step"), steps);
+  EXPECT_EQ(test::read_series(stopped.out + "/metrics.h5", "train/step"), steps);
 
   ASSERT_EQ(exit_code(start_train(config_path("stopped"), log)), 0) << test::read_file(log);
   EXPECT_THAT(test::read_file(log), HasSubstr("resuming from " + stopped.out + "/checkpoint.h5 at step " +
@@ -112,7 +104,7 @@ TEST_P(StopSignal, CheckpointsExitsToBeRequeuedAndResumesBitIdentically) {
   EXPECT_EQ(a.m, b.m);
   EXPECT_EQ(a.v, b.v);
   for (const char* series : {"train/step", "train/loss", "eval/step", "eval/loss"})
-    EXPECT_EQ(read_series(straight.out + "/metrics.h5", series), read_series(stopped.out + "/metrics.h5", series))
+    EXPECT_EQ(test::read_series(straight.out + "/metrics.h5", series), test::read_series(stopped.out + "/metrics.h5", series))
         << series;
 }
 

@@ -26,17 +26,6 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using test::run_dsmoe;
 
-std::vector<double> read_series(const std::string& path, const std::string& name) {
-  h5::Handle f = h5::open_file(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ);
-  if (!f.valid()) throw Error("cannot open " + path);
-  h5::Handle d = h5::open_dataset(f, name);
-  std::vector<int64_t> dims = h5::shape(d);
-  int64_t n = 1;
-  for (int64_t x : dims) n *= x;
-  std::vector<double> v(static_cast<size_t>(n));
-  if (n > 0) h5::read_rows(d, H5T_NATIVE_DOUBLE, 0, dims, v.data());
-  return v;
-}
 
 // CSV text -> one map of column -> field per line after the header.
 std::vector<std::map<std::string, std::string>> read_csv(const std::string& text) {
@@ -136,9 +125,9 @@ TEST_F(SweepCli, ToleranceRefusesASweepUnlessTold) {
 }
 
 void expect_same_results(const std::string& a, const std::string& b, const std::vector<double>& steps) {
-  EXPECT_EQ(read_series(b + "/metrics.h5", "train/step"), steps) << b;
+  EXPECT_EQ(test::read_series(b + "/metrics.h5", "train/step"), steps) << b;
   for (const char* series : {"train/loss", "train/aux_loss", "eval/step", "eval/loss", "experts/load", "experts/dropped"})
-    EXPECT_EQ(read_series(a + "/metrics.h5", series), read_series(b + "/metrics.h5", series)) << b << " " << series;
+    EXPECT_EQ(test::read_series(a + "/metrics.h5", series), test::read_series(b + "/metrics.h5", series)) << b << " " << series;
 }
 
 TEST_F(SweepCli, StoppedSweepResumesToTheResultsOfAnUninterruptedOne) {
@@ -255,9 +244,9 @@ Expected expected_for(const std::vector<std::string>& runs) {
   std::vector<double> finals, bests, mv_means, mv_maxes, cvs, dropped, tps;
   for (const std::string& run : runs) {
     const std::string m = run + "/metrics.h5";
-    std::vector<double> eval = read_series(m, "eval/loss"), mv = read_series(m, "experts/max_violation");
-    std::vector<double> load = read_series(m, "experts/load"), drop = read_series(m, "experts/dropped");
-    std::vector<double> speed = read_series(m, "train/tokens_per_s");
+    std::vector<double> eval = test::read_series(m, "eval/loss"), mv = test::read_series(m, "experts/max_violation");
+    std::vector<double> load = test::read_series(m, "experts/load"), drop = test::read_series(m, "experts/dropped");
+    std::vector<double> speed = test::read_series(m, "train/tokens_per_s");
     finals.push_back(eval.back());
     bests.push_back(*std::min_element(eval.begin(), eval.end()));
     double s = 0;
@@ -324,9 +313,9 @@ TEST_F(SweepCli, AnalyzeGivesTheExpectedTable) {
     ASSERT_TRUE(f.valid());
     EXPECT_EQ(h5::read_attr_string(f, "experiment"), "an");
   }
-  EXPECT_EQ(read_series(folder + "/summary.h5", "variants/final_val_loss_mean")[0], expected[first].final_mean);
-  EXPECT_EQ(read_series(folder + "/summary.h5", "runs/seed"), std::vector<double>({1, 2, 1, 2}));
-  EXPECT_EQ(read_series(folder + "/summary.h5", "runs/step"), std::vector<double>({8, 8, 8, 8}));
+  EXPECT_EQ(test::read_series(folder + "/summary.h5", "variants/final_val_loss_mean")[0], expected[first].final_mean);
+  EXPECT_EQ(test::read_series(folder + "/summary.h5", "runs/seed"), std::vector<double>({1, 2, 1, 2}));
+  EXPECT_EQ(test::read_series(folder + "/summary.h5", "runs/step"), std::vector<double>({8, 8, 8, 8}));
 }
 
 TEST_F(SweepCli, AnalyzeOfRunsWithoutEvalsAndErrors) {

@@ -32,14 +32,6 @@ bool wait_for(const std::function<bool()>& done, int seconds) {
   return done();
 }
 
-std::vector<double> read_series(const std::string& file, const std::string& name) {
-  h5::Handle f = h5::open_file(file, H5F_ACC_RDONLY);
-  if (!f.valid()) throw Error("cannot open " + file);
-  h5::Handle d = h5::open_dataset(f, name);
-  std::vector<double> v(h5::shape(d)[0]);
-  if (!v.empty()) h5::read_rows(d, H5T_NATIVE_DOUBLE, 0, {static_cast<int64_t>(v.size())}, v.data());
-  return v;
-}
 
 // The job id in "submitted job <id>: ...".
 std::string job_id(const std::string& submit_output) {
@@ -92,8 +84,8 @@ TEST_F(SlurmJobs, AThreeRunSweepRunsToTheEnd) {
       << slurm("squeue") << log(d + "/a") << log(d + "/b") << log(d + "/c");
   for (const char* run : {"a", "b", "c"}) {
     EXPECT_THAT(log(d + "/" + run), HasSubstr("on 2 rank(s)")) << run;
-    EXPECT_EQ(read_series(d + "/" + run + "/metrics.h5", "train/step"), one_to(20)) << run;
-    EXPECT_EQ(read_series(d + "/" + run + "/metrics.h5", "eval/step"), std::vector<double>({20})) << run;
+    EXPECT_EQ(test::read_series(d + "/" + run + "/metrics.h5", "train/step"), one_to(20)) << run;
+    EXPECT_EQ(test::read_series(d + "/" + run + "/metrics.h5", "eval/step"), std::vector<double>({20})) << run;
   }
   const test::RunResult s = test::run_dsmoe("status " + d);
   EXPECT_THAT(s.output, HasSubstr(": 3 runs: 3 done, 0 running, 0 pending, 0 failed, 0 stopped")) << s.output;
@@ -133,7 +125,7 @@ TEST_F(SlurmJobs, ARunSignalledAndRequeuedEndsWithTheWeightsOfAnUninterruptedOne
   EXPECT_EQ(a.m, b.m);
   EXPECT_EQ(a.v, b.v);
   for (const char* series : {"train/step", "train/loss", "eval/loss"})
-    EXPECT_EQ(read_series(straight + "/metrics.h5", series), read_series(requeued + "/metrics.h5", series)) << series;
+    EXPECT_EQ(test::read_series(straight + "/metrics.h5", series), test::read_series(requeued + "/metrics.h5", series)) << series;
 }
 
 TEST_F(SlurmJobs, AFailedRunIsReportedFailed) {

@@ -7,12 +7,26 @@
 
 #include "config/config.h"
 #include "io/checkpoint.h"
+#include "io/h5.h"
 #include "model/layout.h"
 #include "test_util.h"
 #include "train/engine.h"
 #include "util/rng.h"
 
 namespace dsmoe::test {
+
+// A metrics.h5 series, flattened (read as SWMR: also while a run writes it, or after it was killed).
+inline std::vector<double> read_series(const std::string& path, const std::string& name) {
+  h5::Handle f = h5::open_file(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ);
+  if (!f.valid()) throw Error("cannot open " + path);
+  h5::Handle d = h5::open_dataset(f, name);
+  std::vector<int64_t> dims = h5::shape(d);
+  int64_t n = 1;
+  for (int64_t x : dims) n *= x;
+  std::vector<double> v(static_cast<size_t>(n));
+  if (n > 0) h5::read_rows(d, H5T_NATIVE_DOUBLE, 0, dims, v.data());
+  return v;
+}
 
 // Sentences from a small word list with a seeded first-order structure: enough regularity
 // that context helps, so a model that learns beats the corpus's unigram entropy.

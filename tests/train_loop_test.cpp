@@ -37,15 +37,6 @@ CheckpointState read_all(const Config& cfg, const std::string& path) {
   return read_checkpoint(path, build_param_table(c, 0, c.moe.n_routed), moe_layers, c.moe.n_routed);
 }
 
-std::vector<double> read_series(const std::string& file, const std::string& name) {
-  h5::Handle f = h5::open_file(file, H5F_ACC_RDONLY);
-  EXPECT_TRUE(f.valid()) << file;
-  h5::Handle d = h5::open_dataset(f, name);
-  std::vector<int64_t> shape = h5::shape(d);
-  std::vector<double> v(shape[0]);
-  if (!v.empty()) h5::read_rows(d, H5T_NATIVE_DOUBLE, 0, {shape[0]}, v.data());
-  return v;
-}
 
 TEST(TrainLoop, TinyModelLearnsBelowUnigramEntropy) {
   TinyRun run;
@@ -70,7 +61,7 @@ TEST(TrainLoop, SameConfigGivesBitIdenticalRuns) {
   CheckpointState ca = read_all(a, a.out + "/checkpoint.h5"), cb = read_all(b, b.out + "/checkpoint.h5");
   EXPECT_EQ(ca.params, cb.params);
   EXPECT_EQ(ca.m, cb.m);
-  EXPECT_EQ(read_series(a.out + "/metrics.h5", "train/loss"), read_series(b.out + "/metrics.h5", "train/loss"));
+  EXPECT_EQ(test::read_series(a.out + "/metrics.h5", "train/loss"), test::read_series(b.out + "/metrics.h5", "train/loss"));
 }
 
 TEST(TrainLoop, ResumeContinuesBitIdentically) {
@@ -95,11 +86,11 @@ TEST(TrainLoop, ResumeContinuesBitIdentically) {
   EXPECT_EQ(a.bias, b.bias);
   EXPECT_EQ(a.meta.loss, b.meta.loss);
   // The resumed metrics hold each step once, with the same values.
-  EXPECT_EQ(read_series(split.out + "/metrics.h5", "train/step"),
+  EXPECT_EQ(test::read_series(split.out + "/metrics.h5", "train/step"),
             std::vector<double>({1, 2, 3, 4, 5, 6, 7, 8}));
-  EXPECT_EQ(read_series(straight.out + "/metrics.h5", "train/loss"),
-            read_series(split.out + "/metrics.h5", "train/loss"));
-  EXPECT_EQ(read_series(split.out + "/metrics.h5", "eval/step"), std::vector<double>({4, 8}));
+  EXPECT_EQ(test::read_series(straight.out + "/metrics.h5", "train/loss"),
+            test::read_series(split.out + "/metrics.h5", "train/loss"));
+  EXPECT_EQ(test::read_series(split.out + "/metrics.h5", "eval/step"), std::vector<double>({4, 8}));
 }
 
 // DSMOE_NAN_AT (a test hook) puts a NaN into the gradients at the given steps.
@@ -139,7 +130,7 @@ TEST(TrainLoop, SkippedStepsAreCountedAndTooManyInARowStopTheRun) {
     EXPECT_EQ(run_training(cfg, *comm).skipped_steps, 2);
     // Rows after steps 2, 4, 6, 8: step 2 holds the skip at engine step 1 (the 2nd step), step
     // 6 the one at engine step 4 (the 5th).
-    EXPECT_EQ(read_series(cfg.out + "/metrics.h5", "train/skipped_steps"), std::vector<double>({1, 0, 1, 0}));
+    EXPECT_EQ(test::read_series(cfg.out + "/metrics.h5", "train/skipped_steps"), std::vector<double>({1, 0, 1, 0}));
   }
   NanAt nan("1,2,3");
   Config cfg = run.config({}, "three");
@@ -194,7 +185,7 @@ TEST(TrainLoop, MetricsFileHasTheSpecLayout) {
   std::vector<double> load(8 * 4);
   h5::read_rows(h5::open_dataset(f, "experts/load"), H5T_NATIVE_DOUBLE, 0, {8, 1, 4}, load.data());
   for (int s = 0; s < 8; ++s) EXPECT_EQ(load[s * 4] + load[s * 4 + 1] + load[s * 4 + 2] + load[s * 4 + 3], 8 * 32 * 2);
-  EXPECT_EQ(read_series(path, "train/tokens").back(), 8 * 8 * 32);
+  EXPECT_EQ(test::read_series(path, "train/tokens").back(), 8 * 8 * 32);
 }
 
 }  // namespace
