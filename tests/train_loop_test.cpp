@@ -163,6 +163,7 @@ TEST(TrainLoop, MetricsFileHasTheSpecLayout) {
   Config cfg = run.config({"balance.bias_rate=0.01"});
   run_training(cfg, *comm);
   const std::string path = cfg.out + "/metrics.h5";
+  EXPECT_EQ(test::read_series(path, "train/tokens").back(), 8 * 8 * 32);
   h5::Handle f = h5::open_file(path, H5F_ACC_RDONLY);
   ASSERT_TRUE(f.valid());
   EXPECT_EQ(h5::read_attr_string(f, "backend"), "cpu");
@@ -185,7 +186,6 @@ TEST(TrainLoop, MetricsFileHasTheSpecLayout) {
   std::vector<double> load(8 * 4);
   h5::read_rows(h5::open_dataset(f, "experts/load"), H5T_NATIVE_DOUBLE, 0, {8, 1, 4}, load.data());
   for (int s = 0; s < 8; ++s) EXPECT_EQ(load[s * 4] + load[s * 4 + 1] + load[s * 4 + 2] + load[s * 4 + 3], 8 * 32 * 2);
-  EXPECT_EQ(test::read_series(path, "train/tokens").back(), 8 * 8 * 32);
 }
 
 }  // namespace
