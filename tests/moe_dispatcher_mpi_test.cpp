@@ -49,16 +49,15 @@ Plan random_plan(int rank, int n_experts, int k, uint64_t seed) {
 // of the group sends (each rank can rebuild every plan). On the CPU backend in double over
 // MPI, or on the CUDA backend over NCCL (stamps are exact in float).
 template <typename T>
-void check_round_trip(Backend<T>& backend, int n_experts, int expert_parallel, const PlanFn& plan_of) {
+void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const PlanFn& plan_of) {
   using Vec = std::vector<T>;
   Comm& world = test::world();
   ProcessGroups groups(world, expert_parallel);
-  if (backend.name() == "cuda") groups.ep = make_nccl_comm(std::move(groups.ep));
+  if (be.name() == "cuda") groups.ep = make_nccl_comm(std::move(groups.ep));
   Comm& ep = *groups.ep;
   const int group_first_rank = world.rank() - ep.rank();
   ExpertPlacement placement{n_experts, ep.size(), ep.rank()};
-  Backend<T>* be = &backend;
-  Dispatcher<T> disp(*be, ep, placement, kD);
+  Dispatcher<T> disp(be, ep, placement, kD);
 
   const Plan mine = plan_of(world.rank());
   const int P = mine.tokens * mine.k;
@@ -88,10 +87,10 @@ void check_round_trip(Backend<T>& backend, int n_experts, int expert_parallel, c
   Vec x((size_t)mine.tokens * kD);
   for (int t = 0; t < mine.tokens; ++t)
     for (int c = 0; c < kD; ++c) x[(size_t)t * kD + c] = stamp(world.rank(), t) + 0.25 * c;
-  Buf<T> xb(*be, std::max<int64_t>(1, x.size())), xe(*be, std::max(1, R * kD));
-  to_device(*be, xb.data(), x);
+  Buf<T> xb(be, std::max<int64_t>(1, x.size())), xe(be, std::max(1, R * kD));
+  to_device(be, xb.data(), x);
   disp.dispatch(xe, xb);
-  Vec xeh = to_host(*be, xe.data(), (int64_t)R * kD);
+  Vec xeh = to_host(be, xe.data(), (int64_t)R * kD);
   for (int r = 0; r < R && r < (int)expected.size(); ++r)
     for (int c = 0; c < kD; ++c) EXPECT_EQ(xeh[(size_t)r * kD + c], expected[r] + 0.25 * c) << "row " << r;
 
@@ -104,11 +103,11 @@ void check_round_trip(Backend<T>& backend, int n_experts, int expert_parallel, c
   for (const RowBlock& b : disp.blocks())
     for (int i = 0; i < b.rows; ++i, ++r)
       for (int c = 0; c < kD; ++c) yc[(size_t)r * kD + c] = xeh[(size_t)r * kD + c] * (placement.first() + b.expert + 2);
-  Buf<T> ycb(*be, std::max(1, C * kD));
-  to_device(*be, ycb.data(), yc);
+  Buf<T> ycb(be, std::max(1, C * kD));
+  to_device(be, ycb.data(), yc);
   disp.combine(ycb);
-  Vec ych = to_host(*be, ycb.data(), (int64_t)C * kD);
-  const std::vector<int32_t> pair_row = to_host(*be, disp.pair_row(), P);
+  Vec ych = to_host(be, ycb.data(), (int64_t)C * kD);
+  const std::vector<int32_t> pair_row = to_host(be, disp.pair_row(), P);
   std::vector<int> uses(C + 1, 0);
   for (int p = 0; p < P; ++p) {
     ASSERT_EQ(pair_row[p] >= 0, mine.kept[p] != 0) << "pair " << p;
@@ -125,15 +124,15 @@ void check_round_trip(Backend<T>& backend, int n_experts, int expert_parallel, c
   for (int p = 0; p < P; ++p)
     if (pair_row[p] >= 0)
       for (int c = 0; c < kD; ++c) dyc[(size_t)pair_row[p] * kD + c] = x[(size_t)(p / mine.k) * kD + c];
-  Buf<T> dycb(*be, std::max(1, C * kD));
-  to_device(*be, dycb.data(), dyc);
+  Buf<T> dycb(be, std::max(1, C * kD));
+  to_device(be, dycb.data(), dyc);
   disp.combine_backward(dycb);
-  EXPECT_EQ(to_host(*be, dycb.data(), (int64_t)R * kD), xeh);
+  EXPECT_EQ(to_host(be, dycb.data(), (int64_t)R * kD), xeh);
 
   // Backward of dispatch: each token gets the sum over its kept pairs.
-  Buf<T> dx(*be, std::max<int64_t>(1, x.size()));
+  Buf<T> dx(be, std::max<int64_t>(1, x.size()));
   disp.dispatch_backward(dx, xe);
-  Vec dxh = to_host(*be, dx.data(), (int64_t)x.size());
+  Vec dxh = to_host(be, dx.data(), (int64_t)x.size());
   for (int t = 0; t < mine.tokens; ++t) {
     int kept = 0;
     for (int s = 0; s < mine.k; ++s) kept += mine.kept[t * mine.k + s];

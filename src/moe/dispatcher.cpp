@@ -95,6 +95,8 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   host.alltoall(count.data(), recv.data(), per);
   host.alltoall(unit_send_count_.data(), unit_recv_count_.data(), 1);
   recv_units_ = static_cast<int>(sum(unit_recv_count_));
+  unit_send_off_ = packed_offsets(unit_send_count_);
+  unit_recv_off_ = packed_offsets(unit_recv_count_);
   blocks_.clear();
   own_span_ = RowSpan{};
   received_spans_.assign(2, RowSpan{});
@@ -163,10 +165,18 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
 }
 
 template <typename T>
+void Dispatcher<T>::start_exchange(const T* send, const std::vector<int64_t>& send_rows,
+                                   const std::vector<int64_t>& send_off, T* recv, const std::vector<int64_t>& recv_rows,
+                                   const std::vector<int64_t>& recv_off) {
+  ep_.start_alltoallv(send, send_rows, send_off, recv, recv_rows, recv_off, (int64_t)d_ * sizeof(T));
+  stats_.bytes_sent += sum(send_rows) * d_ * (int64_t)sizeof(T);
+}
+
+template <typename T>
 void Dispatcher<T>::exchange(const T* send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_off,
                              T* recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off) {
-  ep_.alltoallv(send, send_rows, send_off, recv, recv_rows, recv_off, (int64_t)d_ * sizeof(T));
-  stats_.bytes_sent += sum(send_rows) * d_ * (int64_t)sizeof(T);
+  start_exchange(send, send_rows, send_off, recv, recv_rows, recv_off);
+  ep_.wait_alltoallv();
 }
 
 template <typename T>
@@ -180,9 +190,7 @@ void Dispatcher<T>::dispatch_start(T* xe, const T* x) {
   be_.gather_rows(xe + (int64_t)self_off_ * d_, x, self_token_, self_rows_, d_);
   if (ep_.size() == 1) return;
   be_.gather_rows(send_buf_, x, unit_token_, units_, d_);
-  ep_.start_alltoallv(send_buf_, unit_send_count_, packed_offsets(unit_send_count_), units_buf_, unit_recv_count_,
-                      packed_offsets(unit_recv_count_), (int64_t)d_ * sizeof(T));
-  stats_.bytes_sent += sum(unit_send_count_) * d_ * (int64_t)sizeof(T);
+  start_exchange(send_buf_, unit_send_count_, unit_send_off_, units_buf_, unit_recv_count_, unit_recv_off_);
 }
 
 template <typename T>
@@ -212,8 +220,7 @@ void Dispatcher<T>::dispatch_backward(T* dx, const T* dxe) {
   if (ep_.size() == 1) return;
   // The adjoint of dispatch: sum each unit's rows, send the units back, add them to their tokens.
   be_.sum_rows(units_buf_, dxe, unit_off_, unit_idx_, recv_units_, d_, false);
-  exchange(units_buf_, unit_recv_count_, packed_offsets(unit_recv_count_), send_buf_, unit_send_count_,
-           packed_offsets(unit_send_count_));
+  exchange(units_buf_, unit_recv_count_, unit_recv_off_, send_buf_, unit_send_count_, unit_send_off_);
   be_.sum_rows(dx, send_buf_, unit_tok_off_, unit_tok_idx_, tokens_, d_, true);
 }
 

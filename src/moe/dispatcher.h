@@ -70,6 +70,10 @@ class Dispatcher {
   const std::vector<int64_t>& pair_recv_rows() const { return pair_recv_count_; }
 
  private:
+  // Sends rows of backend tensors and counts the bytes; start_exchange's may still be in flight
+  // (Comm::start_alltoallv).
+  void start_exchange(const T* send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_off,
+                      T* recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off);
   void exchange(const T* send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_off, T* recv,
                 const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off);
   template <typename I>
@@ -90,7 +94,7 @@ class Dispatcher {
   std::vector<int64_t> pair_send_count_, pair_recv_count_, pair_recv_off_, pair_back_off_;
   // Units (one per token and other destination rank), by destination then token: unit_token[u].
   Buf<int32_t> unit_token_;
-  std::vector<int64_t> unit_send_count_, unit_recv_count_;
+  std::vector<int64_t> unit_send_count_, unit_recv_count_, unit_send_off_, unit_recv_off_;
   // Gradients back to tokens (CSR over tokens): the returned units, and the own rows of xe.
   Buf<int32_t> unit_tok_off_, unit_tok_idx_, self_tok_off_, self_tok_idx_;
   // Receiver: the received rows of xe, in order, copy unit expand[i] (rows before the own

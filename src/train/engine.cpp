@@ -16,6 +16,20 @@
 #include "util/timer.h"
 
 namespace dsmoe {
+namespace {
+
+// A test hook's RANK:STEP from the environment (none: matches nothing).
+Engine::RankStep rank_step_from_env(const char* name) {
+  Engine::RankStep at;
+  if (const char* f = std::getenv(name)) {
+    long long r = -1, s = -1;
+    DSMOE_CHECK(std::sscanf(f, "%lld:%lld", &r, &s) == 2, name, ": expected RANK:STEP, got '", f, "'");
+    at = {r, s};
+  }
+  return at;
+}
+
+}  // namespace
 
 void resolve_vocab(Config& cfg, const TokenData& data) {
   if (cfg.model.vocab_size == 0) {
@@ -46,18 +60,8 @@ Engine::Engine(Config cfg, Comm& comm)
   opt_ = std::make_unique<AdamW<float>>(*be_, model_->table(), cfg_.train);
   inputs_.resize((size_t)local_seqs_ * cfg_.model.seq_len);
   targets_.resize(inputs_.size());
-  if (const char* f = std::getenv("DSMOE_FAIL_AT")) {
-    long long r = -1, s = -1;
-    DSMOE_CHECK(std::sscanf(f, "%lld:%lld", &r, &s) == 2, "DSMOE_FAIL_AT: expected RANK:STEP, got '", f, "'");
-    fail_rank_ = r;
-    fail_step_ = s;
-  }
-  if (const char* f = std::getenv("DSMOE_STALL_AT")) {
-    long long r = -1, s = -1;
-    DSMOE_CHECK(std::sscanf(f, "%lld:%lld", &r, &s) == 2, "DSMOE_STALL_AT: expected RANK:STEP, got '", f, "'");
-    stall_rank_ = r;
-    stall_step_ = s;
-  }
+  fail_at_ = rank_step_from_env("DSMOE_FAIL_AT");
+  stall_at_ = rank_step_from_env("DSMOE_STALL_AT");
   if (const char* f = std::getenv("DSMOE_NAN_AT")) {
     std::string list(f);
     for (size_t at = 0; at < list.size();) {
@@ -106,9 +110,8 @@ double Engine::micro_batch(int64_t step, int micro, bool training, StepStats* st
 }
 
 StepStats Engine::train_step() {
-  DSMOE_CHECK(!(comm_.rank() == fail_rank_ && step_ == fail_step_), "injected failure at step ", step_,
-              " (DSMOE_FAIL_AT)");
-  if (comm_.rank() == stall_rank_ && step_ == stall_step_)
+  DSMOE_CHECK(!fail_at_.is(comm_.rank(), step_), "injected failure at step ", step_, " (DSMOE_FAIL_AT)");
+  if (stall_at_.is(comm_.rank(), step_))
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // an injected stall (DSMOE_STALL_AT)
   const double t0 = now_seconds();
   const int64_t s = step_;

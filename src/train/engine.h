@@ -34,6 +34,11 @@ void resolve_vocab(Config& cfg, const TokenData& data);
 
 class Engine {
  public:
+  struct RankStep {  // where a test hook fires
+    int64_t rank = -1, step = -1;
+    bool is(int64_t r, int64_t s) const { return r == rank && s == step; }
+  };
+
   // Loads the data and builds the model (initialized from cfg.seed). cfg.model.vocab_size is
   // resolved from the data.
   Engine(Config cfg, Comm& comm);
@@ -73,8 +78,8 @@ class Engine {
   int64_t step_ = 0;
   int local_seqs_ = 0;  // sequences of one micro-batch on this rank
   std::vector<int32_t> inputs_, targets_;
-  int64_t fail_rank_ = -1, fail_step_ = -1;    // DSMOE_FAIL_AT=RANK:STEP, for failure tests
-  int64_t stall_rank_ = -1, stall_step_ = -1;  // DSMOE_STALL_AT=RANK:STEP: that rank hangs there
+  RankStep fail_at_;   // DSMOE_FAIL_AT=RANK:STEP: that rank throws there (failure tests)
+  RankStep stall_at_;  // DSMOE_STALL_AT=RANK:STEP: that rank hangs there
   std::vector<int64_t> nan_steps_;            // DSMOE_NAN_AT=STEP[,STEP...]: NaN gradients there
 };
 
