@@ -2,21 +2,24 @@
 // rest. Built as its own shared library, loaded only by runs that use a GPU.
 //
 // Precision: tensors are fp32 in memory. Under fp32 the products are exact fp32 (no TF32);
-// under bf16 cuBLAS rounds their inputs to bf16 and accumulates in fp32 on the tensor cores
-// (CUBLAS_COMPUTE_32F_FAST_16BF), except products marked fp32 (the router).
+// under bf16 their inputs are rounded to bf16 and they accumulate in fp32 on the bf16 tensor
+// cores (kernels/bf16_gemm.cuh), except products marked fp32 (the router).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <tuple>
 #include <vector>
 
 #include "backend/alloc_tracker.h"
 #include "backend/backend.h"
+#include "kernels/bf16_gemm.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/flash_attention.cuh"
+#include "kernels/op_profiler.cuh"
 #include "kernels/ops.cuh"
 
 namespace dsmoe {
@@ -34,8 +37,10 @@ class CudaBackend final : public Backend<float> {
     CUDA_CHECK(cudaSetDevice(device));
     CUBLAS_CHECK(cublasCreate(&blas_));
     CUDA_CHECK(cudaMalloc(&scalar_, sizeof(double)));
+    if (bf16_) bf16_gemm_ = std::make_unique<cuda::Bf16Gemm>(*this);
   }
   ~CudaBackend() override {
+    bf16_gemm_.reset();
     for (auto& e : rope_cache_) cudaFree(e.second);
     cudaFree(scalar_);
     cublasDestroy(blas_);
@@ -55,20 +60,33 @@ class CudaBackend final : public Backend<float> {
     cudaFree(p);
   }
   void copy_bytes_to_host(void* host, const void* src, size_t bytes) override {
+    cuda::OpProfiler::Scope scope(prof_, "to_host", stream_);
     if (bytes) CUDA_CHECK(cudaMemcpy(host, src, bytes, cudaMemcpyDeviceToHost));
   }
   void copy_bytes_to_device(void* dst, const void* host, size_t bytes) override {
+    written(dst, bytes);
+    cuda::OpProfiler::Scope scope(prof_, "to_device", stream_);
     if (bytes) CUDA_CHECK(cudaMemcpy(dst, host, bytes, cudaMemcpyHostToDevice));
   }
   size_t peak_bytes() const override { return allocs_.peak(); }
+  void set_weights(const float* w, int64_t n) override {
+    if (bf16_gemm_) bf16_gemm_->set_weights(w, n);
+  }
   void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
-  void fill(float* x, float value, int64_t n) override { cuda::fill(x, value, n, stream_); }
+  void fill(float* x, float value, int64_t n) override {
+    cuda::OpProfiler::Scope scope(prof_, "fill", stream_);
+    written(x, n * sizeof(float)); cuda::fill(x, value, n, stream_); }
   void copy(float* dst, const float* src, int64_t n) override {
+    cuda::OpProfiler::Scope scope(prof_, "copy", stream_);
+    written(dst, n * sizeof(float));
     if (n) CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
   }
-  void add(float* y, const float* x, int64_t n) override { cuda::add(y, x, n, stream_); }
+  void add(float* y, const float* x, int64_t n) override {
+    cuda::OpProfiler::Scope scope(prof_, "add", stream_);
+    written(y, n * sizeof(float)); cuda::add(y, x, n, stream_); }
   double sum_squares(const float* x, int64_t n) override {
+    cuda::OpProfiler::Scope scope(prof_, "sum_squares", stream_);
     cuda::sum_squares(scalar_, x, n, stream_);
     double h = 0;
     CUDA_CHECK(cudaMemcpy(&h, scalar_, sizeof h, cudaMemcpyDeviceToHost));
@@ -76,25 +94,28 @@ class CudaBackend final : public Backend<float> {
   }
 
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
-  void gemm(const GemmArgs<float>& g) override { gemm_strided(g, 0, 0, 0, 1); }
-  void gemm_batch(const std::vector<GemmArgs<float>>& gs) override {
-    for (const auto& g : gs) gemm(g);
-  }
+  void gemm(const GemmArgs<float>& g) override { gemm_batch_named({g}, g.fp32 ? "gemm.fp32" : "gemm"); }
+  void gemm_batch(const std::vector<GemmArgs<float>>& gs) override { gemm_batch_named(gs, "gemm.experts"); }
 
   void embedding_forward(float* out, const int32_t* tokens, const float* table, int rows, int d) override {
+    cuda::OpProfiler::Scope scope(prof_, "embedding_fwd", stream_);
     cuda::embedding_forward(out, tokens, table, rows, d, stream_);
   }
-  void embedding_backward(float* dtable, const int32_t* tokens, const float* dout, int rows, int d) override {
-    cuda::embedding_backward(dtable, tokens, dout, rows, d, stream_);
+  void embedding_backward(float* dtable, const int32_t* tokens, const float* dout, int rows, int d, int vocab) override {
+    cuda::OpProfiler::Scope scope(prof_, "embedding_bwd", stream_);
+    cuda::embedding_backward(dtable, tokens, dout, rows, d, vocab, stream_);
   }
   void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int rows, int d, double eps) override {
+    cuda::OpProfiler::Scope scope(prof_, "rmsnorm_fwd", stream_);
     cuda::rmsnorm_forward(out, rstd, x, w, rows, d, static_cast<float>(eps), stream_);
   }
   void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
                         int rows, int d) override {
+    cuda::OpProfiler::Scope scope(prof_, "rmsnorm_bwd", stream_);
     cuda::rmsnorm_backward(dx, dw, dout, x, w, rstd, rows, d, stream_);
   }
   void rope(float* qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) override {
+    cuda::OpProfiler::Scope scope(prof_, "rope", stream_);
     cuda::rope(qkv, rope_table(seq, head_dim, theta), batch, seq, n_heads, head_dim, inverse, stream_);
   }
 
@@ -108,21 +129,26 @@ class CudaBackend final : public Backend<float> {
   }
   void attention_forward(float* out, float* lse, const float* qkv, int batch, int seq, int n_heads,
                          int head_dim) override {
+    cuda::OpProfiler::Scope scope(prof_, "attention_fwd", stream_);
     cuda::flash_attention_forward(out, lse, qkv, batch, seq, n_heads, head_dim, bf16_, stream_);
   }
   void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* out,
                           const float* lse, int batch, int seq, int n_heads, int head_dim) override {
+    cuda::OpProfiler::Scope scope(prof_, "attention_bwd", stream_);
     cuda::flash_attention_backward(dqkv, scratch, dout, qkv, out, lse, batch, seq, n_heads, head_dim, bf16_, stream_);
   }
 
   void swiglu_forward(float* act, const float* gu, int rows, int n) override {
+    cuda::OpProfiler::Scope scope(prof_, "swiglu_fwd", stream_);
     cuda::swiglu_forward(act, gu, rows, n, stream_);
   }
   void swiglu_backward(float* dgu, const float* dact, const float* gu, int rows, int n) override {
+    cuda::OpProfiler::Scope scope(prof_, "swiglu_bwd", stream_);
     cuda::swiglu_backward(dgu, dact, gu, rows, n, stream_);
   }
   double cross_entropy(float* logits, float* losses, const int32_t* targets, int rows, int vocab,
                        float scale) override {
+    cuda::OpProfiler::Scope scope(prof_, "cross_entropy", stream_);
     cuda::cross_entropy(logits, losses, targets, rows, vocab, scale, stream_);
     std::vector<float> h(rows);
     copy_bytes_to_host(h.data(), losses, rows * sizeof(float));
@@ -131,22 +157,28 @@ class CudaBackend final : public Backend<float> {
     return total;
   }
   void gather_rows(float* out, const float* in, const int32_t* idx, int n, int d) override {
+    cuda::OpProfiler::Scope scope(prof_, "gather_rows", stream_);
     cuda::gather_rows(out, in, idx, n, d, stream_);
   }
   void sum_rows(float* out, const float* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
                 bool accumulate) override {
+    cuda::OpProfiler::Scope scope(prof_, "sum_rows", stream_);
     cuda::sum_rows(out, in, offsets, idx, n_out, d, accumulate, stream_);
   }
   void weighted_sum_rows(float* out, const float* y, const int32_t* idx, const float* w, int rows, int k,
                          int d) override {
+    cuda::OpProfiler::Scope scope(prof_, "weighted_sum_rows", stream_);
     cuda::weighted_sum_rows(out, y, idx, w, rows, k, d, stream_);
   }
   void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const int32_t* idx,
                                   const float* w, int rows, int k, int d) override {
+    cuda::OpProfiler::Scope scope(prof_, "weighted_sum_rows_bwd", stream_);
     cuda::weighted_sum_rows_backward(dy, dw, dout, y, idx, w, rows, k, d, stream_);
   }
   void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1, double beta2,
              double eps, double weight_decay, int64_t step, double grad_scale) override {
+    cuda::OpProfiler::Scope scope(prof_, "adamw", stream_);
+    written(param, n * sizeof(float));
     const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
     const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
     cuda::adamw(param, grad, m, v, n, (float)lr, (float)beta1, (float)beta2, (float)eps, (float)weight_decay,
@@ -154,16 +186,33 @@ class CudaBackend final : public Backend<float> {
   }
 
  private:
-  void gemm_strided(const GemmArgs<float>& g, int64_t stride_a, int64_t stride_b, int64_t stride_c, int batch) {
-    if (g.m == 0 || g.n == 0 || batch == 0) return;
-    if (g.k == 0) {  // C = beta * C
-      DSMOE_CHECK(g.beta == 0.f && g.ldc == g.n && batch == 1, "gemm with k = 0 needs beta = 0 on CUDA");
-      return fill(g.c, 0.f, (int64_t)g.m * g.n);
+  // Problems with k = 0 set C = beta * C; bf16 ones (precision bf16, not marked fp32) go to
+  // Bf16Gemm in one batch, the others are exact fp32 cuBLAS products.
+  void gemm_batch_named(const std::vector<GemmArgs<float>>& gs, const char* name) {
+    double flops = 0;
+    for (const auto& g : gs) flops += 2.0 * g.m * g.n * g.k;
+    cuda::OpProfiler::Scope scope(prof_, name, stream_, flops);
+    std::vector<GemmArgs<float>> low;
+    for (const auto& g : gs) {
+      if (g.m == 0 || g.n == 0) continue;
+      if (g.k == 0) {
+        if (g.beta == 1.f) continue;
+        DSMOE_CHECK(g.beta == 0.f && g.ldc == g.n, "gemm with k = 0 needs beta = 0 or 1 on CUDA");
+        CUDA_CHECK(cudaMemsetAsync(g.c, 0, (size_t)g.m * g.n * sizeof(float), stream_));
+      } else {
+        if (bf16_gemm_ && !g.fp32)
+          low.push_back(g);
+        else
+          CUBLAS_CHECK(cublasGemmEx(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &g.alpha, g.b, CUDA_R_32F,
+                                    g.ldb, g.a, CUDA_R_32F, g.lda, &g.beta, g.c, CUDA_R_32F, g.ldc,
+                                    CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
+      }
     }
-    const cublasComputeType_t compute = bf16_ && !g.fp32 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F_PEDANTIC;
-    CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &g.alpha, g.b,
-                                            CUDA_R_32F, g.ldb, stride_b, g.a, CUDA_R_32F, g.lda, stride_a, &g.beta, g.c,
-                                            CUDA_R_32F, g.ldc, stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
+    if (!low.empty()) bf16_gemm_->run(low, stream_);
+  }
+
+  void written(const void* p, size_t bytes) {
+    if (bf16_gemm_) bf16_gemm_->written(p, (int64_t)bytes);
   }
 
   // cos | sin per position, angles in double (MODEL.md), cached on the device per shape.
@@ -192,6 +241,8 @@ class CudaBackend final : public Backend<float> {
   double* scalar_ = nullptr;
   AllocTracker allocs_;
   std::map<std::tuple<int, int, double>, float*> rope_cache_;
+  cuda::OpProfiler prof_;  // DSMOE_CUDA_PROFILE=1
+  std::unique_ptr<cuda::Bf16Gemm> bf16_gemm_;  // precision: bf16
 };
 
 }  // namespace

@@ -18,6 +18,9 @@ void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float
            float eps, float weight_decay, float bias_correction1, float bias_correction2, float grad_scale,
            cudaStream_t s);
 
+// bf16.cu: out[i] = bf16(in[i]) (round to nearest even); out holds n bf16 values.
+void to_bf16(void* out, const float* in, int64_t n, cudaStream_t s);
+
 // norm.cu
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int rows, int d, float eps,
                      cudaStream_t s);
@@ -32,7 +35,8 @@ void rope(float* qkv, const float* cos_sin, int batch, int seq, int n_heads, int
 // embedding.cu
 void embedding_forward(float* out, const int32_t* tokens, const float* table, int rows, int d, cudaStream_t s);
 // dtable[tokens[r]] += dout[r], deterministic (no atomics).
-void embedding_backward(float* dtable, const int32_t* tokens, const float* dout, int rows, int d, cudaStream_t s);
+void embedding_backward(float* dtable, const int32_t* tokens, const float* dout, int rows, int d, int vocab,
+                        cudaStream_t s);
 
 // cross_entropy.cu: logits [R, V] replaced by scale * dloss/dlogits; losses [R].
 void cross_entropy(float* logits, float* losses, const int32_t* targets, int rows, int vocab, float scale,

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <string>
 
@@ -121,6 +122,73 @@ TEST_F(CudaVsCpu, GemmBatchOfProblemsOfDifferentShapes) {
   expect_same(c, "gemm_batch");
 }
 
+// bf16 rounding to nearest even, on the host: the reference inputs of a bf16 product.
+Vec rounded_to_bf16(Vec v) {
+  for (float& x : v) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    std::memcpy(&x, &u, 4);
+  }
+  return v;
+}
+
+// A batch under bf16 whose inputs overlap, interleave (the gate and up halves of one buffer),
+// sit at odd offsets and partly in the registered weights: every product equals the fp32
+// product of the bf16-rounded inputs (fp32 accumulation: only the summation order differs).
+// Writing the weights (a copy in, an optimizer step) is seen by the next product.
+TEST_F(CudaVsCpu, GemmBatchUnderBf16ReadsEachInputWhereItLies) {
+  auto bf16 = make_cuda_backend(0, /*bf16=*/true);
+  const int W = 3000, X = 4000, C = 3000;
+  Vec w = random(W, 61), x = random(X, 62), c0 = random(C, 63);
+  Buf<float> wg(*bf16, W), xg(*bf16, X), cg(*bf16, C);
+  bf16->set_weights(wg.data(), W);
+  auto problems = [](float* Wt, float* Xt, float* Ct) {
+    return std::vector<GemmArgs<float>>{
+        {false, true, 17, 9, 33, 1.f, Xt + 3, 40, Wt + 1, 33, 0.f, Ct, 9},               // x rows, weight rows
+        {false, true, 17, 9, 20, 1.f, Xt + 3, 40, Wt + 400, 20, 0.f, Ct + 200, 9},       // the same x again
+        {false, false, 17, 11, 20, 1.f, Xt + 23, 40, Xt + 1001, 11, 1.f, Ct + 400, 11},  // interleaved half
+        {true, false, 12, 7, 17, 0.5f, Xt + 2000, 12, Wt + 1500, 7, 1.f, Ct + 700, 7},
+        {false, true, 5, 6, 0, 1.f, Xt, 1, Wt, 1, 0.f, Ct + 900, 6},                      // k = 0: C = 0
+        {false, false, 30, 8, 25, 1.f, Xt + 3000, 25, Wt + 2000, 8, 0.f, Ct + 1000, 8}};
+  };
+  auto check = [&](const char* what) {
+    to_device(*bf16, cg.data(), c0);
+    bf16->gemm_batch(problems(wg, xg, cg));
+    Buf<float> wc(*cpu, W), xc(*cpu, X), cc(*cpu, C);
+    to_device(*cpu, wc.data(), rounded_to_bf16(w));
+    to_device(*cpu, xc.data(), rounded_to_bf16(x));
+    to_device(*cpu, cc.data(), c0);
+    cpu->gemm_batch(problems(wc, xc, cc));
+    const Vec want = to_host(*cpu, cc.data(), C), got = to_host(*bf16, cg.data(), C);
+    for (int i = 0; i < C; ++i) ASSERT_NEAR(got[i], want[i], 1e-5 + 1e-5 * std::fabs(want[i])) << what << " " << i;
+  };
+  to_device(*bf16, wg.data(), w);
+  to_device(*bf16, xg.data(), x);
+  check("first");
+  w = random(W, 64);  // new weights copied in
+  to_device(*bf16, wg.data(), w);
+  check("after a copy into the weights");
+  Buf<float> grad(*bf16, W), m(*bf16, W), v(*bf16, W);  // an optimizer step: w - lr * sign(g)
+  to_device(*bf16, grad.data(), random(W, 65));
+  bf16->adamw(wg, grad, m, v, W, 0.1, 0.9, 0.95, 1e-8, 0.0, 1, 1.0);
+  w = to_host(*bf16, wg.data(), W);
+  check("after an optimizer step");
+}
+
+// Many rows of one token (more than the kernel lists at once) and columns that are not a
+// multiple of its tile: the same sums, in the same order, as the CPU.
+TEST_F(CudaVsCpu, EmbeddingBackwardOfManyRepeatedTokens) {
+  const int R = 5000, d = 1030, V = 3;
+  std::vector<int32_t> tok(R);
+  for (int i = 0; i < R; ++i) tok[i] = i % 7 == 0 ? 2 : 0;  // token 1 never
+  auto tk = twin_idx(tok);
+  auto dout = twin(random((size_t)R * d, 66)), dtable = twin(random(V * d, 67));
+  cpu->embedding_backward(dtable.c, tk.c, dout.c, R, d, V);
+  gpu->embedding_backward(dtable.g, tk.g, dout.g, R, d, V);
+  expect_same(dtable, "embedding backward", 0);
+}
+
 TEST_F(CudaVsCpu, NormsEmbeddingRopeSwiglu) {
   const int R = 70, d = 48, V = 20, H = 4, hd = d / H, B = 2, T = R / B;
   auto x = twin(random(R * d, 4)), w = twin(random(d, 5)), out = twin(Vec(R * d)), rstd = twin(Vec(R));
@@ -140,8 +208,8 @@ TEST_F(CudaVsCpu, NormsEmbeddingRopeSwiglu) {
   cpu->embedding_forward(emb.c, tk.c, table.c, R, d);
   gpu->embedding_forward(emb.g, tk.g, table.g, R, d);
   expect_same(emb, "embedding");
-  cpu->embedding_backward(dtable.c, tk.c, dout.c, R, d);
-  gpu->embedding_backward(dtable.g, tk.g, dout.g, R, d);
+  cpu->embedding_backward(dtable.c, tk.c, dout.c, R, d, V);
+  gpu->embedding_backward(dtable.g, tk.g, dout.g, R, d, V);
   expect_same(dtable, "embedding backward");
 
   auto qkv = twin(random(R * 3 * d, 11));

@@ -454,7 +454,7 @@ TEST_F(BackendOps, EmbeddingForwardAndAccumulatingBackward) {
 
   auto wb = dev(w);
   auto dtab = dev(init);  // backward accumulates into what is there
-  be->embedding_backward(dtab, tk, wb, R, d);
+  be->embedding_backward(dtab, tk, wb, R, d, V);
   Vec got = host(dtab), grad(V * d);
   for (int i = 0; i < V * d; ++i) grad[i] = got[i] - init[i];
   expect_grad_near(grad, fd_grad([&](const Vec& t) { return dot(w, fwd(t)); }, table), "embedding");

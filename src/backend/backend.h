@@ -39,6 +39,9 @@ class Backend {
   virtual size_t peak_bytes() const = 0;
   // Waits until the queued work is done (a GPU runs asynchronously; the CPU is always done).
   virtual void synchronize() {}
+  // The parameter buffer, which changes only through this backend's ops: a backend may keep a
+  // low-precision copy of it for its matrix products (bf16 on CUDA).
+  virtual void set_weights(const T* /*w*/, int64_t /*n*/) {}
 
   // Elementwise.
   virtual void fill(T* x, T value, int64_t n) = 0;
@@ -52,8 +55,8 @@ class Backend {
 
   // out[r] = table[tokens[r]]                                   out [R, d], table [V, d]
   virtual void embedding_forward(T* out, const int32_t* tokens, const T* table, int rows, int d) = 0;
-  // dtable[tokens[r]] += dout[r]
-  virtual void embedding_backward(T* dtable, const int32_t* tokens, const T* dout, int rows, int d) = 0;
+  // dtable[tokens[r]] += dout[r], in row order.                   dtable [vocab, d]
+  virtual void embedding_backward(T* dtable, const int32_t* tokens, const T* dout, int rows, int d, int vocab) = 0;
 
   // out = x / sqrt(mean(x^2) + eps) * w; rstd [R] saved for backward.     x, out [R, d]
   virtual void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int rows, int d, double eps) = 0;

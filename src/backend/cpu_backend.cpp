@@ -97,7 +97,7 @@ class CpuBackend final : public Backend<T> {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r) std::memcpy(out + (int64_t)r * d, table + (int64_t)tokens[r] * d, d * sizeof(T));
   }
-  void embedding_backward(T* dtable, const int32_t* tokens, const T* dout, int rows, int d) override {
+  void embedding_backward(T* dtable, const int32_t* tokens, const T* dout, int rows, int d, int /*vocab*/) override {
     // Threads own column ranges, so no two threads add to the same element.
     parallel_chunks(d, [&](int64_t lo, int64_t hi) {
       for (int r = 0; r < rows; ++r) {

@@ -41,6 +41,7 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
   table_ = build_param_table(cfg, placement_.first(), placement_.per_rank());
   params_.reset(be, table_.size());
   grads_.reset(be, table_.size());
+  be.set_weights(params_.data(), table_.size());
 
   const int64_t R = (int64_t)max_seqs * m.seq_len, d = m.d_model;
   const int64_t saved = be.attention_saved_size(max_seqs, m.seq_len, m.n_heads);
@@ -220,7 +221,7 @@ void Model<T>::backward() {
     be_.copy(dx_, dh_, (int64_t)R * d);
     be_.rmsnorm_backward(dx_, g(pre + "attn_norm"), dtmp_, a.x, p(pre + "attn_norm"), a.rstd1, R, d);
   }
-  be_.embedding_backward(g("tok_embedding"), tokens_, dx_, R, d);
+  be_.embedding_backward(g("tok_embedding"), tokens_, dx_, R, d, cfg_.model.vocab_size);
 }
 
 template <typename T>

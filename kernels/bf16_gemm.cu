@@ -1,0 +1,212 @@
+#include "kernels/bf16_gemm.cuh"
+
+#include <algorithm>
+
+#include "kernels/cuda_check.cuh"
+#include "kernels/ops.cuh"
+
+namespace dsmoe::cuda {
+namespace {
+
+cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+// Elements an operand stored row-major with leading dimension ld spans.
+int64_t extent(int rows, int cols, int ld) { return rows == 0 || cols == 0 ? 0 : (int64_t)(rows - 1) * ld + cols; }
+int64_t extent_a(const GemmArgs<float>& g) { return g.trans_a ? extent(g.k, g.m, g.lda) : extent(g.m, g.k, g.lda); }
+int64_t extent_b(const GemmArgs<float>& g) { return g.trans_b ? extent(g.n, g.k, g.ldb) : extent(g.k, g.n, g.ldb); }
+
+}  // namespace
+
+void Bf16Gemm::set_weights(const float* w, int64_t n) {
+  weights_ = w;
+  n_weights_ = n;
+  mirror_.reset(be_, n);
+  stale_ = true;
+}
+
+void Bf16Gemm::written(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  const char* w = reinterpret_cast<const char*>(weights_);
+  if (weights_ && c < w + n_weights_ * sizeof(float) && w < c + bytes) stale_ = true;
+}
+
+const void* Bf16Gemm::operand(const float* p) {
+  if (weights_ && p >= weights_ && p < weights_ + n_weights_) return mirror_.data() + (p - weights_);
+  // The segment holding p: the last one starting at or before it.
+  size_t i = std::upper_bound(segments_.begin(), segments_.end(), p,
+                              [](const float* q, const Span& s) { return q < s.p; }) -
+             segments_.begin() - 1;
+  return work_.data() + seg_at_[i] + (p - segments_[i].p);
+}
+
+// Merges overlapping, touching or nearly touching spans (a gap under an eighth of the segment is
+// converted too: one pass beats several) and converts each segment into the workspace, placed so
+// that an element keeps its fp32 address's alignment modulo 16 bytes of bf16.
+void Bf16Gemm::stage(const std::vector<Span>& spans, cudaStream_t s) {
+  std::vector<Span> sorted;
+  for (const Span& sp : spans)
+    if (sp.n > 0 && !(weights_ && sp.p >= weights_ && sp.p < weights_ + n_weights_)) sorted.push_back(sp);
+  std::sort(sorted.begin(), sorted.end(), [](const Span& a, const Span& b) { return a.p < b.p; });
+  segments_.clear();
+  for (const Span& sp : sorted) {
+    if (!segments_.empty()) {
+      Span& last = segments_.back();
+      const float* end = last.p + last.n;
+      if (sp.p <= end + last.n / 8) {
+        last.n = std::max(last.n, (int64_t)(sp.p + sp.n - last.p));
+        continue;
+      }
+    }
+    segments_.push_back(sp);
+  }
+  seg_at_.clear();
+  int64_t total = 0;
+  for (const Span& sp : segments_) {
+    const int64_t shift = (reinterpret_cast<uintptr_t>(sp.p) / sizeof(float)) % 8;
+    total = (total + 7) / 8 * 8 + shift;
+    seg_at_.push_back(total);
+    total += sp.n;
+  }
+  work_.ensure(be_, std::max<int64_t>(total, 1));
+  for (size_t i = 0; i < segments_.size(); ++i) to_bf16(work_.data() + seg_at_[i], segments_[i].p, segments_[i].n, s);
+}
+
+namespace {
+
+constexpr size_t kLtWorkspace = size_t{8} << 20;  // per stream
+
+int alignment(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  int bytes = 16;
+  while (bytes > 1 && a % bytes != 0) bytes /= 2;
+  return bytes;
+}
+
+// The size class of a dimension that changes from step to step (rows per expert): the next power
+// of two, so that one algorithm serves all sizes of the class.
+int size_class(int n) {
+  int c = 16;
+  while (c < n) c *= 2;
+  return c;
+}
+
+struct Layouts {
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  Layouts(bool ta, bool tb, int M, int N, int K, int lda, int ldb, int ldc) {
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, ta ? K : M, ta ? M : K, std::max(lda, ta ? K : M)));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, tb ? N : K, tb ? K : N, std::max(ldb, tb ? N : K)));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, M, N, std::max(ldc, M)));
+  }
+  ~Layouts() {
+    cublasLtMatrixLayoutDestroy(a);
+    cublasLtMatrixLayoutDestroy(b);
+    cublasLtMatrixLayoutDestroy(c);
+  }
+};
+
+}  // namespace
+
+Bf16Gemm::Bf16Gemm(Backend<float>& be) : be_(be) {
+  CUBLAS_CHECK(cublasLtCreate(&lt_));
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      cublasLtMatmulDesc_t& d = desc_[ta][tb];
+      CUBLAS_CHECK(cublasLtMatmulDescCreate(&d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+      const cublasOperation_t oa = op(ta), ob = op(tb);
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa));
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof ob));
+    }
+  CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+  for (int i = 0; i < kStreams; ++i) {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&streams_[i], cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&joins_[i], cudaEventDisableTiming));
+  }
+}
+
+Bf16Gemm::~Bf16Gemm() {
+  for (int i = 0; i < kStreams; ++i) {
+    cudaStreamDestroy(streams_[i]);
+    cudaEventDestroy(joins_[i]);
+  }
+  cudaEventDestroy(fork_);
+  for (auto& row : desc_)
+    for (auto& d : row) cublasLtMatmulDescDestroy(d);
+  cublasLtDestroy(lt_);
+}
+
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: M = n, N = m, K = k. N (rows
+// per expert) and K (the weight gradients' reduction over rows) vary; M and the strides do not.
+void Bf16Gemm::matmul(const GemmArgs<float>& g, cudaStream_t s, void* workspace) {
+  const bool ta = g.trans_b, tb = g.trans_a;
+  const int M = g.n, N = g.m, K = g.k;
+  const void *A = operand(g.b), *B = operand(g.a);
+  const int al_a = alignment(A), al_b = alignment(B), al_c = alignment(g.c);
+  const ShapeClass key{ta, tb, M, size_class(N), size_class(K), g.ldb, g.lda, g.ldc, al_a * 256 + al_b * 16 + al_c};
+  const cublasLtMatmulDesc_t desc = desc_[ta][tb];
+  auto choose = [&](int n, int k, cublasLtMatmulAlgo_t* algo) {
+    cublasLtMatmulPreference_t pref;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = kLtWorkspace;
+    const uint32_t aa = al_a, ab = al_b, ac = al_c;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac));
+    Layouts l(ta, tb, M, n, k, g.ldb, g.lda, g.ldc);
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, desc, l.a, l.b, l.c, l.c, pref, 1, &result, &found));
+    cublasLtMatmulPreferenceDestroy(pref);
+    DSMOE_CHECK(found > 0, "cuBLASLt has no algorithm for a ", M, " x ", n, " x ", k, " product");
+    *algo = result.algo;
+  };
+  auto it = algos_.find(key);
+  if (it == algos_.end()) {
+    cublasLtMatmulAlgo_t algo;
+    choose(std::get<3>(key), std::get<4>(key), &algo);
+    it = algos_.emplace(key, algo).first;
+  }
+  Layouts l(ta, tb, M, N, K, g.ldb, g.lda, g.ldc);
+  cublasStatus_t st = cublasLtMatmul(lt_, desc, &g.alpha, A, l.a, B, l.b, &g.beta, g.c, l.c, g.c, l.c,
+                                     &it->second, workspace, kLtWorkspace, s);
+  if (st != CUBLAS_STATUS_SUCCESS) {  // the class's algorithm does not fit this size: choose for it
+    cublasLtMatmulAlgo_t algo;
+    choose(N, K, &algo);
+    st = cublasLtMatmul(lt_, desc, &g.alpha, A, l.a, B, l.b, &g.beta, g.c, l.c, g.c, l.c, &algo,
+                        workspace, kLtWorkspace, s);
+  }
+  CUBLAS_CHECK(st);
+}
+
+void Bf16Gemm::run(const std::vector<GemmArgs<float>>& gs, cudaStream_t s) {
+  if (weights_ && stale_) {
+    to_bf16(mirror_.data(), weights_, n_weights_, s);
+    stale_ = false;
+  }
+  std::vector<Span> spans;
+  for (const GemmArgs<float>& g : gs) {
+    if (g.m == 0 || g.n == 0 || g.k == 0) continue;
+    spans.push_back({g.a, extent_a(g)});
+    spans.push_back({g.b, extent_b(g)});
+  }
+  stage(spans, s);
+  std::vector<const GemmArgs<float>*> live;
+  for (const GemmArgs<float>& g : gs)
+    if (g.m > 0 && g.n > 0 && g.k > 0) live.push_back(&g);
+  if (live.empty()) return;
+  if (lt_work_.size() == 0) lt_work_.reset(be_, (int64_t)kLtWorkspace * kStreams);
+  if (live.size() == 1) return matmul(*live[0], s, lt_work_.data());
+  // Fork: the streams start after what s has queued (the staging); s continues after all of them.
+  const int used = std::min<int>(kStreams, static_cast<int>(live.size()));
+  CUDA_CHECK(cudaEventRecord(fork_, s));
+  for (int i = 0; i < used; ++i) CUDA_CHECK(cudaStreamWaitEvent(streams_[i], fork_, 0));
+  for (size_t p = 0; p < live.size(); ++p)
+    matmul(*live[p], streams_[p % used], lt_work_.data() + (p % used) * kLtWorkspace);
+  for (int i = 0; i < used; ++i) {
+    CUDA_CHECK(cudaEventRecord(joins_[i], streams_[i]));
+    CUDA_CHECK(cudaStreamWaitEvent(s, joins_[i], 0));
+  }
+}
+
+}  // namespace dsmoe::cuda
