@@ -1,3 +1,4 @@
+#include <omp.h>
 #include <sys/resource.h>
 
 #include <cstdio>
@@ -5,6 +6,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "model/flops.h"
+#include "sim/bench_record.h"
 #include "train/dispatch_bench.h"
 #include "train/engine.h"
 #include "util/check.h"
@@ -13,11 +15,12 @@
 namespace dsmoe {
 
 int cmd_bench(int argc, char** argv) {
-  Args args(argc, argv, 2, {"steps", "warmup"}, {});
+  Args args(argc, argv, 2, {"steps", "warmup", "json"}, {});
   static const char* kUsage =
-      "usage: dsmoe bench CONFIG [--steps 5] [--warmup 1] [--set key=value ...]\n"
+      "usage: dsmoe bench CONFIG [--steps 5] [--warmup 1] [--json FILE] [--set key=value ...]\n"
       "Trains WARMUP + STEPS optimizer steps of CONFIG without writing anything and reports\n"
-      "throughput; the last line is one JSON object.\n";
+      "throughput; the last line is one JSON object. --json FILE also writes the measured rates\n"
+      "for `dsmoe simulate --compute-rate FILE` (docs/simulation.md).\n";
   int code = 0;
   if (args.show_usage(args.positional().size() == 1, kUsage, &code)) return code;
   const int64_t steps = args.get_int("steps", 5), warmup = args.get_int("warmup", 1);
@@ -45,6 +48,7 @@ int cmd_bench(int argc, char** argv) {
   const double ms = 1e3 * sum.t_step / steps;
   const double tok_s = engine.tokens_per_step() / (ms / 1e3);
   const double flops = tok_s * counts.flops_per_token;
+  const size_t peak_training = engine.backend().peak_bytes();  // before the replay's buffers
   const AllToAllFigures a2a = bench_all_to_all(engine, 50);
   // The same steps with the exchange not overlapped: what the overlap hides, side by side (MPI's
   // exchange on the CPU completes before compute goes on, so there is nothing to hide).
@@ -90,6 +94,15 @@ int cmd_bench(int argc, char** argv) {
       1e3 * sum.t_dispatch / steps, 1e3 * sum.t_combine / steps, 1e3 * sum.t_allreduce / steps,
       sum.bytes_sent / steps, a2a.bytes_per_rank,
       1e3 * a2a.dispatcher_s, 1e3 * a2a.bare_s, 1e3 * ov.without_s);
+  if (args.has("json")) {
+    const double per = 1e3 / steps;
+    sim::write_bench_record(args.get("json"), {cfg.name, engine.backend().name(), sim::device_description(engine.backend().name()),
+        comm->size(), engine.groups().ep->size(), omp_get_max_threads(), (double)steps, (double)warmup,
+        (double)engine.tokens_per_step(), tok_s, ms, per * sum.t_compute, per * sum.t_route, per * sum.t_dispatch,
+        per * sum.t_combine, per * sum.t_allreduce, counts.flops_per_token, flops, 0, (double)peak_training,
+        (double)ru.ru_maxrss * 1024, sum.bytes_sent / steps, a2a.bytes_per_rank, 1e3 * a2a.dispatcher_s, 1e3 * a2a.bare_s,
+        0, 0, 1e3 * ov.without_s});
+  }
   return 0;
 }
 

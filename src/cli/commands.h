@@ -14,5 +14,6 @@ int cmd_sweep(int argc, char** argv);
 int cmd_analyze(int argc, char** argv);
 int cmd_submit(int argc, char** argv);
 int cmd_status(int argc, char** argv);
+int cmd_simulate(int argc, char** argv);
 
 }  // namespace dsmoe

@@ -25,6 +25,7 @@ const char* kUsage =
     "  analyze RUNS/EXPERIMENT                rank a sweep's variants; summary.csv, summary.h5\n"
     "  submit EXPERIMENT --partition P ...   the runs as a Slurm job array (sbatch)\n"
     "  status RUNS/EXPERIMENT                 which runs are done, running, pending or failed\n"
+    "  simulate CONFIG --gpus G ...           predict step time, traffic and memory at scale\n"
     "\n"
     "`dsmoe <command> --help` describes each command.\n";
 
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
     else if (cmd == "analyze") code = dsmoe::cmd_analyze(argc, argv);
     else if (cmd == "submit") code = dsmoe::cmd_submit(argc, argv);
     else if (cmd == "status") code = dsmoe::cmd_status(argc, argv);
+    else if (cmd == "simulate") code = dsmoe::cmd_simulate(argc, argv);
     else std::fprintf(stderr, "dsmoe: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   } catch (const std::exception& e) {
     dsmoe::log_error(e.what());  // names the rank when there are several

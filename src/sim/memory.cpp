@@ -1,0 +1,80 @@
+#include "sim/memory.h"
+
+#include <algorithm>
+
+#include "model/layout.h"
+#include "moe/placement.h"
+#include "util/check.h"
+
+namespace dsmoe::sim {
+namespace {
+
+// A Buf created with `initial` elements and later ensure()d to `need` (backend.h: a buffer that
+// grows takes a quarter more than its old size when that is more than asked).
+double grown(double initial, double need) {
+  return need <= initial ? initial : std::max(need, initial + initial / 4);
+}
+
+}  // namespace
+
+MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, const std::string& backend,
+                            const RankRows& rr) {
+  const auto& m = cfg.model;
+  const auto& moe = cfg.moe;
+  DSMOE_CHECK(backend == "cpu" || backend == "cuda", "memory model: backend must be cpu or cuda, got '", backend, "'");
+  DSMOE_CHECK(ep >= 1 && moe.n_routed % ep == 0, "n_routed ", moe.n_routed, " is not divisible by the expert-parallel size ", ep);
+  const ExpertPlacement placement{moe.n_routed, ep, ep_rank};
+  const double P = static_cast<double>(build_param_table(cfg, placement.first(), placement.per_rank()).size());
+  const double f = 4;  // bytes per element: fp32 tensors, int32 indices
+  const double R = (double)seqs * m.seq_len, d = m.d_model, V = m.vocab_size, dh = m.dense_hidden;
+  const double N = moe.n_routed, K = moe.top_k, n = moe.expert_hidden, sh = (double)moe.n_shared * n;
+  const double pairs = R * K, sh_rows = sh > 0 ? R : 0;
+  const double att = backend == "cpu" ? (double)seqs * m.n_heads * m.seq_len * m.seq_len
+                                      : (double)seqs * m.n_heads * m.seq_len;
+  const int Lm = cfg.n_moe_layers(), Ld = m.n_layers - Lm;
+  DSMOE_CHECK(rr.rows.empty() || static_cast<int>(rr.rows.size()) == Lm, "internal: rows for ", rr.rows.size(),
+              " MoE layers, config has ", Lm);
+
+  MemoryBreakdown mb;
+  mb.weights = mb.grads = P * f;
+  mb.optimizer = 2 * P * f;
+  double acts = m.n_layers * (8 * R * d + 2 * R + att) + Ld * 3 * R * dh;  // x ln1 qkv att h ln2, rstd x2, saved
+  acts += 2 * R + 2 * R * d + R + R * V + R;  // tokens, targets; xs_final, ln_f, rstd_f, logits, losses
+  double scratch = 6 * R * d + att + 3 * R * dh;  // dx dh dtmp dqkv; attention scratch; dense dgu, dact
+  double dispatch = 0;
+  double s_dgate = 0, s_dyc = 0, s_dxe = 0, s_dgu = 0, s_dact = 0, s_tmp = 0;
+  for (int l = 0; l < Lm; ++l) {
+    const double rows = rr.rows.empty() ? pairs : rr.rows[l];
+    const double own = rr.rows.empty() ? pairs : rr.own_rows[l];
+    const double out = rr.rows.empty() ? 0 : rr.units_out[l], in = rr.rows.empty() ? 0 : rr.units_in[l];
+    const double back = pairs - own;  // this rank's pairs computed elsewhere
+    const double combine = rows + back;
+    acts += R * N + pairs + sh_rows * 3 * sh;  // logits, gates, shared gu + act
+    acts += grown(pairs * d, rows * d) + grown(pairs * 2 * n, rows * 2 * n) + grown(pairs * n, rows * n) +
+            grown(pairs * d, combine * d);  // xe, gu, act, yc
+    // Index arrays: pair_row, self_token, self CSR; with ep > 1 the unit lists, CSR and expand.
+    dispatch += pairs + 2 * std::max(1.0, own) + (R + 1);
+    if (ep > 1)
+      dispatch += 2 * std::max(1.0, out) + (R + 1) + 2 * std::max(1.0, rows - own) + std::max(1.0, in) + 1 +
+                  std::max(1.0, out) * d + std::max(1.0, in) * d;  // ..., send and unit buffers
+    s_dgate = std::max(s_dgate, pairs);
+    s_dyc = std::max(s_dyc, grown(pairs * d, combine * d));
+    s_dxe = std::max(s_dxe, grown(pairs * d, rows * d));
+    s_dgu = std::max(s_dgu, grown(std::max(sh_rows * sh, pairs * n) * 2, rows * 2 * n));
+    s_dact = std::max(s_dact, grown(std::max(sh_rows * sh, pairs * n), rows * n));
+    s_tmp = std::max(s_tmp, R * std::max(d, N));
+  }
+  scratch += s_dgate + s_dyc + s_dxe + s_dgu + s_dact + s_tmp;
+  if (backend == "cuda" && cfg.precision == "bf16") {
+    double rows_max = pairs;
+    for (double r : rr.rows) rows_max = std::max(rows_max, r);
+    const double operand = std::max({Ld > 0 ? R * 2 * dh : 0.0, R * V, R * 3 * d, rows_max * 2 * n, R * 2 * sh});
+    mb.bf16 = 2 * P + 2 * operand + 32.0 * (1 << 20);
+  }
+  mb.activations = acts * f;
+  mb.scratch = scratch * f;
+  mb.dispatch = dispatch * f;
+  return mb;
+}
+
+}  // namespace dsmoe::sim

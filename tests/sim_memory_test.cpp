@@ -1,0 +1,111 @@
+// The memory model against a hand count of a tiny model, and against what the CPU backend
+// actually allocates for a model (forward and backward run once).
+#include <gtest/gtest.h>
+
+#include "backend/cpu_backend.h"
+#include "model/model.h"
+#include "sim/memory.h"
+#include "util/rng.h"
+
+namespace dsmoe::sim {
+namespace {
+
+Config tiny() {
+  Config c;
+  c.model.vocab_size = 16;
+  c.model.d_model = 8;
+  c.model.n_heads = 2;
+  c.model.n_layers = 2;
+  c.model.seq_len = 4;
+  c.model.first_dense_layers = 1;
+  c.model.dense_hidden = 12;
+  c.moe.n_routed = 4;
+  c.moe.n_shared = 1;
+  c.moe.top_k = 2;
+  c.moe.expert_hidden = 6;
+  return c;
+}
+
+TEST(SimMemory, HandCountOneRank) {
+  // Parameters: embedding and head 2 * 16 * 8 = 256, final norm 8, per layer 2 norms + 4 d^2 =
+  // 272 (x2), dense FFN 3 * 12 * 8 = 288, router 4 * 8 = 32, shared expert 3 * 6 * 8 = 144,
+  // routed experts 4 * 144 = 576: 1848 floats.
+  const MemoryBreakdown m = rank_memory(tiny(), 1, 0, 1, "cpu", {});
+  EXPECT_EQ(m.weights, 1848 * 4);
+  EXPECT_EQ(m.grads, 1848 * 4);
+  EXPECT_EQ(m.optimizer, 2 * 1848 * 4);
+  // Activations, R = 4 tokens, attention probabilities 1 * 2 * 4 * 4 = 32 per layer:
+  //   per layer 8 R d + 2 R + 32 = 296 (x2); dense 3 R * 12 = 144;
+  //   head: tokens, targets, xs_final, ln_f, rstd_f, logits, losses = 4 + 4 + 32 + 32 + 4 + 64 + 4 = 144;
+  //   MoE: logits R N = 16, gates 8, shared gu + act 3 * 4 * 6 = 72, xe 8 * 8, gu 8 * 12, act 8 * 6,
+  //   yc 8 * 8: 368.
+  EXPECT_EQ(m.activations, (2 * 296 + 144 + 144 + 368) * 4);
+  // Scratch: dx dh dtmp dqkv 6 R d = 192, attention 32, dense dgu + dact 3 * 4 * 12 = 144;
+  // MoE: dgate 8, dyc 64, dxe 64, dgu 2 * 48, dact 48, tmp 4 * 8 = 32.
+  EXPECT_EQ(m.scratch, (192 + 32 + 144 + 8 + 64 + 64 + 96 + 48 + 32) * 4);
+  // Dispatcher on one rank: pair_row 8, self_token 8, CSR over tokens 5 + 8.
+  EXPECT_EQ(m.dispatch, 29 * 4);
+  EXPECT_EQ(m.total(), 4 * 1848 * 4 + 1248 * 4 + 680 * 4 + 29 * 4);
+}
+
+TEST(SimMemory, ExpertShardAndReceivedRows) {
+  // Rank 1 of 2: experts 2 and 3 only (2 * 144 fewer floats), and a routing that brings it 12
+  // rows (8 of its own pairs are 3 here), sends 4 units and receives 6.
+  RankRows rows{{12}, {3}, {4}, {6}};
+  const MemoryBreakdown one = rank_memory(tiny(), 1, 0, 1, "cpu", {});
+  const MemoryBreakdown m = rank_memory(tiny(), 2, 1, 1, "cpu", rows);
+  EXPECT_EQ(m.weights, (1848 - 288) * 4);
+  // xe 12 * 8, gu 12 * 12, act 12 * 6 (grown past the 8 pairs they were made for: 12 > 8 * 1.25),
+  // yc: 12 rows + the 5 own pairs computed elsewhere = 17 rows of 8.
+  EXPECT_EQ(m.activations - one.activations, ((12 - 8) * 8 + (12 - 8) * 12 + (12 - 8) * 6 + (17 - 8) * 8) * 4);
+  // Dispatcher: pair_row 8, self_token 3, CSR 5 + 3; units 4, CSR 5 + 4, expand 9, unit CSR 7 + 9,
+  // send buffer 4 rows and receive buffer 6 rows of 8.
+  EXPECT_EQ(m.dispatch, (8 + 3 + 5 + 3 + 4 + 5 + 4 + 9 + 7 + 9 + 4 * 8 + 6 * 8) * 4);
+}
+
+TEST(SimMemory, CudaAttentionAndBf16Copies) {
+  Config cfg = tiny();
+  const MemoryBreakdown cpu = rank_memory(cfg, 1, 0, 1, "cpu", {});
+  const MemoryBreakdown fp32 = rank_memory(cfg, 1, 0, 1, "cuda", {});
+  // CUDA saves one log-sum-exp per (sequence, head, query): 8 instead of 32 per layer, and the
+  // same for the backward scratch.
+  EXPECT_EQ(cpu.activations - fp32.activations, 2 * (32 - 8) * 4);
+  EXPECT_EQ(cpu.scratch - fp32.scratch, (32 - 8) * 4);
+  EXPECT_EQ(fp32.bf16, 0);
+  cfg.precision = "bf16";
+  // 2 bytes per parameter, the largest operand in bf16 (dense gate/up gradient R * 2 * 12 = 96
+  // elements) and 32 MiB of cuBLASLt workspace.
+  EXPECT_EQ(rank_memory(cfg, 1, 0, 1, "cuda", {}).bf16, 2 * 1848 + 2 * 96 + 32 * 1048576);
+}
+
+TEST(SimMemory, MatchesTheCpuBackendsPeak) {
+  Config cfg = tiny();
+  cfg.model.d_model = 64;
+  cfg.model.seq_len = 32;
+  cfg.model.vocab_size = 256;
+  cfg.model.n_layers = 3;
+  cfg.model.dense_hidden = 128;
+  cfg.moe.n_routed = 8;
+  cfg.moe.expert_hidden = 32;
+  const int seqs = 4;
+  auto be = make_cpu_backend<float>();
+  auto comm = make_single_comm();
+  Model<float> model(cfg, *be, *comm, seqs);
+  model.init_params(3);
+  const int R = seqs * cfg.model.seq_len;
+  std::vector<int32_t> tokens(R), targets(R);
+  Rng rng(11);
+  for (int i = 0; i < R; ++i) tokens[i] = rng.below(256), targets[i] = rng.below(256);
+  ForwardOpts opts;
+  opts.training = true;
+  opts.tokens_global = R;
+  model.forward(tokens.data(), targets.data(), seqs, opts);
+  model.backward();
+  const MemoryBreakdown m = rank_memory(cfg, 1, 0, seqs, "cpu", {});
+  const double measured = static_cast<double>(be->peak_bytes());
+  const double predicted = m.total() - m.optimizer;  // the model alone: no AdamW state here
+  EXPECT_NEAR(predicted / measured, 1.0, 0.01) << "predicted " << predicted << ", measured " << measured;
+}
+
+}  // namespace
+}  // namespace dsmoe::sim
