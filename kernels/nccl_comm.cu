@@ -1,18 +1,35 @@
 // The NCCL communicator: backend tensors (gradients, token rows) move between GPUs through NCCL
 // on the backend's stream; host values go through the MPI communicator of the same ranks, which
 // also bootstraps NCCL (rank 0 makes the unique id, MPI broadcasts it).
+//
+// NCCL reports failures it detects on its own threads (a peer's network connection gone, a
+// remote error) only through ncclCommGetAsyncError, while this rank's host sits in a CUDA wait
+// that would never end: a monitor thread polls it, and on an error names the rank, aborts the
+// communicator and ends the process, so that the launcher ends the job (as the watchdog does).
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
+#include <thread>
 
 #include "comm/comm.h"
 #include "kernels/cuda_check.cuh"
 
 namespace dsmoe {
 namespace {
+
+// This process's rank in the whole job, as the launcher gives it ("?" when none does).
+std::string job_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"})
+    if (const char* r = std::getenv(v)) return r;
+  return "?";
+}
 
 class NcclComm final : public Comm {
  public:
@@ -26,8 +43,11 @@ class NcclComm final : public Comm {
     CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&queued_, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+    monitor_ = std::thread([this] { monitor(); });
   }
   ~NcclComm() override {
+    stop_ = true;
+    monitor_.join();
     ncclCommDestroy(comm_);
     cudaEventDestroy(done_);
     cudaEventDestroy(queued_);
@@ -91,12 +111,30 @@ class NcclComm final : public Comm {
   Comm& host() override { return host_; }
 
  private:
+  void monitor() {
+    while (!stop_) {
+      ncclResult_t st = ncclSuccess;
+      if (ncclCommGetAsyncError(comm_, &st) == ncclSuccess && st != ncclSuccess && st != ncclInProgress) {
+        std::fprintf(stderr,
+                     "dsmoe: rank %s: NCCL reported an error on the communicator of %d ranks (this rank is %d "
+                     "there): %s: %s; ending the job\n",
+                     job_rank().c_str(), size(), rank(), ncclGetErrorString(st), ncclGetLastError(comm_));
+        std::fflush(stderr);
+        ncclCommAbort(comm_);
+        std::_Exit(1);  // MPI cannot be called from this thread; the launcher ends the other ranks
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+
   Comm& host_;
   std::unique_ptr<Comm> owned_;
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;  // the CUDA backend's (the default stream)
   cudaStream_t comm_stream_ = nullptr;
   cudaEvent_t queued_ = nullptr, done_ = nullptr;  // backend work before the exchange; the exchange
+  std::atomic<bool> stop_{false};
+  std::thread monitor_;
 };
 
 }  // namespace
