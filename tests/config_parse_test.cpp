@@ -88,6 +88,8 @@ TEST_F(ConfigFile, MissingFile) {
   EXPECT_EQ(error_of([&] { load_config(dir.file("none.yaml")); }),
             dir.file("none.yaml") + ": cannot open config file");
   EXPECT_EQ(error_of([&] { load_config(dir.path); }), dir.path + ": cannot open config file");
+  // Not a regular file: a FIFO (or /dev/stdin) would block instead of failing.
+  EXPECT_EQ(error_of([&] { load_config("/dev/null"); }), "/dev/null: cannot open config file");
 }
 
 TEST_F(ConfigFile, MalformedYamlNamesLine) {
@@ -143,6 +145,9 @@ TEST_F(ConfigFile, WrongTypesNameLineAndKey) {
       {"data:\n  shuffle: 1\n", "exp.yaml:2: data.shuffle: expected true or false, got '1'"},
       {"name: [a]\n", "exp.yaml:1: name: expected a string, got a sequence"},
       {"data:\n  path: {a: 1}\n", "exp.yaml:2: data.path: expected a string, got a mapping"},
+      // yaml-cpp would write it back as U+FFFD: config.yaml would hold another name
+      {"name: caf\xe9\n", "exp.yaml:1: name: not valid UTF-8 text"},
+      {"out: \"runs/\xed\xa0\x80\"\n", "exp.yaml:1: out: not valid UTF-8 text"},  // a surrogate
   };
   for (const auto& [text, message] : cases)
     EXPECT_THAT(load_error(text), HasSubstr(message)) << text;

@@ -10,6 +10,7 @@
 
 #include "config/config.h"
 #include "config/scalar.h"
+#include "test_util.h"
 
 namespace dsmoe {
 namespace {
@@ -77,6 +78,8 @@ parallel:
 out: runs/quickstart
 )";
 
+Config every_key_changed();
+
 std::set<std::string> key_paths(const YAML::Node& map, const std::string& prefix = "") {
   std::set<std::string> paths;
   for (const auto& kv : map) {
@@ -99,8 +102,26 @@ TEST(ConfigYaml, DefaultsAreConfigMdExceptVocabFromData) {
   EXPECT_EQ(parse_config("", "empty.yaml"), Config{});
 }
 
+// The keys dsmoe adds to CONFIG.md's, each documented in docs/conventions.md ("Extensions of
+// CONFIG.md"); the dump has them only when they are not at their default.
+const std::set<std::string> kExtensions = {"train.keep_checkpoints"};
+
+// The dump's keys are CONFIG.md's, plus the documented extensions that are set.
 TEST(ConfigYaml, DumpHasExactlyTheKeysOfConfigMd) {
-  EXPECT_EQ(key_paths(YAML::Load(to_yaml(Config{}))), key_paths(YAML::Load(kConfigMd)));
+  const std::set<std::string> spec = key_paths(YAML::Load(kConfigMd));
+  EXPECT_EQ(key_paths(YAML::Load(to_yaml(Config{}))), spec);
+  Config c;
+  c.train.keep_checkpoints = 3;
+  std::set<std::string> with = spec;
+  with.insert("train.keep_checkpoints");
+  EXPECT_EQ(key_paths(YAML::Load(to_yaml(c))), with);
+  EXPECT_THAT(to_yaml(c), HasSubstr("\n  checkpoint_every: 0\n  keep_checkpoints: 3\ndata:\n"));
+  // Every key of the dump of a config that sets everything is CONFIG.md's or an extension.
+  std::set<std::string> all = spec;
+  all.insert(kExtensions.begin(), kExtensions.end());
+  EXPECT_EQ(key_paths(YAML::Load(to_yaml(every_key_changed()))), all);
+  std::string doc = test::read_file(DSMOE_SOURCE_DIR "/docs/conventions.md");
+  for (const std::string& key : kExtensions) EXPECT_THAT(doc, HasSubstr("`" + key + "`")) << key;
 }
 
 TEST(ConfigYaml, DumpIsReadableInConfigMdOrder) {
@@ -140,7 +161,8 @@ Config every_key_changed() {
              1,
              0,
              2,
-             500};
+             500,
+             3};
   c.data = {"data/tokens.bin", 0.1, false};
   c.parallel.expert_parallel = 4;
   c.out = "runs/exp: one";

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -53,6 +55,10 @@ ParamTable small_table() {
   t.add("layers/1/attn_norm", {4});
   t.add("layers/1/moe/experts/w_gate", {4, 3, 2}, true, 0, 4);
   return t;
+}
+
+std::string read(const std::string& path, const ParamTable& t) {
+  return error_of([&] { read_checkpoint(path, t, {1}, 4); });
 }
 
 bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
@@ -324,6 +330,128 @@ TEST(Checkpoint, FailedWriteLeavesPreviousCheckpoint) {
   EXPECT_NE(err.find(path + ": cannot write checkpoint: params/m/v hold"), std::string::npos) << err;
   EXPECT_EQ(read_file(path), before);
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+}
+
+// A real ENOSPC: the temporary file is a link to /dev/full, whose writes the kernel refuses as
+// a full disk's.
+TEST(Checkpoint, FullDiskNamesTheFileAndLeavesPreviousCheckpoint) {
+  std::error_code ec;
+  if (!std::filesystem::is_character_file("/dev/full", ec)) GTEST_SKIP() << "no /dev/full";
+  TempDir dir;
+  ParamTable table = small_table();
+  const std::string path = dir.file("c.h5");
+  CheckpointState s = random_state(table, {1}, 4);
+  write_checkpoint(path, table, s);
+  const std::string before = read_file(path);
+  std::filesystem::create_symlink("/dev/full", path + ".tmp");
+  s.meta.step = 99;
+  const std::string err = error_of([&] { write_checkpoint(path, table, s); });
+  EXPECT_EQ(err.rfind(path + ": cannot write checkpoint: ", 0), 0u) << err;
+  EXPECT_NE(err.find("No space left on device"), std::string::npos) << err;
+  EXPECT_EQ(read_file(path), before);
+  EXPECT_EQ(read_checkpoint_meta(path).step, 42);
+  EXPECT_EQ(read(path, table), "(no error)");
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp") || std::filesystem::is_symlink(path + ".tmp"));
+  write_checkpoint(path, table, s);  // with space again
+  EXPECT_EQ(read_checkpoint_meta(path).step, 99);
+}
+
+// The same through the DSMOE_DISK_FULL hook (which cli_checkpoint_files_test uses on whole runs).
+TEST(Checkpoint, DiskFullHookFailsTheWriteOfThatStep) {
+  TempDir dir;
+  ParamTable table = small_table();
+  const std::string path = dir.file("checkpoint.h5");
+  CheckpointState s = random_state(table, {1}, 4);
+  ASSERT_EQ(setenv("DSMOE_DISK_FULL", "checkpoint.h5:43", 1), 0);
+  write_checkpoint(path, table, s);  // step 42: before the hook's step
+  s.meta.step = 43;
+  const std::string err = error_of([&] { write_checkpoint(path, table, s); });
+  unsetenv("DSMOE_DISK_FULL");
+  EXPECT_EQ(err.rfind(path + ": cannot write checkpoint: ", 0), 0u) << err;
+  EXPECT_NE(err.find("No space left on device"), std::string::npos) << err;
+  EXPECT_EQ(read_checkpoint_meta(path).step, 42);
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+}
+
+// Before HDF5 parses a file: regular, with the signature, superblock version 2 or later.
+TEST(Checkpoint, RefusedBeforeHdf5ParsesIt) {
+  TempDir dir;
+  ParamTable table = small_table();
+  const std::string fifo = dir.file("fifo.h5"), v0 = dir.file("v0.h5"), folder = dir.file("dir.h5");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);  // opening it for reading would block
+  EXPECT_EQ(read(fifo, table), fifo + ": cannot open checkpoint (missing or not an HDF5 file)");
+  std::filesystem::create_directory(folder);
+  EXPECT_EQ(read(folder, table), folder + ": cannot open checkpoint (missing or not an HDF5 file)");
+  hid_t f = H5Fcreate(v0.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);  // HDF5's default: superblock 0
+  H5Fclose(f);
+  EXPECT_EQ(read(v0, table), v0 + ": not a dsmoe checkpoint (HDF5 superblock version 0; dsmoe writes "
+                                  "version 2 or later, whose metadata carries checksums)");
+  const std::string good = dir.file("good.h5");
+  write_checkpoint(good, table, random_state(table, {1}, 4));
+  std::string bytes = read_file(good);
+  ASSERT_GE(bytes.size(), 9u);
+  EXPECT_GE(static_cast<unsigned char>(bytes[8]), 2);  // what dsmoe writes passes the check
+  bytes[20] ^= 0x40;  // inside the superblock: its checksum no longer matches
+  const std::string flipped = dir.file("flipped.h5");
+  test::write_file(flipped, bytes);
+  std::string err = read(flipped, table);
+  EXPECT_EQ(err.rfind(flipped + ": ", 0), 0u) << err;
+  EXPECT_NE(err, "(no error)");
+
+  // The global heap (the strings' collection) has no checksum, and HDF5 1.10 loops forever on a
+  // free-space object of size 0 in it: refused first.
+  bytes = read_file(good);
+  const size_t gcol = bytes.find("GCOL");
+  ASSERT_NE(gcol, std::string::npos);
+  size_t p = gcol + 16;  // the objects: 2-byte index, 2 refs, 4 reserved, 8-byte size, data
+  auto u64 = [&](size_t at) {
+    uint64_t v = 0;
+    std::memcpy(&v, bytes.data() + at, 8);
+    return v;
+  };
+  while (bytes[p] != 0 || bytes[p + 1] != 0) p += 16 + ((u64(p + 8) + 7) & ~uint64_t{7});
+  std::string loop = bytes, past = bytes;
+  std::memset(&loop[p + 8], 0, 8);              // the free space's size: 0
+  past[gcol + 16 + 8 + 7] = static_cast<char>(0x7f);  // the first object's size: past the collection
+  const std::string loop_path = dir.file("loop.h5"), past_path = dir.file("past.h5");
+  test::write_file(loop_path, loop);
+  test::write_file(past_path, past);
+  EXPECT_EQ(read(loop_path, table), cat(loop_path, ": damaged checkpoint: the global heap (variable-length "
+                                                   "strings) at byte ", gcol, " holds a free-space object of size 0"));
+  err = read(past_path, table);
+  EXPECT_EQ(err.rfind(cat(past_path, ": damaged checkpoint: the global heap"), 0), 0u) << err;
+}
+
+// keep_checkpoint: checkpoint-<step>.h5 beside the checkpoint, the newest `keep` of them.
+TEST(Checkpoint, KeepRotatesTheNewestN) {
+  TempDir dir;
+  ParamTable table = small_table();
+  const std::string path = dir.file("checkpoint.h5");
+  CheckpointState s = random_state(table, {1}, 4);
+  test::write_file(dir.file("checkpoint-7.h5.tmp"), "leftover");  // not a kept checkpoint
+  test::write_file(dir.file("checkpoint-x.h5"), "other");
+  for (int64_t step : {2, 4, 6, 8, 10, 12}) {
+    s.meta.step = step;
+    write_checkpoint(path, table, s);
+    keep_checkpoint(path, step, 3);
+  }
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path)) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"checkpoint-10.h5", "checkpoint-12.h5", "checkpoint-7.h5.tmp",
+                                             "checkpoint-8.h5", "checkpoint-x.h5", "checkpoint.h5"}));
+  for (int64_t step : {8, 10, 12}) {
+    const std::string kept = dir.file("checkpoint-" + std::to_string(step) + ".h5");
+    EXPECT_EQ(read_checkpoint_meta(kept).step, step);
+    EXPECT_EQ(read(kept, table), "(no error)");
+  }
+  keep_checkpoint(path, 12, 1);  // the same checkpoint again: nothing left over
+  EXPECT_FALSE(std::filesystem::exists(dir.file("checkpoint-12.h5.tmp")));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("checkpoint-10.h5")));
+  s.meta.tokens_seen = 777;  // the same step again (a rerun): replaces the kept one
+  write_checkpoint(path, table, s);
+  keep_checkpoint(path, 12, 1);
+  EXPECT_EQ(read_checkpoint_meta(dir.file("checkpoint-12.h5")).tokens_seen, 777);
 }
 
 }  // namespace

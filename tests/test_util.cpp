@@ -39,6 +39,7 @@ RunResult run_shell(const std::string& cmd) {
 RunResult run_dsmoe(const std::string& args) { return run_shell(std::string(DSMOE_BIN) + " " + args + " 2>&1"); }
 
 std::string run_command(const std::string& cmd) { return run_shell(cmd).output; }
+RunResult run_command_result(const std::string& cmd) { return run_shell(cmd); }
 
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

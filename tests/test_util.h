@@ -23,6 +23,8 @@ struct RunResult {
 RunResult run_dsmoe(const std::string& args);
 // Runs a shell command and returns its standard output.
 std::string run_command(const std::string& cmd);
+// Runs a shell command; its exit code and standard output.
+RunResult run_command_result(const std::string& cmd);
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& text);
 

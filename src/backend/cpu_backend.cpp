@@ -46,8 +46,13 @@ class CpuBackend final : public Backend<T> {
     allocs_.remove(p);
     std::free(p);
   }
-  void copy_bytes_to_host(void* host, const void* src, size_t bytes) override { std::memcpy(host, src, bytes); }
-  void copy_bytes_to_device(void* dst, const void* host, size_t bytes) override { std::memcpy(dst, host, bytes); }
+  // memcpy of 0 bytes is still undefined with a null pointer (a rank that receives no rows).
+  void copy_bytes_to_host(void* host, const void* src, size_t bytes) override {
+    if (bytes) std::memcpy(host, src, bytes);
+  }
+  void copy_bytes_to_device(void* dst, const void* host, size_t bytes) override {
+    if (bytes) std::memcpy(dst, host, bytes);
+  }
   size_t peak_bytes() const override { return allocs_.peak(); }
 
   void fill(T* x, T value, int64_t n) override {

@@ -114,9 +114,15 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  // A regular file only: a FIFO or a device (`base: /dev/stdin` in an experiment) would block
+  // or never end.
+  std::error_code ec;
   std::ifstream f(path, std::ios::binary);
-  DSMOE_CHECK(f.is_open() && !std::filesystem::is_directory(path), path,
+  DSMOE_CHECK(f.is_open() && std::filesystem::is_regular_file(path, ec), path,
               ": cannot open config file");
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  DSMOE_CHECK(!ec && size <= (uintmax_t{16} << 20), path, ": not a config file (",
+              ec ? ec.message() : cat(size, " bytes, more than 16 MiB"), ")");
   std::stringstream text;
   text << f.rdbuf();
   return parse_config(text.str(), path, overrides);

@@ -61,6 +61,9 @@ struct TrainConfig {
   int64_t eval_every = 100;  // 0 = only at the end
   int eval_batches = 8;
   int64_t checkpoint_every = 0;  // 0 = only at the end
+  // Extension of CONFIG.md (docs/conventions.md): > 0 keeps each checkpoint also as
+  // checkpoint-<step>.h5, the newest this many of them. 0 = only checkpoint.h5.
+  int keep_checkpoints = 0;
 };
 
 struct DataConfig {
@@ -107,7 +110,9 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
 // Throws naming the key and where it was set.
 void validate_config(const Config& cfg, int world_size = 1);
 // Every key with its resolved value, as YAML text in the CONFIG.md order; parse_config of
-// the result gives back an equal Config.
+// the result gives back an equal Config. The keys dsmoe adds to CONFIG.md's (documented
+// extensions, docs/conventions.md) appear only when not at their default, so a config that
+// uses none dumps exactly CONFIG.md's keys.
 std::string to_yaml(const Config& cfg);
 
 // Equal values for every key (source and origin are not compared).

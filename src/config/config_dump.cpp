@@ -11,8 +11,8 @@ namespace {
 // A string that a YAML reader would take for a number, a bool or null is quoted so it
 // stays a string for readers other than dsmoe.
 bool looks_typed(const std::string& s) {
-  double d;
-  bool b;
+  double d = 0;
+  bool b = false;
   return YAML::IsNullString(s) || config_internal::read_scalar(s, d).empty() ||
          config_internal::read_scalar(s, b).empty();
 }
@@ -23,7 +23,9 @@ std::string to_yaml(const Config& cfg) {
   YAML::Emitter out;
   out << YAML::BeginMap;
   std::string open;  // the section whose mapping is being written
+  const Config defaults;
   for (const auto& key : config_internal::config_keys()) {
+    if (key.extension && key.equal(cfg, defaults)) continue;
     size_t dot = key.path.find('.');
     std::string section = dot == std::string::npos ? "" : key.path.substr(0, dot);
     if (section != open) {

@@ -69,6 +69,11 @@ Key make_key(const char* path, Ref ref, Rule rule) {
 #define DSMOE_KEY(field, rule) make_key(#field, [](auto& c) -> auto& { return c.field; }, rule)
 // clang-format on
 
+Key extension(Key k) {
+  k.extension = true;
+  return k;
+}
+
 std::vector<Key> build_keys() {
   return {
       DSMOE_KEY(name, any),
@@ -117,6 +122,7 @@ std::vector<Key> build_keys() {
       DSMOE_KEY(train.eval_every, at_least(0)),
       DSMOE_KEY(train.eval_batches, at_least(1)),
       DSMOE_KEY(train.checkpoint_every, at_least(0)),
+      extension(DSMOE_KEY(train.keep_checkpoints, at_least(0))),
       DSMOE_KEY(data.path, non_empty),
       DSMOE_KEY(data.val_fraction, unit_interval(false)),
       DSMOE_KEY(data.shuffle, any),

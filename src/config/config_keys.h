@@ -13,6 +13,7 @@ struct Key {
   std::string path;  // "model.d_model"; top-level keys have no dot
   const char* type;  // "an integer", for "expected ..." messages
   bool is_string;
+  bool extension = false;  // not in CONFIG.md (docs/conventions.md): dumped only when set
   // Each returns the problem, or "" when there is none.
   std::function<std::string(Config&, const std::string& scalar)> read;
   std::function<std::string(const Config&)> check;  // the key's own range

@@ -55,12 +55,45 @@ std::string read_scalar(const std::string& text, bool& out) {
     out = false;
     return "";
   }
-  return got(type_name(out), text);
+  return got(type_name(false), text);  // not type_name(out): `out` may be uninitialized
 }
 
 std::string read_scalar(const std::string& text, std::string& out) {
+  // YAML is UTF-8; yaml-cpp passes other bytes through but writes them back as U+FFFD, so a
+  // string that is not UTF-8 would not survive the resolved dump (config.yaml).
+  if (!valid_utf8(text)) return "not valid UTF-8 text";
   out = text;
   return "";
+}
+
+bool valid_utf8(const std::string& text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned c = s[i];
+    size_t len = 0;
+    uint32_t cp = 0, min = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      len = 2, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+      return false;
+    }
+    if (n - i < len) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return false;
+      cp = cp << 6 | (s[i + k] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;  // overlong, range, surrogate
+    i += len;
+  }
+  return true;
 }
 
 std::string show_scalar(int v) { return std::to_string(v); }

@@ -12,7 +12,8 @@ std::string read_scalar(const std::string& text, int64_t& out);
 std::string read_scalar(const std::string& text, uint64_t& out);
 std::string read_scalar(const std::string& text, double& out);
 std::string read_scalar(const std::string& text, bool& out);
-std::string read_scalar(const std::string& text, std::string& out);
+std::string read_scalar(const std::string& text, std::string& out);  // UTF-8 text only
+bool valid_utf8(const std::string& text);
 
 std::string show_scalar(int v);
 std::string show_scalar(int64_t v);

@@ -38,6 +38,12 @@ void write_checkpoint(const std::string& path, const ParamTable& table, const Ch
 CheckpointState read_checkpoint(const std::string& path, const ParamTable& table,
                                 const std::vector<int>& moe_layers, int n_routed);
 
+// train.keep_checkpoints = keep > 0: keeps the checkpoint just written at `path` (".../checkpoint.h5")
+// also as ".../checkpoint-<step>.h5" (a hard link to it, else a copy; made under a temporary
+// name and renamed, so it is always whole), then removes all but the newest `keep` of the
+// checkpoint-<step>.h5 beside it. Errors name the file.
+void keep_checkpoint(const std::string& path, int64_t step, int keep);
+
 // Only the metadata (for `dsmoe eval/generate`, which rebuild the model from the stored config).
 CheckpointMeta read_checkpoint_meta(const std::string& path);
 

@@ -7,8 +7,16 @@
 namespace dsmoe::h5 {
 namespace {
 
+constexpr size_t kMaxStringAttr = size_t{64} << 20;
+
+// At exit HDF5 closes the files still open; one whose close failed (its last writes hit a full
+// disk) then crashes HDF5 1.10 (H5F__close_cb), turning a clear error and exit status 1 into a
+// segfault. dsmoe closes its files itself (h5::Handle), so HDF5's exit handler is not needed.
+// Runs before main, as H5dont_atexit must come before any other HDF5 call.
+[[maybe_unused]] const bool kNoCleanupAtExit = H5dont_atexit() >= 0;
+
 Handle own(hid_t id, Handle::Closer closer, const std::string& what) {
-  DSMOE_CHECK(id >= 0, what);
+  DSMOE_CHECK(id >= 0, what, why());
   return Handle(id, closer);
 }
 
@@ -49,7 +57,7 @@ void write_attr_value(hid_t loc, const std::string& name, hid_t file_type, hid_t
   Handle space = scalar_space();
   Handle attr = own(H5Acreate2(loc, name.c_str(), file_type, space, H5P_DEFAULT, H5P_DEFAULT),
                     H5Aclose, cat("cannot create attribute ", name));
-  DSMOE_CHECK(H5Awrite(attr, mem_type, value) >= 0, "cannot write attribute ", name);
+  DSMOE_CHECK(H5Awrite(attr, mem_type, value) >= 0, "cannot write attribute ", name, why());
 }
 
 void read_attr_value(hid_t loc, const std::string& name, hid_t mem_type, void* value) {
@@ -60,6 +68,25 @@ void read_attr_value(hid_t loc, const std::string& name, hid_t mem_type, void* v
 }  // namespace
 
 void silence_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+std::string why() {
+  std::string found;
+  // Upward: the innermost record (where the failure was detected) comes first.
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_UPWARD,
+      [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
+        std::string& out = *static_cast<std::string*>(data);
+        const char* key = "error message = '";
+        const char* p = e->desc ? std::strstr(e->desc, key) : nullptr;
+        if (!out.empty() || !p) return 0;
+        p += std::strlen(key);
+        const char* end = std::strchr(p, '\'');
+        out.assign(p, end ? end : p + std::strlen(p));
+        return 0;
+      },
+      &found);
+  return found.empty() ? "" : ": " + found;
+}
 
 Handle& Handle::operator=(Handle&& o) noexcept {
   if (this != &o) {
@@ -152,20 +179,20 @@ void write_rows(hid_t dset, hid_t mem_type, int64_t row0, const std::vector<int6
                 const void* data) {
   auto [fspace, mspace] = select_rows(dset, row0, block);
   DSMOE_CHECK(H5Dwrite(dset, mem_type, mspace, fspace, H5P_DEFAULT, data) >= 0,
-              "cannot write rows ", row0, "..", row0 + block.at(0));
+              "cannot write rows ", row0, "..", row0 + block.at(0), why());
 }
 
 void read_rows(hid_t dset, hid_t mem_type, int64_t row0, const std::vector<int64_t>& block,
                void* data) {
   auto [fspace, mspace] = select_rows(dset, row0, block);
   DSMOE_CHECK(H5Dread(dset, mem_type, mspace, fspace, H5P_DEFAULT, data) >= 0,
-              "cannot read rows ", row0, "..", row0 + block.at(0));
+              "cannot read rows ", row0, "..", row0 + block.at(0), why());
 }
 
 void set_rows(hid_t dset, int64_t rows) {
   std::vector<hsize_t> dims = to_hsize(shape(dset));
   dims.at(0) = static_cast<hsize_t>(rows);
-  DSMOE_CHECK(H5Dset_extent(dset, dims.data()) >= 0, "cannot resize a dataset to ", rows, " rows");
+  DSMOE_CHECK(H5Dset_extent(dset, dims.data()) >= 0, "cannot resize a dataset to ", rows, " rows", why());
 }
 
 void append_row(hid_t dset, hid_t mem_type, const void* row) {
@@ -207,7 +234,10 @@ std::string read_attr_string(hid_t loc, const std::string& name) {
     H5free_memory(p);
     return s;
   }
-  std::string s(H5Tget_size(type), '\0');
+  const size_t size = H5Tget_size(type);
+  DSMOE_CHECK(size > 0 && size <= kMaxStringAttr, "attribute ", name, " is a string of ", size,
+              " bytes (at most ", kMaxStringAttr, ")");
+  std::string s(size, '\0');
   DSMOE_CHECK(H5Aread(attr, type, s.data()) >= 0, "cannot read attribute ", name);
   s.resize(std::strlen(s.c_str()));  // fixed-length strings are NUL-padded
   return s;

@@ -12,6 +12,10 @@ namespace dsmoe::h5 {
 
 // Stops HDF5 from printing its error stack to stderr; errors surface as exceptions instead.
 void silence_errors();
+// ": <the operating system's message>" (": No space left on device") of the innermost failed
+// system call on HDF5's current error stack, or "" when the failure was not one. Appended to
+// the errors below, so a full disk or a failed write says so.
+std::string why();
 
 // Owns one hid_t and releases it with the matching H5?close.
 class Handle {
@@ -68,7 +72,7 @@ void write_attr_int(hid_t loc, const std::string& name, int value);
 void write_attr_int64(hid_t loc, const std::string& name, int64_t value);
 void write_attr_double(hid_t loc, const std::string& name, double value);
 bool has_attr(hid_t loc, const std::string& name);
-std::string read_attr_string(hid_t loc, const std::string& name);
+std::string read_attr_string(hid_t loc, const std::string& name);  // at most 64 MiB
 int64_t read_attr_int64(hid_t loc, const std::string& name);
 double read_attr_double(hid_t loc, const std::string& name);
 

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 
+#include "io/disk_full.h"
 #include "io/h5.h"
 #include "util/check.h"
 #include "util/log.h"
@@ -64,6 +65,7 @@ struct MetricsWriter::Impl {
   RunInfo info;
   h5::Handle file;
   std::map<std::string, h5::Handle> dsets;  // by series path; closed before the file
+  int64_t last_step = 0;                     // of the last train row (for DSMOE_DISK_FULL)
 
   void create() {
     h5::Handle fapl = h5::file_access(H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
@@ -173,6 +175,7 @@ void MetricsWriter::append_train(const TrainRow& row) {
   m.append("train/comm/recv_imbalance", row.recv_imbalance);
   m.append("train/skipped_steps", row.skipped_steps);
   m.append("train/step", row.step);
+  m.last_step = row.step;
 }
 
 void MetricsWriter::append_eval(int64_t step, double loss) {
@@ -193,7 +196,10 @@ void MetricsWriter::append_experts(const ExpertRow& row) {
 }
 
 void MetricsWriter::flush() {
-  DSMOE_CHECK(H5Fflush(impl_->file, H5F_SCOPE_LOCAL) >= 0, impl_->path, ": cannot flush");
+  Impl& m = *impl_;
+  if (h5::disk_full_requested(m.path, m.last_step)) h5::fill_disk(m.file, m.path);  // test hook
+  DSMOE_CHECK(H5Fflush(m.file, H5F_SCOPE_LOCAL) >= 0, m.path, ": cannot write metrics (flush failed",
+              h5::why(), ")");
 }
 
 }  // namespace dsmoe

@@ -130,6 +130,8 @@ Experiment parse_experiment(const std::string& yaml_text, const std::string& sou
         DSMOE_CHECK(prev.name != v.name, v.where, ": name: variant '", v.name, "' is already defined at ",
                     prev.where);
       if (v.name == exp.iso.reference) v.free_key.clear();  // the reference sets the target
+      DSMOE_CHECK(exp.variants.size() < sweep_internal::kMaxVariants, v.where, ": more than ",
+                  sweep_internal::kMaxVariants, " variants");
       exp.variants.push_back(v);
     }
   if (!exp.iso.reference.empty()) {
@@ -142,7 +144,8 @@ Experiment parse_experiment(const std::string& yaml_text, const std::string& sou
 
 Experiment load_experiment(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
-  DSMOE_CHECK(f.is_open() && !fs::is_directory(path), path, ": cannot open experiment file");
+  std::error_code ec;
+  DSMOE_CHECK(f.is_open() && fs::is_regular_file(path, ec), path, ": cannot open experiment file");
   std::stringstream text;
   text << f.rdbuf();
   return parse_experiment(text.str(), path);

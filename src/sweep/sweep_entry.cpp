@@ -32,7 +32,13 @@ std::vector<Axis> axes(const Reader& r, const Field& f) {
 
 // The combinations of an entry's grid and zip: each is the settings it adds.
 std::vector<std::vector<Setting>> combinations(const std::vector<Axis>& grid, const std::vector<Axis>& zip,
-                                               const std::string& zip_at) {
+                                               const std::string& zip_at, const std::string& entry_at) {
+  size_t count = 1;
+  for (const Axis& axis : grid) {
+    count *= axis.values.size();  // each factor <= kMaxVariants after the check, so no overflow
+    DSMOE_CHECK(count <= kMaxVariants, entry_at, ": grid: more than ", kMaxVariants,
+                " combinations (an experiment has at most ", kMaxVariants, " variants)");
+  }
   std::vector<std::vector<Setting>> combos = {{}};
   for (const Axis& axis : grid) {
     std::vector<std::vector<Setting>> next;
@@ -45,6 +51,8 @@ std::vector<std::vector<Setting>> combinations(const std::vector<Axis>& grid, co
   }
   if (zip.empty()) return combos;
   const size_t n = zip.front().values.size();
+  DSMOE_CHECK(count * n <= kMaxVariants, zip_at, ": more than ", kMaxVariants,
+              " combinations (an experiment has at most ", kMaxVariants, " variants)");
   for (const Axis& axis : zip)
     DSMOE_CHECK(axis.values.size() == n, zip_at, ": ", axis.key, " has ", axis.values.size(), " values, ",
                 zip.front().key, " has ", n, " (zipped lists must have the same length)");
@@ -100,7 +108,7 @@ std::vector<Variant> read_sweep_entry(const Reader& r, const YAML::Node& node, c
   }
   const std::vector<Setting> fixed = r.settings(rest);
   std::vector<Variant> out;
-  for (const auto& combo : combinations(grid, zip, zip_at)) {
+  for (const auto& combo : combinations(grid, zip, zip_at, entry_at)) {
     Variant v{variant_name(name, fixed, combo, entry_at), fixed, free_key, entry_at};
     for (const Setting& s : combo)
       for (const Setting& f : fixed)

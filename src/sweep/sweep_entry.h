@@ -9,6 +9,10 @@
 
 namespace dsmoe::sweep_internal {
 
+// The most variants an experiment may have (a grid's product of list lengths grows fast; a
+// mistyped grid must not fill the memory).
+constexpr size_t kMaxVariants = 1000;
+
 // `default_free`: the iso-FLOPs key of variants that do not name their own `free`.
 std::vector<Variant> read_sweep_entry(const Reader& r, const YAML::Node& entry, const std::string& default_free);
 

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <memory>
 
+#include "io/checkpoint.h"
 #include "io/metrics.h"
 #include "model/flops.h"
 #include "moe/router.h"
@@ -167,6 +168,8 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, const TrainOptions& 
     {
       watchdog.beat(cat("the checkpoint after step ", s));
       engine.save_checkpoint(ckpt, st);
+      if (comm.rank() == 0 && cfg.train.keep_checkpoints > 0)
+        keep_checkpoint(ckpt, s, cfg.train.keep_checkpoints);
     }
     if (stop && !last) {
       summary.stop_signal = static_cast<int>(signal_seen);
