@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <random>
 
+#include "checkpoint_table.h"
 #include "io/checkpoint.h"
 #include "test_util.h"
 #include "util/check.h"
@@ -48,15 +49,6 @@ CheckpointState random_state(const ParamTable& table, const std::vector<int>& mo
   return s;
 }
 
-ParamTable small_table() {
-  ParamTable t;
-  t.add("tok_embedding", {10, 4});
-  t.add("final_norm", {4});
-  t.add("layers/1/attn_norm", {4});
-  t.add("layers/1/moe/experts/w_gate", {4, 3, 2}, true, 0, 4);
-  return t;
-}
-
 std::string read(const std::string& path, const ParamTable& t) {
   return error_of([&] { read_checkpoint(path, t, {1}, 4); });
 }
@@ -67,7 +59,7 @@ bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST(Checkpoint, RoundTripIsBitExact) {
   TempDir dir;
-  ParamTable table = small_table();
+  ParamTable table = small_checkpoint_table();
   CheckpointState s = random_state(table, {1, 3}, 4);
   s.meta.config_yaml += std::string(100000, 'x');  // beyond compact attribute storage
   write_checkpoint(dir.file("c.h5"), table, s);
@@ -198,7 +190,7 @@ TEST(Checkpoint, LayoutFollowsModelMd) {
 
 TEST(Checkpoint, ShardedReadTakesItsExpertRows) {
   TempDir dir;
-  ParamTable full = small_table();
+  ParamTable full = small_checkpoint_table();
   CheckpointState s = random_state(full, {1}, 4);
   write_checkpoint(dir.file("c.h5"), full, s);
 
@@ -218,7 +210,7 @@ TEST(Checkpoint, ShardedReadTakesItsExpertRows) {
 
 TEST(Checkpoint, MissingOptimizerAndBiasLoadAsZeros) {
   TempDir dir;
-  ParamTable table = small_table();
+  ParamTable table = small_checkpoint_table();
   write_checkpoint(dir.file("c.h5"), table, random_state(table, {1}, 4));
   hid_t f = H5Fopen(dir.file("c.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
   ASSERT_GE(H5Ldelete(f, "optimizer", H5P_DEFAULT), 0);
@@ -232,7 +224,7 @@ TEST(Checkpoint, MissingOptimizerAndBiasLoadAsZeros) {
 
 TEST(Checkpoint, BadFilesGiveErrorsNamingPathAndTensor) {
   TempDir dir;
-  ParamTable table = small_table();
+  ParamTable table = small_checkpoint_table();
   const std::string good = dir.file("c.h5");
   write_checkpoint(good, table, random_state(table, {1}, 4));
   auto read = [&](const std::string& path, const ParamTable& t) {
@@ -272,7 +264,7 @@ TEST(Checkpoint, BadFilesGiveErrorsNamingPathAndTensor) {
   EXPECT_EQ(read(v2, table), v2 + ": format_version 2 is not supported");
   EXPECT_EQ(error_of([&] { read_checkpoint_meta(v2); }), v2 + ": format_version 2 is not supported");
 
-  ParamTable more = small_table();
+  ParamTable more = small_checkpoint_table();
   more.add("layers/1/attn/wq", {4, 4});
   EXPECT_EQ(read(good, more), good + ": checkpoint has no tensor params/layers/1/attn/wq");
 
@@ -285,12 +277,12 @@ TEST(Checkpoint, BadFilesGiveErrorsNamingPathAndTensor) {
   narrow.add("tok_embedding", {32, 32});
   EXPECT_EQ(error_of([&] { read_checkpoint(wide_path, narrow, {}, 4); }),
             wide_path + ": tensor params/tok_embedding has shape [64, 32], the config needs [32, 32]");
-  EXPECT_EQ(read(good, small_table()), "(no error)");
+  EXPECT_EQ(read(good, small_checkpoint_table()), "(no error)");
 }
 
 TEST(Checkpoint, WriteReplacesAtomically) {
   TempDir dir;
-  ParamTable table = small_table();
+  ParamTable table = small_checkpoint_table();
   const std::string path = dir.file("c.h5");
   CheckpointState s = random_state(table, {1}, 4);
   write_checkpoint(path, table, s);
@@ -306,7 +298,7 @@ TEST(Checkpoint, WriteReplacesAtomically) {
 
 TEST(Checkpoint, FailedWriteLeavesPreviousCheckpoint) {
   TempDir dir;
-  ParamTable table = small_table();
+  ParamTable table = small_checkpoint_table();
   const std::string path = dir.file("c.h5");
   CheckpointState s = random_state(table, {1}, 4);
   write_checkpoint(path, table, s);
@@ -338,7 +330,7 @@ TEST(Checkpoint, FullDiskNamesTheFileAndLeavesPreviousCheckpoint) {
   std::error_code ec;
   if (!std::filesystem::is_character_file("/dev/full", ec)) GTEST_SKIP() << "no /dev/full";
   TempDir dir;
-  ParamTable table = small_table();
+  ParamTable table = small_checkpoint_table();
   const std::string path = dir.file("c.h5");
   CheckpointState s = random_state(table, {1}, 4);
   write_checkpoint(path, table, s);
@@ -359,7 +351,7 @@ TEST(Checkpoint, FullDiskNamesTheFileAndLeavesPreviousCheckpoint) {
 // The same through the DSMOE_DISK_FULL hook (which cli_checkpoint_files_test uses on whole runs).
 TEST(Checkpoint, DiskFullHookFailsTheWriteOfThatStep) {
   TempDir dir;
-  ParamTable table = small_table();
+  ParamTable table = small_checkpoint_table();
   const std::string path = dir.file("checkpoint.h5");
   CheckpointState s = random_state(table, {1}, 4);
   ASSERT_EQ(setenv("DSMOE_DISK_FULL", "checkpoint.h5:43", 1), 0);
@@ -376,7 +368,7 @@ TEST(Checkpoint, DiskFullHookFailsTheWriteOfThatStep) {
 // Before HDF5 parses a file: regular, with the signature, superblock version 2 or later.
 TEST(Checkpoint, RefusedBeforeHdf5ParsesIt) {
   TempDir dir;
-  ParamTable table = small_table();
+  ParamTable table = small_checkpoint_table();
   const std::string fifo = dir.file("fifo.h5"), v0 = dir.file("v0.h5"), folder = dir.file("dir.h5");
   ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);  // opening it for reading would block
   EXPECT_EQ(read(fifo, table), fifo + ": cannot open checkpoint (missing or not an HDF5 file)");
@@ -425,7 +417,7 @@ TEST(Checkpoint, RefusedBeforeHdf5ParsesIt) {
 // keep_checkpoint: checkpoint-<step>.h5 beside the checkpoint, the newest `keep` of them.
 TEST(Checkpoint, KeepRotatesTheNewestN) {
   TempDir dir;
-  ParamTable table = small_table();
+  ParamTable table = small_checkpoint_table();
   const std::string path = dir.file("checkpoint.h5");
   CheckpointState s = random_state(table, {1}, 4);
   test::write_file(dir.file("checkpoint-7.h5.tmp"), "leftover");  // not a kept checkpoint

@@ -6,31 +6,16 @@
 #include "model/model.h"
 #include "sim/memory.h"
 #include "util/rng.h"
+#include "sim_fixture.h"
 
 namespace dsmoe::sim {
 namespace {
-
-Config tiny() {
-  Config c;
-  c.model.vocab_size = 16;
-  c.model.d_model = 8;
-  c.model.n_heads = 2;
-  c.model.n_layers = 2;
-  c.model.seq_len = 4;
-  c.model.first_dense_layers = 1;
-  c.model.dense_hidden = 12;
-  c.moe.n_routed = 4;
-  c.moe.n_shared = 1;
-  c.moe.top_k = 2;
-  c.moe.expert_hidden = 6;
-  return c;
-}
 
 TEST(SimMemory, HandCountOneRank) {
   // Parameters: embedding and head 2 * 16 * 8 = 256, final norm 8, per layer 2 norms + 4 d^2 =
   // 272 (x2), dense FFN 3 * 12 * 8 = 288, router 4 * 8 = 32, shared expert 3 * 6 * 8 = 144,
   // routed experts 4 * 144 = 576: 1848 floats.
-  const MemoryBreakdown m = rank_memory(tiny(), 1, 0, 1, "cpu", {});
+  const MemoryBreakdown m = rank_memory(tiny_sim_config(), 1, 0, 1, "cpu", {});
   EXPECT_EQ(m.weights, 1848 * 4);
   EXPECT_EQ(m.grads, 1848 * 4);
   EXPECT_EQ(m.optimizer, 2 * 1848 * 4);
@@ -52,8 +37,8 @@ TEST(SimMemory, ExpertShardAndReceivedRows) {
   // Rank 1 of 2: experts 2 and 3 only (2 * 144 fewer floats), and a routing that brings it 12
   // rows (8 of its own pairs are 3 here), sends 4 units and receives 6.
   RankRows rows{{12}, {3}, {4}, {6}};
-  const MemoryBreakdown one = rank_memory(tiny(), 1, 0, 1, "cpu", {});
-  const MemoryBreakdown m = rank_memory(tiny(), 2, 1, 1, "cpu", rows);
+  const MemoryBreakdown one = rank_memory(tiny_sim_config(), 1, 0, 1, "cpu", {});
+  const MemoryBreakdown m = rank_memory(tiny_sim_config(), 2, 1, 1, "cpu", rows);
   EXPECT_EQ(m.weights, (1848 - 288) * 4);
   // xe 12 * 8, gu 12 * 12, act 12 * 6 (grown past the 8 pairs they were made for: 12 > 8 * 1.25),
   // yc: 12 rows + the 5 own pairs computed elsewhere = 17 rows of 8.
@@ -64,7 +49,7 @@ TEST(SimMemory, ExpertShardAndReceivedRows) {
 }
 
 TEST(SimMemory, CudaAttentionAndBf16Copies) {
-  Config cfg = tiny();
+  Config cfg = tiny_sim_config();
   const MemoryBreakdown cpu = rank_memory(cfg, 1, 0, 1, "cpu", {});
   const MemoryBreakdown fp32 = rank_memory(cfg, 1, 0, 1, "cuda", {});
   // CUDA saves one log-sum-exp per (sequence, head, query): 8 instead of 32 per layer, and the
@@ -79,7 +64,7 @@ TEST(SimMemory, CudaAttentionAndBf16Copies) {
 }
 
 TEST(SimMemory, MatchesTheCpuBackendsPeak) {
-  Config cfg = tiny();
+  Config cfg = tiny_sim_config();
   cfg.model.d_model = 64;
   cfg.model.seq_len = 32;
   cfg.model.vocab_size = 256;

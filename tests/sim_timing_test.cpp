@@ -4,6 +4,7 @@
 
 #include "sim/simulate.h"
 #include "test_util.h"
+#include "sim_fixture.h"
 
 namespace dsmoe::sim {
 namespace {
@@ -20,23 +21,6 @@ TEST(SimStraggler, ConstructedLoadMatrix) {
   EXPECT_DOUBLE_EQ(s.ratio[2], 1.5);
 }
 
-Config tiny() {
-  Config c;
-  c.model.vocab_size = 16;
-  c.model.d_model = 8;
-  c.model.n_heads = 2;
-  c.model.n_layers = 2;
-  c.model.seq_len = 4;
-  c.model.first_dense_layers = 1;
-  c.model.dense_hidden = 12;
-  c.moe.n_routed = 4;
-  c.moe.n_shared = 1;
-  c.moe.top_k = 2;
-  c.moe.expert_hidden = 6;
-  c.train.batch_size = 2;
-  return c;
-}
-
 TEST(SimStep, HandComputedTwoRanks) {
   Cluster c;
   c.gpus = 2;
@@ -47,7 +31,7 @@ TEST(SimStep, HandComputedTwoRanks) {
   rates.compute = 1e4;
   rates.overlap = false;
   rates.backend = "cpu";
-  const SimResult r = simulate(tiny(), c, rates, load_routing("uniform", 1, 4));
+  const SimResult r = simulate(tiny_sim_config(), c, rates, load_routing("uniform", 1, 4));
   // FLOPs per token (llm.c convention): 6 * (attention 512 + dense 288 + shared 144 + 2 routed
   // 288 + router 32 + head 128) + 6 * 2 * 8 * 4 = 8736, of which routed 6 * 288 = 1728.
   EXPECT_DOUBLE_EQ(r.flops_per_token, 8736);
@@ -67,13 +51,13 @@ TEST(SimStep, HandComputedTwoRanks) {
   // Overlap hides the forward dispatch behind the shared expert (2 * 144 FLOPs per token) and the
   // own tokens' experts (2 pairs of 2 * 144): 4 * 288 + 2 * 288 = 1728 FLOPs = 0.1728 s.
   rates.overlap = true;
-  const SimResult o = simulate(tiny(), c, rates, load_routing("uniform", 1, 4));
+  const SimResult o = simulate(tiny_sim_config(), c, rates, load_routing("uniform", 1, 4));
   EXPECT_NEAR(o.overlapped_s, std::min(o.comm_s[kDispatch], 1728 / 1e4), 1e-12);
   EXPECT_NEAR(o.exposed_s(), o.comm_total() - o.overlapped_s, 1e-15);
 }
 
 TEST(SimStep, SkewAndDeviceLimit) {
-  Config cfg = tiny();
+  Config cfg = tiny_sim_config();
   cfg.moe.n_routed = 16;
   cfg.train.batch_size = 4;
   Cluster c;
@@ -96,7 +80,7 @@ TEST(SimStep, Errors) {
   Cluster c;
   c.gpus = 3;
   c.gpus_per_node = 3;
-  Config three = tiny();
+  Config three = tiny_sim_config();
   three.train.batch_size = 6;
   EXPECT_NE(test::error_of([&] { simulate(three, c, Rates{}, load_routing("uniform", 1, 4)); })
                 .find("moe.n_routed = 4 is not divisible by the expert-parallel size 3"),
@@ -106,7 +90,7 @@ TEST(SimStep, Errors) {
   EXPECT_NE(test::error_of([&] { check_cluster(c); }).find("not a whole number of nodes"), std::string::npos);
   c.gpus = 2;
   c.gpus_per_node = 2;
-  Config cfg = tiny();
+  Config cfg = tiny_sim_config();
   cfg.train.batch_size = 3;
   EXPECT_NE(test::error_of([&] { simulate(cfg, c, Rates{}, load_routing("uniform", 1, 4)); }).find("train.batch_size"),
             std::string::npos);

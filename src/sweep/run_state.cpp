@@ -4,7 +4,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "io/h5.h"
+#include "io/checkpoint.h"
 #include "util/check.h"
 
 namespace dsmoe {
@@ -46,11 +46,16 @@ void mark_finished(const Config& cfg) { write_file_atomically(marker_path(cfg), 
 
 int64_t checkpoint_step(const Config& cfg) { return checkpoint_step(cfg.out); }
 
+// Through the checkpoint reader's checks (a damaged file must not hang HDF5 here either); a
+// missing or unreadable checkpoint counts as none: the run's own start says what is wrong.
 int64_t checkpoint_step(const std::string& out) {
-  h5::silence_errors();
-  h5::Handle f = h5::open_file(out + "/checkpoint.h5", H5F_ACC_RDONLY);
-  if (!f.valid() || !h5::has_attr(f, "step")) return 0;
-  return h5::read_attr_int64(f, "step");
+  const std::string path = out + "/checkpoint.h5";
+  if (!std::filesystem::exists(path)) return 0;
+  try {
+    return read_checkpoint_meta(path).step;
+  } catch (const Error&) {
+    return 0;
+  }
 }
 
 }  // namespace dsmoe

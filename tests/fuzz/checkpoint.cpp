@@ -15,31 +15,18 @@
 // Found so far (tests/fuzz/regressions/checkpoint/): HDF5 1.10 loops forever on a global heap
 // with a free-space object of size 0 (now refused before HDF5 opens the file), and leaks memory
 // when it refuses a damaged object header (an HDF5 bug, suppressed in scripts/lsan.supp).
+#include "checkpoint_table.h"
 #include "config/config.h"
 #include "fuzz_targets.h"
 #include "io/checkpoint.h"
 
 namespace dsmoe::fuzz {
 
-namespace {
-
-// The table of the seed corpus (tests/fuzz/make_checkpoint_seeds.cpp writes the seeds).
-ParamTable seed_table() {
-  ParamTable t;
-  t.add("tok_embedding", {10, 4});
-  t.add("final_norm", {4});
-  t.add("layers/1/attn_norm", {4});
-  t.add("layers/1/moe/experts/w_gate", {4, 3, 2}, true, 0, 4);
-  return t;
-}
-
-}  // namespace
-
 void checkpoint_one(const uint8_t* data, size_t size) {
   TempInput in(data, size, ".h5");
   CheckpointMeta meta;
   if (!loads(in.path, [&] { meta = read_checkpoint_meta(in.path); })) return;
-  const ParamTable table = seed_table();
+  const ParamTable table = small_checkpoint_table();
   CheckpointState s;
   if (loads(in.path, [&] { s = read_checkpoint(in.path, table, {1}, 4); })) {
     const size_t n = static_cast<size_t>(table.size());

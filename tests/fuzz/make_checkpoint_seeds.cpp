@@ -6,20 +6,12 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "checkpoint_table.h"
 #include "io/checkpoint.h"
 
 using namespace dsmoe;
 
 namespace {
-
-ParamTable seed_table() {  // as in checkpoint.cpp
-  ParamTable t;
-  t.add("tok_embedding", {10, 4});
-  t.add("final_norm", {4});
-  t.add("layers/1/attn_norm", {4});
-  t.add("layers/1/moe/experts/w_gate", {4, 3, 2}, true, 0, 4);
-  return t;
-}
 
 CheckpointState state(const ParamTable& t) {
   CheckpointState s;
@@ -57,7 +49,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string dir = argv[1];
-  const ParamTable table = seed_table();
+  const ParamTable table = small_checkpoint_table();
   const std::string good = dir + "/good.h5";
   write_checkpoint(good, table, state(table));
   variant(dir, good, "no_optimizer.h5", [](hid_t f) { H5Ldelete(f, "optimizer", H5P_DEFAULT); });
