@@ -37,12 +37,16 @@ class CudaBackend final : public Backend<float> {
     CUDA_CHECK(cudaSetDevice(device));
     CUBLAS_CHECK(cublasCreate(&blas_));
     CUDA_CHECK(cudaMalloc(&scalar_, sizeof(double)));
+    CUDA_CHECK(cudaEventCreateWithFlags(&copied_, cudaEventDisableTiming));
     if (bf16_) bf16_gemm_ = std::make_unique<cuda::Bf16Gemm>(*this);
   }
   ~CudaBackend() override {
     bf16_gemm_.reset();
+    split_parts_ = Buf<float>();
     for (auto& e : rope_cache_) cudaFree(e.second);
     cudaFree(scalar_);
+    if (pinned_) cudaFreeHost(pinned_);
+    cudaEventDestroy(copied_);
     cublasDestroy(blas_);
   }
   std::string name() const override { return "cuda"; }
@@ -69,6 +73,22 @@ class CudaBackend final : public Backend<float> {
     if (bytes) CUDA_CHECK(cudaMemcpy(dst, host, bytes, cudaMemcpyHostToDevice));
   }
   size_t peak_bytes() const override { return allocs_.peak(); }
+  // Into pinned memory (a pageable destination would make the copy wait for everything queued).
+  void start_copy_to_host(const void* src, size_t bytes) override {
+    cuda::OpProfiler::Scope scope(prof_, "to_host_async", stream_);
+    if (bytes > pinned_bytes_) {
+      if (pinned_) CUDA_CHECK(cudaFreeHost(pinned_));
+      pinned_bytes_ = std::max(bytes, pinned_bytes_ + pinned_bytes_ / 4);
+      CUDA_CHECK(cudaMallocHost(&pinned_, pinned_bytes_));
+    }
+    pending_bytes_ = bytes;
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(pinned_, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaEventRecord(copied_, stream_));
+  }
+  void finish_copy_to_host(void* host) override {
+    CUDA_CHECK(cudaEventSynchronize(copied_));
+    if (pending_bytes_) std::memcpy(host, pinned_, pending_bytes_);
+  }
   void set_weights(const float* w, int64_t n) override {
     if (bf16_gemm_) bf16_gemm_->set_weights(w, n);
   }
@@ -203,12 +223,43 @@ class CudaBackend final : public Backend<float> {
         if (bf16_gemm_ && !g.fp32)
           low.push_back(g);
         else
-          CUBLAS_CHECK(cublasGemmEx(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &g.alpha, g.b, CUDA_R_32F,
-                                    g.ldb, g.a, CUDA_R_32F, g.lda, &g.beta, g.c, CUDA_R_32F, g.ldc,
-                                    CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
+          gemm_fp32(g);
       }
     }
     if (!low.empty()) bf16_gemm_->run(low, stream_);
+  }
+
+  // An exact fp32 product. One with a long reduction and a small result (the router's weight
+  // gradient: N x d summed over every token) keeps most of the GPU idle as one cuBLAS call: it is
+  // split into kSlices products over consecutive slices of k (one strided batched call, plus one
+  // for the remainder) whose results are summed in slice order, so it stays deterministic.
+  void gemm_fp32(const GemmArgs<float>& g) {
+    constexpr int kSlices = 32;
+    const int64_t mn = (int64_t)g.m * g.n;
+    const int ks = g.k / kSlices, rest = g.k - ks * kSlices;
+    if (ks < 256 || mn > (int64_t{1} << 18))  // a larger result fills the GPU by itself
+      return strided_fp32(g, g.alpha, g.beta, g.c, g.ldc, 0, 0, 0, 1);
+    split_parts_.ensure(*this, mn * (kSlices + 1));
+    // Slice j of op(A) [m, k] is its columns [j ks, (j+1) ks), of op(B) [k, n] its rows.
+    const int64_t step_a = g.trans_a ? (int64_t)ks * g.lda : ks, step_b = g.trans_b ? ks : (int64_t)ks * g.ldb;
+    strided_fp32({g.trans_a, g.trans_b, g.m, g.n, ks, g.alpha, g.a, g.lda, g.b, g.ldb, 0.f, nullptr, 0}, g.alpha, 0.f,
+                 split_parts_.data(), g.n, step_a, step_b, mn, kSlices);
+    int slices = kSlices;
+    if (rest > 0) {
+      strided_fp32({g.trans_a, g.trans_b, g.m, g.n, rest, g.alpha, g.a + kSlices * step_a, g.lda,
+                    g.b + kSlices * step_b, g.ldb, 0.f, nullptr, 0},
+                   g.alpha, 0.f, split_parts_.data() + kSlices * mn, g.n, 0, 0, 0, 1);
+      ++slices;
+    }
+    cuda::sum_slices(g.c, g.ldc, split_parts_.data(), slices, g.m, g.n, g.beta, stream_);
+  }
+  // C = alpha op(A) op(B) + beta C for `batch` problems, A, B and C advancing by their strides.
+  void strided_fp32(const GemmArgs<float>& g, float alpha, float beta, float* c, int ldc, int64_t stride_a,
+                    int64_t stride_b, int64_t stride_c, int batch) {
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &alpha, g.b,
+                                            CUDA_R_32F, g.ldb, stride_b, g.a, CUDA_R_32F, g.lda, stride_a, &beta, c,
+                                            CUDA_R_32F, ldc, stride_c, batch, CUBLAS_COMPUTE_32F_PEDANTIC,
+                                            CUBLAS_GEMM_DEFAULT));
   }
 
   void written(const void* p, size_t bytes) {
@@ -243,6 +294,10 @@ class CudaBackend final : public Backend<float> {
   std::map<std::tuple<int, int, double>, float*> rope_cache_;
   cuda::OpProfiler prof_;  // DSMOE_CUDA_PROFILE=1
   std::unique_ptr<cuda::Bf16Gemm> bf16_gemm_;  // precision: bf16
+  Buf<float> split_parts_;                     // gemm_fp32's slices
+  void* pinned_ = nullptr;                     // start/finish_copy_to_host's staging
+  size_t pinned_bytes_ = 0, pending_bytes_ = 0;
+  cudaEvent_t copied_ = nullptr;
 };
 
 }  // namespace

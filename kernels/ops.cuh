@@ -10,6 +10,9 @@ namespace dsmoe::cuda {
 // elementwise.cu
 void fill(float* x, float value, int64_t n, cudaStream_t s);
 void add(float* y, const float* x, int64_t n, cudaStream_t s);
+// c [m, n] (leading dimension ldc) = beta * c + the sum over the slices of parts [slices, m, n],
+// in slice order (beta = 0: c is not read).
+void sum_slices(float* c, int ldc, const float* parts, int slices, int m, int n, float beta, cudaStream_t s);
 // Sum of squares into *out_device (one double), deterministic (fixed reduction tree).
 void sum_squares(double* out_device, const float* x, int64_t n, cudaStream_t s);
 void swiglu_forward(float* act, const float* gu, int rows, int n, cudaStream_t s);

@@ -76,6 +76,32 @@ TEST_F(CudaVsCpu, Gemm) {
     }
 }
 
+// A long reduction into a small result (the router's weight gradient) is computed in slices of
+// k summed in order: every transpose, a remainder slice, beta and a leading dimension wider
+// than the result. fp32 in both, summation orders differ over 9000 terms: ~sqrt(k) 2^-24 = 6e-6
+// relative error of the whole result, so 3e-5 is the band.
+TEST_F(CudaVsCpu, GemmWithALongReductionInSlices) {
+  const int m = 5, n = 7, k = 9000, ldc = 9;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      auto a = twin(random((size_t)m * k, 71)), b = twin(random((size_t)k * n, 72)), c = twin(random(m * ldc, 73));
+      auto args = [&](Buf<float>& A, Buf<float>& B, Buf<float>& C) {
+        return GemmArgs<float>{ta, tb, m, n, k, 0.7f, A, ta ? m : k, B, tb ? k : n, 0.5f, C, ldc, true};
+      };
+      cpu->gemm(args(a.c, b.c, c.c));
+      gpu->gemm(args(a.g, b.g, c.g));
+      const Vec want = to_host(*cpu, c.c.data(), c.n), got = to_host(*gpu, c.g.data(), c.n);
+      double diff = 0, norm = 0;
+      for (int64_t i = 0; i < c.n; ++i) {
+        diff += (got[i] - want[i]) * (got[i] - want[i]);
+        norm += want[i] * want[i];
+      }
+      EXPECT_LT(std::sqrt(diff / norm), 3e-5) << "trans " << ta << tb;
+      for (int r = 0; r < m; ++r)  // the columns past n are not the product's: untouched
+        for (int j = n; j < ldc; ++j) EXPECT_EQ(got[r * ldc + j], want[r * ldc + j]);
+    }
+}
+
 // Under bf16 precision the products round their inputs to bf16 (8 significant bits) and
 // accumulate in fp32: relative error of the whole result ~ 2^-8 / sqrt-ish; 1e-2 is the band.
 // Products marked fp32 (the router's) stay exact fp32.

@@ -37,6 +37,14 @@ class Backend {
   virtual void copy_bytes_to_host(void* host, const void* src, size_t bytes) = 0;
   virtual void copy_bytes_to_device(void* dst, const void* host, size_t bytes) = 0;
   virtual size_t peak_bytes() const = 0;
+  // A copy to the host that does not wait for the work queued after it: start returns at once
+  // (on a GPU the copy is queued behind the work so far), finish waits for that copy alone and
+  // writes the bytes to host. One at a time; src must not change in between.
+  virtual void start_copy_to_host(const void* src, size_t bytes) {
+    pending_src_ = src;
+    pending_bytes_ = bytes;
+  }
+  virtual void finish_copy_to_host(void* host) { copy_bytes_to_host(host, pending_src_, pending_bytes_); }
   // Waits until the queued work is done (a GPU runs asynchronously; the CPU is always done).
   virtual void synchronize() {}
   // The parameter buffer, which changes only through this backend's ops: a backend may keep a
@@ -105,6 +113,10 @@ class Backend {
   // AdamW (torch.optim.AdamW) on n elements; step is 1-based.
   virtual void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1,
                      double beta2, double eps, double weight_decay, int64_t step, double grad_scale) = 0;
+
+ private:
+  const void* pending_src_ = nullptr;  // the default start/finish_copy_to_host: copies at finish
+  size_t pending_bytes_ = 0;
 };
 
 // Owning buffer of n elements of U in a backend's memory.

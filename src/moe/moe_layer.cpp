@@ -99,6 +99,8 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
   scratch_.dyc.ensure(be_, (int64_t)dispatcher_.combine_rows() * d_);
   be_.weighted_sum_rows_backward(scratch_.dyc, scratch_.dgate, dout, yc_, dispatcher_.pair_row(), gate_, tokens, K,
                                  d_);
+  // The gate gradients go to the host router while the experts' backward runs on a GPU.
+  be_.start_copy_to_host(scratch_.dgate.data(), (size_t)tokens * K * sizeof(T));
   double t0 = now_seconds();
   scratch_.dxe.ensure(be_, rows * d_);
   scratch_.dgu.ensure(be_, rows * 2 * n_);
@@ -117,7 +119,8 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
     be_.add(du, scratch_.tmp, (int64_t)tokens * d_);
   }
 
-  std::vector<T> dnoise, dgate = to_host(be_, scratch_.dgate.data(), (int64_t)tokens * K);
+  std::vector<T> dnoise, dgate((size_t)tokens * K);
+  be_.finish_copy_to_host(dgate.data());
   const double t_route = now_seconds();
   std::vector<T> dlogits = route_backward(spec_, routing_, dgate, loss_scale, &dnoise);
   times_.route += now_seconds() - t_route;
