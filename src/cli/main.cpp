@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "comm/comm.h"
 #include "util/check.h"
+#include "util/host_memory.h"
 #include "util/log.h"
 
 namespace {
@@ -32,6 +33,7 @@ const char* kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
+  dsmoe::keep_freed_host_memory();
   dsmoe::select_blas_kernels(argv);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
