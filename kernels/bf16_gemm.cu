@@ -186,23 +186,19 @@ void Bf16Gemm::run(const std::vector<GemmArgs<float>>& gs, cudaStream_t s) {
   }
   std::vector<Span> spans;
   for (const GemmArgs<float>& g : gs) {
-    if (g.m == 0 || g.n == 0 || g.k == 0) continue;
     spans.push_back({g.a, extent_a(g)});
     spans.push_back({g.b, extent_b(g)});
   }
   stage(spans, s);
-  std::vector<const GemmArgs<float>*> live;
-  for (const GemmArgs<float>& g : gs)
-    if (g.m > 0 && g.n > 0 && g.k > 0) live.push_back(&g);
-  if (live.empty()) return;
+  if (gs.empty()) return;
   if (lt_work_.size() == 0) lt_work_.reset(be_, (int64_t)kLtWorkspace * kStreams);
-  if (live.size() == 1) return matmul(*live[0], s, lt_work_.data());
+  if (gs.size() == 1) return matmul(gs[0], s, lt_work_.data());
   // Fork: the streams start after what s has queued (the staging); s continues after all of them.
-  const int used = std::min<int>(kStreams, static_cast<int>(live.size()));
+  const int used = std::min<int>(kStreams, static_cast<int>(gs.size()));
   CUDA_CHECK(cudaEventRecord(fork_, s));
   for (int i = 0; i < used; ++i) CUDA_CHECK(cudaStreamWaitEvent(streams_[i], fork_, 0));
-  for (size_t p = 0; p < live.size(); ++p)
-    matmul(*live[p], streams_[p % used], lt_work_.data() + (p % used) * kLtWorkspace);
+  for (size_t p = 0; p < gs.size(); ++p)
+    matmul(gs[p], streams_[p % used], lt_work_.data() + (p % used) * kLtWorkspace);
   for (int i = 0; i < used; ++i) {
     CUDA_CHECK(cudaEventRecord(joins_[i], streams_[i]));
     CUDA_CHECK(cudaStreamWaitEvent(s, joins_[i], 0));

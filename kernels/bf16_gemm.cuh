@@ -31,8 +31,9 @@ class Bf16Gemm {
   void set_weights(const float* w, int64_t n);
   // Called for every write through the backend: one that touches the parameters outdates the copy.
   void written(const void* p, int64_t bytes);
-  // C = alpha op(A) op(B) + beta C for each (independent) problem with k > 0, on stream s (the
-  // problems side by side; their inputs must not be outputs of the batch).
+  // C = alpha op(A) op(B) + beta C for each (independent) problem, all with m, n, k > 0 (the
+  // backend handles the empty ones), on stream s, the problems side by side; their inputs must
+  // not be outputs of the batch.
   void run(const std::vector<GemmArgs<float>>& gs, cudaStream_t s);
 
  private:

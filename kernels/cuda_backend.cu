@@ -238,27 +238,31 @@ class CudaBackend final : public Backend<float> {
     const int64_t mn = (int64_t)g.m * g.n;
     const int ks = g.k / kSlices, rest = g.k - ks * kSlices;
     if (ks < 256 || mn > (int64_t{1} << 18))  // a larger result fills the GPU by itself
-      return strided_fp32(g, g.alpha, g.beta, g.c, g.ldc, 0, 0, 0, 1);
+      return strided_fp32(g, 0, 0, 0, 1);
     split_parts_.ensure(*this, mn * (kSlices + 1));
-    // Slice j of op(A) [m, k] is its columns [j ks, (j+1) ks), of op(B) [k, n] its rows.
+    // Slice j of op(A) [m, k] is its columns [j ks, (j+1) ks), of op(B) [k, n] its rows; slice j's
+    // product goes to parts [j, m, n].
     const int64_t step_a = g.trans_a ? (int64_t)ks * g.lda : ks, step_b = g.trans_b ? ks : (int64_t)ks * g.ldb;
-    strided_fp32({g.trans_a, g.trans_b, g.m, g.n, ks, g.alpha, g.a, g.lda, g.b, g.ldb, 0.f, nullptr, 0}, g.alpha, 0.f,
-                 split_parts_.data(), g.n, step_a, step_b, mn, kSlices);
-    int slices = kSlices;
+    GemmArgs<float> slice = g;
+    slice.k = ks;
+    slice.beta = 0.f;
+    slice.c = split_parts_.data();
+    slice.ldc = g.n;
+    strided_fp32(slice, step_a, step_b, mn, kSlices);
     if (rest > 0) {
-      strided_fp32({g.trans_a, g.trans_b, g.m, g.n, rest, g.alpha, g.a + kSlices * step_a, g.lda,
-                    g.b + kSlices * step_b, g.ldb, 0.f, nullptr, 0},
-                   g.alpha, 0.f, split_parts_.data() + kSlices * mn, g.n, 0, 0, 0, 1);
-      ++slices;
+      slice.k = rest;
+      slice.a = g.a + kSlices * step_a;
+      slice.b = g.b + kSlices * step_b;
+      slice.c = split_parts_.data() + kSlices * mn;
+      strided_fp32(slice, 0, 0, 0, 1);
     }
-    cuda::sum_slices(g.c, g.ldc, split_parts_.data(), slices, g.m, g.n, g.beta, stream_);
+    cuda::sum_slices(g.c, g.ldc, split_parts_.data(), rest > 0 ? kSlices + 1 : kSlices, g.m, g.n, g.beta, stream_);
   }
-  // C = alpha op(A) op(B) + beta C for `batch` problems, A, B and C advancing by their strides.
-  void strided_fp32(const GemmArgs<float>& g, float alpha, float beta, float* c, int ldc, int64_t stride_a,
-                    int64_t stride_b, int64_t stride_c, int batch) {
-    CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &alpha, g.b,
-                                            CUDA_R_32F, g.ldb, stride_b, g.a, CUDA_R_32F, g.lda, stride_a, &beta, c,
-                                            CUDA_R_32F, ldc, stride_c, batch, CUBLAS_COMPUTE_32F_PEDANTIC,
+  // g for `batch` problems, A, B and C advancing by their strides.
+  void strided_fp32(const GemmArgs<float>& g, int64_t stride_a, int64_t stride_b, int64_t stride_c, int batch) {
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &g.alpha, g.b,
+                                            CUDA_R_32F, g.ldb, stride_b, g.a, CUDA_R_32F, g.lda, stride_a, &g.beta,
+                                            g.c, CUDA_R_32F, g.ldc, stride_c, batch, CUBLAS_COMPUTE_32F_PEDANTIC,
                                             CUBLAS_GEMM_DEFAULT));
   }
 
@@ -296,7 +300,7 @@ class CudaBackend final : public Backend<float> {
   std::unique_ptr<cuda::Bf16Gemm> bf16_gemm_;  // precision: bf16
   Buf<float> split_parts_;                     // gemm_fp32's slices
   void* pinned_ = nullptr;                     // start/finish_copy_to_host's staging
-  size_t pinned_bytes_ = 0, pending_bytes_ = 0;
+  size_t pinned_bytes_ = 0;
   cudaEvent_t copied_ = nullptr;
 };
 

@@ -114,8 +114,8 @@ class Backend {
   virtual void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1,
                      double beta2, double eps, double weight_decay, int64_t step, double grad_scale) = 0;
 
- private:
-  const void* pending_src_ = nullptr;  // the default start/finish_copy_to_host: copies at finish
+ protected:
+  const void* pending_src_ = nullptr;  // start/finish_copy_to_host's copy in flight
   size_t pending_bytes_ = 0;
 };
 
