@@ -93,6 +93,10 @@ void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const 
   Vec xeh = to_host(be, xe.data(), (int64_t)R * kD);
   for (int r = 0; r < R && r < (int)expected.size(); ++r)
     for (int c = 0; c < kD; ++c) EXPECT_EQ(xeh[(size_t)r * kD + c], expected[r] + 0.25 * c) << "row " << r;
+  // The backward's rebuild of the rows (no exchange) gives them again.
+  Buf<T> again(be, std::max(1, R * kD));
+  disp.redispatch(again, xb);
+  EXPECT_EQ(to_host(be, again.data(), (int64_t)R * kD), xeh);
 
   // "Experts" scale their rows by (global expert + 2); after combine, the combine buffer holds
   // every kept pair's result at pair_row(p), and no two pairs share a row (the other rows hold

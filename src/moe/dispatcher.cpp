@@ -200,9 +200,20 @@ template <typename T>
 void Dispatcher<T>::dispatch_finish(T* xe) {
   if (ep_.size() == 1) return;
   ep_.wait_alltoallv();
+  place_received(xe);
+}
+
+template <typename T>
+void Dispatcher<T>::place_received(T* xe) {
   const int after = self_off_ + self_rows_;
   be_.gather_rows(xe, units_buf_, expand_, self_off_, d_);
   be_.gather_rows(xe + (int64_t)after * d_, units_buf_, expand_.data() + self_off_, rows_ - after, d_);
+}
+
+template <typename T>
+void Dispatcher<T>::redispatch(T* xe, const T* x) {
+  be_.gather_rows(xe + (int64_t)self_off_ * d_, x, self_token_, self_rows_, d_);
+  if (ep_.size() > 1) place_received(xe);
 }
 
 template <typename T>

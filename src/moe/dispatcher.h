@@ -58,6 +58,9 @@ class Dispatcher {
   // gathers the own rows and sends the rest; finish places what arrived. x must stay unchanged.
   void dispatch_start(T* xe, const T* x);
   void dispatch_finish(T* xe);
+  // The rows of the last dispatch again, into xe, from the same x and the received rows kept
+  // since the exchange (no communication): the backward rebuilds xe instead of keeping it.
+  void redispatch(T* xe, const T* x);
   void combine(T* yc);                   // yc [combine_rows, d]: [0, rows) written by the experts; fills the rest
   void combine_backward(T* dyc);         // dyc [combine_rows, d]: the gradients of the pairs' rows -> dye = [0, rows)
   void dispatch_backward(T* dx, const T* dxe);  // dx [tokens, d] += sum of its rows of dxe [rows, d]
@@ -78,6 +81,7 @@ class Dispatcher {
                 const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off);
   template <typename I>
   void upload(Buf<I>& buf, const std::vector<I>& host);
+  void place_received(T* xe);  // the received units into their rows of xe
 
   Backend<T>& be_;
   Comm& ep_;

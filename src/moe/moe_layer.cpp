@@ -19,10 +19,10 @@ MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlaceme
   shared_act_.reset(be, shared_rows * shared_hidden_);
   // Expert rows: sized for one row per pair, which is every case on one rank; with expert
   // parallelism a rank may receive more, and the buffers grow (backend.h: Buf::ensure).
-  xe_.reset(be, pairs * d);
   gu_.reset(be, pairs * 2 * n_);
-  act_.reset(be, pairs * n_);
   yc_.reset(be, pairs * d);
+  scratch_.xe.ensure(be, pairs * d);
+  scratch_.act.ensure(be, pairs * n_);
   scratch_.dgate.ensure(be, pairs);
   scratch_.dyc.ensure(be, pairs * d);
   scratch_.dxe.ensure(be, pairs * d);
@@ -62,20 +62,20 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   t0 = now_seconds();
   dispatcher_.plan(routing_.sel, routing_.kept, tokens, K);
   const int64_t rows = dispatcher_.rows();
-  xe_.ensure(be_, rows * d_);
+  scratch_.xe.ensure(be_, rows * d_);
   gu_.ensure(be_, rows * 2 * n_);
-  act_.ensure(be_, rows * n_);
+  scratch_.act.ensure(be_, rows * n_);
   yc_.ensure(be_, (int64_t)dispatcher_.combine_rows() * d_);
   MoeParams<T> none;
   auto experts_on = [&](const RowSpan& span) {
     const int64_t r = span.first_row;
-    swiglu_experts_forward(be_, expert_weights(p, none), span.blocks, xe_.data() + r * d_, gu_.data() + r * 2 * n_,
-                           act_.data() + r * n_, yc_.data() + r * d_);
+    swiglu_experts_forward(be_, expert_weights(p, none), span.blocks, scratch_.xe.data() + r * d_,
+                           gu_.data() + r * 2 * n_, scratch_.act.data() + r * n_, yc_.data() + r * d_);
   };
   // While the other ranks' tokens travel, the shared experts and the own tokens' experts run
   // (as DeepSeek overlaps them); without overlap, everything waits for the exchange.
-  dispatcher_.dispatch_start(xe_, u);
-  if (!overlap_) dispatcher_.dispatch_finish(xe_);
+  dispatcher_.dispatch_start(scratch_.xe, u);
+  if (!overlap_) dispatcher_.dispatch_finish(scratch_.xe);
   times_.dispatch += now_seconds() - t0;
   if (shared_hidden_ > 0)
     swiglu_experts_forward(be_, shared_weights(p, none), {{0, tokens}}, u, shared_gu_.data(), shared_act_.data(), out);
@@ -83,7 +83,7 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
     be_.fill(out, T(0), (int64_t)tokens * d_);
   experts_on(dispatcher_.own_span());
   t0 = now_seconds();
-  if (overlap_) dispatcher_.dispatch_finish(xe_);
+  if (overlap_) dispatcher_.dispatch_finish(scratch_.xe);
   times_.dispatch += now_seconds() - t0;
   for (const RowSpan& span : dispatcher_.received_spans()) experts_on(span);
   t0 = now_seconds();
@@ -107,8 +107,13 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
   scratch_.dact.ensure(be_, rows * n_);
   dispatcher_.combine_backward(scratch_.dyc);
   times_.combine += now_seconds() - t0;
-  swiglu_experts_backward(be_, expert_weights(p, g), dispatcher_.blocks(), xe_.data(), gu_.data(), act_.data(),
-                          scratch_.dyc.data(), scratch_.dgu.data(), scratch_.dact.data(), scratch_.dxe.data());
+  scratch_.xe.ensure(be_, rows * d_);
+  scratch_.act.ensure(be_, rows * n_);
+  dispatcher_.redispatch(scratch_.xe, u_);
+  be_.swiglu_forward(scratch_.act, gu_, static_cast<int>(rows), n_);
+  swiglu_experts_backward(be_, expert_weights(p, g), dispatcher_.blocks(), scratch_.xe.data(), gu_.data(),
+                          scratch_.act.data(), scratch_.dyc.data(), scratch_.dgu.data(), scratch_.dact.data(),
+                          scratch_.dxe.data());
   t0 = now_seconds();
   dispatcher_.dispatch_backward(du, scratch_.dxe);
   times_.dispatch += now_seconds() - t0;

@@ -28,10 +28,13 @@ struct MoeTimes {
   double route = 0;  // the router's host work (scores, top-k, statistics and their backward)
 };
 
-// Backward scratch of the MoE layers. Layers run backward one after another, so one set,
-// grown to the largest need, serves them all.
+// Scratch of the MoE layers. Layers run one after another, so one set, grown to the largest
+// need, serves them all. xe and act (the expert rows' inputs and SwiGLU activations, rows x
+// (d + hidden)) are not kept from forward to backward: the backward rebuilds them, with a gather
+// and an elementwise pass, which saves that much memory per layer.
 template <typename T>
 struct MoeScratch {
+  Buf<T> xe, act;
   Buf<T> dyc, dgate, dxe, dgu, dact, tmp;  // dyc: the gradient of the combine buffer
 };
 
@@ -68,7 +71,7 @@ class MoeLayer {
   MoeTimes times_;
   // Saved activations; the expert buffers (rows this rank computes) grow as needed. yc: the
   // dispatcher's combine buffer, the experts' outputs and then the results other ranks return.
-  Buf<T> logits_, xe_, gu_, act_, yc_, gate_, shared_gu_, shared_act_;
+  Buf<T> logits_, gu_, yc_, gate_, shared_gu_, shared_act_;
   MoeScratch<T>& scratch_;
 };
 

@@ -42,7 +42,7 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
   acts += 2 * R + 2 * R * d + R + R * V + R;  // tokens, targets; xs_final, ln_f, rstd_f, logits, losses
   double scratch = 6 * R * d + att + 3 * R * dh;  // dx dh dtmp dqkv; attention scratch; dense dgu, dact
   double dispatch = 0;
-  double s_dgate = 0, s_dyc = 0, s_dxe = 0, s_dgu = 0, s_dact = 0, s_tmp = 0;
+  double s_xe = 0, s_act = 0, s_dgate = 0, s_dyc = 0, s_dxe = 0, s_dgu = 0, s_dact = 0, s_tmp = 0;
   for (int l = 0; l < Lm; ++l) {
     const double rows = rr.rows.empty() ? pairs : rr.rows[l];
     const double own = rr.rows.empty() ? pairs : rr.own_rows[l];
@@ -50,13 +50,14 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
     const double back = pairs - own;  // this rank's pairs computed elsewhere
     const double combine = rows + back;
     acts += R * N + pairs + sh_rows * 3 * sh;  // logits, gates, shared gu + act
-    acts += grown(pairs * d, rows * d) + grown(pairs * 2 * n, rows * 2 * n) + grown(pairs * n, rows * n) +
-            grown(pairs * d, combine * d);  // xe, gu, act, yc
+    acts += grown(pairs * 2 * n, rows * 2 * n) + grown(pairs * d, combine * d);  // gu, yc
     // Index arrays: pair_row, self_token, self CSR; with ep > 1 the unit lists, CSR and expand.
     dispatch += pairs + 2 * std::max(1.0, own) + (R + 1);
     if (ep > 1)
       dispatch += 2 * std::max(1.0, out) + (R + 1) + 2 * std::max(1.0, rows - own) + std::max(1.0, in) + 1 +
                   std::max(1.0, out) * d + std::max(1.0, in) * d;  // ..., send and unit buffers
+    s_xe = std::max(s_xe, grown(pairs * d, rows * d));  // rebuilt by the backward, not kept
+    s_act = std::max(s_act, grown(pairs * n, rows * n));
     s_dgate = std::max(s_dgate, pairs);
     s_dyc = std::max(s_dyc, grown(pairs * d, combine * d));
     s_dxe = std::max(s_dxe, grown(pairs * d, rows * d));
@@ -64,7 +65,7 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
     s_dact = std::max(s_dact, grown(std::max(sh_rows * sh, pairs * n), rows * n));
     s_tmp = std::max(s_tmp, R * std::max(d, N));
   }
-  scratch += s_dgate + s_dyc + s_dxe + s_dgu + s_dact + s_tmp;
+  scratch += s_xe + s_act + s_dgate + s_dyc + s_dxe + s_dgu + s_dact + s_tmp;
   if (backend == "cuda" && cfg.precision == "bf16") {
     double rows_max = pairs;
     for (double r : rr.rows) rows_max = std::max(rows_max, r);
