@@ -1,5 +1,9 @@
 #include "moe/dispatcher.h"
 
+#include <omp.h>
+
+#include <algorithm>
+
 #include "util/check.h"
 
 namespace dsmoe {
@@ -48,29 +52,47 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   tokens_ = tokens;
   k_ = k;
 
-  // This rank's kept pairs sorted by expert (so by destination), token order within an expert.
-  std::vector<int64_t> count(N, 0), expert_off(N + 1, 0);
-  for (int64_t p = 0; p < pairs; ++p)
-    if (kept[p]) count[sel[p]]++;
-  for (int e = 0; e < N; ++e) expert_off[e + 1] = expert_off[e] + count[e];
+  // This rank's kept pairs sorted by expert (so by destination), token order within an expert:
+  // a counting sort over chunks of pairs, each chunk placing its pairs after the earlier chunks'.
+  // The host plans every MoE layer while a GPU waits, hence the threads.
+  const int chunks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), pairs / 8192)));
+  const int64_t per_chunk = (pairs + chunks - 1) / chunks;
+  std::vector<int64_t> hist((size_t)chunks * N, 0), count(N, 0), expert_off(N + 1, 0);
+#pragma omp parallel for num_threads(chunks) schedule(static, 1)
+  for (int c = 0; c < chunks; ++c)
+    for (int64_t p = c * per_chunk; p < std::min(pairs, (c + 1) * per_chunk); ++p)
+      if (kept[p]) hist[(size_t)c * N + sel[p]]++;
+  for (int e = 0; e < N; ++e) {
+    expert_off[e + 1] = expert_off[e];
+    for (int c = 0; c < chunks; ++c) {
+      const int64_t n = hist[(size_t)c * N + e];
+      hist[(size_t)c * N + e] = expert_off[e + 1];  // where chunk c's pairs of expert e start
+      expert_off[e + 1] += n;
+    }
+    count[e] = expert_off[e + 1] - expert_off[e];
+  }
   std::vector<int32_t> send_pair(expert_off[N]), pair_send(pairs, -1);
-  std::vector<int64_t> next(expert_off.begin(), expert_off.end() - 1);
-  for (int64_t p = 0; p < pairs; ++p) {
-    if (!kept[p]) continue;
-    const int64_t r = next[sel[p]]++;
-    send_pair[r] = static_cast<int32_t>(p);
-    pair_send[p] = static_cast<int32_t>(r);
+#pragma omp parallel for num_threads(chunks) schedule(static, 1)
+  for (int c = 0; c < chunks; ++c) {
+    int64_t* next = &hist[(size_t)c * N];
+    for (int64_t p = c * per_chunk; p < std::min(pairs, (c + 1) * per_chunk); ++p) {
+      if (!kept[p]) continue;
+      const int64_t r = next[sel[p]]++;
+      send_pair[r] = static_cast<int32_t>(p);
+      pair_send[p] = static_cast<int32_t>(r);
+    }
   }
   auto dest_begin = [&](int dest) { return expert_off[dest * per]; };  // first send row to `dest`
   const int64_t self_begin = dest_begin(me);
   self_rows_ = static_cast<int>(dest_begin(me + 1) - self_begin);
   std::vector<int32_t> self_token(self_rows_);
+#pragma omp parallel for schedule(static)
   for (int i = 0; i < self_rows_; ++i) self_token[i] = static_cast<int32_t>(send_pair[self_begin + i] / k);
 
   // Units: one per (token, other destination) with a kept pair there, by destination then token.
   std::vector<std::vector<int32_t>> units_to(E);
-  std::vector<int32_t> last_token(E, -1), unit_index(pairs, -1);  // per pair: its unit within the message
-  for (int64_t p = 0; p < pairs; ++p) {
+  std::vector<int32_t> last_token(E, -1), unit_index(E > 1 ? pairs : 0, -1);  // per pair: its unit within the message
+  for (int64_t p = 0; p < pairs && E > 1; ++p) {
     const int dest = kept[p] ? placement_.owner(sel[p]) : me;
     if (dest == me) continue;
     const int t = static_cast<int>(p / k);
@@ -126,6 +148,7 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   pair_back_off_ = packed_offsets(pair_send_count_);
 
   std::vector<int32_t> pair_row(pairs, -1);
+#pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < pairs; ++p) {
     if (pair_send[p] < 0) continue;
     const int dest = placement_.owner(sel[p]);
@@ -134,8 +157,25 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   }
   upload(pair_row_, pair_row);
   upload(self_token_, self_token);
-  std::vector<int32_t> off, idx;
-  build_csr(self_token, tokens, &off, &idx, 0, self_off_);
+  // Each token's own rows, ascending (CSR over tokens): its own pairs' rows, sorted.
+  std::vector<int32_t> off(tokens + 1, 0), idx(self_rows_);
+  auto own_pair = [&](int64_t p) { return pair_send[p] >= 0 && placement_.owner(sel[p]) == me; };
+#pragma omp parallel for schedule(static)
+  for (int t = 0; t < tokens; ++t)
+    for (int j = 0; j < k; ++j) off[t + 1] += own_pair((int64_t)t * k + j);
+  for (int t = 0; t < tokens; ++t) off[t + 1] += off[t];
+#pragma omp parallel for schedule(static)
+  for (int t = 0; t < tokens; ++t) {
+    int32_t* rows = &idx[off[t]];
+    int n = 0;
+    for (int j = 0; j < k; ++j) {
+      const int64_t p = (int64_t)t * k + j;
+      if (!own_pair(p)) continue;
+      int at = n++;
+      for (; at > 0 && rows[at - 1] > pair_row[p]; --at) rows[at] = rows[at - 1];
+      rows[at] = pair_row[p];
+    }
+  }
   upload(self_tok_off_, off);
   upload(self_tok_idx_, idx);
   stats_.rows_received += rows_;
