@@ -1,6 +1,8 @@
 #include "kernels/bf16_gemm.cuh"
 
 #include <algorithm>
+#include <cstdlib>
+#include <numeric>
 
 #include "kernels/cuda_check.cuh"
 #include "kernels/ops.cuh"
@@ -14,6 +16,67 @@ cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 int64_t extent(int rows, int cols, int ld) { return rows == 0 || cols == 0 ? 0 : (int64_t)(rows - 1) * ld + cols; }
 int64_t extent_a(const GemmArgs<float>& g) { return g.trans_a ? extent(g.k, g.m, g.lda) : extent(g.m, g.k, g.lda); }
 int64_t extent_b(const GemmArgs<float>& g) { return g.trans_b ? extent(g.n, g.k, g.ldb) : extent(g.k, g.n, g.ldb); }
+int64_t extent_c(const GemmArgs<float>& g) { return extent(g.m, g.n, g.ldc); }
+
+// Whether the outputs of g and h share an element. Blocks of one leading dimension compare by
+// rows and columns (the gate and up halves of one buffer interleave without meeting), others by
+// the address ranges they span.
+bool outputs_meet(const GemmArgs<float>& g, const GemmArgs<float>& h) {
+  if (g.c + extent_c(g) <= h.c || h.c + extent_c(h) <= g.c) return false;
+  const int64_t ld = g.ldc;
+  if (h.ldc != ld || g.n > ld || h.n > ld) return true;
+  // h's first element lies at row r, column col of g's block (col in [0, ld)).
+  const int64_t d = h.c - g.c;
+  int64_t r = d / ld, col = d % ld;
+  if (col < 0) col += ld, --r;
+  if (col + h.n > ld) return true;  // h's rows wrap around g's: taken as meeting
+  return col < g.n && r < g.m && r + h.m > 0;
+}
+
+// The pairs (later, earlier) of problems whose outputs meet, in batch order. Outputs are compared
+// in address order, each only with those starting less than the longest output before it.
+std::vector<std::pair<int, int>> meeting(const std::vector<GemmArgs<float>>& gs) {
+  const int n = static_cast<int>(gs.size());
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int x, int y) { return gs[x].c < gs[y].c; });
+  int64_t longest = 0;
+  for (const auto& g : gs) longest = std::max(longest, extent_c(g));
+  std::vector<std::pair<int, int>> meet;
+  for (int i = 0; i < n; ++i)
+    for (int j = i - 1; j >= 0 && gs[order[j]].c + longest > gs[order[i]].c; --j)
+      if (outputs_meet(gs[order[j]], gs[order[i]]))
+        meet.emplace_back(std::max(order[i], order[j]), std::min(order[i], order[j]));
+  std::sort(meet.begin(), meet.end());
+  return meet;
+}
+
+// The wave of each problem for one launch per wave: the fewest waves such that of two problems
+// whose outputs meet, the earlier in the batch falls in an earlier wave.
+std::vector<int> waves(int n, const std::vector<std::pair<int, int>>& meet) {
+  std::vector<int> wave(n, 0);
+  for (const auto& [later, earlier] : meet) wave[later] = std::max(wave[later], wave[earlier] + 1);
+  return wave;
+}
+
+// The stream of each problem for one launch per problem: problems whose outputs meet (directly or
+// through others) share a stream, where they run in batch order; the groups take turns.
+std::vector<int> streams(int n, const std::vector<std::pair<int, int>>& meet, int n_streams) {
+  std::vector<int> root(n);
+  std::iota(root.begin(), root.end(), 0);
+  auto find = [&](int x) {
+    while (root[x] != x) x = root[x] = root[root[x]];
+    return x;
+  };
+  for (const auto& [later, earlier] : meet) {  // a group's root is its earliest problem
+    const int a = find(later), b = find(earlier);
+    root[std::max(a, b)] = std::min(a, b);
+  }
+  std::vector<int> stream(n);
+  int next = 0;
+  for (int p = 0; p < n; ++p) stream[p] = find(p) == p ? next++ % n_streams : stream[find(p)];
+  return stream;
+}
 
 }  // namespace
 
@@ -116,6 +179,8 @@ Bf16Gemm::Bf16Gemm(Backend<float>& be) : be_(be) {
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa));
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof ob));
     }
+  const char* grouped = std::getenv("DSMOE_GROUPED_GEMM");
+  use_grouped_ = grouped && grouped[0] == '1';
   CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
   for (int i = 0; i < kStreams; ++i) {
     CUDA_CHECK(cudaStreamCreateWithFlags(&streams_[i], cudaStreamNonBlocking));
@@ -191,15 +256,49 @@ void Bf16Gemm::run(const std::vector<GemmArgs<float>>& gs, cudaStream_t s) {
   }
   stage(spans, s);
   if (gs.empty()) return;
+  if (gs.size() == 1) return on_streams({&gs[0]}, s);
+  const std::vector<std::pair<int, int>> meet = meeting(gs);
+  if (!use_grouped_) {
+    std::vector<const GemmArgs<float>*> all;
+    for (const GemmArgs<float>& g : gs) all.push_back(&g);
+    return on_streams(all, s, streams(static_cast<int>(gs.size()), meet, kStreams));
+  }
+  const std::vector<int> wave = waves(static_cast<int>(gs.size()), meet);
+  const int n_waves = *std::max_element(wave.begin(), wave.end()) + 1;
+  for (int w = 0; w < n_waves; ++w) {
+    std::vector<GroupedProblem> grouped[2][2];  // by (trans_a, trans_b)
+    std::vector<const GemmArgs<float>*> rest;
+    for (size_t p = 0; p < gs.size(); ++p) {
+      if (wave[p] != w) continue;
+      const GemmArgs<float>& g = gs[p];
+      const GroupedProblem q{operand(g.a), operand(g.b), g.c, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.alpha, g.beta};
+      if (grouped_gemm_fits(q))
+        grouped[g.trans_a][g.trans_b].push_back(q);
+      else
+        rest.push_back(&g);
+    }
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) grouped_.run(grouped[ta][tb], ta, tb, s);
+    std::vector<int> turns(rest.size());
+    std::iota(turns.begin(), turns.end(), 0);  // a wave's outputs are disjoint: any streams
+    on_streams(rest, s, turns);
+  }
+}
+
+// Problem p on streams_[stream[p] % kStreams] (one problem: on s).
+void Bf16Gemm::on_streams(const std::vector<const GemmArgs<float>*>& gs, cudaStream_t s,
+                          const std::vector<int>& stream) {
+  if (gs.empty()) return;
   if (lt_work_.size() == 0) lt_work_.reset(be_, (int64_t)kLtWorkspace * kStreams);
-  if (gs.size() == 1) return matmul(gs[0], s, lt_work_.data());
+  if (gs.size() == 1) return matmul(*gs[0], s, lt_work_.data());
   // Fork: the streams start after what s has queued (the staging); s continues after all of them.
-  const int used = std::min<int>(kStreams, static_cast<int>(gs.size()));
   CUDA_CHECK(cudaEventRecord(fork_, s));
-  for (int i = 0; i < used; ++i) CUDA_CHECK(cudaStreamWaitEvent(streams_[i], fork_, 0));
-  for (size_t p = 0; p < gs.size(); ++p)
-    matmul(gs[p], streams_[p % used], lt_work_.data() + (p % used) * kLtWorkspace);
-  for (int i = 0; i < used; ++i) {
+  for (int i = 0; i < kStreams; ++i) CUDA_CHECK(cudaStreamWaitEvent(streams_[i], fork_, 0));
+  for (size_t p = 0; p < gs.size(); ++p) {
+    const int i = stream[p] % kStreams;
+    matmul(*gs[p], streams_[i], lt_work_.data() + i * kLtWorkspace);
+  }
+  for (int i = 0; i < kStreams; ++i) {
     CUDA_CHECK(cudaEventRecord(joins_[i], streams_[i]));
     CUDA_CHECK(cudaStreamWaitEvent(s, joins_[i], 0));
   }

@@ -4,10 +4,14 @@
 //   writes to the parameters (the optimizer step, a checkpoint load);
 // - activations into a workspace: the spans a batch of products reads are merged, so that all
 //   the expert blocks of one buffer convert in one pass.
-// Algorithms are cached per shape class (the expert row counts change every step, and cuBLAS's
-// own choice costs ~35 us of host time per new shape). The
-// problems of a batch (one per expert, each too small to fill the GPU) run on kStreams streams
-// side by side.
+// The problems of a batch (one per expert, each too small to fill the GPU) run on kStreams
+// streams side by side, through cuBLASLt with algorithms cached per shape class (the expert row
+// counts change every step, and cuBLAS's own choice costs ~35 us of host time per new shape).
+// DSMOE_GROUPED_GEMM=1 runs them as one grouped GEMM launch per layout instead
+// (kernels/grouped_gemm.cuh: one launch instead of one per problem, but slower on the GPU than
+// cuBLASLt's kernels, so off; see docs/cuda.md), except problems it does not take (misaligned
+// operands). Problems whose outputs meet (the experts' dx: one product writes it, the next adds
+// to it) run in batch order: on one stream, or in successive grouped launches.
 #pragma once
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -19,6 +23,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "kernels/grouped_gemm.cuh"
 
 namespace dsmoe::cuda {
 
@@ -44,6 +49,8 @@ class Bf16Gemm {
   const void* operand(const float* p);  // after stage(): p's bf16 counterpart
   void stage(const std::vector<Span>& spans, cudaStream_t s);
   void matmul(const GemmArgs<float>& g, cudaStream_t s, void* workspace);
+  // Through cuBLASLt, problem p on stream[p] % kStreams.
+  void on_streams(const std::vector<const GemmArgs<float>*>& gs, cudaStream_t s, const std::vector<int>& stream = {});
   static constexpr int kStreams = 4;
 
   Backend<float>& be_;
@@ -55,6 +62,8 @@ class Bf16Gemm {
   Buf<uint8_t> lt_work_;  // kStreams slices, allocated with the first product
   cudaStream_t streams_[kStreams] = {};
   cudaEvent_t fork_ = nullptr, joins_[kStreams] = {};
+  GroupedGemm grouped_;
+  bool use_grouped_ = false;  // DSMOE_GROUPED_GEMM=1: batches through grouped_
   const float* weights_ = nullptr;
   int64_t n_weights_ = 0;
   bool stale_ = true;
