@@ -190,6 +190,11 @@ class CudaBackend final : public Backend<float> {
     cuda::OpProfiler::Scope scope(prof_, "weighted_sum_rows", stream_);
     cuda::weighted_sum_rows(out, y, idx, w, rows, k, d, stream_);
   }
+  void route_tokens(float* scores, int32_t* sel, float* gate, const float* logits, const float* bias,
+                    const RouteRowSpec& spec, int rows) override {
+    cuda::OpProfiler::Scope scope(prof_, "route_tokens", stream_);
+    cuda::route_tokens(scores, sel, gate, logits, bias, spec, rows, stream_);
+  }
   void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const int32_t* idx,
                                   const float* w, int rows, int k, int d) override {
     cuda::OpProfiler::Scope scope(prof_, "weighted_sum_rows_bwd", stream_);

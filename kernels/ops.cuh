@@ -5,7 +5,15 @@
 
 #include <cstdint>
 
+namespace dsmoe {
+struct RouteRowSpec;
+}
+
 namespace dsmoe::cuda {
+
+// router.cu: moe/route_row.h for `rows` tokens (backend.h's route_tokens).
+void route_tokens(float* scores, int32_t* sel, float* gate, const float* logits, const float* bias,
+                  const RouteRowSpec& spec, int rows, cudaStream_t s);
 
 // elementwise.cu
 void fill(float* x, float value, int64_t n, cudaStream_t s);

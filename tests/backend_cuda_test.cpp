@@ -3,6 +3,7 @@
 // differences of a few 1e-6 per reduction, so 2e-5 relative (plus 1e-6 absolute) is ample.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -335,6 +336,39 @@ TEST_F(CudaVsCpu, AttentionLongSequenceKeepsRowStatisticsOnly) {
 
 // Speed of the fused kernels at the gpu_small shape and a long one (run with
 // --gtest_also_run_disabled_tests). Causal FLOPs: forward 2 * 2 * B*H*T*T*hd / 2, backward 2.5x.
+// The router's per-token part: the GPU chooses the same experts (the CPU's expf and CUDA's may
+// differ in the last bit, far below the gaps between these random scores) and gives the same
+// scores and gates to float rounding, for every score kind, with a bias and device limiting.
+TEST_F(CudaVsCpu, RouteTokensChooseTheSameExperts) {
+  const int R = 1000, N = 64;
+  auto logits = twin(random(R * N, 30, 2.f)), scores = twin(Vec(R * N));
+  Vec bias_h = random(N, 31, 0.1f);
+  Buf<float> bias_c(*cpu, N), bias_g(*gpu, N);
+  to_device(*cpu, bias_c.data(), bias_h);
+  to_device(*gpu, bias_g.data(), bias_h);
+  for (ScoreKind kind : {ScoreKind::softmax, ScoreKind::softmax_topk, ScoreKind::sigmoid})
+    for (int route_devices : {0, 2}) {
+      const RouteRowSpec spec{N, 6, kind, true, 8, route_devices};
+      SCOPED_TRACE("score " + std::to_string(static_cast<int>(kind)) + ", route_devices " +
+                   std::to_string(route_devices));
+      auto gate = twin(Vec(R * 6));
+      TwinIdx sel{Buf<int32_t>(*cpu, R * 6), Buf<int32_t>(*gpu, R * 6)};
+      cpu->route_tokens(scores.c, sel.c, gate.c, logits.c, bias_c, spec, R);
+      gpu->route_tokens(scores.g, sel.g, gate.g, logits.g, bias_g, spec, R);
+      const std::vector<int32_t> sc = to_host(*cpu, sel.c.data(), R * 6), sg = to_host(*gpu, sel.g.data(), R * 6);
+      ASSERT_EQ(sc, sg);
+      if (route_devices > 0)
+        for (int t = 0; t < R; ++t) {
+          std::vector<int> groups;
+          for (int k = 0; k < 6; ++k) groups.push_back(sc[t * 6 + k] / 8);
+          std::sort(groups.begin(), groups.end());
+          EXPECT_LE(std::unique(groups.begin(), groups.end()) - groups.begin(), 2) << "token " << t;
+        }
+      expect_same(scores, "scores");
+      expect_same(gate, "gates");
+    }
+}
+
 TEST_F(CudaVsCpu, DISABLED_AttentionSpeed) {
   struct Shape {
     int B, T, H, hd;

@@ -121,6 +121,8 @@ TEST(ConfigValidate, ExpertParallelDividesWorldAndExperts) {
 
 TEST(ConfigValidate, RouteDevicesReachEnoughGroupsAndExperts) {
   EXPECT_EQ(parse_error("moe:\n  route_devices: 2\nbalance:\n  device_groups: 4\n"), "(no error)");
+  EXPECT_EQ(parse_error("moe:\n  n_routed: 128\n  route_devices: 2\nbalance:\n  device_groups: 128\n"),
+            "exp.yaml:3: moe.route_devices: moe.route_devices works over at most 64 device groups, not 128");
   EXPECT_EQ(parse_error("moe:\n  route_devices: 5\nbalance:\n  device_groups: 4\n"),
             "exp.yaml:2: moe.route_devices: moe.route_devices = 5 exceeds the 4 device groups");
   EXPECT_EQ(parse_error("moe:\n  top_k: 3\n  route_devices: 1\nbalance:\n  device_groups: 8\n"),

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "moe/route_row.h"
+
 namespace dsmoe {
 
 template <typename T>
@@ -109,6 +111,11 @@ class Backend {
   // dw[p] = dot(dout[r], y[idx[p]]) (0 where idx[p] < 0; other rows of dy are left as they are).
   virtual void weighted_sum_rows_backward(T* dy, T* dw, const T* dout, const T* y, const int32_t* idx, const T* w,
                                           int rows, int k, int d) = 0;
+
+  // The router's per-token part (moe/route_row.h) for `rows` tokens: logits [rows, N] and bias
+  // [N] -> scores [rows, N], sel [rows, K], gate [rows, K].
+  virtual void route_tokens(T* scores, int32_t* sel, T* gate, const T* logits, const float* bias,
+                            const RouteRowSpec& spec, int rows) = 0;
 
   // AdamW (torch.optim.AdamW) on n elements; step is 1-based.
   virtual void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1,

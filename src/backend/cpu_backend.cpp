@@ -312,6 +312,10 @@ class CpuBackend final : public Backend<T> {
       }
     }
   }
+  void route_tokens(T* scores, int32_t* sel, T* gate, const T* logits, const float* bias, const RouteRowSpec& spec,
+                    int rows) override {
+    route_rows(spec, logits, bias, scores, sel, gate, rows);
+  }
   void weighted_sum_rows_backward(T* dy, T* dw, const T* dout, const T* y, const int32_t* idx, const T* w, int rows,
                                   int k, int d) override {
 #pragma omp parallel for schedule(static)

@@ -122,6 +122,13 @@ const std::vector<CrossCheck>& cross_checks() {
          return cat("moe.route_devices = ", c.moe.route_devices, " exceeds the ", d,
                     " device groups", world_note(from_world, world));
        }},
+      {{"moe.route_devices", "balance.device_groups", "parallel.expert_parallel"},
+       [](const Config& c, int world) {  // the chosen groups are a 64-bit mask (moe/route_row.h)
+         int d = device_groups(c, world);
+         return c.moe.route_devices == 0 || d <= 64
+                    ? std::string()
+                    : cat("moe.route_devices works over at most 64 device groups, not ", d);
+       }},
       {{"moe.route_devices", "moe.top_k", "balance.device_groups", "parallel.expert_parallel"},
        [](const Config& c, int world) {
          int d = device_groups(c, world), m = c.moe.route_devices;

@@ -48,14 +48,29 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   tokens_ = tokens;
   u_ = u;
   be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.router, d_, T(0), logits_, N, true});
-  std::vector<T> noise_pre;
+  // Scores, top-k and gates where the logits are (the backend's route_tokens); the statistics
+  // and losses on the host.
+  Routing<T> r;
+  r.tokens = tokens;
   if (ctx.training && spec_.noise > 0) {
     be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.noise_w, d_, T(0), scratch_.tmp, N, true});
-    noise_pre = to_host(be_, scratch_.tmp.data(), (int64_t)tokens * N);
+    r.noise_pre = to_host(be_, scratch_.tmp.data(), (int64_t)tokens * N);
+    r.logits = to_host(be_, logits_.data(), (int64_t)tokens * N);
+    add_router_noise(spec_, ctx, r);
+    to_device(be_, logits_.data(), r.logits);
   }
-  std::vector<T> logits = to_host(be_, logits_.data(), (int64_t)tokens * N);
+  scratch_.bias.ensure(be_, N);
+  scratch_.scores.ensure(be_, (int64_t)tokens * N);
+  scratch_.sel.ensure(be_, (int64_t)tokens * K);
+  to_device(be_, scratch_.bias.data(), bias);
+  be_.route_tokens(scratch_.scores, scratch_.sel, gate_, logits_, scratch_.bias, spec_.row(), tokens);
+  if (r.logits.empty()) r.logits = to_host(be_, logits_.data(), (int64_t)tokens * N);  // waits for the GPU
   double t0 = now_seconds();
-  routing_ = route(spec_, ctx, std::move(logits), std::move(noise_pre), bias, world_);
+  r.scores = to_host(be_, scratch_.scores.data(), (int64_t)tokens * N);
+  r.sel = to_host(be_, scratch_.sel.data(), (int64_t)tokens * K);
+  r.gate = to_host(be_, gate_.data(), (int64_t)tokens * K);
+  route_statistics(spec_, ctx, r, world_);
+  routing_ = std::move(r);
   times_.route += now_seconds() - t0;
   to_device(be_, gate_.data(), routing_.gate);
 

@@ -30,121 +30,47 @@ namespace {
 double softplus(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
-// Index of the largest key[i] among allowed i, ties to the lower index.
-template <typename K, typename Allowed>
-int argmax(int n, const K* key, Allowed&& allowed) {
-  int best = -1;
-  for (int i = 0; i < n; ++i)
-    if (allowed(i) && (best < 0 || key[i] > key[best])) best = i;
-  return best;
-}
-
-// Scores over N for one token. softmax_topk scores with the full softmax too (used in P_i).
-// exps: scratch of n.
-template <typename T>
-void score_row(ScoreKind kind, const T* logit, T* s, int n, double* exps) {
-  if (kind == ScoreKind::sigmoid) {
-    for (int i = 0; i < n; ++i) s[i] = static_cast<T>(sigmoid(logit[i]));
-    return;
-  }
-  // The exponentials in T (expf for float: a third of double exp's cost, and the router's
-  // largest), their sum and the quotients in double.
-  T mx = *std::max_element(logit, logit + n);
-  double sum = 0;
-  for (int i = 0; i < n; ++i) sum += exps[i] = std::exp(logit[i] - mx);
-  for (int i = 0; i < n; ++i) s[i] = static_cast<T>(exps[i] / sum);
-}
-
-// Top-K of key (= selection score + bias), optionally limited to the best route_devices groups:
-// the order K rounds of argmax would give (key descending, ties to the lower index), in one pass
-// that keeps the K best so far sorted.
-template <typename T>
-void select_row(const RouterSpec& spec, const T* key, int32_t* sel) {
-  const int n = spec.n_experts, per_group = n / spec.device_groups, K = spec.top_k;
-  std::vector<uint8_t> allowed(spec.route_devices > 0 ? n : 0, 1);
-  if (spec.route_devices > 0) {
-    std::vector<T> group_best(spec.device_groups);
-    for (int d = 0; d < spec.device_groups; ++d)
-      group_best[d] = *std::max_element(key + d * per_group, key + (d + 1) * per_group);
-    std::vector<uint8_t> group_on(spec.device_groups, 0);
-    for (int m = 0; m < spec.route_devices; ++m) {
-      int d = argmax(spec.device_groups, group_best.data(), [&](int g) { return !group_on[g]; });
-      group_on[d] = 1;
-    }
-    for (int i = 0; i < n; ++i) allowed[i] = group_on[i / per_group];
-  }
-  int kept = 0;
-  for (int i = 0; i < n; ++i) {
-    if (!allowed.empty() && !allowed[i]) continue;
-    if (kept == K && !(key[i] > key[sel[K - 1]])) continue;
-    int at = kept < K ? kept++ : K - 1;
-    for (; at > 0 && key[i] > key[sel[at - 1]]; --at) sel[at] = sel[at - 1];
-    sel[at] = i;
-  }
-  DSMOE_ASSERT(kept == K);
-}
-
-template <typename T>
-void gate_row(const RouterSpec& spec, const T* logit, const T* s, const int32_t* sel, T* g) {
-  const int K = spec.top_k;
-  if (spec.score == ScoreKind::softmax_topk) {
-    T mx = logit[sel[0]];
-    for (int k = 1; k < K; ++k) mx = std::max(mx, logit[sel[k]]);
-    double sum = 0;
-    for (int k = 0; k < K; ++k) sum += std::exp(static_cast<double>(logit[sel[k]] - mx));
-    for (int k = 0; k < K; ++k) g[k] = static_cast<T>(std::exp(static_cast<double>(logit[sel[k]] - mx)) / sum);
-    return;
-  }
-  bool normalize = spec.score == ScoreKind::sigmoid || spec.norm_topk;
-  double sum = 0;
-  for (int k = 0; k < K; ++k) sum += s[sel[k]];
-  for (int k = 0; k < K; ++k) g[k] = normalize ? static_cast<T>(s[sel[k]] / sum) : s[sel[k]];
-}
-
 }  // namespace
+
+template <typename T>
+void add_router_noise(const RouterSpec& spec, const RouteContext& ctx, Routing<T>& r) {
+  const int N = spec.n_experts, tokens = r.tokens;
+  r.noise_eps.resize(r.logits.size());
+#pragma omp parallel for schedule(static)
+  for (int t = 0; t < tokens; ++t)
+    for (int i = 0; i < N; ++i) {
+      size_t p = (size_t)t * N + i;
+      double eps = normal_from_key(hash_key(ctx.noise_key, ctx.token_offset + t, i));
+      r.noise_eps[p] = static_cast<T>(spec.noise * eps);
+      r.logits[p] += static_cast<T>(r.noise_eps[p] * softplus(r.noise_pre[p]));
+    }
+}
 
 template <typename T>
 Routing<T> route(const RouterSpec& spec, const RouteContext& ctx, std::vector<T> logits, std::vector<T> noise_pre,
                  const std::vector<float>& bias, Comm& comm) {
-  const int N = spec.n_experts, K = spec.top_k, D = spec.device_groups;
-  DSMOE_ASSERT(N % D == 0 && static_cast<int>(bias.size()) == N);
+  const int N = spec.n_experts, K = spec.top_k;
+  DSMOE_ASSERT(static_cast<int>(bias.size()) == N);
   Routing<T> r;
   r.tokens = static_cast<int>(logits.size() / N);
-  const int tokens = r.tokens;
   r.logits = std::move(logits);
-
   if (ctx.training && spec.noise > 0) {
     r.noise_pre = std::move(noise_pre);
-    r.noise_eps.resize(r.logits.size());
-#pragma omp parallel for schedule(static)
-    for (int t = 0; t < tokens; ++t)
-      for (int i = 0; i < N; ++i) {
-        size_t p = (size_t)t * N + i;
-        double eps = normal_from_key(hash_key(ctx.noise_key, ctx.token_offset + t, i));
-        r.noise_eps[p] = static_cast<T>(spec.noise * eps);
-        r.logits[p] += static_cast<T>(r.noise_eps[p] * softplus(r.noise_pre[p]));
-      }
+    add_router_noise(spec, ctx, r);
   }
-
   r.scores.resize(r.logits.size());
-  r.sel.resize((size_t)tokens * K);
-  r.gate.resize((size_t)tokens * K);
+  r.sel.resize((size_t)r.tokens * K);
+  r.gate.resize((size_t)r.tokens * K);
+  route_rows(spec.row(), r.logits.data(), bias.data(), r.scores.data(), r.sel.data(), r.gate.data(), r.tokens);
+  route_statistics(spec, ctx, r, comm);
+  return r;
+}
+
+template <typename T>
+void route_statistics(const RouterSpec& spec, const RouteContext& ctx, Routing<T>& r, Comm& comm) {
+  const int N = spec.n_experts, K = spec.top_k, D = spec.device_groups, tokens = r.tokens;
+  DSMOE_ASSERT(N % D == 0);
   r.kept.assign((size_t)tokens * K, 1);
-#pragma omp parallel
-  {  // tokens are independent; the statistics below keep token order
-    std::vector<T> key(N);
-    std::vector<double> exps(N);
-#pragma omp for schedule(static)
-    for (int t = 0; t < tokens; ++t) {
-      const T* lg = &r.logits[(size_t)t * N];
-      T* s = &r.scores[(size_t)t * N];
-      score_row(spec.score, lg, s, N, exps.data());
-      const T* base = spec.score == ScoreKind::softmax_topk ? lg : s;
-      for (int i = 0; i < N; ++i) key[i] = base[i] + static_cast<T>(bias[i]);
-      select_row(spec, key.data(), &r.sel[(size_t)t * K]);
-      gate_row(spec, lg, s, &r.sel[(size_t)t * K], &r.gate[(size_t)t * K]);
-    }
-  }
 
   // Global counts: selections per expert, tokens reaching each device group, score sums. Score
   // sums go by chunks of a fixed number of tokens added in chunk order, so they do not depend on
@@ -244,7 +170,6 @@ Routing<T> route(const RouterSpec& spec, const RouteContext& ctx, std::vector<T>
   }
   r.aux_loss = spec.expert_alpha * r.loss_exp + spec.device_alpha * r.loss_dev + spec.seq_alpha * r.loss_seq +
                spec.comm_alpha * r.loss_comm;
-  return r;
 }
 
 template <typename T>
@@ -300,6 +225,10 @@ std::vector<T> route_backward(const RouterSpec& spec, const Routing<T>& r, const
 
 template Routing<float> route(const RouterSpec&, const RouteContext&, std::vector<float>, std::vector<float>,
                               const std::vector<float>&, Comm&);
+template void add_router_noise(const RouterSpec&, const RouteContext&, Routing<float>&);
+template void add_router_noise(const RouterSpec&, const RouteContext&, Routing<double>&);
+template void route_statistics(const RouterSpec&, const RouteContext&, Routing<float>&, Comm&);
+template void route_statistics(const RouterSpec&, const RouteContext&, Routing<double>&, Comm&);
 template Routing<double> route(const RouterSpec&, const RouteContext&, std::vector<double>, std::vector<double>,
                                const std::vector<float>&, Comm&);
 template std::vector<float> route_backward(const RouterSpec&, const Routing<float>&, const std::vector<float>&,

@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "comm/comm.h"
+#include "moe/route_row.h"
 
 namespace dsmoe {
 
-enum class ScoreKind { softmax, softmax_topk, sigmoid };
 ScoreKind parse_score_kind(const std::string& s);
 
 struct RouterSpec {
@@ -25,6 +25,7 @@ struct RouterSpec {
   int route_devices = 0;   // M for device-limited routing, 0 = off
   double expert_alpha = 0, device_alpha = 0, seq_alpha = 0, comm_alpha = 0;
   int seq_len = 0;         // T, for the sequence-wise loss
+  RouteRowSpec row() const { return {n_experts, top_k, score, norm_topk, device_groups, route_devices}; }
 };
 
 // Where this rank's tokens sit in the global micro-batch, and the noise key.
@@ -60,6 +61,14 @@ struct Routing {
 template <typename T>
 Routing<T> route(const RouterSpec& spec, const RouteContext& ctx, std::vector<T> logits,
                  std::vector<T> noise_pre, const std::vector<float>& bias, Comm& comm);
+
+// The same in parts, for a backend that scores on its device: the noise added to r.logits
+// (training with noise; r.noise_pre set), and, once r holds logits, scores, sel and gate
+// (route_row's), everything after: capacity dropping, the global statistics, the losses.
+template <typename T>
+void add_router_noise(const RouterSpec& spec, const RouteContext& ctx, Routing<T>& r);
+template <typename T>
+void route_statistics(const RouterSpec& spec, const RouteContext& ctx, Routing<T>& r, Comm& comm);
 
 // dgate: [tokens, K] dL/dg (0 for dropped pairs). Returns dL/dlogits [tokens, N] (the loss scale
 // multiplies the balance terms) and, with noise, dL/dnoise_pre in *dnoise_pre.
