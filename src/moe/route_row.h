@@ -4,6 +4,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #ifdef __CUDACC__
 #define DSMOE_HOST_DEVICE __host__ __device__
@@ -16,16 +17,11 @@ namespace dsmoe {
 enum class ScoreKind { softmax, softmax_topk, sigmoid };
 
 // exp in the argument's precision (expf for float) on either side.
-DSMOE_HOST_DEVICE inline float exp_of(float x) {
+template <typename T>
+DSMOE_HOST_DEVICE inline T exp_of(T x) {
 #ifdef __CUDA_ARCH__
-  return expf(x);
-#else
-  return std::exp(x);
-#endif
-}
-DSMOE_HOST_DEVICE inline double exp_of(double x) {
-#ifdef __CUDA_ARCH__
-  return exp(x);
+  if constexpr (std::is_same<T, float>::value) return expf(x);
+  else return exp(x);
 #else
   return std::exp(x);
 #endif
