@@ -166,7 +166,7 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   for (int t = 0; t < tokens; ++t) off[t + 1] += off[t];
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < tokens; ++t) {
-    int32_t* rows = &idx[off[t]];
+    int32_t* rows = idx.data() + off[t];  // (no element when the token has no own row)
     int n = 0;
     for (int j = 0; j < k; ++j) {
       const int64_t p = (int64_t)t * k + j;
