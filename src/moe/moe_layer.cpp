@@ -64,9 +64,11 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   scratch_.sel.ensure(be_, (int64_t)tokens * K);
   to_device(be_, scratch_.bias.data(), bias);
   be_.route_tokens(scratch_.scores, scratch_.sel, gate_, logits_, scratch_.bias, spec_.row(), tokens);
-  if (r.logits.empty()) r.logits = to_host(be_, logits_.data(), (int64_t)tokens * N);  // waits for the GPU
+  // Only softmax_topk's backward reads the logits (the noise path has them already).
+  if (r.logits.empty() && spec_.score == ScoreKind::softmax_topk)
+    r.logits = to_host(be_, logits_.data(), (int64_t)tokens * N);
+  r.scores = to_host(be_, scratch_.scores.data(), (int64_t)tokens * N);  // waits for the GPU
   double t0 = now_seconds();
-  r.scores = to_host(be_, scratch_.scores.data(), (int64_t)tokens * N);
   r.sel = to_host(be_, scratch_.sel.data(), (int64_t)tokens * K);
   r.gate = to_host(be_, gate_.data(), (int64_t)tokens * K);
   route_statistics(spec_, ctx, r, world_);

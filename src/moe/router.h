@@ -39,7 +39,8 @@ struct RouteContext {
 template <typename T>
 struct Routing {
   int tokens = 0;               // local tokens
-  std::vector<T> logits;        // [tokens, N] as scored (noisy in training with noise)
+  std::vector<T> logits;        // [tokens, N] as scored (noisy in training with noise); the MoE
+                                // layer keeps them where the backward reads them (softmax_topk, noise)
   std::vector<T> noise_pre;     // [tokens, N] u . noise_i (empty without noise)
   std::vector<T> noise_eps;     // [tokens, N] r * eps (empty without noise)
   std::vector<T> scores;        // [tokens, N] s
