@@ -60,21 +60,23 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
     to_device(be_, logits_.data(), r.logits);
   }
   scratch_.bias.ensure(be_, N);
-  scratch_.scores.ensure(be_, (int64_t)tokens * N);
   scratch_.sel.ensure(be_, (int64_t)tokens * K);
   to_device(be_, scratch_.bias.data(), bias);
-  be_.route_tokens(scratch_.scores, scratch_.sel, gate_, logits_, scratch_.bias, spec_.row(), tokens);
+  // The scores go through tmp (free again: the noise is on the host).
+  be_.route_tokens(scratch_.tmp, scratch_.sel, gate_, logits_, scratch_.bias, spec_.row(), tokens);
   // Only softmax_topk's backward reads the logits (the noise path has them already).
   if (r.logits.empty() && spec_.score == ScoreKind::softmax_topk)
     r.logits = to_host(be_, logits_.data(), (int64_t)tokens * N);
-  r.scores = to_host(be_, scratch_.scores.data(), (int64_t)tokens * N);  // waits for the GPU
+  r.scores = to_host(be_, scratch_.tmp.data(), (int64_t)tokens * N);  // waits for the GPU
   double t0 = now_seconds();
   r.sel = to_host(be_, scratch_.sel.data(), (int64_t)tokens * K);
-  r.gate = to_host(be_, gate_.data(), (int64_t)tokens * K);
+  // Only capacity dropping changes gates (to 0) after the backend chose them.
+  const bool dropping = spec_.capacity_factor > 0;
+  if (dropping) r.gate = to_host(be_, gate_.data(), (int64_t)tokens * K);
   route_statistics(spec_, ctx, r, world_);
   routing_ = std::move(r);
   times_.route += now_seconds() - t0;
-  to_device(be_, gate_.data(), routing_.gate);
+  if (dropping) to_device(be_, gate_.data(), routing_.gate);
 
   t0 = now_seconds();
   dispatcher_.plan(routing_.sel, routing_.kept, tokens, K);
@@ -124,9 +126,7 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
   scratch_.dact.ensure(be_, rows * n_);
   dispatcher_.combine_backward(scratch_.dyc);
   times_.combine += now_seconds() - t0;
-  scratch_.xe.ensure(be_, rows * d_);
-  scratch_.act.ensure(be_, rows * n_);
-  dispatcher_.redispatch(scratch_.xe, u_);
+  dispatcher_.redispatch(scratch_.xe, u_);  // xe and act were sized for these rows by forward
   be_.swiglu_forward(scratch_.act, gu_, static_cast<int>(rows), n_);
   swiglu_experts_backward(be_, expert_weights(p, g), dispatcher_.blocks(), scratch_.xe.data(), gu_.data(),
                           scratch_.act.data(), scratch_.dyc.data(), scratch_.dgu.data(), scratch_.dact.data(),

@@ -34,8 +34,7 @@ struct MoeTimes {
 // and an elementwise pass, which saves that much memory per layer.
 template <typename T>
 struct MoeScratch {
-  Buf<T> scores;  // the router's, on their way to the host
-  Buf<int32_t> sel;
+  Buf<int32_t> sel;  // the router's choices, on their way to the host
   Buf<float> bias;
   Buf<T> xe, act;
   Buf<T> dyc, dgate, dxe, dgu, dact, tmp;  // dyc: the gradient of the combine buffer

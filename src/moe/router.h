@@ -45,7 +45,8 @@ struct Routing {
   std::vector<T> noise_eps;     // [tokens, N] r * eps (empty without noise)
   std::vector<T> scores;        // [tokens, N] s
   std::vector<int32_t> sel;     // [tokens, K] selected experts, best first
-  std::vector<T> gate;          // [tokens, K] g, 0 where dropped
+  std::vector<T> gate;          // [tokens, K] g, 0 where dropped; the MoE layer keeps them on
+                                // the device, here only with capacity dropping
   std::vector<uint8_t> kept;    // [tokens, K] 0 = dropped by capacity
   // Global statistics of this micro-batch.
   std::vector<double> load;     // [N] selections per expert (before dropping)
