@@ -21,6 +21,7 @@
 #include "kernels/flash_attention.cuh"
 #include "kernels/op_profiler.cuh"
 #include "kernels/ops.cuh"
+#include "kernels/staged_upload.cuh"
 
 namespace dsmoe {
 namespace {
@@ -37,7 +38,6 @@ class CudaBackend final : public Backend<float> {
     CUDA_CHECK(cudaSetDevice(device));
     CUBLAS_CHECK(cublasCreate(&blas_));
     CUDA_CHECK(cudaMalloc(&scalar_, sizeof(double)));
-    CUDA_CHECK(cudaEventCreateWithFlags(&copied_, cudaEventDisableTiming));
     if (bf16_) bf16_gemm_ = std::make_unique<cuda::Bf16Gemm>(*this);
   }
   ~CudaBackend() override {
@@ -45,8 +45,6 @@ class CudaBackend final : public Backend<float> {
     split_parts_ = Buf<float>();
     for (auto& e : rope_cache_) cudaFree(e.second);
     cudaFree(scalar_);
-    if (pinned_) cudaFreeHost(pinned_);
-    cudaEventDestroy(copied_);
     cublasDestroy(blas_);
   }
   std::string name() const override { return "cuda"; }
@@ -70,25 +68,9 @@ class CudaBackend final : public Backend<float> {
   void copy_bytes_to_device(void* dst, const void* host, size_t bytes) override {
     written(dst, bytes);
     cuda::OpProfiler::Scope scope(prof_, "to_device", stream_);
-    if (bytes) CUDA_CHECK(cudaMemcpy(dst, host, bytes, cudaMemcpyHostToDevice));
+    uploads_.copy(dst, host, bytes, stream_);
   }
   size_t peak_bytes() const override { return allocs_.peak(); }
-  // Into pinned memory (a pageable destination would make the copy wait for everything queued).
-  void start_copy_to_host(const void* src, size_t bytes) override {
-    cuda::OpProfiler::Scope scope(prof_, "to_host_async", stream_);
-    if (bytes > pinned_bytes_) {
-      if (pinned_) CUDA_CHECK(cudaFreeHost(pinned_));
-      pinned_bytes_ = std::max(bytes, pinned_bytes_ + pinned_bytes_ / 4);
-      CUDA_CHECK(cudaMallocHost(&pinned_, pinned_bytes_));
-    }
-    pending_bytes_ = bytes;
-    if (bytes) CUDA_CHECK(cudaMemcpyAsync(pinned_, src, bytes, cudaMemcpyDeviceToHost, stream_));
-    CUDA_CHECK(cudaEventRecord(copied_, stream_));
-  }
-  void finish_copy_to_host(void* host) override {
-    CUDA_CHECK(cudaEventSynchronize(copied_));
-    if (pending_bytes_) std::memcpy(host, pinned_, pending_bytes_);
-  }
   void set_weights(const float* w, int64_t n) override {
     if (bf16_gemm_) bf16_gemm_->set_weights(w, n);
   }
@@ -194,6 +176,27 @@ class CudaBackend final : public Backend<float> {
                     const RouteRowSpec& spec, int rows) override {
     cuda::OpProfiler::Scope scope(prof_, "route_tokens", stream_);
     cuda::route_tokens(scores, sel, gate, logits, bias, spec, rows, stream_);
+  }
+  void sort_pairs(int32_t* counts, int32_t* pos, int32_t* row_token, int32_t* token_rows, int32_t* hist,
+                  const int32_t* sel, int tokens, int k, int n_experts) override {
+    cuda::OpProfiler::Scope scope(prof_, "sort_pairs", stream_);
+    cuda::sort_pairs(counts, pos, row_token, token_rows, hist, sel, tokens, k, n_experts, stream_);
+  }
+  void router_statistics(double* partial, double* totals, const float* scores, const int32_t* sel,
+                         const RouteStatsSpec& spec, int rows) override {
+    cuda::OpProfiler::Scope scope(prof_, "router_statistics", stream_);
+    cuda::router_statistics(partial, totals, scores, sel, spec, rows, stream_);
+  }
+  void router_balance(double* balance, const double* totals, const RouteStatsSpec& spec) override {
+    cuda::OpProfiler::Scope scope(prof_, "router_balance", stream_);
+    cuda::router_balance(balance, totals, spec, stream_);
+  }
+  void router_backward(float* dlogits, const float* dgate, const float* scores, const int32_t* sel,
+                       const float* logits, const double* balance, const double* partial, const RouteStatsSpec& spec,
+                       double loss_scale, int rows) override {
+    cuda::OpProfiler::Scope scope(prof_, "router_backward", stream_);
+    written(dlogits, (size_t)rows * spec.row.n_experts * sizeof(float));
+    cuda::router_backward(dlogits, dgate, scores, sel, logits, balance, partial, spec, loss_scale, rows, stream_);
   }
   void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const int32_t* idx,
                                   const float* w, int rows, int k, int d) override {
@@ -304,9 +307,7 @@ class CudaBackend final : public Backend<float> {
   cuda::OpProfiler prof_;  // DSMOE_CUDA_PROFILE=1
   std::unique_ptr<cuda::Bf16Gemm> bf16_gemm_;  // precision: bf16
   Buf<float> split_parts_;                     // gemm_fp32's slices
-  void* pinned_ = nullptr;                     // start/finish_copy_to_host's staging
-  size_t pinned_bytes_ = 0;
-  cudaEvent_t copied_ = nullptr;
+  cuda::StagedUpload uploads_;                 // copy_bytes_to_device's
 };
 
 }  // namespace

@@ -1,12 +1,16 @@
-// The router's per-token part on the GPU: moe/route_row.h, one thread per token (N scores and
-// the K best in registers and L1: a few hundred operations per token, far below the products
-// around it), so that GPU and CPU choose by the same code.
+// The router on the GPU, by the code the CPU backend runs too (moe/route_row.h, moe/route_stats.h):
+// the per-token part and the backward one thread per token (N scores and the K best in registers
+// and L1: a few hundred operations per token, far below the products around it); the statistics
+// one thread per (chunk, column), their totals one thread per column, the balance terms one thread.
 #include "kernels/cuda_check.cuh"
 #include "kernels/ops.cuh"
-#include "moe/route_row.h"
+#include "moe/route_stats.h"
 
 namespace dsmoe::cuda {
 namespace {
+
+constexpr int kThreads = 128;
+int blocks_for(int64_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
 
 __global__ void route_tokens_kernel(float* scores, int32_t* sel, float* gate, const float* logits, const float* bias,
                                     RouteRowSpec spec, int rows) {
@@ -16,14 +20,68 @@ __global__ void route_tokens_kernel(float* scores, int32_t* sel, float* gate, co
   route_row(spec, logits + t * N, bias, scores + t * N, sel + t * K, gate + t * K);
 }
 
+__global__ void partials_kernel(double* partial, const float* scores, const int32_t* sel, RouteStatsSpec spec,
+                                int rows) {
+  const int W = spec.columns();
+  const int64_t cj = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (cj >= (int64_t)spec.chunks(rows) * W) return;
+  const int c = static_cast<int>(cj / W), j = static_cast<int>(cj % W);
+  const int t1 = (c + 1) * spec.chunk < rows ? (c + 1) * spec.chunk : rows;
+  partial[cj] = chunk_statistic(spec, scores, sel, c * spec.chunk, t1, j);
+}
+
+__global__ void totals_kernel(double* totals, const double* partial, RouteStatsSpec spec, int chunks) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j <= spec.columns()) totals[j] = chunk_total(spec, partial, chunks, j);
+}
+
+__global__ void balance_kernel(double* balance, const double* totals, RouteStatsSpec spec) {
+  balance_terms(spec, totals, balance);
+}
+
+__global__ void route_backward_kernel(float* dlogits, const float* dgate, const float* scores, const int32_t* sel,
+                                      const float* logits, const double* balance, const double* partial,
+                                      RouteStatsSpec spec, double loss_scale, int rows) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= rows) return;
+  const int64_t N = spec.row.n_experts, K = spec.row.top_k;
+  const double* seq_counts = spec.seq_alpha > 0 ? partial + (int64_t)(t / spec.chunk) * spec.columns() : nullptr;
+  route_row_backward(spec, scores + t * N, sel + t * K, logits + t * N, dgate + t * K, balance, seq_counts,
+                     loss_scale, dlogits + t * N);
+}
+
 }  // namespace
 
 void route_tokens(float* scores, int32_t* sel, float* gate, const float* logits, const float* bias,
                   const RouteRowSpec& spec, int rows, cudaStream_t s) {
   if (rows <= 0) return;
-  constexpr int kThreads = 128;
-  route_tokens_kernel<<<(rows + kThreads - 1) / kThreads, kThreads, 0, s>>>(scores, sel, gate, logits, bias, spec,
-                                                                             rows);
+  route_tokens_kernel<<<blocks_for(rows), kThreads, 0, s>>>(scores, sel, gate, logits, bias, spec, rows);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void router_statistics(double* partial, double* totals, const float* scores, const int32_t* sel,
+                       const RouteStatsSpec& spec, int rows, cudaStream_t s) {
+  const int chunks = spec.chunks(rows);
+  if (chunks > 0) {
+    partials_kernel<<<blocks_for((int64_t)chunks * spec.columns()), kThreads, 0, s>>>(partial, scores, sel, spec,
+                                                                                     rows);
+    CUDA_CHECK(cudaGetLastError());
+  }
+  totals_kernel<<<blocks_for(spec.columns() + 1), kThreads, 0, s>>>(totals, partial, spec, chunks);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void router_balance(double* balance, const double* totals, const RouteStatsSpec& spec, cudaStream_t s) {
+  balance_kernel<<<1, 1, 0, s>>>(balance, totals, spec);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void router_backward(float* dlogits, const float* dgate, const float* scores, const int32_t* sel,
+                     const float* logits, const double* balance, const double* partial, const RouteStatsSpec& spec,
+                     double loss_scale, int rows, cudaStream_t s) {
+  if (rows <= 0) return;
+  route_backward_kernel<<<blocks_for(rows), kThreads, 0, s>>>(dlogits, dgate, scores, sel, logits, balance, partial,
+                                                               spec, loss_scale, rows);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -369,6 +369,52 @@ TEST_F(CudaVsCpu, RouteTokensChooseTheSameExperts) {
     }
 }
 
+// The balance statistics and the router's backward (moe/route_stats.h), from the same choices:
+// selection counts exactly, score sums, balance terms and dlogits to rounding; the sequence-wise
+// loss takes its counts per sequence.
+TEST_F(CudaVsCpu, RouterStatisticsAndBackward) {
+  const int R = 1000, N = 64, K = 6;
+  auto logits = twin(random(R * N, 40, 2.f)), scores = twin(Vec(R * N)), gate = twin(Vec(R * K));
+  auto dgate = twin(random(R * K, 41)), dlogits = twin(Vec(R * N));
+  Buf<float> bias_c(*cpu, N), bias_g(*gpu, N);
+  TwinIdx sel{Buf<int32_t>(*cpu, R * K), Buf<int32_t>(*gpu, R * K)};
+  for (ScoreKind kind : {ScoreKind::softmax, ScoreKind::softmax_topk, ScoreKind::sigmoid})
+    for (int seq_len : {0, 250}) {
+      SCOPED_TRACE("score " + std::to_string(static_cast<int>(kind)) + ", seq_len " + std::to_string(seq_len));
+      RouteStatsSpec spec;
+      spec.row = {N, K, kind, false, 8, 0};
+      spec.expert_alpha = 0.01, spec.device_alpha = 0.02, spec.comm_alpha = 0.03;
+      if (seq_len > 0) spec.seq_alpha = 0.04, spec.seq_len = spec.chunk = seq_len;
+      spec.tokens_global = 2 * R;  // as if another rank held as many tokens
+      cpu->route_tokens(scores.c, sel.c, gate.c, logits.c, bias_c, spec.row, R);
+      gpu->route_tokens(scores.g, sel.g, gate.g, logits.g, bias_g, spec.row, R);
+      ASSERT_EQ(to_host(*cpu, sel.c.data(), R * K), to_host(*gpu, sel.g.data(), R * K));
+      const int W = spec.columns(), chunks = spec.chunks(R);
+      auto stats = [&](Backend<float>& be, Buf<float>& sc, Buf<int32_t>& se) {
+        Buf<double> partial(be, chunks * W), totals(be, W + 1), balance(be, N + kBalanceLosses);
+        be.router_statistics(partial, totals, sc, se, spec, R);
+        be.router_balance(balance, totals, spec);
+        return std::make_tuple(to_host(be, partial.data(), chunks * W), to_host(be, totals.data(), W + 1),
+                               to_host(be, balance.data(), N + kBalanceLosses), std::move(partial),
+                               std::move(balance));
+      };
+      auto [pc, tc, bc, partial_c, balance_c] = stats(*cpu, scores.c, sel.c);
+      auto [pg, tg, bg, partial_g, balance_g] = stats(*gpu, scores.g, sel.g);
+      double selections = 0;
+      for (int j = 0; j < N; ++j) selections += tc[j];
+      EXPECT_EQ(selections, R * K);
+      for (int c = 0; c < chunks; ++c)
+        for (int j = 0; j < N + 8; ++j) EXPECT_EQ(pc[c * W + j], pg[c * W + j]) << "counts of chunk " << c;
+      for (int j = 0; j <= W; ++j) EXPECT_NEAR(tc[j], tg[j], 1e-5 * (1 + std::abs(tc[j]))) << "total " << j;
+      for (int j = 0; j < N + kBalanceLosses; ++j) EXPECT_NEAR(bc[j], bg[j], 1e-6 * (1 + std::abs(bc[j]))) << j;
+      EXPECT_GT(bc[N + kAuxLoss], 0);
+      EXPECT_EQ(bc[N + kLossSeq] > 0, seq_len > 0);
+      cpu->router_backward(dlogits.c, dgate.c, scores.c, sel.c, logits.c, balance_c, partial_c, spec, 0.5, R);
+      gpu->router_backward(dlogits.g, dgate.g, scores.g, sel.g, logits.g, balance_g, partial_g, spec, 0.5, R);
+      expect_same(dlogits, "dlogits", 1e-4);
+    }
+}
+
 TEST_F(CudaVsCpu, DISABLED_AttentionSpeed) {
   struct Shape {
     int B, T, H, hd;

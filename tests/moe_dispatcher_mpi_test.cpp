@@ -28,10 +28,10 @@ struct Plan {
 
 using PlanFn = std::function<Plan(int rank)>;
 
-Plan random_plan(int rank, int n_experts, int k, uint64_t seed) {
+Plan random_plan(int rank, int n_experts, int k, uint64_t seed, int tokens = 4) {
   Rng rng(hash_key(seed, rank));
   Plan p;
-  p.tokens = 4 + rank % 3;
+  p.tokens = tokens + rank % 3;
   p.k = k;
   for (int t = 0; t < p.tokens; ++t) {
     std::vector<int> experts(n_experts);
@@ -47,9 +47,11 @@ Plan random_plan(int rank, int n_experts, int k, uint64_t seed) {
 
 // Dispatch, combine and both backwards on this rank's plan, checked against what every rank
 // of the group sends (each rank can rebuild every plan). On the CPU backend in double over
-// MPI, or on the CUDA backend over NCCL (stamps are exact in float).
+// MPI, or on the CUDA backend over NCCL (stamps are exact in float). local: planned by
+// plan_local from the choices in backend memory (a group of one rank, every pair kept).
 template <typename T>
-void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const PlanFn& plan_of) {
+void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const PlanFn& plan_of,
+                      bool local = false) {
   using Vec = std::vector<T>;
   Comm& world = test::world();
   ProcessGroups groups(world, expert_parallel);
@@ -61,7 +63,13 @@ void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const 
 
   const Plan mine = plan_of(world.rank());
   const int P = mine.tokens * mine.k;
-  disp.plan(mine.sel, mine.kept, mine.tokens, mine.k);
+  if (local) {
+    Buf<int32_t> sel(be, P);
+    to_device(be, sel.data(), mine.sel);
+    disp.plan_local(sel, mine.tokens, mine.k);
+  } else {
+    disp.plan(mine.sel, mine.kept, mine.tokens, mine.k);
+  }
 
   // Expected rows: from each source rank in order, its tokens for each local expert in order.
   Vec expected;
@@ -170,6 +178,18 @@ TEST_P(DispatcherMpi, RandomRoutingEveryExpertParallelSize) {
       SCOPED_TRACE("expert_parallel " + std::to_string(E));
       check_round_trip(be, 8, E, [](int rank) { return random_plan(rank, 8, 2, 17); });
     }
+  });
+}
+
+// The plan where the choices are: several chunks of the counting sort (moe/sort_pairs.h), and
+// experts with no rows.
+TEST_P(DispatcherMpi, PlanLocalMatchesWhatTheRanksSend) {
+  on_backend([](auto& be) {
+    check_round_trip(be, 40, 1, [](int rank) {
+      Plan p = random_plan(rank, 30, 3, 23, 700);
+      p.kept.assign(p.sel.size(), 1);
+      return p;
+    }, true);
   });
 }
 

@@ -22,15 +22,17 @@ TEST(SimMemory, HandCountOneRank) {
   // Activations, R = 4 tokens, attention probabilities 1 * 2 * 4 * 4 = 32 per layer:
   //   per layer 8 R d + 2 R + 32 = 296 (x2); dense 3 R * 12 = 144;
   //   head: tokens, targets, xs_final, ln_f, rstd_f, logits, losses = 4 + 4 + 32 + 32 + 4 + 64 + 4 = 144;
-  //   MoE: logits R N = 16, gates 8, shared gu + act 3 * 4 * 6 = 72, gu 8 * 12, yc 8 * 8: 256.
-  EXPECT_EQ(m.activations, (2 * 296 + 144 + 144 + 256) * 4);
+  //   MoE: logits and scores 2 R N = 32, gates and choices 16, shared gu + act 3 * 4 * 6 = 72,
+  //   gu 8 * 12, yc 8 * 8, the router's statistics in doubles (W = 2 N + D = 9 columns of one
+  //   chunk, totals 10, balance N + 5 = 9: 28 doubles, 56 floats): 336.
+  EXPECT_EQ(m.activations, (2 * 296 + 144 + 144 + 336) * 4);
   // Scratch: dx dh dtmp dqkv 6 R d = 192, attention 32, dense dgu + dact 3 * 4 * 12 = 144;
   // MoE: xe 8 * 8 and act 8 * 6 (rebuilt by the backward), dgate 8, dyc 64, dxe 64, dgu 2 * 48,
   // dact 48, tmp 4 * 8 = 32.
   EXPECT_EQ(m.scratch, (192 + 32 + 144 + 64 + 48 + 8 + 64 + 64 + 96 + 48 + 32) * 4);
   // Dispatcher on one rank: pair_row 8, self_token 8, CSR over tokens 5 + 8.
   EXPECT_EQ(m.dispatch, 29 * 4);
-  EXPECT_EQ(m.total(), 4 * 1848 * 4 + 1248 * 4 + 680 * 4 + 29 * 4);
+  EXPECT_EQ(m.total(), 4 * 1848 * 4 + 1328 * 4 + 680 * 4 + 29 * 4);
 }
 
 TEST(SimMemory, ExpertShardAndReceivedRows) {
@@ -41,8 +43,9 @@ TEST(SimMemory, ExpertShardAndReceivedRows) {
   const MemoryBreakdown m = rank_memory(tiny_sim_config(), 2, 1, 1, "cpu", rows);
   EXPECT_EQ(m.weights, (1848 - 288) * 4);
   // gu 12 * 12 (grown past the 8 pairs it was made for: 12 > 8 * 1.25), yc: 12 rows + the 5 own
-  // pairs computed elsewhere = 17 rows of 8; xe and act grow in the scratch.
-  EXPECT_EQ(m.activations - one.activations, ((12 - 8) * 12 + (17 - 8) * 8) * 4);
+  // pairs computed elsewhere = 17 rows of 8; xe and act grow in the scratch. Two device groups:
+  // one more column of router statistics, in the chunk and in the totals (2 doubles, 4 floats).
+  EXPECT_EQ(m.activations - one.activations, ((12 - 8) * 12 + (17 - 8) * 8 + 4) * 4);
   // Dispatcher: pair_row 8, self_token 3, CSR 5 + 3; units 4, CSR 5 + 4, expand 9, unit CSR 7 + 9,
   // send buffer 4 rows and receive buffer 6 rows of 8.
   EXPECT_EQ(m.dispatch, (8 + 3 + 5 + 3 + 4 + 5 + 4 + 9 + 7 + 9 + 4 * 8 + 6 * 8) * 4);

@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "moe/route_row.h"
+#include "moe/route_stats.h"
+#include "moe/sort_pairs.h"
 
 namespace dsmoe {
 
@@ -39,14 +40,6 @@ class Backend {
   virtual void copy_bytes_to_host(void* host, const void* src, size_t bytes) = 0;
   virtual void copy_bytes_to_device(void* dst, const void* host, size_t bytes) = 0;
   virtual size_t peak_bytes() const = 0;
-  // A copy to the host that does not wait for the work queued after it: start returns at once
-  // (on a GPU the copy is queued behind the work so far), finish waits for that copy alone and
-  // writes the bytes to host. One at a time; src must not change in between.
-  virtual void start_copy_to_host(const void* src, size_t bytes) {
-    pending_src_ = src;
-    pending_bytes_ = bytes;
-  }
-  virtual void finish_copy_to_host(void* host) { copy_bytes_to_host(host, pending_src_, pending_bytes_); }
   // Waits until the queued work is done (a GPU runs asynchronously; the CPU is always done).
   virtual void synchronize() {}
   // The parameter buffer, which changes only through this backend's ops: a backend may keep a
@@ -116,14 +109,27 @@ class Backend {
   // [N] -> scores [rows, N], sel [rows, K], gate [rows, K].
   virtual void route_tokens(T* scores, int32_t* sel, T* gate, const T* logits, const float* bias,
                             const RouteRowSpec& spec, int rows) = 0;
+  // Its balance statistics (moe/route_stats.h): scores [rows, N] and sel [rows, K] -> partial
+  // [chunks, W] and this rank's totals [W + 1]; then, from the global totals, balance
+  // [N + kBalanceLosses]; and its backward, dgate [rows, K] -> dlogits [rows, N] (logits read by
+  // softmax_topk only, partial with the sequence-wise loss only).
+  virtual void router_statistics(double* partial, double* totals, const T* scores, const int32_t* sel,
+                                 const RouteStatsSpec& spec, int rows) = 0;
+  virtual void router_balance(double* balance, const double* totals, const RouteStatsSpec& spec) = 0;
+  virtual void router_backward(T* dlogits, const T* dgate, const T* scores, const int32_t* sel, const T* logits,
+                               const double* balance, const double* partial, const RouteStatsSpec& spec,
+                               double loss_scale, int rows) = 0;
+
+  // The dispatcher's plan on one rank, every pair kept (moe/sort_pairs.h): sel [tokens, k] ->
+  // counts [N] pairs per expert, pos [tokens*k] each pair's row in expert order, row_token
+  // [tokens*k] each row's token, token_rows [tokens, k] each token's rows ascending; hist is
+  // scratch [sort_chunks(tokens*k), N].
+  virtual void sort_pairs(int32_t* counts, int32_t* pos, int32_t* row_token, int32_t* token_rows, int32_t* hist,
+                          const int32_t* sel, int tokens, int k, int n_experts) = 0;
 
   // AdamW (torch.optim.AdamW) on n elements; step is 1-based.
   virtual void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1,
                      double beta2, double eps, double weight_decay, int64_t step, double grad_scale) = 0;
-
- protected:
-  const void* pending_src_ = nullptr;  // start/finish_copy_to_host's copy in flight
-  size_t pending_bytes_ = 0;
 };
 
 // Owning buffer of n elements of U in a backend's memory.

@@ -316,6 +316,24 @@ class CpuBackend final : public Backend<T> {
                     int rows) override {
     route_rows(spec, logits, bias, scores, sel, gate, rows);
   }
+  void sort_pairs(int32_t* counts, int32_t* pos, int32_t* row_token, int32_t* token_rows, int32_t* hist,
+                  const int32_t* sel, int tokens, int k, int n_experts) override {
+    sort_pairs_on_host(sel, nullptr, (int64_t)tokens * k, k, n_experts, counts, pos, row_token, hist);
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < tokens; ++t) dsmoe::token_rows(pos, t, k, token_rows + (int64_t)t * k);
+  }
+  void router_statistics(double* partial, double* totals, const T* scores, const int32_t* sel,
+                         const RouteStatsSpec& spec, int rows) override {
+    route_partials_on_host(spec, scores, sel, rows, partial, totals);
+  }
+  void router_balance(double* balance, const double* totals, const RouteStatsSpec& spec) override {
+    balance_terms(spec, totals, balance);
+  }
+  void router_backward(T* dlogits, const T* dgate, const T* scores, const int32_t* sel, const T* logits,
+                       const double* balance, const double* partial, const RouteStatsSpec& spec, double loss_scale,
+                       int rows) override {
+    route_backward_on_host(spec, scores, sel, logits, dgate, balance, partial, loss_scale, rows, dlogits);
+  }
   void weighted_sum_rows_backward(T* dy, T* dw, const T* dout, const T* y, const int32_t* idx, const T* w, int rows,
                                   int k, int d) override {
 #pragma omp parallel for schedule(static)

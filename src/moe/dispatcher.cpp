@@ -1,9 +1,8 @@
 #include "moe/dispatcher.h"
 
-#include <omp.h>
-
 #include <algorithm>
 
+#include "moe/sort_pairs.h"
 #include "util/check.h"
 
 namespace dsmoe {
@@ -52,42 +51,16 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   tokens_ = tokens;
   k_ = k;
 
-  // This rank's kept pairs sorted by expert (so by destination), token order within an expert:
-  // a counting sort over chunks of pairs, each chunk placing its pairs after the earlier chunks'.
-  // The host plans every MoE layer while a GPU waits, hence the threads.
-  const int chunks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), pairs / 8192)));
-  const int64_t per_chunk = (pairs + chunks - 1) / chunks;
-  std::vector<int64_t> hist((size_t)chunks * N, 0), count(N, 0), expert_off(N + 1, 0);
-#pragma omp parallel for num_threads(chunks) schedule(static, 1)
-  for (int c = 0; c < chunks; ++c)
-    for (int64_t p = c * per_chunk; p < std::min(pairs, (c + 1) * per_chunk); ++p)
-      if (kept[p]) hist[(size_t)c * N + sel[p]]++;
-  for (int e = 0; e < N; ++e) {
-    expert_off[e + 1] = expert_off[e];
-    for (int c = 0; c < chunks; ++c) {
-      const int64_t n = hist[(size_t)c * N + e];
-      hist[(size_t)c * N + e] = expert_off[e + 1];  // where chunk c's pairs of expert e start
-      expert_off[e + 1] += n;
-    }
-    count[e] = expert_off[e + 1] - expert_off[e];
-  }
-  std::vector<int32_t> send_pair(expert_off[N]), pair_send(pairs, -1);
-#pragma omp parallel for num_threads(chunks) schedule(static, 1)
-  for (int c = 0; c < chunks; ++c) {
-    int64_t* next = &hist[(size_t)c * N];
-    for (int64_t p = c * per_chunk; p < std::min(pairs, (c + 1) * per_chunk); ++p) {
-      if (!kept[p]) continue;
-      const int64_t r = next[sel[p]]++;
-      send_pair[r] = static_cast<int32_t>(p);
-      pair_send[p] = static_cast<int32_t>(r);
-    }
-  }
+  // This rank's kept pairs sorted by expert (so by destination), token order within an expert.
+  std::vector<int32_t> count32(N), pair_send(pairs), row_token(pairs), hist((size_t)sort_chunks(pairs) * N);
+  sort_pairs_on_host(sel.data(), kept.data(), pairs, k, N, count32.data(), pair_send.data(), row_token.data(),
+                     hist.data());
+  std::vector<int64_t> count(count32.begin(), count32.end()), expert_off(N + 1, 0);
+  for (int e = 0; e < N; ++e) expert_off[e + 1] = expert_off[e] + count[e];
   auto dest_begin = [&](int dest) { return expert_off[dest * per]; };  // first send row to `dest`
   const int64_t self_begin = dest_begin(me);
   self_rows_ = static_cast<int>(dest_begin(me + 1) - self_begin);
-  std::vector<int32_t> self_token(self_rows_);
-#pragma omp parallel for schedule(static)
-  for (int i = 0; i < self_rows_; ++i) self_token[i] = static_cast<int32_t>(send_pair[self_begin + i] / k);
+  const std::vector<int32_t> self_token(row_token.begin() + self_begin, row_token.begin() + self_begin + self_rows_);
 
   // Units: one per (token, other destination) with a kept pair there, by destination then token.
   std::vector<std::vector<int32_t>> units_to(E);
@@ -178,6 +151,7 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   }
   upload(self_tok_off_, off);
   upload(self_tok_idx_, idx);
+  tok_off_tokens_ = -1;  // not plan_local's offsets any more
   stats_.rows_received += rows_;
   if (E == 1) return;
 
@@ -188,6 +162,9 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   // For every pair sent, the index of its unit within the message, so the receiver knows which
   // unit feeds which expert row.
   std::vector<int32_t> meta, expand(rows_ - self_rows_);
+  std::vector<int32_t> send_pair(expert_off[N]);
+  for (int64_t p = 0; p < pairs; ++p)
+    if (pair_send[p] >= 0) send_pair[pair_send[p]] = static_cast<int32_t>(p);
   for (int64_t r = 0; r < expert_off[N]; ++r)
     if (r < self_begin || r >= self_begin + self_rows_) meta.push_back(unit_index[send_pair[r]]);
   host.alltoallv(meta.data(), pair_send_count_, expand.data(), pair_recv_count_, sizeof(int32_t));
@@ -202,6 +179,36 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   upload(unit_idx_, idx);
   send_buf_.ensure(be_, (int64_t)std::max(1, units_) * d_);
   units_buf_.ensure(be_, (int64_t)std::max(1, recv_units_) * d_);
+}
+
+template <typename T>
+void Dispatcher<T>::plan_local(const int32_t* sel, int tokens, int k) {
+  DSMOE_ASSERT(ep_.size() == 1);
+  const int N = placement_.n_experts;
+  const int64_t pairs = (int64_t)tokens * k;
+  tokens_ = tokens;
+  k_ = k;
+  counts_.ensure(be_, N);
+  sort_hist_.ensure(be_, std::max(1, sort_chunks(pairs)) * (int64_t)N);
+  for (Buf<int32_t>* b : {&pair_row_, &self_token_, &self_tok_idx_}) b->ensure(be_, std::max<int64_t>(1, pairs));
+  be_.sort_pairs(counts_, pair_row_, self_token_, self_tok_idx_, sort_hist_, sel, tokens, k, N);
+  if (tok_off_tokens_ != tokens || tok_off_k_ != k) {  // every token has k rows
+    std::vector<int32_t> off(tokens + 1);
+    for (int t = 0; t <= tokens; ++t) off[t] = t * k;
+    upload(self_tok_off_, off);
+    tok_off_tokens_ = tokens;
+    tok_off_k_ = k;
+  }
+  const std::vector<int32_t> count = to_host(be_, counts_.data(), N);  // waits for the sort
+  blocks_.clear();
+  for (int e = 0; e < N; ++e) blocks_.push_back({e, count[e]});
+  own_span_ = RowSpan{0, blocks_};
+  received_spans_.assign(2, RowSpan{});
+  rows_ = self_rows_ = static_cast<int>(pairs);
+  self_off_ = back_rows_ = units_ = recv_units_ = 0;
+  for (std::vector<int64_t>* v : {&unit_send_count_, &unit_recv_count_, &pair_send_count_, &pair_recv_count_})
+    v->assign(1, 0);
+  stats_.rows_received += rows_;
 }
 
 template <typename T>

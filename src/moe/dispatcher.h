@@ -39,6 +39,10 @@ class Dispatcher {
 
   // sel, kept: [tokens, K] routing decisions of this rank's tokens. Exchanges the counts.
   void plan(const std::vector<int32_t>& sel, const std::vector<uint8_t>& kept, int tokens, int k);
+  // The same where the choices are, for a group of one rank with every pair kept: only the
+  // experts' row counts come to the host (they size the products).
+  void plan_local(const int32_t* sel, int tokens, int k);
+  bool local() const { return ep_.size() == 1; }
   // The rows this rank computes, as they arrive: from each source rank in order, its rows for
   // each local expert (so an expert's rows are in global token order across its blocks).
   const std::vector<RowBlock>& blocks() const { return blocks_; }
@@ -104,6 +108,8 @@ class Dispatcher {
   // Receiver: the received rows of xe, in order, copy unit expand[i] (rows before the own
   // block, then after it); unit_off/unit_idx lists each unit's rows of xe.
   Buf<int32_t> expand_, unit_off_, unit_idx_;
+  Buf<int32_t> counts_, sort_hist_;  // plan_local's
+  int tok_off_tokens_ = -1, tok_off_k_ = -1;  // what self_tok_off_ was made for by plan_local
   Buf<T> send_buf_, units_buf_;
   DispatchStats stats_;
 };

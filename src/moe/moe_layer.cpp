@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "util/check.h"
 #include "util/timer.h"
 
 namespace dsmoe {
@@ -48,8 +49,6 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   tokens_ = tokens;
   u_ = u;
   be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.router, d_, T(0), logits_, N, true});
-  // Scores, top-k and gates where the logits are (the backend's route_tokens); the statistics
-  // and losses on the host.
   Routing<T> r;
   r.tokens = tokens;
   if (ctx.training && spec_.noise > 0) {
@@ -59,27 +58,51 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
     add_router_noise(spec_, ctx, r);
     to_device(be_, logits_.data(), r.logits);
   }
+  // Scores, choices, gates and the statistics where the logits are.
   scratch_.bias.ensure(be_, N);
-  scratch_.sel.ensure(be_, (int64_t)tokens * K);
   to_device(be_, scratch_.bias.data(), bias);
-  // The scores go through tmp (free again: the noise is on the host).
-  be_.route_tokens(scratch_.tmp, scratch_.sel, gate_, logits_, scratch_.bias, spec_.row(), tokens);
-  // Only softmax_topk's backward reads the logits (the noise path has them already).
-  if (r.logits.empty() && spec_.score == ScoreKind::softmax_topk)
-    r.logits = to_host(be_, logits_.data(), (int64_t)tokens * N);
-  r.scores = to_host(be_, scratch_.tmp.data(), (int64_t)tokens * N);  // waits for the GPU
+  scores_.ensure(be_, (int64_t)tokens * N);
+  sel_.ensure(be_, (int64_t)tokens * K);
+  be_.route_tokens(scores_, sel_, gate_, logits_, scratch_.bias, spec_.row(), tokens);
+  r.stats = stats_spec(spec_, ctx);
+  DSMOE_ASSERT(r.stats.seq_alpha <= 0 || tokens % r.stats.seq_len == 0);  // whole sequences on each rank
+  const int W = r.stats.columns();
+  partial_.ensure(be_, (int64_t)r.stats.chunks(tokens) * W);
+  totals_.ensure(be_, W + 1);
+  balance_.ensure(be_, N + kBalanceLosses);
+  be_.router_statistics(partial_, totals_, scores_, sel_, r.stats, tokens);
   double t0 = now_seconds();
-  r.sel = to_host(be_, scratch_.sel.data(), (int64_t)tokens * K);
-  // Only capacity dropping changes gates (to 0) after the backend chose them.
+  // Capacity dropping (in global token order) and the statistics of several ranks go through
+  // the host; otherwise the totals stay where they are.
   const bool dropping = spec_.capacity_factor > 0;
-  if (dropping) r.gate = to_host(be_, gate_.data(), (int64_t)tokens * K);
-  route_statistics(spec_, ctx, r, world_);
+  r.kept.assign((size_t)tokens * K, 1);
+  if (dropping || world_.size() > 1) {
+    std::vector<double> totals = to_host(be_, totals_.data(), W + 1);
+    if (dropping) {
+      r.sel = to_host(be_, sel_.data(), (int64_t)tokens * K);
+      r.gate = to_host(be_, gate_.data(), (int64_t)tokens * K);
+      r.dropped = drop_over_capacity(spec_, ctx, totals.data(), r.sel, r.kept, r.gate, world_);
+      to_device(be_, gate_.data(), r.gate);
+    }
+    totals.push_back(static_cast<double>(r.dropped));
+    world_.allreduce_sum(totals.data(), static_cast<int64_t>(totals.size()));
+    r.dropped = static_cast<int64_t>(totals.back());
+    totals.pop_back();
+    to_device(be_, totals_.data(), totals);
+  }
+  be_.router_balance(balance_, totals_, r.stats);
   routing_ = std::move(r);
+  statistics_on_host_ = false;
   times_.route += now_seconds() - t0;
-  if (dropping) to_device(be_, gate_.data(), routing_.gate);
 
+  // The plan where the choices are, unless tokens travel or capacity dropped some.
   t0 = now_seconds();
-  dispatcher_.plan(routing_.sel, routing_.kept, tokens, K);
+  if (dispatcher_.local() && !dropping) {
+    dispatcher_.plan_local(sel_, tokens, K);
+  } else {
+    if (routing_.sel.empty()) routing_.sel = to_host(be_, sel_.data(), (int64_t)tokens * K);
+    dispatcher_.plan(routing_.sel, routing_.kept, tokens, K);
+  }
   const int64_t rows = dispatcher_.rows();
   scratch_.xe.ensure(be_, rows * d_);
   gu_.ensure(be_, rows * 2 * n_);
@@ -118,8 +141,6 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
   scratch_.dyc.ensure(be_, (int64_t)dispatcher_.combine_rows() * d_);
   be_.weighted_sum_rows_backward(scratch_.dyc, scratch_.dgate, dout, yc_, dispatcher_.pair_row(), gate_, tokens, K,
                                  d_);
-  // The gate gradients go to the host router while the experts' backward runs on a GPU.
-  be_.start_copy_to_host(scratch_.dgate.data(), (size_t)tokens * K * sizeof(T));
   double t0 = now_seconds();
   scratch_.dxe.ensure(be_, rows * d_);
   scratch_.dgu.ensure(be_, rows * 2 * n_);
@@ -141,19 +162,27 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
     be_.add(du, scratch_.tmp, (int64_t)tokens * d_);
   }
 
-  std::vector<T> dnoise, dgate((size_t)tokens * K);
-  be_.finish_copy_to_host(dgate.data());
-  const double t_route = now_seconds();
-  std::vector<T> dlogits = route_backward(spec_, routing_, dgate, loss_scale, &dnoise);
-  times_.route += now_seconds() - t_route;
-  to_device(be_, scratch_.tmp.data(), dlogits);
+  be_.router_backward(scratch_.tmp, scratch_.dgate, scores_, sel_, logits_, balance_, partial_, routing_.stats,
+                      loss_scale, tokens);
   be_.gemm({false, false, tokens, d_, N, T(1), scratch_.tmp, N, p.router, d_, T(1), du, d_, true});
   be_.gemm({true, false, N, d_, tokens, T(1), scratch_.tmp, N, u_, d_, T(1), g.router, d_, true});
-  if (!dnoise.empty()) {
-    to_device(be_, scratch_.tmp.data(), dnoise);
+  if (!routing_.noise_pre.empty()) {
+    to_device(be_, scratch_.tmp.data(),
+              noise_backward(routing_, to_host(be_, scratch_.tmp.data(), (int64_t)tokens * N)));
     be_.gemm({false, false, tokens, d_, N, T(1), scratch_.tmp, N, p.noise_w, d_, T(1), du, d_, true});
     be_.gemm({true, false, N, d_, tokens, T(1), scratch_.tmp, N, u_, d_, T(1), g.noise_w, d_, true});
   }
+}
+
+template <typename T>
+const Routing<T>& MoeLayer<T>::routing() const {
+  if (!statistics_on_host_) {
+    const int N = spec_.n_experts, W = routing_.stats.columns();
+    set_statistics(spec_, to_host(be_, totals_.data(), W + 1), to_host(be_, balance_.data(), N + kBalanceLosses),
+                   routing_);
+    statistics_on_host_ = true;
+  }
+  return routing_;
 }
 
 template class MoeLayer<float>;

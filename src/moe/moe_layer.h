@@ -25,7 +25,7 @@ struct MoeParams {  // pointers into the parameter (or gradient) buffer
 
 struct MoeTimes {
   double dispatch = 0, combine = 0;
-  double route = 0;  // the router's host work (scores, top-k, statistics and their backward)
+  double route = 0;  // the router's host work (capacity dropping, the statistics of several ranks)
 };
 
 // Scratch of the MoE layers. Layers run one after another, so one set, grown to the largest
@@ -34,7 +34,6 @@ struct MoeTimes {
 // and an elementwise pass, which saves that much memory per layer.
 template <typename T>
 struct MoeScratch {
-  Buf<int32_t> sel;  // the router's choices, on their way to the host
   Buf<float> bias;
   Buf<T> xe, act;
   Buf<T> dyc, dgate, dxe, dgu, dact, tmp;  // dyc: the gradient of the combine buffer
@@ -52,7 +51,8 @@ class MoeLayer {
                const std::vector<float>& bias);
   // du [tokens, d] += dL/du; parameter gradients accumulated into g.
   void backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale);
-  const Routing<T>& routing() const { return routing_; }
+  // The last forward's routing, its global statistics brought to the host on first call.
+  const Routing<T>& routing() const;
   MoeTimes& times() { return times_; }
   // Whether forward computes while tokens travel (on by default; off for measurements).
   void set_overlap(bool on) { overlap_ = on; }
@@ -68,12 +68,15 @@ class MoeLayer {
   int d_, n_, shared_hidden_, tokens_ = 0;
   bool overlap_ = true;
   const T* u_ = nullptr;
-  Routing<T> routing_;
+  mutable Routing<T> routing_;
+  mutable bool statistics_on_host_ = true;
   Dispatcher<T> dispatcher_;
   MoeTimes times_;
   // Saved activations; the expert buffers (rows this rank computes) grow as needed. yc: the
   // dispatcher's combine buffer, the experts' outputs and then the results other ranks return.
-  Buf<T> logits_, gu_, yc_, gate_, shared_gu_, shared_act_;
+  Buf<T> logits_, scores_, gu_, yc_, gate_, shared_gu_, shared_act_;
+  Buf<int32_t> sel_;
+  Buf<double> partial_, totals_, balance_;  // the router's statistics (moe/route_stats.h)
   MoeScratch<T>& scratch_;
 };
 

@@ -66,161 +66,89 @@ Routing<T> route(const RouterSpec& spec, const RouteContext& ctx, std::vector<T>
   return r;
 }
 
+RouteStatsSpec stats_spec(const RouterSpec& spec, const RouteContext& ctx) {
+  RouteStatsSpec s;
+  s.row = spec.row();
+  s.expert_alpha = spec.expert_alpha;
+  s.device_alpha = spec.device_alpha;
+  s.seq_alpha = spec.seq_alpha;
+  s.comm_alpha = spec.comm_alpha;
+  s.seq_len = spec.seq_len;
+  if (spec.seq_alpha > 0) s.chunk = spec.seq_len;
+  s.tokens_global = static_cast<double>(ctx.tokens_global);
+  return s;
+}
+
+template <typename T>
+int64_t drop_over_capacity(const RouterSpec& spec, const RouteContext& ctx, const double* counts,
+                           const std::vector<int32_t>& sel, std::vector<uint8_t>& kept, std::vector<T>& gate,
+                           Comm& comm) {
+  const int N = spec.n_experts, K = spec.top_k;
+  const int64_t pairs = static_cast<int64_t>(sel.size());
+  kept.assign(pairs, 1);
+  if (spec.capacity_factor <= 0) return 0;
+  const int64_t cap = static_cast<int64_t>(std::ceil(spec.capacity_factor * ctx.tokens_global * K / N));
+  std::vector<int64_t> seen(counts, counts + N);
+  comm.exscan_sum(seen.data(), N);  // selections of each expert on earlier ranks
+  int64_t dropped = 0;
+  for (int64_t p = 0; p < pairs; ++p)
+    if (seen[sel[p]]++ >= cap) {
+      kept[p] = 0;
+      gate[p] = 0;
+      dropped++;
+    }
+  return dropped;
+}
+
+template <typename T>
+void set_statistics(const RouterSpec& spec, const std::vector<double>& totals, std::vector<double> balance,
+                    Routing<T>& r) {
+  r.load.assign(totals.begin(), totals.begin() + spec.n_experts);
+  const double* losses = balance.data() + spec.n_experts;
+  r.loss_exp = losses[kLossExp];
+  r.loss_dev = losses[kLossDev];
+  r.loss_seq = losses[kLossSeq];
+  r.loss_comm = losses[kLossComm];
+  r.aux_loss = losses[kAuxLoss];
+  r.balance = std::move(balance);
+}
+
 template <typename T>
 void route_statistics(const RouterSpec& spec, const RouteContext& ctx, Routing<T>& r, Comm& comm) {
-  const int N = spec.n_experts, K = spec.top_k, D = spec.device_groups, tokens = r.tokens;
-  DSMOE_ASSERT(N % D == 0);
-  r.kept.assign((size_t)tokens * K, 1);
-
-  // Global counts: selections per expert, tokens reaching each device group, score sums. Score
-  // sums go by chunks of a fixed number of tokens added in chunk order, so they do not depend on
-  // the thread count.
-  constexpr int kChunk = 256;
-  const int chunks = (tokens + kChunk - 1) / kChunk;
-  std::vector<int64_t> counts(N, 0), reach(D, 0);
-  std::vector<double> psum(N, 0.0), partial((size_t)chunks * N, 0.0);
-#pragma omp parallel for schedule(static)
-  for (int c = 0; c < chunks; ++c)
-    for (int t = c * kChunk; t < std::min(tokens, (c + 1) * kChunk); ++t)
-      for (int i = 0; i < N; ++i) partial[(size_t)c * N + i] += r.scores[(size_t)t * N + i];
-  for (int c = 0; c < chunks; ++c)
-    for (int i = 0; i < N; ++i) psum[i] += partial[(size_t)c * N + i];
-  std::vector<uint8_t> hit(D);
-  for (int t = 0; t < tokens; ++t) {
-    std::fill(hit.begin(), hit.end(), 0);
-    for (int k = 0; k < K; ++k) {
-      int e = r.sel[(size_t)t * K + k];
-      counts[e]++;
-      hit[e / (N / D)] = 1;
-    }
-    for (int d = 0; d < D; ++d) reach[d] += hit[d];
-  }
-
-  // Capacity: each expert keeps the first C tokens of the global micro-batch in token order.
-  int64_t dropped_local = 0;
-  if (spec.capacity_factor > 0) {
-    const int64_t cap = static_cast<int64_t>(std::ceil(spec.capacity_factor * ctx.tokens_global * K / N));
-    std::vector<int64_t> seen(counts);
-    comm.exscan_sum(seen.data(), N);  // selections of each expert on earlier ranks
-    for (int t = 0; t < tokens; ++t)
-      for (int k = 0; k < K; ++k) {
-        size_t p = (size_t)t * K + k;
-        if (seen[r.sel[p]]++ >= cap) {
-          r.kept[p] = 0;
-          r.gate[p] = 0;
-          dropped_local++;
-        }
-      }
-  }
-
-  std::vector<int64_t> ints(counts);
-  ints.insert(ints.end(), reach.begin(), reach.end());
-  ints.push_back(dropped_local);
-  comm.allreduce_sum(ints.data(), static_cast<int64_t>(ints.size()));
-  comm.allreduce_sum(psum.data(), N);
-  r.dropped = ints.back();
-  r.load.assign(ints.begin(), ints.begin() + N);
-
-  const double Tt = static_cast<double>(ctx.tokens_global);
-  std::vector<double> f(N), P(N);
-  for (int i = 0; i < N; ++i) {
-    f[i] = N / (K * Tt) * r.load[i];
-    P[i] = psum[i] / Tt;
-    r.loss_exp += f[i] * P[i];
-  }
-  const int per_group = N / D;
-  const int M = spec.route_devices > 0 ? spec.route_devices : std::min(K, D);
-  std::vector<double> f_dev(D, 0.0), f_comm(D);
-  for (int d = 0; d < D; ++d) {
-    double p_dev = 0;
-    for (int i = d * per_group; i < (d + 1) * per_group; ++i) {
-      f_dev[d] += f[i] / per_group;
-      p_dev += P[i];
-    }
-    f_comm[d] = D / (M * Tt) * static_cast<double>(ints[N + d]);
-    r.loss_dev += f_dev[d] * p_dev;
-    r.loss_comm += f_comm[d] * p_dev;
-  }
-  r.ds_all.resize(N);
-  for (int i = 0; i < N; ++i)
-    r.ds_all[i] = (spec.expert_alpha * f[i] + spec.device_alpha * f_dev[i / per_group] +
-                   spec.comm_alpha * f_comm[i / per_group]) / Tt;
-
-  // Sequence-wise: the same sum per sequence (this rank holds whole sequences), averaged.
-  if (spec.seq_alpha > 0) {
-    const int T_ = spec.seq_len, n_seq = tokens / T_;
-    DSMOE_ASSERT(tokens % T_ == 0);
-    const double seqs_global = Tt / T_;
-    r.ds_seq.assign((size_t)n_seq * N, 0.0);
-    double seq_sum = 0;
-    for (int b = 0; b < n_seq; ++b) {
-      std::vector<double> cnt(N, 0.0), ps(N, 0.0);
-      for (int t = b * T_; t < (b + 1) * T_; ++t) {
-        for (int k = 0; k < K; ++k) cnt[r.sel[(size_t)t * K + k]] += 1;
-        for (int i = 0; i < N; ++i) ps[i] += r.scores[(size_t)t * N + i];
-      }
-      for (int i = 0; i < N; ++i) {
-        double fb = N / (double(K) * T_) * cnt[i];
-        seq_sum += fb * ps[i] / T_;
-        r.ds_seq[(size_t)b * N + i] = spec.seq_alpha * fb / (T_ * seqs_global);
-      }
-    }
-    comm.allreduce_sum(&seq_sum, 1);
-    r.loss_seq = seq_sum / seqs_global;
-  }
-  r.aux_loss = spec.expert_alpha * r.loss_exp + spec.device_alpha * r.loss_dev + spec.seq_alpha * r.loss_seq +
-               spec.comm_alpha * r.loss_comm;
+  DSMOE_ASSERT(spec.n_experts % spec.device_groups == 0);
+  const RouteStatsSpec s = r.stats = stats_spec(spec, ctx);
+  DSMOE_ASSERT(s.seq_alpha <= 0 || r.tokens % s.seq_len == 0);  // this rank holds whole sequences
+  const int W = s.columns();
+  r.partial.resize((size_t)s.chunks(r.tokens) * W);
+  std::vector<double> totals(W + 1);
+  route_partials_on_host(s, r.scores.data(), r.sel.data(), r.tokens, r.partial.data(), totals.data());
+  double dropped = static_cast<double>(drop_over_capacity(spec, ctx, totals.data(), r.sel, r.kept, r.gate, comm));
+  totals.push_back(dropped);
+  comm.allreduce_sum(totals.data(), static_cast<int64_t>(totals.size()));
+  r.dropped = static_cast<int64_t>(totals.back());
+  totals.pop_back();
+  std::vector<double> balance(spec.n_experts + kBalanceLosses);
+  balance_terms(s, totals.data(), balance.data());
+  set_statistics(spec, totals, std::move(balance), r);
 }
 
 template <typename T>
 std::vector<T> route_backward(const RouterSpec& spec, const Routing<T>& r, const std::vector<T>& dgate,
                               double loss_scale, std::vector<T>* dnoise_pre) {
-  const int N = spec.n_experts, K = spec.top_k;
-  std::vector<T> dlogits((size_t)r.tokens * N, T(0));
-#pragma omp parallel for schedule(static)
-  for (int t = 0; t < r.tokens; ++t) {
-    std::vector<double> ds(N);
-    const T* s = &r.scores[(size_t)t * N];
-    const int32_t* sel = &r.sel[(size_t)t * K];
-    const T* dg = &dgate[(size_t)t * K];
-    T* dl = &dlogits[(size_t)t * N];
-    for (int i = 0; i < N; ++i) ds[i] = loss_scale * r.ds_all[i];
-    if (!r.ds_seq.empty())
-      for (int i = 0; i < N; ++i) ds[i] += loss_scale * r.ds_seq[(size_t)(t / spec.seq_len) * N + i];
-
-    // Gates are differentiated as computed before dropping (a dropped pair has dg = 0, and the
-    // kept gates are not renormalized), so the undropped gates are recomputed here.
-    if (spec.score == ScoreKind::softmax_topk) {
-      double sum = 0, mx = r.logits[(size_t)t * N + sel[0]];
-      for (int k = 1; k < K; ++k) mx = std::max<double>(mx, r.logits[(size_t)t * N + sel[k]]);
-      std::vector<double> full(K);
-      for (int k = 0; k < K; ++k) sum += full[k] = std::exp(r.logits[(size_t)t * N + sel[k]] - mx);
-      double fdg = 0;
-      for (int k = 0; k < K; ++k) fdg += full[k] / sum * dg[k];
-      for (int k = 0; k < K; ++k) dl[sel[k]] += static_cast<T>(full[k] / sum * (dg[k] - fdg));
-    } else if (spec.score == ScoreKind::sigmoid || spec.norm_topk) {
-      double S = 0, ugdg = 0;  // undropped normalized gates
-      for (int k = 0; k < K; ++k) S += s[sel[k]];
-      for (int k = 0; k < K; ++k) ugdg += s[sel[k]] / S * dg[k];
-      for (int k = 0; k < K; ++k) ds[sel[k]] += (dg[k] - ugdg) / S;
-    } else {
-      for (int k = 0; k < K; ++k) ds[sel[k]] += dg[k];
-    }
-    if (spec.score == ScoreKind::sigmoid) {
-      for (int i = 0; i < N; ++i) dl[i] += static_cast<T>(ds[i] * s[i] * (1.0 - s[i]));
-    } else {
-      double sds = 0;
-      for (int i = 0; i < N; ++i) sds += s[i] * ds[i];
-      for (int i = 0; i < N; ++i) dl[i] += static_cast<T>(s[i] * (ds[i] - sds));
-    }
-  }
-  if (dnoise_pre && !r.noise_pre.empty()) {
-    dnoise_pre->resize(dlogits.size());
-#pragma omp parallel for schedule(static)
-    for (size_t p = 0; p < dlogits.size(); ++p)
-      (*dnoise_pre)[p] = static_cast<T>(dlogits[p] * r.noise_eps[p] * sigmoid(r.noise_pre[p]));
-  }
+  std::vector<T> dlogits((size_t)r.tokens * spec.n_experts);
+  route_backward_on_host(r.stats, r.scores.data(), r.sel.data(), r.logits.data(), dgate.data(), r.balance.data(),
+                         r.partial.data(), loss_scale, r.tokens, dlogits.data());
+  if (dnoise_pre && !r.noise_pre.empty()) *dnoise_pre = noise_backward(r, dlogits);
   return dlogits;
+}
+
+template <typename T>
+std::vector<T> noise_backward(const Routing<T>& r, const std::vector<T>& dlogits) {
+  std::vector<T> dnoise(dlogits.size());
+#pragma omp parallel for schedule(static)
+  for (size_t p = 0; p < dlogits.size(); ++p)
+    dnoise[p] = static_cast<T>(dlogits[p] * r.noise_eps[p] * sigmoid(r.noise_pre[p]));
+  return dnoise;
 }
 
 template Routing<float> route(const RouterSpec&, const RouteContext&, std::vector<float>, std::vector<float>,
@@ -235,5 +163,13 @@ template std::vector<float> route_backward(const RouterSpec&, const Routing<floa
                                            double, std::vector<float>*);
 template std::vector<double> route_backward(const RouterSpec&, const Routing<double>&, const std::vector<double>&,
                                             double, std::vector<double>*);
+
+#define DSMOE_ROUTER_PARTS(T)                                                                                   \
+  template int64_t drop_over_capacity(const RouterSpec&, const RouteContext&, const double*,                      \
+                                      const std::vector<int32_t>&, std::vector<uint8_t>&, std::vector<T>&, Comm&); \
+  template void set_statistics(const RouterSpec&, const std::vector<double>&, std::vector<double>, Routing<T>&);  \
+  template std::vector<T> noise_backward(const Routing<T>&, const std::vector<T>&);
+DSMOE_ROUTER_PARTS(float)
+DSMOE_ROUTER_PARTS(double)
 
 }  // namespace dsmoe

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "comm/comm.h"
-#include "moe/route_row.h"
+#include "moe/route_stats.h"
 
 namespace dsmoe {
 
@@ -36,26 +36,28 @@ struct RouteContext {
   uint64_t noise_key = 0;       // hash of (seed, step, micro-batch, layer)
 };
 
+// The statistics' spec of one micro-batch (chunks are the sequences with the sequence-wise loss).
+RouteStatsSpec stats_spec(const RouterSpec& spec, const RouteContext& ctx);
+
 template <typename T>
 struct Routing {
   int tokens = 0;               // local tokens
-  std::vector<T> logits;        // [tokens, N] as scored (noisy in training with noise); the MoE
-                                // layer keeps them where the backward reads them (softmax_topk, noise)
+  // On the host only where the MoE layer needs them there (route() fills them all):
+  std::vector<T> logits;        // [tokens, N] as scored (noisy in training with noise)
   std::vector<T> noise_pre;     // [tokens, N] u . noise_i (empty without noise)
   std::vector<T> noise_eps;     // [tokens, N] r * eps (empty without noise)
   std::vector<T> scores;        // [tokens, N] s
   std::vector<int32_t> sel;     // [tokens, K] selected experts, best first
-  std::vector<T> gate;          // [tokens, K] g, 0 where dropped; the MoE layer keeps them on
-                                // the device, here only with capacity dropping
+  std::vector<T> gate;          // [tokens, K] g, 0 where dropped
   std::vector<uint8_t> kept;    // [tokens, K] 0 = dropped by capacity
   // Global statistics of this micro-batch.
   std::vector<double> load;     // [N] selections per expert (before dropping)
   int64_t dropped = 0;
   double aux_loss = 0;          // this layer's balance terms
   double loss_exp = 0, loss_dev = 0, loss_seq = 0, loss_comm = 0;
-  // dL_aux / ds[t, i] = ds_all[i] + ds_seq[seq(t), i] (without the micro-batch loss scale).
-  std::vector<double> ds_all;   // [N]
-  std::vector<double> ds_seq;   // [local sequences, N]
+  RouteStatsSpec stats;         // how the statistics were taken (moe/route_stats.h)
+  std::vector<double> partial;  // [chunks, W] this rank's chunk statistics
+  std::vector<double> balance;  // [N + kBalanceLosses] the balance terms' gradient and losses
 };
 
 // logits: [tokens, N] clean router logits u . router_i; noise_pre: u . noise_i or empty.
@@ -64,19 +66,34 @@ template <typename T>
 Routing<T> route(const RouterSpec& spec, const RouteContext& ctx, std::vector<T> logits,
                  std::vector<T> noise_pre, const std::vector<float>& bias, Comm& comm);
 
-// The same in parts, for a backend that scores on its device: the noise added to r.logits
-// (training with noise; r.noise_pre set), and, once r holds logits, scores, sel and gate
-// (route_row's), everything after: capacity dropping, the global statistics, the losses.
+// The same in parts, for a backend that routes on its device: the noise added to r.logits
+// (training with noise; r.noise_pre set); once r holds scores, sel and gate (route_row's), the
+// statistics, capacity dropping and the losses (route_stats.h's stages on host threads).
 template <typename T>
 void add_router_noise(const RouterSpec& spec, const RouteContext& ctx, Routing<T>& r);
 template <typename T>
 void route_statistics(const RouterSpec& spec, const RouteContext& ctx, Routing<T>& r, Comm& comm);
+
+// Capacity dropping (each expert keeps the first C tokens of the global micro-batch in token
+// order): counts [N] this rank's selections per expert; sets kept and zeroes the dropped gates.
+// Returns this rank's dropped pairs.
+template <typename T>
+int64_t drop_over_capacity(const RouterSpec& spec, const RouteContext& ctx, const double* counts,
+                           const std::vector<int32_t>& sel, std::vector<uint8_t>& kept, std::vector<T>& gate,
+                           Comm& comm);
+// r.load, the losses and r.balance from the global totals [W + 1] and balance terms.
+template <typename T>
+void set_statistics(const RouterSpec& spec, const std::vector<double>& totals, std::vector<double> balance,
+                    Routing<T>& r);
 
 // dgate: [tokens, K] dL/dg (0 for dropped pairs). Returns dL/dlogits [tokens, N] (the loss scale
 // multiplies the balance terms) and, with noise, dL/dnoise_pre in *dnoise_pre.
 template <typename T>
 std::vector<T> route_backward(const RouterSpec& spec, const Routing<T>& r, const std::vector<T>& dgate,
                               double loss_scale, std::vector<T>* dnoise_pre);
+// dL/dnoise_pre [tokens, N] from dL/dlogits (training with noise).
+template <typename T>
+std::vector<T> noise_backward(const Routing<T>& r, const std::vector<T>& dlogits);
 
 // max_i load_i / mean(load) - 1 (0 when no load).
 double max_violation(const std::vector<double>& load);

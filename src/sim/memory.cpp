@@ -1,9 +1,11 @@
 #include "sim/memory.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "model/layout.h"
 #include "moe/placement.h"
+#include "moe/route_stats.h"
 #include "util/check.h"
 
 namespace dsmoe::sim {
@@ -42,6 +44,10 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
   acts += 2 * R + 2 * R * d + R + R * V + R;  // tokens, targets; xs_final, ln_f, rstd_f, logits, losses
   double scratch = 6 * R * d + att + 3 * R * dh;  // dx dh dtmp dqkv; attention scratch; dense dgu, dact
   double dispatch = 0;
+  // The router's statistics per layer, in doubles (moe/route_stats.h): chunks x W, totals, balance.
+  const double D = cfg.balance.device_groups > 0 ? cfg.balance.device_groups : ep, W = 2 * N + D;
+  const double chunks = std::ceil(R / (cfg.balance.seq_alpha > 0 ? m.seq_len : RouteStatsSpec{}.chunk));
+  const double statistics = 2 * (chunks * W + W + 1 + N + kBalanceLosses);
   double s_xe = 0, s_act = 0, s_dgate = 0, s_dyc = 0, s_dxe = 0, s_dgu = 0, s_dact = 0, s_tmp = 0;
   for (int l = 0; l < Lm; ++l) {
     const double rows = rr.rows.empty() ? pairs : rr.rows[l];
@@ -49,7 +55,7 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
     const double out = rr.rows.empty() ? 0 : rr.units_out[l], in = rr.rows.empty() ? 0 : rr.units_in[l];
     const double back = pairs - own;  // this rank's pairs computed elsewhere
     const double combine = rows + back;
-    acts += R * N + pairs + sh_rows * 3 * sh;  // logits, gates, shared gu + act
+    acts += 2 * R * N + 2 * pairs + sh_rows * 3 * sh + statistics;  // logits, scores, gates, sel, shared gu + act
     acts += grown(pairs * 2 * n, rows * 2 * n) + grown(pairs * d, combine * d);  // gu, yc
     // Index arrays: pair_row, self_token, self CSR; with ep > 1 the unit lists, CSR and expand.
     dispatch += pairs + 2 * std::max(1.0, own) + (R + 1);
