@@ -8,8 +8,9 @@
 // streams side by side, through cuBLASLt with algorithms cached per shape class (the expert row
 // counts change every step, and cuBLAS's own choice costs ~35 us of host time per new shape).
 // DSMOE_GROUPED_GEMM=1 runs them as one grouped GEMM launch per layout instead
-// (kernels/grouped_gemm.cuh: one launch instead of one per problem, but slower on the GPU than
-// cuBLASLt's kernels, so off; see docs/cuda.md), except problems it does not take (misaligned
+// (kernels/grouped_gemm.cuh: one launch instead of one per problem, wgmma on sm_90a; training
+// was no faster than with cuBLASLt's side-by-side streams, so off; see docs/cuda.md), except
+// problems it does not take (misaligned
 // operands). Problems whose outputs meet (the experts' dx: one product writes it, the next adds
 // to it) run in batch order: on one stream, or in successive grouped launches.
 #pragma once

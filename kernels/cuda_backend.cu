@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -266,8 +267,12 @@ class CudaBackend final : public Backend<float> {
     }
     cuda::sum_slices(g.c, g.ldc, split_parts_.data(), rest > 0 ? kSlices + 1 : kSlices, g.m, g.n, g.beta, stream_);
   }
-  // g for `batch` problems, A, B and C advancing by their strides.
+  // g for `batch` problems, A, B and C advancing by their strides; a side of at most 64 by the
+  // kernel of fp32_gemm.cu, the rest by cuBLAS.
   void strided_fp32(const GemmArgs<float>& g, int64_t stride_a, int64_t stride_b, int64_t stride_c, int batch) {
+    if (std::min({g.m, g.n, g.k}) <= 64)
+      return cuda::fp32_gemm(g.trans_a, g.trans_b, g.m, g.n, g.k, g.alpha, g.a, g.lda, stride_a, g.b, g.ldb,
+                             stride_b, g.beta, g.c, g.ldc, stride_c, batch, stream_);
     CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &g.alpha, g.b,
                                             CUDA_R_32F, g.ldb, stride_b, g.a, CUDA_R_32F, g.lda, stride_a, &g.beta,
                                             g.c, CUDA_R_32F, g.ldc, stride_c, batch, CUBLAS_COMPUTE_32F_PEDANTIC,

@@ -1,8 +1,10 @@
 // Many independent bf16 products in one launch (the routed experts' batches): each problem is
 // C [m, n] = alpha op(A) op(B) + beta C, row-major as GemmArgs, A and B bf16, C fp32, fp32
-// accumulation on the tensor cores (mma.sync m16n8k16). The grid is a flat list of every problem's
-// 128 x 128 output tiles; a block finds its problem by binary search over the tiles' prefix sum.
-// The descriptors travel in one asynchronous copy from pinned host memory.
+// accumulation on the tensor cores: Hopper's wgmma where the library has sm_90a code (fed by
+// cp.async, or by TMA in a persistent warp-specialized kernel, chosen per batch), mma.sync m16n8k16
+// elsewhere. The tiles are a flat list over every problem's output; a block finds its problem by
+// binary search over the tiles' prefix sum. The descriptors (and the TMA kernels' tensor maps)
+// travel in one asynchronous copy from pinned host memory. docs/cuda.md "Grouped GEMM".
 #pragma once
 #include <cuda_runtime.h>
 
@@ -45,6 +47,10 @@ class GroupedGemm {
   static constexpr int kSlots = 64;
   Slot slots_[kSlots];
   int next_ = 0;
+  // The kernel, chosen at the first run (-1 before): 0 mma.sync (any GPU), 1-3 a wgmma one (sm_90a
+  // code; DSMOE_GROUPED_GEMM_WGMMA), or one chosen per batch (grouped_gemm.cu's kAutoVariant).
+  int variant_ = -1;
+  int sms_ = 0;  // the device's multiprocessors (the persistent kernels' grid)
 };
 
 }  // namespace dsmoe::cuda

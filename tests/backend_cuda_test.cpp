@@ -103,6 +103,39 @@ TEST_F(CudaVsCpu, GemmWithALongReductionInSlices) {
     }
 }
 
+// The router's exact fp32 products (a side of 63, kernels/fp32_gemm.cu): logits = u W^T, the
+// input gradient (k = 63) and the weight gradient (k = every token), each in every layout, with
+// beta 0 and 1 and a result narrower than its leading dimension. Relative error of the whole
+// result against the CPU's fp32 BLAS: summation orders differ over k terms, ~sqrt(k) 2^-24.
+TEST_F(CudaVsCpu, GemmOfTheRoutersShapes) {
+  struct Shape {
+    int m, n, k;
+  };
+  for (const Shape& sh : {Shape{1500, 63, 1024}, Shape{1500, 1024, 63}, Shape{63, 1024, 9000}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (float beta : {0.f, 1.f}) {
+          const int ldc = sh.n + 1;
+          auto a = twin(random((size_t)sh.m * sh.k, 81)), b = twin(random((size_t)sh.k * sh.n, 82)),
+               c = twin(random((size_t)sh.m * ldc, 83));
+          auto args = [&](Buf<float>& A, Buf<float>& B, Buf<float>& C) {
+            return GemmArgs<float>{ta, tb,   sh.m, sh.n, sh.k, 0.7f, A, ta ? sh.m : sh.k, B, tb ? sh.k : sh.n,
+                                   beta, C, ldc, true};
+          };
+          cpu->gemm(args(a.c, b.c, c.c));
+          gpu->gemm(args(a.g, b.g, c.g));
+          const Vec want = to_host(*cpu, c.c.data(), c.n), got = to_host(*gpu, c.g.data(), c.n);
+          double diff = 0, norm = 0;
+          for (int64_t i = 0; i < c.n; ++i) {
+            diff += (got[i] - want[i]) * (got[i] - want[i]);
+            norm += want[i] * want[i];
+          }
+          EXPECT_LT(std::sqrt(diff / norm), 2e-6 * std::sqrt((double)sh.k))
+              << sh.m << " x " << sh.n << " x " << sh.k << " trans " << ta << tb << " beta " << beta;
+          for (int r = 0; r < sh.m; ++r) EXPECT_EQ(got[(size_t)r * ldc + sh.n], want[(size_t)r * ldc + sh.n]);
+        }
+}
+
 // Under bf16 precision the products round their inputs to bf16 (8 significant bits) and
 // accumulate in fp32: relative error of the whole result ~ 2^-8 / sqrt-ish; 1e-2 is the band.
 // Products marked fp32 (the router's) stay exact fp32.

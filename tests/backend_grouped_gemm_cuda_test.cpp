@@ -2,7 +2,9 @@
 // batches of aligned problems to it under DSMOE_GROUPED_GEMM=1: every (trans_a, trans_b), odd
 // shapes (m = 1, m = 129, k = 17, tiles cut at every edge, many problems of different m), alpha
 // and beta, against fp64 products of the bf16-rounded inputs on the host; the same batches through
-// cuBLASLt (the default) too. Skipped where no GPU is visible.
+// cuBLASLt (the default) too. Every kernel (DSMOE_GROUPED_GEMM_WGMMA: 0 the mma.sync one, 1 the
+// cp.async wgmma one, 2 and 3 the TMA ones, unset the choice per batch; 1-3 fall back to 0 where
+// the GPU's code has no wgmma). Skipped where no GPU is visible.
 // Tolerance: the inputs are the same bf16 values on both sides, so only the GPU's fp32
 // accumulation differs: each term is exact in fp32 (8-bit significands), the sum's rounding error
 // is at most about k 2^-24 sum |a||b| (typically sqrt(k) times that unit); 1e-5 sum |a||b| + 1e-6.
@@ -41,6 +43,7 @@ struct Problem {
   float alpha, beta;
   bool same_c = false;  // writes the previous problem's C (after it: the batch is ordered there)
   int pad = 8;          // leading dimensions beyond the stored rows' width (8: aligned for the kernel)
+  int cpad = 3;         // C's leading dimension beyond n (odd or even: scalar or paired stores)
 };
 
 class CudaVsCpuGroupedGemm : public ::testing::Test {
@@ -49,16 +52,35 @@ class CudaVsCpuGroupedGemm : public ::testing::Test {
     std::string why;
     if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
     setenv("DSMOE_GROUPED_GEMM", "1", 1);  // read when the backend is made
-    grouped = make_cuda_backend(0, /*bf16=*/true);
+    for (int v = 0; v < kVariants; ++v) {
+      if (v < kVariants - 1)
+        setenv("DSMOE_GROUPED_GEMM_WGMMA", std::to_string(v).c_str(), 1);  // read at the first grouped launch
+      else
+        unsetenv("DSMOE_GROUPED_GEMM_WGMMA");  // chosen per batch
+      grouped[v] = make_cuda_backend(0, /*bf16=*/true);
+      run_one(*grouped[v]);
+    }
+    unsetenv("DSMOE_GROUPED_GEMM_WGMMA");
     unsetenv("DSMOE_GROUPED_GEMM");
     lt = make_cuda_backend(0, /*bf16=*/true);
+  }
+  // Two small problems through gpu's grouped kernel: it chooses its variant from the environment now.
+  static void run_one(Backend<float>& gpu) {
+    Buf<float> a(gpu, 64 * 64), c(gpu, 2 * 64 * 64);
+    to_device(gpu, a.data(), Vec(64 * 64, 1.f));
+    std::vector<GemmArgs<float>> gs;
+    for (int i = 0; i < 2; ++i)
+      gs.push_back({false, false, 64, 64, 64, 1.f, a.data(), 64, a.data(), 64, 0.f, c.data() + i * 64 * 64, 64});
+    gpu.gemm_batch(gs);
+    to_host(gpu, c.data(), 1);
   }
 
   void check(const std::vector<Problem>& ps, bool ta, bool tb) {
     SCOPED_TRACE(testing::Message() << "trans_a " << ta << " trans_b " << tb);
-    {
-      SCOPED_TRACE("grouped");
-      check_on(*grouped, ps, ta, tb);
+    for (int v = 0; v < kVariants; ++v) {
+      SCOPED_TRACE(testing::Message() << "grouped, DSMOE_GROUPED_GEMM_WGMMA="
+                                      << (v < kVariants - 1 ? std::to_string(v) : "(unset)"));
+      check_on(*grouped[v], ps, ta, tb);
     }
     SCOPED_TRACE("cuBLASLt");
     check_on(*lt, ps, ta, tb);
@@ -70,7 +92,7 @@ class CudaVsCpuGroupedGemm : public ::testing::Test {
     int64_t na = 0, nb = 0, nc = 0;
     for (const Problem& p : ps) {
       GemmArgs<float> g{ta, tb, p.m, p.n, p.k, p.alpha, nullptr, (ta ? p.m : p.k) + p.pad, nullptr,
-                        (tb ? p.k : p.n) + p.pad, p.beta, nullptr, p.n + 3};
+                        (tb ? p.k : p.n) + p.pad, p.beta, nullptr, p.n + p.cpad};
       g.a = reinterpret_cast<float*>(na);
       g.b = reinterpret_cast<float*>(nb);
       na = round8(na + (int64_t)(ta ? p.k : p.m) * g.lda);
@@ -119,7 +141,8 @@ class CudaVsCpuGroupedGemm : public ::testing::Test {
     for (int64_t i = 0; i < nc; ++i)
       ASSERT_NEAR(got[i], want[i], 1e-5 * bound[i] + 1e-6) << "C element " << i;
   }
-  std::unique_ptr<Backend<float>> grouped, lt;
+  static constexpr int kVariants = 5;  // 0-3 and unset
+  std::unique_ptr<Backend<float>> grouped[kVariants], lt;
 };
 
 TEST_F(CudaVsCpuGroupedGemm, OddShapesInEveryLayout) {
@@ -148,6 +171,20 @@ TEST_F(CudaVsCpuGroupedGemm, ExpertSizedProblems) {
   check(ps, false, true);
   check(ps, false, false);
   check(ps, true, false);
+}
+
+// The edges of the wgmma kernels' tiles (128 x 128, 128 x 256, pairs of 128 x 256 blocks; k steps of
+// 64): m = 1 and around 64, 128 and 256, k from 1 to a few steps and not a multiple of 8 or 64, n at
+// 8 and around 128 and 256, whole tiles with even ldc (paired stores) and beta = 1 on them.
+TEST_F(CudaVsCpuGroupedGemm, WgmmaTileEdges) {
+  std::vector<Problem> ps = {
+      {1, 8, 1, 1.f, 0.f},          {2, 129, 7, 1.f, 1.f},          {63, 127, 63, 1.f, 0.f},
+      {65, 256, 65, 0.5f, 1.f},     {127, 255, 127, 1.f, 0.f},      {129, 257, 129, 1.f, 0.f},
+      {255, 300, 200, -1.f, 1.f},   {257, 8, 64, 1.f, 0.f},         {256, 256, 192, 1.f, 0.f, false, 8, 0},
+      {256, 256, 100, 1.f, 1.f, false, 8, 0}, {384, 512, 333, 1.f, 0.f, false, 16, 0},
+      {1, 512, 1000, 1.f, 1.f, false, 8, 0},  {500, 136, 9, 2.f, 0.5f, false, 8, 0}};
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) check(ps, ta, tb);
 }
 
 }  // namespace
