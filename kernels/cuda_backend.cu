@@ -76,6 +76,7 @@ class CudaBackend final : public Backend<float> {
     if (bf16_gemm_) bf16_gemm_->set_weights(w, n);
   }
   void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  void reset_profile() override { prof_.reset(); }
 
   void fill(float* x, float value, int64_t n) override {
     cuda::OpProfiler::Scope scope(prof_, "fill", stream_);

@@ -1,6 +1,9 @@
 // GPU time per backend op, for finding where a step goes (DSMOE_CUDA_PROFILE=1): each op is
 // bracketed by CUDA events on its stream; the totals, with the matrix products' achieved FLOP/s,
-// go to stderr when the backend is destroyed. Off, a scope costs one branch.
+// go to stderr when the backend is destroyed. Also the GPU's idle time before each op: from the
+// end of the op before (not nested in another) to this one's start, which the GPU reaches only
+// once the host has queued the op, so the idle time says which op the GPU waited for the host to
+// launch. Off, a scope costs one branch.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -29,16 +32,27 @@ class OpProfiler {
     std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.ms > b.second.ms; });
     double all = 0;
     for (const auto& r : rows) all += r.second.ms;
-    std::fprintf(stderr, "GPU time per op (DSMOE_CUDA_PROFILE), %.1f ms in all:\n", all);
+    double idle = 0;
+    for (const auto& r : rows) idle += r.second.idle_ms;
+    std::fprintf(stderr, "GPU time per op (DSMOE_CUDA_PROFILE), %.1f ms in all, %.1f ms idle between ops:\n", all,
+                 idle);
     for (const auto& r : rows) {
-      std::fprintf(stderr, "  %-28s %10.2f ms %5.1f %% %8ld calls, host %9.2f ms", r.first.c_str(), r.second.ms,
-                   100 * r.second.ms / std::max(all, 1e-9), (long)r.second.calls, r.second.host_ms);
+      std::fprintf(stderr, "  %-28s %10.2f ms %5.1f %% %8ld calls, host %9.2f ms, idle before %8.2f ms",
+                   r.first.c_str(), r.second.ms, 100 * r.second.ms / std::max(all, 1e-9), (long)r.second.calls,
+                   r.second.host_ms, r.second.idle_ms);
       if (r.second.flops > 0) std::fprintf(stderr, " %7.1f TFLOP/s", r.second.flops / (r.second.ms * 1e9));
       std::fprintf(stderr, "\n");
     }
     for (auto& e : free_) cudaEventDestroy(e);
+    if (prev_stop_) cudaEventDestroy(prev_stop_);
   }
   bool on() const { return on_; }
+  // Forgets the totals so far (the ops in flight are counted first, then dropped too).
+  void reset() {
+    if (!on_) return;
+    flush();
+    totals_.clear();
+  }
 
   // Brackets one op: begin before its launches, end after them, on the stream they use. GPU time
   // counts from the first launch to the end of the last, so the host's time between launches
@@ -62,7 +76,7 @@ class OpProfiler {
 
  private:
   struct Total {
-    double ms = 0, flops = 0, host_ms = 0;
+    double ms = 0, flops = 0, host_ms = 0, idle_ms = 0;
     int64_t calls = 0;
   };
   struct Open {
@@ -71,6 +85,8 @@ class OpProfiler {
     cudaEvent_t start, stop;
     std::chrono::steady_clock::time_point t0;
     double host_ms;
+    bool outer;  // not nested in another op
+    cudaStream_t stream;
   };
   cudaEvent_t event() {
     cudaEvent_t e;
@@ -83,8 +99,8 @@ class OpProfiler {
     return e;
   }
   int begin(const char* name, cudaStream_t s, double flops) {
+    open_.push_back({name, flops, event(), event(), std::chrono::steady_clock::now(), 0, depth_ == 0, s});
     ++depth_;
-    open_.push_back({name, flops, event(), event(), std::chrono::steady_clock::now(), 0});
     CUDA_CHECK(cudaEventRecord(open_.back().start, s));
     return static_cast<int>(open_.size()) - 1;
   }
@@ -99,12 +115,23 @@ class OpProfiler {
       float ms = 0;
       CUDA_CHECK(cudaEventElapsedTime(&ms, o.start, o.stop));
       Total& t = totals_[o.name];
+      if (o.outer) {  // the GPU's idle time since the op before on this stream
+        if (prev_stop_ && prev_stream_ == o.stream) {
+          float gap = 0;
+          CUDA_CHECK(cudaEventElapsedTime(&gap, prev_stop_, o.start));
+          t.idle_ms += std::max(0.f, gap);
+        }
+        if (prev_stop_) free_.push_back(prev_stop_);
+        prev_stop_ = o.stop;
+        prev_stream_ = o.stream;
+      } else {
+        free_.push_back(o.stop);
+      }
       t.ms += ms;
       t.flops += o.flops;
       t.host_ms += o.host_ms;
       t.calls += 1;
       free_.push_back(o.start);
-      free_.push_back(o.stop);
     }
     open_.clear();
   }
@@ -113,6 +140,8 @@ class OpProfiler {
   int depth_ = 0;
   std::vector<Open> open_;
   std::vector<cudaEvent_t> free_;
+  cudaEvent_t prev_stop_ = nullptr;  // the last outer op's end, kept for the next one's idle time
+  cudaStream_t prev_stream_ = nullptr;
   std::map<std::string, Total> totals_;
 };
 

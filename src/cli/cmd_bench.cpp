@@ -31,6 +31,7 @@ int cmd_bench(int argc, char** argv) {
   Engine engine(cfg, *comm);
   const ModelCount counts = count_model(engine.config());
   for (int64_t i = 0; i < warmup; ++i) engine.train_step();
+  engine.backend().reset_profile();
   StepStats sum;
   for (int64_t i = 0; i < steps; ++i) {
     StepStats s = engine.train_step();
