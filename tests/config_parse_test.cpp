@@ -147,6 +147,8 @@ TEST_F(ConfigFile, WrongTypesNameLineAndKey) {
       {"data:\n  path: {a: 1}\n", "exp.yaml:2: data.path: expected a string, got a mapping"},
       // yaml-cpp would write it back as U+FFFD: config.yaml would hold another name
       {"name: caf\xe9\n", "exp.yaml:1: name: not valid UTF-8 text"},
+      {"name: run  \r  # comment\n", "exp.yaml:1: name: contains a control character (byte 0x0d)"},
+      {"out: \"runs/a\\tb\"\n", "exp.yaml:1: out: contains a control character (byte 0x09)"},
       {"out: \"runs/\xed\xa0\x80\"\n", "exp.yaml:1: out: not valid UTF-8 text"},  // a surrogate
   };
   for (const auto& [text, message] : cases)

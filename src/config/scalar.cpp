@@ -1,6 +1,7 @@
 #include "config/scalar.h"
 
 #include <charconv>
+#include <cstdio>
 #include <cmath>
 #include <string>
 #include <string_view>
@@ -62,6 +63,14 @@ std::string read_scalar(const std::string& text, std::string& out) {
   // YAML is UTF-8; yaml-cpp passes other bytes through but writes them back as U+FFFD, so a
   // string that is not UTF-8 would not survive the resolved dump (config.yaml).
   if (!valid_utf8(text)) return "not valid UTF-8 text";
+  // Nor do control characters: yaml-cpp keeps a lone carriage return in a plain scalar (with the
+  // spaces before it), which the dump then writes where a reader ends the line.
+  for (unsigned char c : text)
+    if (c < 0x20 || c == 0x7F) {
+      char what[48];
+      std::snprintf(what, sizeof what, "contains a control character (byte 0x%02x)", c);
+      return what;
+    }
   out = text;
   return "";
 }
