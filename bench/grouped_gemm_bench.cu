@@ -138,34 +138,26 @@ int main(int argc, char** argv) {
     b.M = total, b.N = kH, b.K = kD, b.ta1 = false, b.tb1 = true, b.a1 = x[0], b.b1 = w_gate[0], b.c1 = c_big;
     b.lda1 = kD, b.ldb1 = kD, b.ldc1 = kH;
   }
-  {  // down forward: C [rows, d] = H [rows, h] W^T, W [d, h]
-    Batch& b = batches[1];
-    b.name = "down     (63 x rows x 1024 x 512, B^T)", b.ta = false, b.tb = true;
+  // A batch of one product per expert: C [rows, n] (+)= A [rows, k] op(W_e), A's and C's rows
+  // advancing with the experts' rows, W_e [k, n] (or [n, k] where tb) the expert's weight.
+  auto per_expert = [&](Batch& b, const char* name, bool tb, __nv_bfloat16* const* a, int lda,
+                        __nv_bfloat16* const* w, int ldb, int n, int k, float beta) {
+    b.name = name, b.ta = false, b.tb = tb;
     for (int i = 0; i < 2; ++i) {
       int64_t r = 0;
       for (int e = 0; e < kExperts; ++e) {
-        b.ps[i].push_back({hid[i] + r * kH, w_down[i] + (size_t)e * kD * kH, c_big + r * kD, rows[e], kD, kH, kH, kH,
-                           kD, 1.f, 0.f});
+        b.ps[i].push_back({a[i] + r * lda, w[i] + (size_t)e * n * k, c_big + r * n, rows[e], n, k, lda, ldb, n, 1.f,
+                           beta});
         r += rows[e];
       }
     }
-    b.M = total, b.N = kD, b.K = kH, b.ta1 = false, b.tb1 = true, b.a1 = hid[0], b.b1 = w_down[0], b.c1 = c_big;
-    b.lda1 = kH, b.ldb1 = kH, b.ldc1 = kD;
-  }
-  {  // dx: C [rows, d] (+)= dH [rows, h] W, W [h, d]; beta 1 as the second of gate/up's
-    Batch& b = batches[2];
-    b.name = "dx       (63 x rows x 1024 x 512, beta 1)", b.ta = false, b.tb = false;
-    for (int i = 0; i < 2; ++i) {
-      int64_t r = 0;
-      for (int e = 0; e < kExperts; ++e) {
-        b.ps[i].push_back({hid[i] + r * kH, w_up[i] + (size_t)e * kH * kD, c_big + r * kD, rows[e], kD, kH, kH, kD,
-                           kD, 1.f, 1.f});
-        r += rows[e];
-      }
-    }
-    b.M = total, b.N = kD, b.K = kH, b.ta1 = false, b.tb1 = false, b.a1 = hid[0], b.b1 = w_up[0], b.c1 = c_big;
-    b.lda1 = kH, b.ldb1 = kD, b.ldc1 = kD;
-  }
+    b.M = total, b.N = n, b.K = k, b.ta1 = false, b.tb1 = tb, b.a1 = a[0], b.b1 = w[0], b.c1 = c_big;
+    b.lda1 = lda, b.ldb1 = ldb, b.ldc1 = n;
+  };
+  // down forward: C [rows, d] = H [rows, h] W^T, W [d, h]
+  per_expert(batches[1], "down     (63 x rows x 1024 x 512, B^T)", true, hid, kH, w_down, kH, kD, kH, 0.f);
+  // dx: C [rows, d] (+)= dH [rows, h] W, W [h, d]; beta 1 as the second of gate/up's
+  per_expert(batches[2], "dx       (63 x rows x 1024 x 512, beta 1)", false, hid, kH, w_up, kD, kD, kH, 1.f);
   {  // weight gradients of gate/up: C [h, d] = dH^T [h, rows] X [rows, d]
     Batch& b = batches[3];
     b.name = "wgrad    (126 x 512 x 1024 x rows, A^T)", b.ta = true, b.tb = false;
@@ -183,20 +175,8 @@ int main(int argc, char** argv) {
     b.M = kH, b.N = kD, b.K = total, b.ta1 = true, b.tb1 = false, b.a1 = hid[0], b.b1 = x[0], b.c1 = c_big;
     b.lda1 = kH, b.ldb1 = kD, b.ldc1 = kD;
   }
-  {  // the down projection's input gradient: C [rows, h] = dY [rows, d] W, W [d, h]
-    Batch& b = batches[4];
-    b.name = "dh       (63 x rows x 512 x 1024)", b.ta = false, b.tb = false;
-    for (int i = 0; i < 2; ++i) {
-      int64_t r = 0;
-      for (int e = 0; e < kExperts; ++e) {
-        b.ps[i].push_back({gy[i] + r * kD, w_down[i] + (size_t)e * kD * kH, c_big + r * kH, rows[e], kH, kD, kD, kH,
-                           kH, 1.f, 0.f});
-        r += rows[e];
-      }
-    }
-    b.M = total, b.N = kH, b.K = kD, b.ta1 = false, b.tb1 = false, b.a1 = gy[0], b.b1 = w_down[0], b.c1 = c_big;
-    b.lda1 = kD, b.ldb1 = kH, b.ldc1 = kH;
-  }
+  // the down projection's input gradient: C [rows, h] = dY [rows, d] W, W [d, h]
+  per_expert(batches[4], "dh       (63 x rows x 512 x 1024)", false, gy, kD, w_down, kH, kH, kD, 0.f);
   for (Batch& b : batches)
     for (const GroupedProblem& p : b.ps[0]) b.flops += 2.0 * p.m * p.n * p.k;
 

@@ -27,6 +27,16 @@ Vec random(size_t n, uint64_t seed, float scale = 1.f) {
   return v;
 }
 
+// |x - ref| / |ref| over the whole tensor.
+double relative_error(const Vec& ref, const Vec& x) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    diff += (double(x[i]) - ref[i]) * (double(x[i]) - ref[i]);
+    norm += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
 class CudaVsCpu : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -92,12 +102,7 @@ TEST_F(CudaVsCpu, GemmWithALongReductionInSlices) {
       cpu->gemm(args(a.c, b.c, c.c));
       gpu->gemm(args(a.g, b.g, c.g));
       const Vec want = to_host(*cpu, c.c.data(), c.n), got = to_host(*gpu, c.g.data(), c.n);
-      double diff = 0, norm = 0;
-      for (int64_t i = 0; i < c.n; ++i) {
-        diff += (got[i] - want[i]) * (got[i] - want[i]);
-        norm += want[i] * want[i];
-      }
-      EXPECT_LT(std::sqrt(diff / norm), 3e-5) << "trans " << ta << tb;
+      EXPECT_LT(relative_error(want, got), 3e-5) << "trans " << ta << tb;
       for (int r = 0; r < m; ++r)  // the columns past n are not the product's: untouched
         for (int j = n; j < ldc; ++j) EXPECT_EQ(got[r * ldc + j], want[r * ldc + j]);
     }
@@ -125,12 +130,7 @@ TEST_F(CudaVsCpu, GemmOfTheRoutersShapes) {
           cpu->gemm(args(a.c, b.c, c.c));
           gpu->gemm(args(a.g, b.g, c.g));
           const Vec want = to_host(*cpu, c.c.data(), c.n), got = to_host(*gpu, c.g.data(), c.n);
-          double diff = 0, norm = 0;
-          for (int64_t i = 0; i < c.n; ++i) {
-            diff += (got[i] - want[i]) * (got[i] - want[i]);
-            norm += want[i] * want[i];
-          }
-          EXPECT_LT(std::sqrt(diff / norm), 2e-6 * std::sqrt((double)sh.k))
+          EXPECT_LT(relative_error(want, got), 2e-6 * std::sqrt((double)sh.k))
               << sh.m << " x " << sh.n << " x " << sh.k << " trans " << ta << tb << " beta " << beta;
           for (int r = 0; r < sh.m; ++r) EXPECT_EQ(got[(size_t)r * ldc + sh.n], want[(size_t)r * ldc + sh.n]);
         }
@@ -151,17 +151,11 @@ TEST_F(CudaVsCpu, GemmUnderBf16PrecisionAndItsFp32Products) {
   to_device(*bf16, bg.data(), B);
   cpu->gemm({false, false, m, n, k, 1.f, ac, k, bc, n, 0.f, cc, n});
   const Vec ref = to_host(*cpu, cc.data(), m * n);
-  auto relative_error = [&](bool fp32) {
+  auto error_of = [&](bool fp32) {
     bf16->gemm({false, false, m, n, k, 1.f, ag, k, bg, n, 0.f, cg, n, fp32});
-    const Vec got = to_host(*bf16, cg.data(), m * n);
-    double diff = 0, norm = 0;
-    for (int i = 0; i < m * n; ++i) {
-      diff += (got[i] - ref[i]) * (got[i] - ref[i]);
-      norm += ref[i] * ref[i];
-    }
-    return std::sqrt(diff / norm);
+    return relative_error(ref, to_host(*bf16, cg.data(), m * n));
   };
-  const double rounded = relative_error(false), exact = relative_error(true);
+  const double rounded = error_of(false), exact = error_of(true);
   EXPECT_LT(rounded, 1e-2);
   EXPECT_GT(rounded, 1e-5) << "bf16 products must not be exact fp32 (is the precision ignored?)";
   EXPECT_LT(exact, 1e-6);
@@ -308,16 +302,6 @@ void expect_close(const Vec& ref, const Vec& x, double rel, const char* what) {
   ASSERT_EQ(ref.size(), x.size());
   for (size_t i = 0; i < ref.size(); ++i)
     ASSERT_NEAR(ref[i], x[i], 1e-6 + rel * std::fabs(ref[i])) << what << " element " << i;
-}
-
-// |x - ref| / |ref| over the whole tensor.
-double relative_error(const Vec& ref, const Vec& x) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    diff += (double(x[i]) - ref[i]) * (double(x[i]) - ref[i]);
-    norm += double(ref[i]) * ref[i];
-  }
-  return std::sqrt(diff / norm);
 }
 
 // The fused kernels against the CPU's materialized softmax: fp32 element by element, bf16 (inputs
