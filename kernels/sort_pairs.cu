@@ -1,6 +1,8 @@
 // The dispatcher's plan on the GPU (moe/sort_pairs.h): one thread per chunk of pairs counts and
 // places them with its counters in shared memory, one block turns the counts into each chunk's
 // starting rows, one thread per token lists its rows.
+#include <algorithm>
+
 #include "kernels/cuda_check.cuh"
 #include "kernels/ops.cuh"
 #include "moe/sort_pairs.h"
@@ -8,7 +10,11 @@
 namespace dsmoe::cuda {
 namespace {
 
-constexpr int kChunksPerBlock = 32;  // threads of the count and place kernels (each N counters)
+// Threads of the count and place kernels: up to 32 a block, fewer where their N counters each
+// would not fit in 48 KB of shared memory.
+int chunks_per_block(int n_experts) {
+  return std::max(1, std::min(32, static_cast<int>(48 * 1024 / (n_experts * sizeof(int32_t)))));
+}
 
 __global__ void count_kernel(int32_t* hist, const int32_t* sel, int64_t pairs, int n_experts) {
   extern __shared__ int32_t counters[];
@@ -62,14 +68,15 @@ void sort_pairs(int32_t* counts, int32_t* pos, int32_t* row_token, int32_t* toke
                 const int32_t* sel, int tokens, int k, int n_experts, cudaStream_t s) {
   const int64_t pairs = (int64_t)tokens * k;
   if (pairs <= 0) return;
-  const int chunks = sort_chunks(pairs), blocks = (chunks + kChunksPerBlock - 1) / kChunksPerBlock;
-  const size_t counters = (size_t)kChunksPerBlock * n_experts * sizeof(int32_t);
+  const int per_block = chunks_per_block(n_experts), chunks = sort_chunks(pairs);
+  const int blocks = (chunks + per_block - 1) / per_block;
+  const size_t counters = (size_t)per_block * n_experts * sizeof(int32_t);
   DSMOE_CHECK(counters <= 48 * 1024, "sort_pairs: ", n_experts, " experts need more shared memory than a block has");
-  count_kernel<<<blocks, kChunksPerBlock, counters, s>>>(hist, sel, pairs, n_experts);
+  count_kernel<<<blocks, per_block, counters, s>>>(hist, sel, pairs, n_experts);
   CUDA_CHECK(cudaGetLastError());
   starts_kernel<<<1, 1024, n_experts * sizeof(int32_t), s>>>(counts, hist, chunks, n_experts);
   CUDA_CHECK(cudaGetLastError());
-  place_kernel<<<blocks, kChunksPerBlock, counters, s>>>(pos, row_token, hist, sel, pairs, k, n_experts);
+  place_kernel<<<blocks, per_block, counters, s>>>(pos, row_token, hist, sel, pairs, k, n_experts);
   CUDA_CHECK(cudaGetLastError());
   token_rows_kernel<<<(tokens + 127) / 128, 128, 0, s>>>(token_rows, pos, tokens, k);
   CUDA_CHECK(cudaGetLastError());
