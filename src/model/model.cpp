@@ -160,7 +160,6 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
       RouteContext ctx{tokens_global, opts.token_offset, opts.training, hash_key(opts.noise_key, l)};
       MoeLayer<T>& moe = *moe_[moe_index];
       moe.forward(next, a.ln2, R, moe_params(l, false), ctx, bias_[moe_index]);
-      res.aux_loss += moe.routing().aux_loss;
       moe_index++;
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"), nullptr, nullptr,
@@ -177,6 +176,9 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
     ce_scale_ = opts.loss_scale / static_cast<double>(tokens_global);
     res.ce_sum = be_.cross_entropy(logits_, losses_, targets_, R, V, static_cast<T>(ce_scale_));
   }
+  // The balance losses last: a layer's statistics may still be on the device, and bringing them
+  // over waits for its work (the loss above has waited for all of it already).
+  for (const auto& moe : moe_) res.aux_loss += moe->routing().aux_loss;
   return res;
 }
 
