@@ -4,6 +4,7 @@
 // Most examples give logits as log(a_i): softmax(log a) = a / sum(a), so the scores are simple
 // fractions and every expected number below is written out from them by hand.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <functional>
@@ -391,6 +392,40 @@ TEST_F(Router, NoiseIsStandardNormalTimesRate) {
 }
 
 // ---------------------------------------------------------------- max_violation
+
+// The statistics and the backward go by chunks and tokens in a fixed order (moe/route_stats.h):
+// the same bits on one thread as on two, with the chunks of 256 tokens and with sequences.
+TEST_F(Router, StatisticsDoNotDependOnTheThreadCount) {
+  const int N = 8, K = 2, tokens = 1200;
+  RouterSpec spec = make_spec(N, K);
+  spec.device_groups = 2;
+  spec.expert_alpha = 0.1;
+  spec.device_alpha = 0.2;
+  spec.comm_alpha = 0.15;
+  Rng rng(33);
+  Vec logits(tokens * N), dgate(tokens * K);
+  for (auto& x : logits) x = rng.normal();
+  for (auto& x : dgate) x = rng.normal();
+  const int threads = omp_get_max_threads();
+  for (double seq_alpha : {0.0, 0.3}) {
+    spec.seq_alpha = seq_alpha;
+    spec.seq_len = 300;
+    auto on = [&](int n) {
+      omp_set_num_threads(n);
+      Routing<double> r = run(spec, logits);
+      return std::make_pair(r, route_backward<double>(spec, r, dgate, 0.5, nullptr));
+    };
+    const auto [one, dl_one] = on(1);
+    const auto [two, dl_two] = on(2);
+    EXPECT_EQ(one.partial.size(), (size_t)(seq_alpha > 0 ? 4 : 5) * (2 * N + 2)) << "chunks of " << one.stats.chunk;
+    EXPECT_EQ(one.partial, two.partial);
+    EXPECT_EQ(one.balance, two.balance);
+    EXPECT_EQ(one.load, two.load);
+    EXPECT_EQ(dl_one, dl_two);
+    EXPECT_EQ(one.loss_seq > 0, seq_alpha > 0);
+  }
+  omp_set_num_threads(threads);
+}
 
 TEST(RouterMaxViolation, HandExamples) {
   EXPECT_DOUBLE_EQ(max_violation({3, 2, 2, 1}), 0.5);  // mean 2, max 3
