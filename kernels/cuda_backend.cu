@@ -197,7 +197,6 @@ class CudaBackend final : public Backend<float> {
                        const float* logits, const double* balance, const double* partial, const RouteStatsSpec& spec,
                        double loss_scale, int rows) override {
     cuda::OpProfiler::Scope scope(prof_, "router_backward", stream_);
-    written(dlogits, (size_t)rows * spec.row.n_experts * sizeof(float));
     cuda::router_backward(dlogits, dgate, scores, sel, logits, balance, partial, spec, loss_scale, rows, stream_);
   }
   void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const int32_t* idx,

@@ -25,9 +25,7 @@ __global__ void partials_kernel(double* partial, const float* scores, const int3
   const int W = spec.columns();
   const int64_t cj = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (cj >= (int64_t)spec.chunks(rows) * W) return;
-  const int c = static_cast<int>(cj / W), j = static_cast<int>(cj % W);
-  const int t1 = (c + 1) * spec.chunk < rows ? (c + 1) * spec.chunk : rows;
-  partial[cj] = chunk_statistic(spec, scores, sel, c * spec.chunk, t1, j);
+  partial[cj] = chunk_statistic(spec, scores, sel, rows, static_cast<int>(cj / W), static_cast<int>(cj % W));
 }
 
 __global__ void totals_kernel(double* totals, const double* partial, RouteStatsSpec spec, int chunks) {
@@ -45,9 +43,8 @@ __global__ void route_backward_kernel(float* dlogits, const float* dgate, const 
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= rows) return;
   const int64_t N = spec.row.n_experts, K = spec.row.top_k;
-  const double* seq_counts = spec.seq_alpha > 0 ? partial + (int64_t)(t / spec.chunk) * spec.columns() : nullptr;
-  route_row_backward(spec, scores + t * N, sel + t * K, logits + t * N, dgate + t * K, balance, seq_counts,
-                     loss_scale, dlogits + t * N);
+  route_row_backward(spec, scores + t * N, sel + t * K, logits + t * N, dgate + t * K, balance,
+                     sequence_counts(spec, partial, t), loss_scale, dlogits + t * N);
 }
 
 }  // namespace

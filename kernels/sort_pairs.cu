@@ -22,8 +22,7 @@ __global__ void count_kernel(int32_t* hist, const int32_t* sel, int64_t pairs, i
   if (c >= sort_chunks(pairs)) return;
   int32_t* mine = counters + threadIdx.x * n_experts;
   for (int e = 0; e < n_experts; ++e) mine[e] = 0;
-  const int64_t p0 = (int64_t)c * kSortChunk, p1 = p0 + kSortChunk < pairs ? p0 + kSortChunk : pairs;
-  count_chunk(sel, nullptr, p0, p1, mine);
+  count_chunk(sel, nullptr, pairs, c, mine);
   for (int e = 0; e < n_experts; ++e) hist[(int64_t)c * n_experts + e] = mine[e];
 }
 
@@ -53,8 +52,7 @@ __global__ void place_kernel(int32_t* pos, int32_t* row_token, const int32_t* hi
   if (c >= sort_chunks(pairs)) return;
   int32_t* mine = next + threadIdx.x * n_experts;
   for (int e = 0; e < n_experts; ++e) mine[e] = hist[(int64_t)c * n_experts + e];
-  const int64_t p0 = (int64_t)c * kSortChunk, p1 = p0 + kSortChunk < pairs ? p0 + kSortChunk : pairs;
-  place_chunk(sel, nullptr, p0, p1, k, mine, pos, row_token);
+  place_chunk(sel, nullptr, pairs, c, k, mine, pos, row_token);
 }
 
 __global__ void token_rows_kernel(int32_t* rows, const int32_t* pos, int tokens, int k) {

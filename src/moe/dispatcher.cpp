@@ -151,7 +151,6 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   }
   upload(self_tok_off_, off);
   upload(self_tok_idx_, idx);
-  tok_off_tokens_ = -1;  // not plan_local's offsets any more
   stats_.rows_received += rows_;
   if (E == 1) return;
 
@@ -192,13 +191,9 @@ void Dispatcher<T>::plan_local(const int32_t* sel, int tokens, int k) {
   sort_hist_.ensure(be_, std::max(1, sort_chunks(pairs)) * (int64_t)N);
   for (Buf<int32_t>* b : {&pair_row_, &self_token_, &self_tok_idx_}) b->ensure(be_, std::max<int64_t>(1, pairs));
   be_.sort_pairs(counts_, pair_row_, self_token_, self_tok_idx_, sort_hist_, sel, tokens, k, N);
-  if (tok_off_tokens_ != tokens || tok_off_k_ != k) {  // every token has k rows
-    std::vector<int32_t> off(tokens + 1);
-    for (int t = 0; t <= tokens; ++t) off[t] = t * k;
-    upload(self_tok_off_, off);
-    tok_off_tokens_ = tokens;
-    tok_off_k_ = k;
-  }
+  std::vector<int32_t> off(tokens + 1);  // every token has k rows
+  for (int t = 0; t <= tokens; ++t) off[t] = t * k;
+  upload(self_tok_off_, off);
   const std::vector<int32_t> count = to_host(be_, counts_.data(), N);  // waits for the sort
   blocks_.clear();
   for (int e = 0; e < N; ++e) blocks_.push_back({e, count[e]});

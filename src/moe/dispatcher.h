@@ -109,7 +109,6 @@ class Dispatcher {
   // block, then after it); unit_off/unit_idx lists each unit's rows of xe.
   Buf<int32_t> expand_, unit_off_, unit_idx_;
   Buf<int32_t> counts_, sort_hist_;  // plan_local's
-  int tok_off_tokens_ = -1, tok_off_k_ = -1;  // what self_tok_off_ was made for by plan_local
   Buf<T> send_buf_, units_buf_;
   DispatchStats stats_;
 };

@@ -75,19 +75,14 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   // Capacity dropping (in global token order) and the statistics of several ranks go through
   // the host; otherwise the totals stay where they are.
   const bool dropping = spec_.capacity_factor > 0;
-  r.kept.assign((size_t)tokens * K, 1);
   if (dropping || world_.size() > 1) {
     std::vector<double> totals = to_host(be_, totals_.data(), W + 1);
     if (dropping) {
       r.sel = to_host(be_, sel_.data(), (int64_t)tokens * K);
       r.gate = to_host(be_, gate_.data(), (int64_t)tokens * K);
-      r.dropped = drop_over_capacity(spec_, ctx, totals.data(), r.sel, r.kept, r.gate, world_);
-      to_device(be_, gate_.data(), r.gate);
     }
-    totals.push_back(static_cast<double>(r.dropped));
-    world_.allreduce_sum(totals.data(), static_cast<int64_t>(totals.size()));
-    r.dropped = static_cast<int64_t>(totals.back());
-    totals.pop_back();
+    add_up_statistics(spec_, ctx, totals, r, world_);
+    if (dropping) to_device(be_, gate_.data(), r.gate);
     to_device(be_, totals_.data(), totals);
   }
   be_.router_balance(balance_, totals_, r.stats);

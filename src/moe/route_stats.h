@@ -33,11 +33,12 @@ struct RouteStatsSpec {
 // and the sequence-wise term), then the losses.
 enum BalanceEntry { kLossExp, kLossDev, kLossSeq, kLossComm, kAuxLoss, kBalanceLosses };
 
-// Column j of the statistics of tokens [t0, t1).
+// Column j of chunk c's statistics, of `tokens` tokens.
 template <typename T>
-DSMOE_HOST_DEVICE double chunk_statistic(const RouteStatsSpec& spec, const T* scores, const int32_t* sel, int t0,
-                                         int t1, int j) {
+DSMOE_HOST_DEVICE double chunk_statistic(const RouteStatsSpec& spec, const T* scores, const int32_t* sel, int tokens,
+                                         int c, int j) {
   const int N = spec.row.n_experts, K = spec.row.top_k, D = spec.row.device_groups, per_group = N / D;
+  const int t0 = c * spec.chunk, t1 = t0 + spec.chunk < tokens ? t0 + spec.chunk : tokens;
   double acc = 0;
   if (j < N) {
     for (int64_t p = (int64_t)t0 * K; p < (int64_t)t1 * K; ++p) acc += sel[p] == j;
@@ -100,6 +101,12 @@ DSMOE_HOST_DEVICE inline void balance_terms(const RouteStatsSpec& spec, const do
                      spec.seq_alpha * losses[kLossSeq] + spec.comm_alpha * losses[kLossComm];
 }
 
+// Token t's sequence's selections per expert [N] (the chunks are the sequences), or null without
+// the sequence-wise loss.
+DSMOE_HOST_DEVICE inline const double* sequence_counts(const RouteStatsSpec& spec, const double* partial, int t) {
+  return spec.seq_alpha > 0 ? partial + (int64_t)(t / spec.chunk) * spec.columns() : nullptr;
+}
+
 // One token's dL/dlogit [N] from dL/dg [K] (0 for dropped pairs) and the balance terms: s [N]
 // its scores, sel [K], logit [N] (read by softmax_topk only), seq_counts [N] its sequence's
 // selections per expert (chunk statistics; read with the sequence-wise loss only). The loss scale
@@ -159,11 +166,8 @@ void route_partials_on_host(const RouteStatsSpec& spec, const T* scores, const i
                             double* partial, double* totals) {
   const int W = spec.columns(), chunks = spec.chunks(tokens);
 #pragma omp parallel for schedule(static)
-  for (int64_t cj = 0; cj < (int64_t)chunks * W; ++cj) {
-    const int c = static_cast<int>(cj / W), j = static_cast<int>(cj % W);
-    const int t1 = (c + 1) * spec.chunk < tokens ? (c + 1) * spec.chunk : tokens;
-    partial[cj] = chunk_statistic(spec, scores, sel, c * spec.chunk, t1, j);
-  }
+  for (int64_t cj = 0; cj < (int64_t)chunks * W; ++cj)
+    partial[cj] = chunk_statistic(spec, scores, sel, tokens, static_cast<int>(cj / W), static_cast<int>(cj % W));
   for (int j = 0; j <= W; ++j) totals[j] = chunk_total(spec, partial, chunks, j);
 }
 
@@ -172,11 +176,11 @@ template <typename T>
 void route_backward_on_host(const RouteStatsSpec& spec, const T* scores, const int32_t* sel, const T* logits,
                             const T* dgate, const double* balance, const double* partial, double loss_scale,
                             int tokens, T* dlogits) {
-  const int64_t N = spec.row.n_experts, K = spec.row.top_k, W = spec.columns();
+  const int64_t N = spec.row.n_experts, K = spec.row.top_k;
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < tokens; ++t)
     route_row_backward(spec, scores + t * N, sel + t * K, logits + t * N, dgate + t * K, balance,
-                       spec.seq_alpha > 0 ? partial + (t / spec.chunk) * W : nullptr, loss_scale, dlogits + t * N);
+                       sequence_counts(spec, partial, t), loss_scale, dlogits + t * N);
 }
 #endif
 

@@ -80,24 +80,27 @@ RouteStatsSpec stats_spec(const RouterSpec& spec, const RouteContext& ctx) {
 }
 
 template <typename T>
-int64_t drop_over_capacity(const RouterSpec& spec, const RouteContext& ctx, const double* counts,
-                           const std::vector<int32_t>& sel, std::vector<uint8_t>& kept, std::vector<T>& gate,
-                           Comm& comm) {
+void add_up_statistics(const RouterSpec& spec, const RouteContext& ctx, std::vector<double>& totals, Routing<T>& r,
+                       Comm& comm) {
   const int N = spec.n_experts, K = spec.top_k;
-  const int64_t pairs = static_cast<int64_t>(sel.size());
-  kept.assign(pairs, 1);
-  if (spec.capacity_factor <= 0) return 0;
-  const int64_t cap = static_cast<int64_t>(std::ceil(spec.capacity_factor * ctx.tokens_global * K / N));
-  std::vector<int64_t> seen(counts, counts + N);
-  comm.exscan_sum(seen.data(), N);  // selections of each expert on earlier ranks
+  const int64_t pairs = (int64_t)r.tokens * K;
+  r.kept.assign(pairs, 1);
   int64_t dropped = 0;
-  for (int64_t p = 0; p < pairs; ++p)
-    if (seen[sel[p]]++ >= cap) {
-      kept[p] = 0;
-      gate[p] = 0;
-      dropped++;
-    }
-  return dropped;
+  if (spec.capacity_factor > 0) {
+    const int64_t cap = static_cast<int64_t>(std::ceil(spec.capacity_factor * ctx.tokens_global * K / N));
+    std::vector<int64_t> seen(totals.begin(), totals.begin() + N);
+    comm.exscan_sum(seen.data(), N);  // selections of each expert on earlier ranks
+    for (int64_t p = 0; p < pairs; ++p)
+      if (seen[r.sel[p]]++ >= cap) {
+        r.kept[p] = 0;
+        r.gate[p] = 0;
+        dropped++;
+      }
+  }
+  totals.push_back(static_cast<double>(dropped));
+  comm.allreduce_sum(totals.data(), static_cast<int64_t>(totals.size()));
+  r.dropped = static_cast<int64_t>(totals.back());
+  totals.pop_back();
 }
 
 template <typename T>
@@ -122,11 +125,7 @@ void route_statistics(const RouterSpec& spec, const RouteContext& ctx, Routing<T
   r.partial.resize((size_t)s.chunks(r.tokens) * W);
   std::vector<double> totals(W + 1);
   route_partials_on_host(s, r.scores.data(), r.sel.data(), r.tokens, r.partial.data(), totals.data());
-  double dropped = static_cast<double>(drop_over_capacity(spec, ctx, totals.data(), r.sel, r.kept, r.gate, comm));
-  totals.push_back(dropped);
-  comm.allreduce_sum(totals.data(), static_cast<int64_t>(totals.size()));
-  r.dropped = static_cast<int64_t>(totals.back());
-  totals.pop_back();
+  add_up_statistics(spec, ctx, totals, r, comm);
   std::vector<double> balance(spec.n_experts + kBalanceLosses);
   balance_terms(s, totals.data(), balance.data());
   set_statistics(spec, totals, std::move(balance), r);
@@ -165,8 +164,8 @@ template std::vector<double> route_backward(const RouterSpec&, const Routing<dou
                                             double, std::vector<double>*);
 
 #define DSMOE_ROUTER_PARTS(T)                                                                                   \
-  template int64_t drop_over_capacity(const RouterSpec&, const RouteContext&, const double*,                      \
-                                      const std::vector<int32_t>&, std::vector<uint8_t>&, std::vector<T>&, Comm&); \
+  template void add_up_statistics(const RouterSpec&, const RouteContext&, std::vector<double>&, Routing<T>&,   \
+                                  Comm&);                                                                     \
   template void set_statistics(const RouterSpec&, const std::vector<double>&, std::vector<double>, Routing<T>&);  \
   template std::vector<T> noise_backward(const Routing<T>&, const std::vector<T>&);
 DSMOE_ROUTER_PARTS(float)

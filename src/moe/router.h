@@ -49,7 +49,7 @@ struct Routing {
   std::vector<T> scores;        // [tokens, N] s
   std::vector<int32_t> sel;     // [tokens, K] selected experts, best first
   std::vector<T> gate;          // [tokens, K] g, 0 where dropped
-  std::vector<uint8_t> kept;    // [tokens, K] 0 = dropped by capacity
+  std::vector<uint8_t> kept;    // [tokens, K] 0 = dropped by capacity (for the host plan)
   // Global statistics of this micro-batch.
   std::vector<double> load;     // [N] selections per expert (before dropping)
   int64_t dropped = 0;
@@ -74,13 +74,13 @@ void add_router_noise(const RouterSpec& spec, const RouteContext& ctx, Routing<T
 template <typename T>
 void route_statistics(const RouterSpec& spec, const RouteContext& ctx, Routing<T>& r, Comm& comm);
 
-// Capacity dropping (each expert keeps the first C tokens of the global micro-batch in token
-// order): counts [N] this rank's selections per expert; sets kept and zeroes the dropped gates.
-// Returns this rank's dropped pairs.
+// This rank's totals [W + 1] -> the global micro-batch's, in place, after capacity dropping
+// (each expert keeps the first C tokens of the global micro-batch in token order: reads this
+// rank's counts, the first N totals, and r.sel; sets r.kept and zeroes the dropped gates of
+// r.gate); r.dropped gets the global number of dropped pairs.
 template <typename T>
-int64_t drop_over_capacity(const RouterSpec& spec, const RouteContext& ctx, const double* counts,
-                           const std::vector<int32_t>& sel, std::vector<uint8_t>& kept, std::vector<T>& gate,
-                           Comm& comm);
+void add_up_statistics(const RouterSpec& spec, const RouteContext& ctx, std::vector<double>& totals, Routing<T>& r,
+                       Comm& comm);
 // r.load, the losses and r.balance from the global totals [W + 1] and balance terms.
 template <typename T>
 void set_statistics(const RouterSpec& spec, const std::vector<double>& totals, std::vector<double> balance,

@@ -14,10 +14,16 @@ namespace dsmoe {
 constexpr int kSortChunk = 512;  // pairs per chunk
 DSMOE_HOST_DEVICE inline int sort_chunks(int64_t pairs) { return static_cast<int>((pairs + kSortChunk - 1) / kSortChunk); }
 
-// counts[e] += the kept pairs of expert e among [p0, p1) (kept null: all).
-DSMOE_HOST_DEVICE inline void count_chunk(const int32_t* sel, const uint8_t* kept, int64_t p0, int64_t p1,
+// The first pair of chunk c, and the end of its pairs.
+DSMOE_HOST_DEVICE inline int64_t chunk_begin(int c) { return (int64_t)c * kSortChunk; }
+DSMOE_HOST_DEVICE inline int64_t chunk_end(int c, int64_t pairs) {
+  return chunk_begin(c) + kSortChunk < pairs ? chunk_begin(c) + kSortChunk : pairs;
+}
+
+// counts[e] += the kept pairs of expert e in chunk c of `pairs` (kept null: all).
+DSMOE_HOST_DEVICE inline void count_chunk(const int32_t* sel, const uint8_t* kept, int64_t pairs, int c,
                                           int32_t* counts) {
-  for (int64_t p = p0; p < p1; ++p)
+  for (int64_t p = chunk_begin(c); p < chunk_end(c, pairs); ++p)
     if (!kept || kept[p]) counts[sel[p]]++;
 }
 
@@ -33,11 +39,11 @@ DSMOE_HOST_DEVICE inline int32_t column_starts(int32_t* hist, int chunks, int n_
   return start - first;
 }
 
-// Places the kept pairs of [p0, p1) from next[e] on: pos[p] its row (-1 if dropped), row_token
+// Places the kept pairs of chunk c from next[e] on: pos[p] its row (-1 if dropped), row_token
 // [row] its token.
-DSMOE_HOST_DEVICE inline void place_chunk(const int32_t* sel, const uint8_t* kept, int64_t p0, int64_t p1, int k,
+DSMOE_HOST_DEVICE inline void place_chunk(const int32_t* sel, const uint8_t* kept, int64_t pairs, int c, int k,
                                           int32_t* next, int32_t* pos, int32_t* row_token) {
-  for (int64_t p = p0; p < p1; ++p) {
+  for (int64_t p = chunk_begin(c); p < chunk_end(c, pairs); ++p) {
     if (kept && !kept[p]) {
       pos[p] = -1;
       continue;
@@ -68,14 +74,13 @@ inline void sort_pairs_on_host(const int32_t* sel, const uint8_t* kept, int64_t 
   for (int c = 0; c < chunks; ++c) {
     int32_t* h = hist + (int64_t)c * n_experts;
     for (int e = 0; e < n_experts; ++e) h[e] = 0;
-    count_chunk(sel, kept, (int64_t)c * kSortChunk, c + 1 < chunks ? (int64_t)(c + 1) * kSortChunk : pairs, h);
+    count_chunk(sel, kept, pairs, c, h);
   }
   int32_t start = 0;
   for (int e = 0; e < n_experts; ++e) start += counts[e] = column_starts(hist, chunks, n_experts, e, start);
 #pragma omp parallel for schedule(static)
   for (int c = 0; c < chunks; ++c)
-    place_chunk(sel, kept, (int64_t)c * kSortChunk, c + 1 < chunks ? (int64_t)(c + 1) * kSortChunk : pairs, k,
-                hist + (int64_t)c * n_experts, pos, row_token);
+    place_chunk(sel, kept, pairs, c, k, hist + (int64_t)c * n_experts, pos, row_token);
 }
 #endif
 
