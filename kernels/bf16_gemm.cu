@@ -17,16 +17,21 @@ int64_t extent(int rows, int cols, int ld) { return rows == 0 || cols == 0 ? 0 :
 int64_t extent_a(const GemmArgs<float>& g) { return g.trans_a ? extent(g.k, g.m, g.lda) : extent(g.m, g.k, g.lda); }
 int64_t extent_b(const GemmArgs<float>& g) { return g.trans_b ? extent(g.n, g.k, g.ldb) : extent(g.k, g.n, g.ldb); }
 int64_t extent_c(const GemmArgs<float>& g) { return extent(g.m, g.n, g.ldc); }
+// An output's first byte and the bytes it spans (outputs may be stored in fp32 or bf16).
+const char* out_begin(const GemmArgs<float>& g) { return static_cast<const char*>(g.c.raw()); }
+int64_t out_bytes(const GemmArgs<float>& g) { return extent_c(g) * static_cast<int64_t>(g.c.element_bytes()); }
 
-// Whether the outputs of g and h share an element. Blocks of one leading dimension compare by
-// rows and columns (the gate and up halves of one buffer interleave without meeting), others by
-// the address ranges they span.
+// Whether the outputs of g and h share an element. Blocks of one leading dimension and storage
+// compare by rows and columns (the gate and up halves of one buffer interleave without meeting),
+// others by the address ranges they span.
 bool outputs_meet(const GemmArgs<float>& g, const GemmArgs<float>& h) {
-  if (g.c + extent_c(g) <= h.c || h.c + extent_c(h) <= g.c) return false;
-  const int64_t ld = g.ldc;
-  if (h.ldc != ld || g.n > ld || h.n > ld) return true;
+  const char *gc = out_begin(g), *hc = out_begin(h);
+  if (gc + out_bytes(g) <= hc || hc + out_bytes(h) <= gc) return false;
+  const int64_t ld = g.ldc, size = static_cast<int64_t>(g.c.element_bytes());
+  if (h.ldc != ld || h.c.element_bytes() != g.c.element_bytes() || (hc - gc) % size != 0 || g.n > ld || h.n > ld)
+    return true;
   // h's first element lies at row r, column col of g's block (col in [0, ld)).
-  const int64_t d = h.c - g.c;
+  const int64_t d = (hc - gc) / size;
   int64_t r = d / ld, col = d % ld;
   if (col < 0) col += ld, --r;
   if (col + h.n > ld) return true;  // h's rows wrap around g's: taken as meeting
@@ -39,12 +44,12 @@ std::vector<std::pair<int, int>> meeting(const std::vector<GemmArgs<float>>& gs)
   const int n = static_cast<int>(gs.size());
   std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int x, int y) { return gs[x].c < gs[y].c; });
+  std::sort(order.begin(), order.end(), [&](int x, int y) { return out_begin(gs[x]) < out_begin(gs[y]); });
   int64_t longest = 0;
-  for (const auto& g : gs) longest = std::max(longest, extent_c(g));
+  for (const auto& g : gs) longest = std::max(longest, out_bytes(g));
   std::vector<std::pair<int, int>> meet;
   for (int i = 0; i < n; ++i)
-    for (int j = i - 1; j >= 0 && gs[order[j]].c + longest > gs[order[i]].c; --j)
+    for (int j = i - 1; j >= 0 && out_begin(gs[order[j]]) + longest > out_begin(gs[order[i]]); --j)
       if (outputs_meet(gs[order[j]], gs[order[i]]))
         meet.emplace_back(std::max(order[i], order[j]), std::min(order[i], order[j]));
   std::sort(meet.begin(), meet.end());
@@ -93,7 +98,9 @@ void Bf16Gemm::written(const void* p, int64_t bytes) {
   if (weights_ && c < w + n_weights_ * sizeof(float) && w < c + bytes) stale_ = true;
 }
 
-const void* Bf16Gemm::operand(const float* p) {
+const void* Bf16Gemm::operand(Ptr<const float> stored) {
+  if (stored.is_bf16()) return stored.raw();
+  const float* p = stored.get();
   if (weights_ && p >= weights_ && p < weights_ + n_weights_) return mirror_.data() + (p - weights_);
   // The segment holding p: the last one starting at or before it.
   size_t i = std::upper_bound(segments_.begin(), segments_.end(), p,
@@ -155,10 +162,10 @@ int size_class(int n) {
 
 struct Layouts {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  Layouts(bool ta, bool tb, int M, int N, int K, int lda, int ldb, int ldc) {
+  Layouts(bool ta, bool tb, int M, int N, int K, int lda, int ldb, int ldc, bool c_bf16) {
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, ta ? K : M, ta ? M : K, std::max(lda, ta ? K : M)));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, tb ? N : K, tb ? K : N, std::max(ldb, tb ? N : K)));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, M, N, std::max(ldc, M)));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c, c_bf16 ? CUDA_R_16BF : CUDA_R_32F, M, N, std::max(ldc, M)));
   }
   ~Layouts() {
     cublasLtMatrixLayoutDestroy(a);
@@ -205,8 +212,11 @@ void Bf16Gemm::matmul(const GemmArgs<float>& g, cudaStream_t s, void* workspace)
   const bool ta = g.trans_b, tb = g.trans_a;
   const int M = g.n, N = g.m, K = g.k;
   const void *A = operand(g.b), *B = operand(g.a);
-  const int al_a = alignment(A), al_b = alignment(B), al_c = alignment(g.c);
-  const ShapeClass key{ta, tb, M, size_class(N), size_class(K), g.ldb, g.lda, g.ldc, al_a * 256 + al_b * 16 + al_c};
+  void* C = g.c.raw();
+  const bool c_bf16 = g.c.is_bf16();
+  const int al_a = alignment(A), al_b = alignment(B), al_c = alignment(C);
+  const ShapeClass key{ta, tb, M, size_class(N), size_class(K), g.ldb, g.lda, g.ldc,
+                       al_a * 256 + al_b * 16 + al_c, c_bf16};
   const cublasLtMatmulDesc_t desc = desc_[ta][tb];
   auto choose = [&](int n, int k, cublasLtMatmulAlgo_t* algo) {
     cublasLtMatmulPreference_t pref;
@@ -218,7 +228,7 @@ void Bf16Gemm::matmul(const GemmArgs<float>& g, cudaStream_t s, void* workspace)
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac));
-    Layouts l(ta, tb, M, n, k, g.ldb, g.lda, g.ldc);
+    Layouts l(ta, tb, M, n, k, g.ldb, g.lda, g.ldc, c_bf16);
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
     CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, desc, l.a, l.b, l.c, l.c, pref, 1, &result, &found));
@@ -232,14 +242,14 @@ void Bf16Gemm::matmul(const GemmArgs<float>& g, cudaStream_t s, void* workspace)
     choose(std::get<3>(key), std::get<4>(key), &algo);
     it = algos_.emplace(key, algo).first;
   }
-  Layouts l(ta, tb, M, N, K, g.ldb, g.lda, g.ldc);
-  cublasStatus_t st = cublasLtMatmul(lt_, desc, &g.alpha, A, l.a, B, l.b, &g.beta, g.c, l.c, g.c, l.c,
-                                     &it->second, workspace, kLtWorkspace, s);
+  Layouts l(ta, tb, M, N, K, g.ldb, g.lda, g.ldc, c_bf16);
+  cublasStatus_t st = cublasLtMatmul(lt_, desc, &g.alpha, A, l.a, B, l.b, &g.beta, C, l.c, C, l.c, &it->second,
+                                     workspace, kLtWorkspace, s);
   if (st != CUBLAS_STATUS_SUCCESS) {  // the class's algorithm does not fit this size: choose for it
     cublasLtMatmulAlgo_t algo;
     choose(N, K, &algo);
-    st = cublasLtMatmul(lt_, desc, &g.alpha, A, l.a, B, l.b, &g.beta, g.c, l.c, g.c, l.c, &algo,
-                        workspace, kLtWorkspace, s);
+    st = cublasLtMatmul(lt_, desc, &g.alpha, A, l.a, B, l.b, &g.beta, C, l.c, C, l.c, &algo, workspace,
+                        kLtWorkspace, s);
   }
   CUBLAS_CHECK(st);
 }
@@ -250,9 +260,9 @@ void Bf16Gemm::run(const std::vector<GemmArgs<float>>& gs, cudaStream_t s) {
     stale_ = false;
   }
   std::vector<Span> spans;
-  for (const GemmArgs<float>& g : gs) {
-    spans.push_back({g.a, extent_a(g)});
-    spans.push_back({g.b, extent_b(g)});
+  for (const GemmArgs<float>& g : gs) {  // the operands stored in fp32
+    if (!g.a.is_bf16()) spans.push_back({g.a.get(), extent_a(g)});
+    if (!g.b.is_bf16()) spans.push_back({g.b.get(), extent_b(g)});
   }
   stage(spans, s);
   if (gs.empty()) return;
@@ -271,7 +281,12 @@ void Bf16Gemm::run(const std::vector<GemmArgs<float>>& gs, cudaStream_t s) {
     for (size_t p = 0; p < gs.size(); ++p) {
       if (wave[p] != w) continue;
       const GemmArgs<float>& g = gs[p];
-      const GroupedProblem q{operand(g.a), operand(g.b), g.c, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.alpha, g.beta};
+      if (g.c.is_bf16()) {  // the grouped kernel writes fp32
+        rest.push_back(&g);
+        continue;
+      }
+      const GroupedProblem q{operand(g.a), operand(g.b), g.c.get(), g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.alpha,
+                             g.beta};
       if (grouped_gemm_fits(q))
         grouped[g.trans_a][g.trans_b].push_back(q);
       else

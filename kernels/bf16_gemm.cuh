@@ -1,5 +1,6 @@
 // Matrix products of precision: bf16, through cuBLASLt: inputs rounded to bf16, fp32 accumulation
-// and output, on the bf16 tensor cores. Inputs are rounded once per call, not per tile:
+// and output (bf16 output where C is stored in bf16), on the bf16 tensor cores. Operands stored in
+// bf16 are read where they lie; the others are rounded once per call, not per tile:
 // - the weights into a bf16 copy of the whole parameter buffer, redone lazily after anything
 //   writes to the parameters (the optimizer step, a checkpoint load);
 // - activations into a workspace: the spans a batch of products reads are merged, so that all
@@ -47,7 +48,7 @@ class Bf16Gemm {
     const float* p;
     int64_t n;
   };
-  const void* operand(const float* p);  // after stage(): p's bf16 counterpart
+  const void* operand(Ptr<const float> p);  // after stage(): p's bf16 counterpart (itself if stored in bf16)
   void stage(const std::vector<Span>& spans, cudaStream_t s);
   void matmul(const GemmArgs<float>& g, cudaStream_t s, void* workspace);
   // Through cuBLASLt, problem p on stream[p] % kStreams.
@@ -57,8 +58,8 @@ class Bf16Gemm {
   Backend<float>& be_;
   cublasLtHandle_t lt_ = nullptr;
   cublasLtMatmulDesc_t desc_[2][2] = {};  // by (trans_a, trans_b) of the column-major problem
-  // (transa, transb, M, N class, K class, lda, ldb, ldc, alignments): the algorithm chosen for it.
-  using ShapeClass = std::tuple<int, int, int, int, int, int, int, int, int>;
+  // (transa, transb, M, N class, K class, lda, ldb, ldc, alignments, C in bf16): the algorithm chosen for it.
+  using ShapeClass = std::tuple<int, int, int, int, int, int, int, int, int, int>;
   std::map<ShapeClass, cublasLtMatmulAlgo_t> algos_;
   Buf<uint8_t> lt_work_;  // kStreams slices, allocated with the first product
   cudaStream_t streams_[kStreams] = {};

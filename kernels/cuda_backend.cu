@@ -37,6 +37,11 @@ class CudaBackend final : public Backend<float> {
     DSMOE_CHECK(device < devices, "this rank is number ", device, " on its node but the node has ", devices,
                 " GPU(s): run one rank per GPU");
     CUDA_CHECK(cudaSetDevice(device));
+    // Kernels take stream-ordered scratch (cudaMallocAsync): the pool keeps what it grew to
+    // instead of handing it back to the driver at every synchronization.
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool_, device));
+    uint64_t keep = UINT64_MAX;
+    CUDA_CHECK(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &keep));
     CUBLAS_CHECK(cublasCreate(&blas_));
     CUDA_CHECK(cudaMalloc(&scalar_, sizeof(double)));
     if (bf16_) bf16_gemm_ = std::make_unique<cuda::Bf16Gemm>(*this);
@@ -71,10 +76,16 @@ class CudaBackend final : public Backend<float> {
     cuda::OpProfiler::Scope scope(prof_, "to_device", stream_);
     uploads_.copy(dst, host, bytes, stream_);
   }
-  size_t peak_bytes() const override { return allocs_.peak(); }
+  // The buffers' peak plus the scratch pool's (an upper bound: the two need not peak together).
+  size_t peak_bytes() const override {
+    uint64_t pool_high = 0;
+    CUDA_CHECK(cudaMemPoolGetAttribute(pool_, cudaMemPoolAttrUsedMemHigh, &pool_high));
+    return allocs_.peak() + pool_high;
+  }
   void set_weights(const float* w, int64_t n) override {
     if (bf16_gemm_) bf16_gemm_->set_weights(w, n);
   }
+  bool bf16_storage() const override { return bf16_; }
   void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
   void reset_profile() override { prof_.reset(); }
 
@@ -142,11 +153,11 @@ class CudaBackend final : public Backend<float> {
     cuda::flash_attention_backward(dqkv, scratch, dout, qkv, out, lse, batch, seq, n_heads, head_dim, bf16_, stream_);
   }
 
-  void swiglu_forward(float* act, const float* gu, int rows, int n) override {
+  void swiglu_forward(Ptr<float> act, Ptr<const float> gu, int rows, int n) override {
     cuda::OpProfiler::Scope scope(prof_, "swiglu_fwd", stream_);
     cuda::swiglu_forward(act, gu, rows, n, stream_);
   }
-  void swiglu_backward(float* dgu, const float* dact, const float* gu, int rows, int n) override {
+  void swiglu_backward(Ptr<float> dgu, const float* dact, Ptr<const float> gu, int rows, int n) override {
     cuda::OpProfiler::Scope scope(prof_, "swiglu_bwd", stream_);
     cuda::swiglu_backward(dgu, dact, gu, rows, n, stream_);
   }
@@ -160,7 +171,7 @@ class CudaBackend final : public Backend<float> {
     for (float l : h) total += l;
     return total;
   }
-  void gather_rows(float* out, const float* in, const int32_t* idx, int n, int d) override {
+  void gather_rows(Ptr<float> out, Ptr<const float> in, const int32_t* idx, int n, int d) override {
     cuda::OpProfiler::Scope scope(prof_, "gather_rows", stream_);
     cuda::gather_rows(out, in, idx, n, d, stream_);
   }
@@ -169,7 +180,7 @@ class CudaBackend final : public Backend<float> {
     cuda::OpProfiler::Scope scope(prof_, "sum_rows", stream_);
     cuda::sum_rows(out, in, offsets, idx, n_out, d, accumulate, stream_);
   }
-  void weighted_sum_rows(float* out, const float* y, const int32_t* idx, const float* w, int rows, int k,
+  void weighted_sum_rows(float* out, Ptr<const float> y, const int32_t* idx, const float* w, int rows, int k,
                          int d) override {
     cuda::OpProfiler::Scope scope(prof_, "weighted_sum_rows", stream_);
     cuda::weighted_sum_rows(out, y, idx, w, rows, k, d, stream_);
@@ -199,7 +210,7 @@ class CudaBackend final : public Backend<float> {
     cuda::OpProfiler::Scope scope(prof_, "router_backward", stream_);
     cuda::router_backward(dlogits, dgate, scores, sel, logits, balance, partial, spec, loss_scale, rows, stream_);
   }
-  void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const int32_t* idx,
+  void weighted_sum_rows_backward(Ptr<float> dy, float* dw, const float* dout, Ptr<const float> y, const int32_t* idx,
                                   const float* w, int rows, int k, int d) override {
     cuda::OpProfiler::Scope scope(prof_, "weighted_sum_rows_bwd", stream_);
     cuda::weighted_sum_rows_backward(dy, dw, dout, y, idx, w, rows, k, d, stream_);
@@ -227,7 +238,7 @@ class CudaBackend final : public Backend<float> {
       if (g.k == 0) {
         if (g.beta == 1.f) continue;
         DSMOE_CHECK(g.beta == 0.f && g.ldc == g.n, "gemm with k = 0 needs beta = 0 or 1 on CUDA");
-        CUDA_CHECK(cudaMemsetAsync(g.c, 0, (size_t)g.m * g.n * sizeof(float), stream_));
+        CUDA_CHECK(cudaMemsetAsync(g.c.raw(), 0, (size_t)g.m * g.n * g.c.element_bytes(), stream_));
       } else {
         if (bf16_gemm_ && !g.fp32)
           low.push_back(g);
@@ -265,17 +276,18 @@ class CudaBackend final : public Backend<float> {
       slice.c = split_parts_.data() + kSlices * mn;
       strided_fp32(slice, 0, 0, 0, 1);
     }
-    cuda::sum_slices(g.c, g.ldc, split_parts_.data(), rest > 0 ? kSlices + 1 : kSlices, g.m, g.n, g.beta, stream_);
+    cuda::sum_slices(g.c.get(), g.ldc, split_parts_.data(), rest > 0 ? kSlices + 1 : kSlices, g.m, g.n, g.beta, stream_);
   }
   // g for `batch` problems, A, B and C advancing by their strides; a side of at most 64 by the
   // kernel of fp32_gemm.cu, the rest by cuBLAS.
   void strided_fp32(const GemmArgs<float>& g, int64_t stride_a, int64_t stride_b, int64_t stride_c, int batch) {
     if (std::min({g.m, g.n, g.k}) <= 64)
-      return cuda::fp32_gemm(g.trans_a, g.trans_b, g.m, g.n, g.k, g.alpha, g.a, g.lda, stride_a, g.b, g.ldb,
-                             stride_b, g.beta, g.c, g.ldc, stride_c, batch, stream_);
-    CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &g.alpha, g.b,
-                                            CUDA_R_32F, g.ldb, stride_b, g.a, CUDA_R_32F, g.lda, stride_a, &g.beta,
-                                            g.c, CUDA_R_32F, g.ldc, stride_c, batch, CUBLAS_COMPUTE_32F_PEDANTIC,
+      return cuda::fp32_gemm(g.trans_a, g.trans_b, g.m, g.n, g.k, g.alpha, g.a.get(), g.lda, stride_a, g.b.get(),
+                             g.ldb, stride_b, g.beta, g.c.get(), g.ldc, stride_c, batch, stream_);
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &g.alpha, g.b.get(),
+                                            CUDA_R_32F, g.ldb, stride_b, g.a.get(), CUDA_R_32F, g.lda, stride_a,
+                                            &g.beta, g.c.get(), CUDA_R_32F, g.ldc, stride_c, batch,
+                                            CUBLAS_COMPUTE_32F_PEDANTIC,
                                             CUBLAS_GEMM_DEFAULT));
   }
 
@@ -305,6 +317,7 @@ class CudaBackend final : public Backend<float> {
 
   const bool bf16_;  // bf16 products (see the top of this file)
   cublasHandle_t blas_ = nullptr;
+  cudaMemPool_t pool_ = nullptr;  // the device's default pool: cudaMallocAsync's scratch
   cudaStream_t stream_ = nullptr;  // the default stream: ops run in order
   double* scalar_ = nullptr;
   AllocTracker allocs_;

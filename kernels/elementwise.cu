@@ -1,9 +1,11 @@
-// fill, add, sum_squares, swiglu, adamw: grid-stride loops over the elements.
+// fill, add, sum_squares, swiglu, adamw: grid-stride loops over the elements (4 at a time where
+// the pointers allow), swiglu a block per row in the storage of its operands.
 #include <algorithm>
 #include <cmath>
 
 #include "kernels/block_reduce.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/elements.cuh"
 #include "kernels/ops.cuh"
 
 namespace dsmoe::cuda {
@@ -24,8 +26,16 @@ __global__ void fill_kernel(float* x, float value, int64_t n) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) x[i] = value;
 }
 
+// Elements [0, n) with V at a time: n % V == 0.
+template <int V>
 __global__ void add_kernel(float* y, const float* x, int64_t n) {
-  for (int64_t i = first_index(); i < n; i += grid_stride()) y[i] += x[i];
+  for (int64_t i = first_index() * V; i < n; i += grid_stride() * V) {
+    float a[V], b[V];
+    load(a, y + i);
+    load(b, x + i);
+    for (int v = 0; v < V; ++v) a[v] += b[v];
+    store(y + i, a);
+  }
 }
 
 __global__ void sum_slices_kernel(float* c, int ldc, const float* parts, int slices, int m, int n, float beta) {
@@ -52,48 +62,92 @@ __global__ void sum_partials(double* out, const double* partials, int n) {
   if (threadIdx.x == 0) *out = s;
 }
 
-__global__ void swiglu_forward_kernel(float* act, const float* gu, int n, int64_t total) {
-  for (int64_t i = first_index(); i < total; i += grid_stride()) {
-    int64_t r = i / n, j = i % n;
-    float g = gu[r * 2 * n + j], u = gu[r * 2 * n + n + j];
-    act[i] = g / (1.0f + expf(-g)) * u;
-  }
+// Blocks take rows in turn, threads V columns at a time: gu [rows, 2n] = [g | u], act [rows, n].
+template <int V, typename A, typename G>
+__global__ void swiglu_forward_kernel(A* act, const G* gu, int rows, int n) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+    for (int j = threadIdx.x * V; j < n; j += blockDim.x * V) {
+      float g[V], u[V], a[V];
+      load(g, gu + r * 2 * n + j);
+      load(u, gu + r * 2 * n + n + j);
+      for (int v = 0; v < V; ++v) a[v] = g[v] / (1.0f + expf(-g[v])) * u[v];
+      store(act + r * n + j, a);
+    }
 }
 
-__global__ void swiglu_backward_kernel(float* dgu, const float* dact, const float* gu, int n, int64_t total) {
-  for (int64_t i = first_index(); i < total; i += grid_stride()) {
-    int64_t r = i / n, j = i % n;
-    float g = gu[r * 2 * n + j], u = gu[r * 2 * n + n + j], da = dact[i];
-    float sig = 1.0f / (1.0f + expf(-g));
-    dgu[r * 2 * n + n + j] = da * (g * sig);
-    dgu[r * 2 * n + j] = da * u * sig * (1.0f + g * (1.0f - sig));
-  }
+template <int V, typename D, typename G>
+__global__ void swiglu_backward_kernel(D* dgu, const float* dact, const G* gu, int rows, int n) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+    for (int j = threadIdx.x * V; j < n; j += blockDim.x * V) {
+      float g[V], u[V], da[V], dg[V], du[V];
+      load(g, gu + r * 2 * n + j);
+      load(u, gu + r * 2 * n + n + j);
+      load(da, dact + r * n + j);
+      for (int v = 0; v < V; ++v) {
+        const float sig = 1.0f / (1.0f + expf(-g[v]));
+        du[v] = da[v] * (g[v] * sig);
+        dg[v] = da[v] * u[v] * sig * (1.0f + g[v] * (1.0f - sig));
+      }
+      store(dgu + r * 2 * n + j, dg);
+      store(dgu + r * 2 * n + n + j, du);
+    }
 }
 
+template <int V>
 __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n, float decay, float b1,
                              float b2, float eps, float step_size, float sqrt_bc2, float gs) {
-  for (int64_t i = first_index(); i < n; i += grid_stride()) {
-    float g = grad[i] * gs;
-    float p = param[i] * decay;
-    float mi = b1 * m[i] + (1.0f - b1) * g;
-    float vi = b2 * v[i] + (1.0f - b2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    param[i] = p - step_size * mi / (sqrtf(vi) / sqrt_bc2 + eps);
+  for (int64_t i = first_index() * V; i < n; i += grid_stride() * V) {
+    float g[V], p[V], mi[V], vi[V];
+    load(g, grad + i);
+    load(p, param + i);
+    load(mi, m + i);
+    load(vi, v + i);
+    for (int e = 0; e < V; ++e) {
+      const float ge = g[e] * gs;
+      mi[e] = b1 * mi[e] + (1.0f - b1) * ge;
+      vi[e] = b2 * vi[e] + (1.0f - b2) * ge * ge;
+      p[e] = p[e] * decay - step_size * mi[e] / (sqrtf(vi[e]) / sqrt_bc2 + eps);
+    }
+    store(m + i, mi);
+    store(v + i, vi);
+    store(param + i, p);
   }
+}
+
+// Blocks for rows of `vecs` vectors each: rows in turn, threads over a row.
+struct RowLaunch {
+  unsigned blocks, threads;
+};
+RowLaunch row_launch(int rows, int vecs) {
+  return {static_cast<unsigned>(std::min(rows, 1 << 16)),
+          static_cast<unsigned>(std::clamp((vecs + 31) / 32 * 32, 32, kThreads))};
+}
+
+// Whether n elements from each of these fp32 pointers can go 4 at a time.
+bool aligned4(int64_t n, std::initializer_list<const float*> ps) {
+  for (const float* p : ps)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return n % 4 == 0;
 }
 
 }  // namespace
 
 void fill(float* x, float value, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
+  if (value == 0.0f && !std::signbit(value)) {
+    CUDA_CHECK(cudaMemsetAsync(x, 0, static_cast<size_t>(n) * sizeof(float), s));
+    return;
+  }
   fill_kernel<<<grid_for(n), kThreads, 0, s>>>(x, value, n);
   CUDA_CHECK(cudaGetLastError());
 }
 
 void add(float* y, const float* x, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
-  add_kernel<<<grid_for(n), kThreads, 0, s>>>(y, x, n);
+  if (aligned4(n, {y, x}))
+    add_kernel<4><<<grid_for(n / 4), kThreads, 0, s>>>(y, x, n);
+  else
+    add_kernel<1><<<grid_for(n), kThreads, 0, s>>>(y, x, n);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -115,17 +169,33 @@ void sum_squares(double* out_device, const float* x, int64_t n, cudaStream_t s) 
   CUDA_CHECK(cudaFreeAsync(partials, s));
 }
 
-void swiglu_forward(float* act, const float* gu, int rows, int n, cudaStream_t s) {
-  int64_t total = static_cast<int64_t>(rows) * n;
-  if (total <= 0) return;
-  swiglu_forward_kernel<<<grid_for(total), kThreads, 0, s>>>(act, gu, n, total);
+void swiglu_forward(Ptr<float> act, Ptr<const float> gu, int rows, int n, cudaStream_t s) {
+  if (rows <= 0 || n <= 0) return;
+  const bool vec = vectorizable(n, act, gu);
+  const RowLaunch l = row_launch(rows, vec ? n / 4 : n);
+  with_storage(act, [&](auto* a) {
+    with_storage(gu, [&](auto* g) {
+      if (vec)
+        swiglu_forward_kernel<4><<<l.blocks, l.threads, 0, s>>>(a, g, rows, n);
+      else
+        swiglu_forward_kernel<1><<<l.blocks, l.threads, 0, s>>>(a, g, rows, n);
+    });
+  });
   CUDA_CHECK(cudaGetLastError());
 }
 
-void swiglu_backward(float* dgu, const float* dact, const float* gu, int rows, int n, cudaStream_t s) {
-  int64_t total = static_cast<int64_t>(rows) * n;
-  if (total <= 0) return;
-  swiglu_backward_kernel<<<grid_for(total), kThreads, 0, s>>>(dgu, dact, gu, n, total);
+void swiglu_backward(Ptr<float> dgu, const float* dact, Ptr<const float> gu, int rows, int n, cudaStream_t s) {
+  if (rows <= 0 || n <= 0) return;
+  const bool vec = vectorizable(n, dgu, gu, Ptr<const float>(dact));
+  const RowLaunch l = row_launch(rows, vec ? n / 4 : n);
+  with_storage(dgu, [&](auto* d) {
+    with_storage(gu, [&](auto* g) {
+      if (vec)
+        swiglu_backward_kernel<4><<<l.blocks, l.threads, 0, s>>>(d, dact, g, rows, n);
+      else
+        swiglu_backward_kernel<1><<<l.blocks, l.threads, 0, s>>>(d, dact, g, rows, n);
+    });
+  });
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -137,8 +207,12 @@ void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float
   const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay);
   const float step_size = static_cast<float>(static_cast<double>(lr) / bias_correction1);
   const float sqrt_bc2 = static_cast<float>(std::sqrt(static_cast<double>(bias_correction2)));
-  adamw_kernel<<<grid_for(n), kThreads, 0, s>>>(param, grad, m, v, n, decay, beta1, beta2, eps, step_size,
-                                                 sqrt_bc2, grad_scale);
+  if (aligned4(n, {param, grad, m, v}))
+    adamw_kernel<4><<<grid_for(n / 4), kThreads, 0, s>>>(param, grad, m, v, n, decay, beta1, beta2, eps, step_size,
+                                                          sqrt_bc2, grad_scale);
+  else
+    adamw_kernel<1><<<grid_for(n), kThreads, 0, s>>>(param, grad, m, v, n, decay, beta1, beta2, eps, step_size,
+                                                      sqrt_bc2, grad_scale);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -1,9 +1,12 @@
 // Launchers of the CUDA kernels, one per backend op (shapes as in src/backend/backend.h).
-// Every launcher takes the stream it runs on; all pointers are device memory. fp32.
+// Every launcher takes the stream it runs on; all pointers are device memory. fp32, except
+// operands passed as Ptr, which may be stored in bf16 (src/backend/ptr.h).
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
+
+#include "backend/ptr.h"
 
 namespace dsmoe {
 struct RouteRowSpec;
@@ -42,8 +45,8 @@ void add(float* y, const float* x, int64_t n, cudaStream_t s);
 void sum_slices(float* c, int ldc, const float* parts, int slices, int m, int n, float beta, cudaStream_t s);
 // Sum of squares into *out_device (one double), deterministic (fixed reduction tree).
 void sum_squares(double* out_device, const float* x, int64_t n, cudaStream_t s);
-void swiglu_forward(float* act, const float* gu, int rows, int n, cudaStream_t s);
-void swiglu_backward(float* dgu, const float* dact, const float* gu, int rows, int n, cudaStream_t s);
+void swiglu_forward(Ptr<float> act, Ptr<const float> gu, int rows, int n, cudaStream_t s);
+void swiglu_backward(Ptr<float> dgu, const float* dact, Ptr<const float> gu, int rows, int n, cudaStream_t s);
 void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
            float eps, float weight_decay, float bias_correction1, float bias_correction2, float grad_scale,
            cudaStream_t s);
@@ -73,12 +76,12 @@ void cross_entropy(float* logits, float* losses, const int32_t* targets, int row
                    cudaStream_t s);
 
 // rows.cu
-void gather_rows(float* out, const float* in, const int32_t* idx, int n, int d, cudaStream_t s);
+void gather_rows(Ptr<float> out, Ptr<const float> in, const int32_t* idx, int n, int d, cudaStream_t s);
 void sum_rows(float* out, const float* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
               bool accumulate, cudaStream_t s);
-void weighted_sum_rows(float* out, const float* y, const int32_t* idx, const float* w, int rows, int k, int d,
+void weighted_sum_rows(float* out, Ptr<const float> y, const int32_t* idx, const float* w, int rows, int k, int d,
                        cudaStream_t s);
-void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const int32_t* idx,
+void weighted_sum_rows_backward(Ptr<float> dy, float* dw, const float* dout, Ptr<const float> y, const int32_t* idx,
                                 const float* w, int rows, int k, int d, cudaStream_t s);
 
 }  // namespace dsmoe::cuda

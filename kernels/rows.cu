@@ -1,8 +1,10 @@
-// Row gathers and sums used by the MoE dispatch and combine.
+// Row gathers and sums used by the MoE dispatch and combine. Rows are read and written V
+// elements at a time (kernels/elements.cuh), in whatever storage each operand has.
 #include <algorithm>
 
 #include "kernels/block_reduce.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/elements.cuh"
 #include "kernels/ops.cuh"
 
 namespace dsmoe::cuda {
@@ -10,105 +12,146 @@ namespace {
 
 constexpr int kThreads = 256;
 
-unsigned grid_for(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t{1} << 20));
-}
+// Threads for a block that walks one row of `vecs` vectors: a whole number of warps, at most kThreads.
+unsigned row_threads(int vecs) { return static_cast<unsigned>(std::clamp((vecs + 31) / 32 * 32, 32, kThreads)); }
 
-// One warp per row, 16-byte accesses when rows allow it (V = float4, d counted in V).
-template <typename V>
-__global__ void gather_rows_kernel(V* out, const V* in, const int32_t* idx, int d, int n) {
+// One warp per row; d counts elements.
+template <int V, typename O, typename I>
+__global__ void gather_rows_kernel(O* out, const I* in, const int32_t* idx, int d, int n) {
   const int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   if (r >= n) return;
   const int32_t src = idx[r];
-  V* o = out + static_cast<int64_t>(r) * d;
-  const V* s = in + static_cast<int64_t>(src) * d;
-  for (int j = threadIdx.x % 32; j < d; j += 32) o[j] = src >= 0 ? s[j] : V{};
+  O* o = out + static_cast<int64_t>(r) * d;
+  const I* s = in + static_cast<int64_t>(src) * d;
+  for (int j = threadIdx.x % 32 * V; j < d; j += 32 * V) {
+    float x[V] = {};
+    if (src >= 0) load(x, s + j);
+    store(o + j, x);
+  }
 }
 
 // One block per output row; rows are added in CSR order.
+template <int V>
 __global__ void sum_rows_kernel(float* out, const float* in, const int32_t* offsets, const int32_t* idx, int d,
                                 bool accumulate) {
   const int64_t o = blockIdx.x;
   const int32_t lo = offsets[o], hi = offsets[o + 1];
   float* dst = out + o * d;
-  for (int j = threadIdx.x; j < d; j += blockDim.x) {
-    float acc = accumulate ? dst[j] : 0.0f;
-    for (int32_t i = lo; i < hi; ++i) acc += in[static_cast<int64_t>(idx[i]) * d + j];
-    dst[j] = acc;
+  for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+    float acc[V] = {};
+    if (accumulate) load(acc, dst + j);
+    for (int32_t i = lo; i < hi; ++i) {
+      float x[V];
+      load(x, in + static_cast<int64_t>(idx[i]) * d + j);
+      for (int v = 0; v < V; ++v) acc[v] += x[v];
+    }
+    store(dst + j, acc);
   }
 }
 
-__global__ void weighted_sum_rows_kernel(float* out, const float* y, const int32_t* idx, const float* w, int k, int d,
-                                         int64_t total) {
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = i / d, j = i % d;
-    float acc = out[i];
+// One block per token row r: out[r] += w[p] * y[idx[p]] over its pairs p in slot order.
+template <int V, typename Y>
+__global__ void weighted_sum_rows_kernel(float* out, const Y* y, const int32_t* idx, const float* w, int k, int d) {
+  const int64_t r = blockIdx.x;
+  float* o = out + r * d;
+  for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+    float acc[V];
+    load(acc, o + j);
     for (int s = 0; s < k; ++s) {
       const int64_t p = r * k + s;
       const float ws = w[p];
       if (idx[p] < 0 || ws == 0.0f) continue;  // as the CPU backend: a zero weight ignores its row, NaN included
-      acc += ws * y[static_cast<int64_t>(idx[p]) * d + j];
+      float x[V];
+      load(x, y + static_cast<int64_t>(idx[p]) * d + j);
+      for (int v = 0; v < V; ++v) acc[v] += ws * x[v];
     }
-    out[i] = acc;
+    store(o + j, acc);
   }
 }
 
-// One block per (row, slot) pair p: dy[idx[p]] = w[p] * dout[r], dw[p] = dot(dout[r], y[idx[p]]).
-__global__ void weighted_sum_rows_backward_kernel(float* dy, float* dw, const float* dout, const float* y,
+// One block per token row r, its pairs p in turn: dy[idx[p]] = w[p] * dout[r], dw[p] = dot(dout[r], y[idx[p]]).
+template <int V, typename DY, typename Y>
+__global__ void weighted_sum_rows_backward_kernel(DY* dy, float* dw, const float* dout, const Y* y,
                                                   const int32_t* idx, const float* w, int k, int d) {
-  const int64_t p = blockIdx.x, r = p / k;
-  if (idx[p] < 0) {
-    if (threadIdx.x == 0) dw[p] = 0.0f;
-    return;
-  }
+  const int64_t r = blockIdx.x;
   const float* g = dout + r * d;
-  const float* yp = y + static_cast<int64_t>(idx[p]) * d;
-  float* dyp = dy + static_cast<int64_t>(idx[p]) * d;
-  const float wp = w[p];
-  double dot = 0;
-  for (int j = threadIdx.x; j < d; j += blockDim.x) {
-    dot += static_cast<double>(g[j]) * yp[j];
-    dyp[j] = wp * g[j];
+  for (int s = 0; s < k; ++s) {
+    const int64_t p = r * k + s;
+    if (idx[p] < 0) {  // the same for the whole block
+      if (threadIdx.x == 0) dw[p] = 0.0f;
+      continue;
+    }
+    const Y* yp = y + static_cast<int64_t>(idx[p]) * d;
+    DY* dyp = dy + static_cast<int64_t>(idx[p]) * d;
+    const float wp = w[p];
+    double dot = 0;
+    for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+      float gv[V], yv[V], out[V];
+      load(gv, g + j);
+      load(yv, yp + j);
+      for (int v = 0; v < V; ++v) {
+        dot += static_cast<double>(gv[v]) * yv[v];
+        out[v] = wp * gv[v];
+      }
+      store(dyp + j, out);
+    }
+    dot = block_sum(dot);
+    if (threadIdx.x == 0) dw[p] = static_cast<float>(dot);
   }
-  dot = block_sum(dot);
-  if (threadIdx.x == 0) dw[p] = static_cast<float>(dot);
 }
 
 }  // namespace
 
-void gather_rows(float* out, const float* in, const int32_t* idx, int n, int d, cudaStream_t s) {
+void gather_rows(Ptr<float> out, Ptr<const float> in, const int32_t* idx, int n, int d, cudaStream_t s) {
   if (n <= 0 || d <= 0) return;
   const unsigned blocks = static_cast<unsigned>((n + kThreads / 32 - 1) / (kThreads / 32));
-  const bool vec = d % 4 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 && reinterpret_cast<uintptr_t>(in) % 16 == 0;
-  if (vec)
-    gather_rows_kernel<<<blocks, kThreads, 0, s>>>(reinterpret_cast<float4*>(out), reinterpret_cast<const float4*>(in),
-                                                   idx, d / 4, n);
-  else
-    gather_rows_kernel<<<blocks, kThreads, 0, s>>>(out, in, idx, d, n);
+  const bool vec = vectorizable(d, out, in);
+  with_storage(out, [&](auto* o) {
+    with_storage(in, [&](auto* i) {
+      if (vec)
+        gather_rows_kernel<4><<<blocks, kThreads, 0, s>>>(o, i, idx, d, n);
+      else
+        gather_rows_kernel<1><<<blocks, kThreads, 0, s>>>(o, i, idx, d, n);
+    });
+  });
   CUDA_CHECK(cudaGetLastError());
 }
 
 void sum_rows(float* out, const float* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
               bool accumulate, cudaStream_t s) {
   if (n_out <= 0 || d <= 0) return;
-  sum_rows_kernel<<<n_out, kThreads, 0, s>>>(out, in, offsets, idx, d, accumulate);
+  if (vectorizable(d, Ptr<float>(out), Ptr<const float>(in)))
+    sum_rows_kernel<4><<<n_out, row_threads(d / 4), 0, s>>>(out, in, offsets, idx, d, accumulate);
+  else
+    sum_rows_kernel<1><<<n_out, row_threads(d), 0, s>>>(out, in, offsets, idx, d, accumulate);
   CUDA_CHECK(cudaGetLastError());
 }
 
-void weighted_sum_rows(float* out, const float* y, const int32_t* idx, const float* w, int rows, int k, int d,
+void weighted_sum_rows(float* out, Ptr<const float> y, const int32_t* idx, const float* w, int rows, int k, int d,
                        cudaStream_t s) {
-  const int64_t total = static_cast<int64_t>(rows) * d;
-  if (total <= 0 || k <= 0) return;
-  weighted_sum_rows_kernel<<<grid_for(total), kThreads, 0, s>>>(out, y, idx, w, k, d, total);
+  if (rows <= 0 || d <= 0 || k <= 0) return;
+  const bool vec = vectorizable(d, Ptr<float>(out), y);
+  with_storage(y, [&](auto* yv) {
+    if (vec)
+      weighted_sum_rows_kernel<4><<<rows, row_threads(d / 4), 0, s>>>(out, yv, idx, w, k, d);
+    else
+      weighted_sum_rows_kernel<1><<<rows, row_threads(d), 0, s>>>(out, yv, idx, w, k, d);
+  });
   CUDA_CHECK(cudaGetLastError());
 }
 
-void weighted_sum_rows_backward(float* dy, float* dw, const float* dout, const float* y, const int32_t* idx,
+void weighted_sum_rows_backward(Ptr<float> dy, float* dw, const float* dout, Ptr<const float> y, const int32_t* idx,
                                 const float* w, int rows, int k, int d, cudaStream_t s) {
-  const int64_t pairs = static_cast<int64_t>(rows) * k;
-  if (pairs <= 0) return;
-  weighted_sum_rows_backward_kernel<<<static_cast<unsigned>(pairs), kThreads, 0, s>>>(dy, dw, dout, y, idx, w, k, d);
+  if (rows <= 0 || k <= 0) return;
+  const bool vec = vectorizable(d, dy, y, Ptr<const float>(dout));
+  with_storage(dy, [&](auto* dyv) {
+    with_storage(y, [&](auto* yv) {
+      if (vec)
+        weighted_sum_rows_backward_kernel<4><<<rows, row_threads(d / 4), 0, s>>>(dyv, dw, dout, yv, idx, w, k, d);
+      else
+        weighted_sum_rows_backward_kernel<1><<<rows, row_threads(d), 0, s>>>(dyv, dw, dout, yv, idx, w, k, d);
+    });
+  });
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -230,6 +230,124 @@ TEST_F(CudaVsCpu, GemmBatchUnderBf16ReadsEachInputWhereItLies) {
   check("after an optimizer step");
 }
 
+// Operands stored in bf16 (Backend::bf16_storage, src/backend/ptr.h): each op reads the bf16
+// values where they lie and rounds what it writes to bf16, so it equals the CPU's fp32 op on the
+// rounded inputs with its result rounded. Tolerance: exact where the op only moves or scales
+// values; one bf16 unit (2^-8 relative) where the GPU's expf may differ from the CPU's in the
+// last fp32 bit before rounding; fp32's 2e-5 for fp32 results. Row widths 48 and 22 take the
+// 4-element and the 1-element kernels.
+TEST_F(CudaVsCpu, OpsOnOperandsStoredInBf16) {
+  auto bf16 = make_cuda_backend(0, /*bf16=*/true);
+  ASSERT_TRUE(bf16->bf16_storage());
+  ASSERT_FALSE(gpu->bf16_storage());
+  struct Low {  // a bf16 buffer on the GPU
+    Buf<uint16_t> b;
+    Ptr<float> p() { return Ptr<float>::bf16(b.data()); }
+  };
+  auto bits = [](const Vec& v) {
+    std::vector<uint16_t> h(v.size());
+    const Vec r = rounded_to_bf16(v);
+    for (size_t i = 0; i < v.size(); ++i) {
+      uint32_t u;
+      std::memcpy(&u, &r[i], 4);
+      h[i] = static_cast<uint16_t>(u >> 16);
+    }
+    return h;
+  };
+  auto low = [&](const Vec& v) {
+    Low l{Buf<uint16_t>(*bf16, v.size())};
+    to_device(*bf16, l.b.data(), bits(v));
+    return l;
+  };
+  auto read = [&](Low& l) {
+    Vec v(l.b.size());
+    const std::vector<uint16_t> h = to_host(*bf16, l.b.data(), l.b.size());
+    for (size_t i = 0; i < v.size(); ++i) {
+      const uint32_t u = uint32_t{h[i]} << 16;
+      std::memcpy(&v[i], &u, 4);
+    }
+    return v;
+  };
+  auto on_cpu = [&](const Vec& v) {
+    auto b = std::make_unique<Buf<float>>(*cpu, v.size());
+    to_device(*cpu, b->data(), v);
+    return b;
+  };
+  auto cpu_vec = [&](Buf<float>& b) { return to_host(*cpu, b.data(), b.size()); };
+  auto expect_near = [](const Vec& want, const Vec& got, double rel, const std::string& what) {
+    ASSERT_EQ(want.size(), got.size());
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-6 + rel * std::fabs(want[i])) << what << " element " << i;
+  };
+  const double exact = 0, unit = 1.0 / 256, fp32 = 2e-5;
+  for (const int d : {48, 22}) {
+    SCOPED_TRACE("row width " + std::to_string(d));
+    const int R = 37, K = 3, T = 12;  // R rows; T tokens of K pairs
+    const Vec x = random(R * d, 81);
+    std::vector<int32_t> idx(R);
+    for (int i = 0; i < R; ++i) idx[i] = i % 5 == 2 ? -1 : (i * 7) % R;
+    Buf<int32_t> ig(*bf16, R), ic(*cpu, R);
+    to_device(*bf16, ig.data(), idx);
+    to_device(*cpu, ic.data(), idx);
+    // gather: fp32 -> bf16 and bf16 -> bf16
+    Buf<float> xg(*bf16, R * d);
+    to_device(*bf16, xg.data(), x);
+    Low out{Buf<uint16_t>(*bf16, R * d)}, again{Buf<uint16_t>(*bf16, R * d)};
+    bf16->gather_rows(out.p(), xg, ig, R, d);
+    auto xc = on_cpu(x), oc = on_cpu(Vec(R * d));
+    cpu->gather_rows(*oc, *xc, ic, R, d);
+    const Vec gathered = rounded_to_bf16(cpu_vec(*oc));
+    expect_near(gathered, read(out), exact, "gather into bf16");
+    Low xl = low(x);
+    bf16->gather_rows(again.p(), xl.p(), ig, R, d);
+    expect_near(gathered, read(again), exact, "gather from bf16");
+
+    // SwiGLU forward and backward: gu, act, dgu in bf16, dact in fp32
+    const Vec gu = rounded_to_bf16(random(R * 2 * d, 82)), dact = random(R * d, 83);
+    Low gul = low(gu), act{Buf<uint16_t>(*bf16, R * d)}, dgu{Buf<uint16_t>(*bf16, R * 2 * d)};
+    Buf<float> dactg(*bf16, R * d);
+    to_device(*bf16, dactg.data(), dact);
+    bf16->swiglu_forward(act.p(), gul.p(), R, d);
+    bf16->swiglu_backward(dgu.p(), dactg, gul.p(), R, d);
+    auto guc = on_cpu(gu), actc = on_cpu(Vec(R * d)), dactc = on_cpu(dact), dguc = on_cpu(Vec(R * 2 * d));
+    cpu->swiglu_forward(*actc, *guc, R, d);
+    cpu->swiglu_backward(*dguc, *dactc, *guc, R, d);
+    expect_near(rounded_to_bf16(cpu_vec(*actc)), read(act), unit, "swiglu in bf16");
+    expect_near(rounded_to_bf16(cpu_vec(*dguc)), read(dgu), unit, "swiglu backward in bf16");
+
+    // The gate-weighted sum and its backward over bf16 rows y [R, d]; out, dout, w, dw in fp32.
+    std::vector<int32_t> pair_row(T * K);
+    for (int p = 0; p < T * K; ++p) pair_row[p] = p % 7 == 3 ? -1 : (p * 5) % R;
+    Buf<int32_t> prg(*bf16, T * K), prc(*cpu, T * K);
+    to_device(*bf16, prg.data(), pair_row);
+    to_device(*cpu, prc.data(), pair_row);
+    const Vec y = rounded_to_bf16(random(R * d, 84)), w = random(T * K, 85), acc0 = random(T * d, 86);
+    Low yl = low(y), dy = low(Vec(R * d));
+    Buf<float> wg(*bf16, T * K), accg(*bf16, T * d), dwg(*bf16, T * K);
+    to_device(*bf16, wg.data(), w);
+    to_device(*bf16, accg.data(), acc0);
+    bf16->weighted_sum_rows(accg, yl.p(), prg, wg, T, K, d);
+    bf16->weighted_sum_rows_backward(dy.p(), dwg, accg, yl.p(), prg, wg, T, K, d);
+    auto yc = on_cpu(y), wc = on_cpu(w), accc = on_cpu(acc0), dyc = on_cpu(Vec(R * d)), dwc = on_cpu(Vec(T * K));
+    cpu->weighted_sum_rows(*accc, *yc, prc, *wc, T, K, d);
+    cpu->weighted_sum_rows_backward(*dyc, *dwc, *accc, *yc, prc, *wc, T, K, d);
+    expect_near(cpu_vec(*accc), to_host(*bf16, accg.data(), T * d), fp32, "weighted sum of bf16 rows");
+    expect_near(cpu_vec(*dwc), to_host(*bf16, dwg.data(), T * K), fp32, "weighted sum backward dw");
+    // dy = w * dout: one fp32 product, rounded once on both sides (dout agrees to fp32 tolerance)
+    expect_near(rounded_to_bf16(cpu_vec(*dyc)), read(dy), unit, "weighted sum backward dy in bf16");
+
+    // A product reading a bf16 operand and writing bf16: C [R, 8] = A [R, d] B^T, B [8, d] in fp32.
+    const Vec b = random(8 * d, 87);
+    Buf<float> bg(*bf16, 8 * d);
+    to_device(*bf16, bg.data(), b);
+    Low c{Buf<uint16_t>(*bf16, R * 8)};
+    bf16->gemm({false, true, R, 8, d, 1.f, xl.p(), d, bg, d, 0.f, c.p(), 8});
+    auto ac = on_cpu(rounded_to_bf16(x)), bc = on_cpu(rounded_to_bf16(b)), cc = on_cpu(Vec(R * 8));
+    cpu->gemm({false, true, R, 8, d, 1.f, *ac, d, *bc, d, 0.f, *cc, 8});
+    expect_near(rounded_to_bf16(cpu_vec(*cc)), read(c), unit, "product into bf16");
+  }
+}
+
 // Many rows of one token (more than the kernel lists at once) and columns that are not a
 // multiple of its tile: the same sums, in the same order, as the CPU.
 TEST_F(CudaVsCpu, EmbeddingBackwardOfManyRepeatedTokens) {

@@ -88,23 +88,26 @@ class CudaVsCpuGroupedGemm : public ::testing::Test {
   // Runs the problems as one batch with layout (ta, tb), each operand in a region of its own at a
   // multiple of 8 elements, and compares every element of C (untouched ones too).
   void check_on(Backend<float>& gpu, const std::vector<Problem>& ps, bool ta, bool tb) {
-    std::vector<GemmArgs<float>> args;  // offsets into the buffers, pointers set below
+    std::vector<GemmArgs<float>> args;  // pointers set below
+    struct Offsets {
+      int64_t a, b, c;
+    };
+    std::vector<Offsets> at;  // of each problem's operands in the buffers
     int64_t na = 0, nb = 0, nc = 0;
     for (const Problem& p : ps) {
       GemmArgs<float> g{ta, tb, p.m, p.n, p.k, p.alpha, nullptr, (ta ? p.m : p.k) + p.pad, nullptr,
                         (tb ? p.k : p.n) + p.pad, p.beta, nullptr, p.n + p.cpad};
-      g.a = reinterpret_cast<float*>(na);
-      g.b = reinterpret_cast<float*>(nb);
+      Offsets o{na, nb, nc};
       na = round8(na + (int64_t)(ta ? p.k : p.m) * g.lda);
       nb = round8(nb + (int64_t)(tb ? p.n : p.k) * g.ldb);
       if (p.same_c) {
-        g.c = args.back().c;
+        o.c = at.back().c;
         g.ldc = args.back().ldc;
       } else {
-        g.c = reinterpret_cast<float*>(nc);
         nc = round8(nc + (int64_t)p.m * g.ldc);
       }
       args.push_back(g);
+      at.push_back(o);
     }
     const Vec a = random_bf16(na, 1), b = random_bf16(nb, 2), c0 = random_bf16(nc, 3);
     Buf<float> ag(gpu, na), bg(gpu, nb), cg(gpu, nc);
@@ -112,18 +115,19 @@ class CudaVsCpuGroupedGemm : public ::testing::Test {
     to_device(gpu, bg.data(), b);
     to_device(gpu, cg.data(), c0);
     std::vector<GemmArgs<float>> dev = args;
-    for (auto& g : dev) {
-      g.a = ag.data() + reinterpret_cast<int64_t>(g.a);
-      g.b = bg.data() + reinterpret_cast<int64_t>(g.b);
-      g.c = cg.data() + reinterpret_cast<int64_t>(g.c);
+    for (size_t i = 0; i < dev.size(); ++i) {
+      dev[i].a = ag.data() + at[i].a;
+      dev[i].b = bg.data() + at[i].b;
+      dev[i].c = cg.data() + at[i].c;
     }
     gpu.gemm_batch(dev);
     const Vec got = to_host(gpu, cg.data(), nc);
 
     std::vector<double> want(c0.begin(), c0.end()), bound(nc, 0.0);  // in batch order
-    for (const auto& g : args) {
-      const float *A = a.data() + reinterpret_cast<int64_t>(g.a), *B = b.data() + reinterpret_cast<int64_t>(g.b);
-      const int64_t c = reinterpret_cast<int64_t>(g.c);
+    for (size_t p = 0; p < args.size(); ++p) {
+      const GemmArgs<float>& g = args[p];
+      const float *A = a.data() + at[p].a, *B = b.data() + at[p].b;
+      const int64_t c = at[p].c;
       for (int i = 0; i < g.m; ++i)
         for (int j = 0; j < g.n; ++j) {
           double sum = 0, abs = 0;

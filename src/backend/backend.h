@@ -2,12 +2,14 @@
 // the model, MoE layer and optimizer never touch buffer contents except through these ops or
 // explicit to_host/to_device copies, so a CUDA backend plugs in without touching model code.
 // T is the compute type: float for training, double for finite-difference tests on CPU.
-// Shapes are in comments as [rows, cols], row-major.
+// Shapes are in comments as [rows, cols], row-major. Operands passed as Ptr may be stored in bf16
+// where the backend stores activations so (bf16_storage()); T* ones are always in T.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "backend/ptr.h"
 #include "moe/route_stats.h"
 #include "moe/sort_pairs.h"
 
@@ -18,12 +20,12 @@ struct GemmArgs {  // C = alpha * op(A) op(B) + beta * C, row-major, as cblas_?g
   bool trans_a = false, trans_b = false;
   int m = 0, n = 0, k = 0;
   T alpha = 1;
-  const T* a = nullptr;
+  Ptr<const T> a;
   int lda = 0;
-  const T* b = nullptr;
+  Ptr<const T> b;
   int ldb = 0;
   T beta = 0;
-  T* c = nullptr;
+  Ptr<T> c;
   int ldc = 0;
   bool fp32 = false;  // full fp32 products even under bf16 precision (the router, as large frameworks do)
 };
@@ -48,6 +50,9 @@ class Backend {
   // The parameter buffer, which changes only through this backend's ops: a backend may keep a
   // low-precision copy of it for its matrix products (bf16 on CUDA).
   virtual void set_weights(const T* /*w*/, int64_t /*n*/) {}
+  // Whether activations that the model marks so (ActBuf) are stored in bf16: the CUDA backend
+  // under precision: bf16, whose products round their inputs to bf16 anyway.
+  virtual bool bf16_storage() const { return false; }
 
   // Elementwise.
   virtual void fill(T* x, T value, int64_t n) = 0;
@@ -86,8 +91,8 @@ class Backend {
                                   int batch, int seq, int n_heads, int head_dim) = 0;
 
   // act = silu(g) * u with gu [R, 2n] = [g | u], act [R, n].
-  virtual void swiglu_forward(T* act, const T* gu, int rows, int n) = 0;
-  virtual void swiglu_backward(T* dgu, const T* dact, const T* gu, int rows, int n) = 0;
+  virtual void swiglu_forward(Ptr<T> act, Ptr<const T> gu, int rows, int n) = 0;
+  virtual void swiglu_backward(Ptr<T> dgu, const T* dact, Ptr<const T> gu, int rows, int n) = 0;
 
   // Softmax cross-entropy: logits [R, V] are replaced by scale * dloss/dlogits,
   // losses [R] get -log p(target). Returns the sum of losses.
@@ -95,18 +100,18 @@ class Backend {
                                T scale) = 0;
 
   // out[r] = idx[r] >= 0 ? in[idx[r]] : 0.                    out [n, d]
-  virtual void gather_rows(T* out, const T* in, const int32_t* idx, int n, int d) = 0;
+  virtual void gather_rows(Ptr<T> out, Ptr<const T> in, const int32_t* idx, int n, int d) = 0;
   // out[o] (= or +=) sum of in[idx[i]] for i in [offsets[o], offsets[o+1]).   out [n_out, d]
   virtual void sum_rows(T* out, const T* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
                         bool accumulate) = 0;
   // The gate-weighted sum over a token's experts, reading each pair's row where it lies (the
   // dispatcher's unpermute fused in): out[r] += sum_k w[p] * y[idx[p]], p = r*K+k, over pairs
   // with idx[p] >= 0 and w[p] != 0.                              out [R, d], w/idx [R*K]
-  virtual void weighted_sum_rows(T* out, const T* y, const int32_t* idx, const T* w, int rows, int k, int d) = 0;
+  virtual void weighted_sum_rows(T* out, Ptr<const T> y, const int32_t* idx, const T* w, int rows, int k, int d) = 0;
   // Its backward, scattered back to the rows: dy[idx[p]] = w[p] * dout[r] and
   // dw[p] = dot(dout[r], y[idx[p]]) (0 where idx[p] < 0; other rows of dy are left as they are).
-  virtual void weighted_sum_rows_backward(T* dy, T* dw, const T* dout, const T* y, const int32_t* idx, const T* w,
-                                          int rows, int k, int d) = 0;
+  virtual void weighted_sum_rows_backward(Ptr<T> dy, T* dw, const T* dout, Ptr<const T> y, const int32_t* idx,
+                                          const T* w, int rows, int k, int d) = 0;
 
   // The router's per-token part (moe/route_row.h) for `rows` tokens: logits [rows, N] and bias
   // [N] -> scores [rows, N], sel [rows, K], gate [rows, K].
@@ -174,6 +179,8 @@ class Buf {
   int64_t size() const { return n_; }
   operator U*() { return p_; }
   operator const U*() const { return p_; }
+  operator Ptr<U>() { return p_; }
+  operator Ptr<const U>() const { return p_; }
 
  private:
   void release() {
@@ -185,6 +192,31 @@ class Buf {
   void (*free_)(void*, void*) = nullptr;
   void* owner_ = nullptr;
 };
+
+// n activations stored as the backend stores them (Backend::bf16_storage): in T, or in bf16.
+template <typename T>
+class ActBuf {
+ public:
+  // Grows to at least n elements, as Buf::ensure.
+  void ensure(Backend<T>& be, int64_t n) {
+    bf16_ = be.bf16_storage();
+    bytes_.ensure(be, n * static_cast<int64_t>(bf16_ ? 2 : sizeof(T)));
+  }
+  Ptr<T> ptr() { return bf16_ ? Ptr<T>::bf16(bytes_.data()) : Ptr<T>(reinterpret_cast<T*>(bytes_.data())); }
+  Ptr<const T> ptr() const { return const_cast<ActBuf*>(this)->ptr(); }
+  operator Ptr<T>() { return ptr(); }
+  operator Ptr<const T>() const { return ptr(); }
+
+ private:
+  Buf<uint8_t> bytes_;
+  bool bf16_ = false;
+};
+
+// p as the backend stores activations: the view of a buffer of T that serves either storage.
+template <typename T>
+Ptr<T> stored(const Backend<T>& be, T* p) {
+  return be.bf16_storage() ? Ptr<T>::bf16(p) : Ptr<T>(p);
+}
 
 template <typename T, typename U>
 std::vector<U> to_host(Backend<T>& be, const U* src, int64_t n) {

@@ -87,7 +87,7 @@ class CpuBackend final : public Backend<T> {
     if (g.k == 0) {  // BLAS leaves C alone when k = 0; the math says C = beta * C
       for (int i = 0; i < g.m; ++i)
         for (int j = 0; j < g.n; ++j) {
-          T& c = g.c[(int64_t)i * g.ldc + j];
+          T& c = g.c.get()[(int64_t)i * g.ldc + j];
           c = g.beta == T(0) ? T(0) : c * g.beta;  // as BLAS: beta = 0 overwrites, NaN included
         }
       return;
@@ -233,7 +233,9 @@ class CpuBackend final : public Backend<T> {
     }
   }
 
-  void swiglu_forward(T* act, const T* gu, int rows, int n) override {
+  void swiglu_forward(Ptr<T> act_ptr, Ptr<const T> gu_ptr, int rows, int n) override {
+    T* act = act_ptr.get();
+    const T* gu = gu_ptr.get();
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r) {
       const T* g = gu + (int64_t)r * 2 * n;
@@ -242,7 +244,9 @@ class CpuBackend final : public Backend<T> {
       for (int j = 0; j < n; ++j) a[j] = g[j] / (T(1) + std::exp(-g[j])) * u[j];
     }
   }
-  void swiglu_backward(T* dgu, const T* dact, const T* gu, int rows, int n) override {
+  void swiglu_backward(Ptr<T> dgu_ptr, const T* dact, Ptr<const T> gu_ptr, int rows, int n) override {
+    T* dgu = dgu_ptr.get();
+    const T* gu = gu_ptr.get();
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r) {
       const T* g = gu + (int64_t)r * 2 * n;
@@ -277,7 +281,9 @@ class CpuBackend final : public Backend<T> {
     return total;
   }
 
-  void gather_rows(T* out, const T* in, const int32_t* idx, int n, int d) override {
+  void gather_rows(Ptr<T> out_ptr, Ptr<const T> in_ptr, const int32_t* idx, int n, int d) override {
+    T* out = out_ptr.get();
+    const T* in = in_ptr.get();
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < n; ++r) {
       T* o = out + (int64_t)r * d;
@@ -299,7 +305,9 @@ class CpuBackend final : public Backend<T> {
       }
     }
   }
-  void weighted_sum_rows(T* out, const T* y, const int32_t* idx, const T* w, int rows, int k, int d) override {
+  void weighted_sum_rows(T* out, Ptr<const T> y_ptr, const int32_t* idx, const T* w, int rows, int k,
+                         int d) override {
+    const T* y = y_ptr.get();
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r) {
       T* o = out + (int64_t)r * d;
@@ -334,8 +342,10 @@ class CpuBackend final : public Backend<T> {
                        int rows) override {
     route_backward_on_host(spec, scores, sel, logits, dgate, balance, partial, loss_scale, rows, dlogits);
   }
-  void weighted_sum_rows_backward(T* dy, T* dw, const T* dout, const T* y, const int32_t* idx, const T* w, int rows,
-                                  int k, int d) override {
+  void weighted_sum_rows_backward(Ptr<T> dy_ptr, T* dw, const T* dout, Ptr<const T> y_ptr, const int32_t* idx,
+                                  const T* w, int rows, int k, int d) override {
+    T* dy = dy_ptr.get();
+    const T* y = y_ptr.get();
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r) {
       const T* g = dout + (int64_t)r * d;

@@ -65,8 +65,8 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
                                                    moe_scratch_));
       bias_.emplace_back(cfg.moe.n_routed, 0.0f);
     } else {
-      a.ffn_gu.reset(be, R * 2 * m.dense_hidden);
-      a.ffn_act.reset(be, R * m.dense_hidden);
+      a.ffn_gu.ensure(be, R * 2 * m.dense_hidden);
+      a.ffn_act.ensure(be, R * m.dense_hidden);
     }
   }
   tokens_.reset(be, R);
@@ -81,7 +81,7 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
   dtmp_.reset(be, R * d);
   dqkv_.reset(be, R * 3 * d);
   att_scratch_.reset(be, be.attention_scratch_size(max_seqs, m.seq_len, m.n_heads));
-  dgu_.reset(be, R * 2 * m.dense_hidden);
+  dgu_.ensure(be, R * 2 * m.dense_hidden);
   dact_.reset(be, R * m.dense_hidden);
 }
 
@@ -164,7 +164,7 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"), nullptr, nullptr,
                          nullptr, d, m.dense_hidden};
-      swiglu_experts_forward(be_, w, {{0, R}}, a.ln2.data(), a.ffn_gu.data(), a.ffn_act.data(), next);
+      swiglu_experts_forward<T>(be_, w, {{0, R}}, a.ln2, a.ffn_gu, a.ffn_act, next);
     }
     be_.add(next, a.h, (int64_t)R * d);
   }
@@ -208,8 +208,7 @@ void Model<T>::backward() {
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"),
                          g(pre + "ffn/w_gate"), g(pre + "ffn/w_up"), g(pre + "ffn/w_down"), d, m.dense_hidden};
-      swiglu_experts_backward(be_, w, {{0, R}}, a.ln2.data(), a.ffn_gu.data(), a.ffn_act.data(), dx_.data(),
-                              dgu_.data(), dact_.data(), dtmp_.data());
+      swiglu_experts_backward<T>(be_, w, {{0, R}}, a.ln2, a.ffn_gu, a.ffn_act, dx_, dgu_, dact_, dtmp_);
     }
     be_.rmsnorm_backward(dh_, g(pre + "ffn_norm"), dtmp_, a.h, p(pre + "ffn_norm"), a.rstd2, R, d);
 

@@ -62,7 +62,8 @@ class Model {
 
  private:
   struct LayerActs {  // what one layer keeps for its backward
-    Buf<T> x, ln1, rstd1, qkv, att, att_saved, h, ln2, rstd2, ffn_gu, ffn_act;
+    Buf<T> x, ln1, rstd1, qkv, att, att_saved, h, ln2, rstd2;
+    ActBuf<T> ffn_gu, ffn_act;  // dense layers
   };
   T* p(const std::string& name) { return params_.data() + table_.get(name).offset; }
   T* g(const std::string& name) { return grads_.data() + table_.get(name).offset; }
@@ -83,7 +84,8 @@ class Model {
   double loss_scale_ = 1, ce_scale_ = 0;
   Buf<int32_t> tokens_, targets_;
   Buf<T> xs_final_, ln_f_, rstd_f_, logits_, losses_;
-  Buf<T> dx_, dh_, dtmp_, dqkv_, att_scratch_, dgu_, dact_;
+  Buf<T> dx_, dh_, dtmp_, dqkv_, att_scratch_, dact_;
+  ActBuf<T> dgu_;
 };
 
 }  // namespace dsmoe

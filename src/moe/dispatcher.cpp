@@ -207,22 +207,25 @@ void Dispatcher<T>::plan_local(const int32_t* sel, int tokens, int k) {
 }
 
 template <typename T>
-void Dispatcher<T>::start_exchange(const T* send, const std::vector<int64_t>& send_rows,
-                                   const std::vector<int64_t>& send_off, T* recv, const std::vector<int64_t>& recv_rows,
-                                   const std::vector<int64_t>& recv_off) {
-  ep_.start_alltoallv(send, send_rows, send_off, recv, recv_rows, recv_off, (int64_t)d_ * sizeof(T));
-  stats_.bytes_sent += sum(send_rows) * d_ * (int64_t)sizeof(T);
+void Dispatcher<T>::start_exchange(Ptr<const T> send, const std::vector<int64_t>& send_rows,
+                                   const std::vector<int64_t>& send_off, Ptr<T> recv,
+                                   const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off) {
+  DSMOE_ASSERT(send.is_bf16() == recv.is_bf16());
+  const int64_t row_bytes = d_ * (int64_t)send.element_bytes();
+  ep_.start_alltoallv(send.raw(), send_rows, send_off, recv.raw(), recv_rows, recv_off, row_bytes);
+  stats_.bytes_sent += sum(send_rows) * row_bytes;
 }
 
 template <typename T>
-void Dispatcher<T>::exchange(const T* send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_off,
-                             T* recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off) {
+void Dispatcher<T>::exchange(Ptr<const T> send, const std::vector<int64_t>& send_rows,
+                             const std::vector<int64_t>& send_off, Ptr<T> recv, const std::vector<int64_t>& recv_rows,
+                             const std::vector<int64_t>& recv_off) {
   start_exchange(send, send_rows, send_off, recv, recv_rows, recv_off);
   ep_.wait_alltoallv();
 }
 
 template <typename T>
-void Dispatcher<T>::dispatch(T* xe, const T* x) {
+void Dispatcher<T>::dispatch(Ptr<T> xe, const T* x) {
   dispatch_start(xe, x);
   dispatch_finish(xe);
 }
@@ -230,42 +233,45 @@ void Dispatcher<T>::dispatch(T* xe, const T* x) {
 // The own rows are gathered after the exchange has started: on a GPU the gather then runs while
 // the tokens travel (NCCL has a stream of its own), instead of before them.
 template <typename T>
-void Dispatcher<T>::dispatch_start(T* xe, const T* x) {
+void Dispatcher<T>::dispatch_start(Ptr<T> xe, const T* x) {
   if (ep_.size() > 1) {
-    be_.gather_rows(send_buf_, x, unit_token_, units_, d_);
-    start_exchange(send_buf_, unit_send_count_, unit_send_off_, units_buf_, unit_recv_count_, unit_recv_off_);
+    const Ptr<T> send = stored(be_, send_buf_.data());
+    be_.gather_rows(send, x, unit_token_, units_, d_);
+    start_exchange(send, unit_send_count_, unit_send_off_, stored(be_, units_buf_.data()), unit_recv_count_,
+                   unit_recv_off_);
   }
   be_.gather_rows(xe + (int64_t)self_off_ * d_, x, self_token_, self_rows_, d_);
 }
 
 template <typename T>
-void Dispatcher<T>::dispatch_finish(T* xe) {
+void Dispatcher<T>::dispatch_finish(Ptr<T> xe) {
   if (ep_.size() == 1) return;
   ep_.wait_alltoallv();
   place_received(xe);
 }
 
 template <typename T>
-void Dispatcher<T>::place_received(T* xe) {
+void Dispatcher<T>::place_received(Ptr<T> xe) {
   const int after = self_off_ + self_rows_;
-  be_.gather_rows(xe, units_buf_, expand_, self_off_, d_);
-  be_.gather_rows(xe + (int64_t)after * d_, units_buf_, expand_.data() + self_off_, rows_ - after, d_);
+  const Ptr<T> units = stored(be_, units_buf_.data());
+  be_.gather_rows(xe, units, expand_, self_off_, d_);
+  be_.gather_rows(xe + (int64_t)after * d_, units, expand_.data() + self_off_, rows_ - after, d_);
 }
 
 template <typename T>
-void Dispatcher<T>::redispatch(T* xe, const T* x) {
+void Dispatcher<T>::redispatch(Ptr<T> xe, const T* x) {
   be_.gather_rows(xe + (int64_t)self_off_ * d_, x, self_token_, self_rows_, d_);
   if (ep_.size() > 1) place_received(xe);
 }
 
 template <typename T>
-void Dispatcher<T>::combine(T* yc) {
+void Dispatcher<T>::combine(Ptr<T> yc) {
   if (ep_.size() == 1) return;
   exchange(yc, pair_recv_count_, pair_recv_off_, yc + (int64_t)rows_ * d_, pair_send_count_, pair_back_off_);
 }
 
 template <typename T>
-void Dispatcher<T>::combine_backward(T* dyc) {
+void Dispatcher<T>::combine_backward(Ptr<T> dyc) {
   if (ep_.size() == 1) return;
   exchange(dyc + (int64_t)rows_ * d_, pair_send_count_, pair_back_off_, dyc, pair_recv_count_, pair_recv_off_);
 }

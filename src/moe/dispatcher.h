@@ -57,16 +57,18 @@ class Dispatcher {
   // [tokens*K]: the row of the combine buffer that holds pair p's result, -1 if p was dropped.
   const int32_t* pair_row() const { return pair_row_.data(); }
 
-  void dispatch(T* xe, const T* x);      // x [tokens, d] -> xe [rows, d]
+  // xe and the combine buffer are stored as the backend stores activations (Backend::bf16_storage:
+  // bf16 rows on the wire too); dx and dxe are in T.
+  void dispatch(Ptr<T> xe, const T* x);  // x [tokens, d] -> xe [rows, d]
   // dispatch in two halves, so that the own rows can be computed while the others travel: start
   // gathers the own rows and sends the rest; finish places what arrived. x must stay unchanged.
-  void dispatch_start(T* xe, const T* x);
-  void dispatch_finish(T* xe);
+  void dispatch_start(Ptr<T> xe, const T* x);
+  void dispatch_finish(Ptr<T> xe);
   // The rows of the last dispatch again, into xe, from the same x and the received rows kept
   // since the exchange (no communication): the backward rebuilds xe instead of keeping it.
-  void redispatch(T* xe, const T* x);
-  void combine(T* yc);                   // yc [combine_rows, d]: [0, rows) written by the experts; fills the rest
-  void combine_backward(T* dyc);         // dyc [combine_rows, d]: the gradients of the pairs' rows -> dye = [0, rows)
+  void redispatch(Ptr<T> xe, const T* x);
+  void combine(Ptr<T> yc);            // yc [combine_rows, d]: [0, rows) written by the experts; fills the rest
+  void combine_backward(Ptr<T> dyc);  // dyc [combine_rows, d]: the gradients of the pairs' rows -> dye = [0, rows)
   void dispatch_backward(T* dx, const T* dxe);  // dx [tokens, d] += sum of its rows of dxe [rows, d]
   DispatchStats& stats() { return stats_; }
   // Rows sent to / received from each rank (0 for this rank) by the last plan: units (dispatch)
@@ -79,13 +81,13 @@ class Dispatcher {
  private:
   // Sends rows of backend tensors and counts the bytes; start_exchange's may still be in flight
   // (Comm::start_alltoallv).
-  void start_exchange(const T* send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_off,
-                      T* recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off);
-  void exchange(const T* send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_off, T* recv,
-                const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off);
+  void start_exchange(Ptr<const T> send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_off,
+                      Ptr<T> recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off);
+  void exchange(Ptr<const T> send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_off,
+                Ptr<T> recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off);
   template <typename I>
   void upload(Buf<I>& buf, const std::vector<I>& host);
-  void place_received(T* xe);  // the received units into their rows of xe
+  void place_received(Ptr<T> xe);  // the received units into their rows of xe
 
   Backend<T>& be_;
   Comm& ep_;
@@ -109,6 +111,7 @@ class Dispatcher {
   // block, then after it); unit_off/unit_idx lists each unit's rows of xe.
   Buf<int32_t> expand_, unit_off_, unit_idx_;
   Buf<int32_t> counts_, sort_hist_;  // plan_local's
+  // The units going out and coming in: as activations are stored forward, in T backward.
   Buf<T> send_buf_, units_buf_;
   DispatchStats stats_;
 };

@@ -4,7 +4,7 @@ namespace dsmoe {
 
 template <typename T>
 void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
-                            const T* x, T* gu, T* act, T* y) {
+                            Ptr<const T> x, Ptr<T> gu, Ptr<T> act, Ptr<T> y) {
   const int d = w.d, n = w.hidden;
   const int64_t wsz = (int64_t)n * d;
   std::vector<GemmArgs<T>> up, down;
@@ -13,7 +13,7 @@ void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std
     const int m = b.rows;
     const int64_t e = b.expert;
     if (m > 0) {
-      const T* xe = x + off * d;
+      const Ptr<const T> xe = x + off * d;
       up.push_back({false, true, m, n, d, T(1), xe, d, w.w_gate + e * wsz, d, T(0), gu + off * 2 * n, 2 * n});
       up.push_back({false, true, m, n, d, T(1), xe, d, w.w_up + e * wsz, d, T(0), gu + off * 2 * n + n, 2 * n});
       down.push_back({false, true, m, d, n, T(1), act + off * n, n, w.w_down + e * wsz, n, T(0), y + off * d, d});
@@ -27,7 +27,8 @@ void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std
 
 template <typename T>
 void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
-                             const T* x, const T* gu, const T* act, const T* dy, T* dgu, T* dact, T* dx) {
+                             Ptr<const T> x, Ptr<const T> gu, Ptr<const T> act, Ptr<const T> dy, Ptr<T> dgu, T* dact,
+                             T* dx) {
   const int d = w.d, n = w.hidden;
   const int64_t wsz = (int64_t)n * d;
   std::vector<GemmArgs<T>> first, second;
@@ -36,11 +37,10 @@ void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const st
     const int m = b.rows;
     const int64_t e = b.expert;
     if (m > 0) {
-      const T* dye = dy + off * d;
+      const Ptr<const T> dye = dy + off * d;
       first.push_back({false, false, m, n, d, T(1), dye, d, w.w_down + e * wsz, n, T(0), dact + off * n, n});
       first.push_back({true, false, d, n, m, T(1), dye, d, act + off * n, n, T(1), w.g_down + e * wsz, n});
-      const T* dg = dgu + off * 2 * n;
-      const T* xe = x + off * d;
+      const Ptr<const T> dg = dgu + off * 2 * n, xe = x + off * d;
       second.push_back({false, false, m, d, n, T(1), dg, 2 * n, w.w_gate + e * wsz, d, T(0), dx + off * d, d});
       second.push_back({false, false, m, d, n, T(1), dg + n, 2 * n, w.w_up + e * wsz, d, T(1), dx + off * d, d});
       second.push_back({true, false, n, d, m, T(1), dg, 2 * n, xe, d, T(1), w.g_gate + e * wsz, d});
@@ -54,13 +54,14 @@ void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const st
 }
 
 template void swiglu_experts_forward(Backend<float>&, const SwiGluWeights<float>&, const std::vector<RowBlock>&,
-                                     const float*, float*, float*, float*);
+                                     Ptr<const float>, Ptr<float>, Ptr<float>, Ptr<float>);
 template void swiglu_experts_forward(Backend<double>&, const SwiGluWeights<double>&, const std::vector<RowBlock>&,
-                                     const double*, double*, double*, double*);
+                                     Ptr<const double>, Ptr<double>, Ptr<double>, Ptr<double>);
 template void swiglu_experts_backward(Backend<float>&, const SwiGluWeights<float>&, const std::vector<RowBlock>&,
-                                      const float*, const float*, const float*, const float*, float*, float*, float*);
+                                      Ptr<const float>, Ptr<const float>, Ptr<const float>, Ptr<const float>,
+                                      Ptr<float>, float*, float*);
 template void swiglu_experts_backward(Backend<double>&, const SwiGluWeights<double>&, const std::vector<RowBlock>&,
-                                      const double*, const double*, const double*, const double*, double*, double*,
-                                      double*);
+                                      Ptr<const double>, Ptr<const double>, Ptr<const double>, Ptr<const double>,
+                                      Ptr<double>, double*, double*);
 
 }  // namespace dsmoe

@@ -28,11 +28,12 @@ struct SwiGluWeights {
 // x [rows, d] -> gu [rows, 2*hidden] (gate | up), act [rows, hidden], y [rows, d].
 template <typename T>
 void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
-                            const T* x, T* gu, T* act, T* y);
+                            Ptr<const T> x, Ptr<T> gu, Ptr<T> act, Ptr<T> y);
 
 // dy [rows, d] -> dx [rows, d] (written); weight gradients accumulated. dgu, dact: scratch.
 template <typename T>
 void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
-                             const T* x, const T* gu, const T* act, const T* dy, T* dgu, T* dact, T* dx);
+                             Ptr<const T> x, Ptr<const T> gu, Ptr<const T> act, Ptr<const T> dy, Ptr<T> dgu, T* dact,
+                             T* dx);
 
 }  // namespace dsmoe

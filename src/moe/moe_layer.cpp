@@ -16,12 +16,12 @@ MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlaceme
   const int64_t shared_rows = shared_hidden_ > 0 ? max_tokens : 0;
   logits_.reset(be, max_tokens * N);
   gate_.reset(be, pairs);
-  shared_gu_.reset(be, shared_rows * 2 * shared_hidden_);
-  shared_act_.reset(be, shared_rows * shared_hidden_);
+  shared_gu_.ensure(be, shared_rows * 2 * shared_hidden_);
+  shared_act_.ensure(be, shared_rows * shared_hidden_);
   // Expert rows: sized for one row per pair, which is every case on one rank; with expert
   // parallelism a rank may receive more, and the buffers grow (backend.h: Buf::ensure).
-  gu_.reset(be, pairs * 2 * n_);
-  yc_.reset(be, pairs * d);
+  gu_.ensure(be, pairs * 2 * n_);
+  yc_.ensure(be, pairs * d);
   scratch_.xe.ensure(be, pairs * d);
   scratch_.act.ensure(be, pairs * n_);
   scratch_.dgate.ensure(be, pairs);
@@ -106,8 +106,8 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   MoeParams<T> none;
   auto experts_on = [&](const RowSpan& span) {
     const int64_t r = span.first_row;
-    swiglu_experts_forward(be_, expert_weights(p, none), span.blocks, scratch_.xe.data() + r * d_,
-                           gu_.data() + r * 2 * n_, scratch_.act.data() + r * n_, yc_.data() + r * d_);
+    swiglu_experts_forward<T>(be_, expert_weights(p, none), span.blocks, scratch_.xe.ptr() + r * d_,
+                           gu_.ptr() + r * 2 * n_, scratch_.act.ptr() + r * n_, yc_.ptr() + r * d_);
   };
   // While the other ranks' tokens travel, the shared experts and the own tokens' experts run
   // (as DeepSeek overlaps them); without overlap, everything waits for the exchange.
@@ -115,7 +115,7 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   if (!overlap_) dispatcher_.dispatch_finish(scratch_.xe);
   times_.dispatch += now_seconds() - t0;
   if (shared_hidden_ > 0)
-    swiglu_experts_forward(be_, shared_weights(p, none), {{0, tokens}}, u, shared_gu_.data(), shared_act_.data(), out);
+    swiglu_experts_forward<T>(be_, shared_weights(p, none), {{0, tokens}}, u, shared_gu_, shared_act_, out);
   else
     be_.fill(out, T(0), (int64_t)tokens * d_);
   experts_on(dispatcher_.own_span());
@@ -144,16 +144,15 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
   times_.combine += now_seconds() - t0;
   dispatcher_.redispatch(scratch_.xe, u_);  // xe and act were sized for these rows by forward
   be_.swiglu_forward(scratch_.act, gu_, static_cast<int>(rows), n_);
-  swiglu_experts_backward(be_, expert_weights(p, g), dispatcher_.blocks(), scratch_.xe.data(), gu_.data(),
-                          scratch_.act.data(), scratch_.dyc.data(), scratch_.dgu.data(), scratch_.dact.data(),
-                          scratch_.dxe.data());
+  swiglu_experts_backward<T>(be_, expert_weights(p, g), dispatcher_.blocks(), scratch_.xe, gu_, scratch_.act,
+                          scratch_.dyc, scratch_.dgu, scratch_.dact, scratch_.dxe);
   t0 = now_seconds();
   dispatcher_.dispatch_backward(du, scratch_.dxe);
   times_.dispatch += now_seconds() - t0;
 
   if (shared_hidden_ > 0) {
-    swiglu_experts_backward(be_, shared_weights(p, g), {{0, tokens}}, u_, shared_gu_.data(), shared_act_.data(), dout,
-                            scratch_.dgu.data(), scratch_.dact.data(), scratch_.tmp.data());
+    swiglu_experts_backward<T>(be_, shared_weights(p, g), {{0, tokens}}, u_, shared_gu_, shared_act_, dout, scratch_.dgu,
+                            scratch_.dact, scratch_.tmp);
     be_.add(du, scratch_.tmp, (int64_t)tokens * d_);
   }
 

@@ -31,12 +31,14 @@ struct MoeTimes {
 // Scratch of the MoE layers. Layers run one after another, so one set, grown to the largest
 // need, serves them all. xe and act (the expert rows' inputs and SwiGLU activations, rows x
 // (d + hidden)) are not kept from forward to backward: the backward rebuilds them, with a gather
-// and an elementwise pass, which saves that much memory per layer.
+// and an elementwise pass, which saves that much memory per layer. The ActBufs hold what only
+// products read or what products write and elementwise ops read (bf16 under bf16 storage).
 template <typename T>
 struct MoeScratch {
   Buf<float> bias;
-  Buf<T> xe, act;
-  Buf<T> dyc, dgate, dxe, dgu, dact, tmp;  // dyc: the gradient of the combine buffer
+  ActBuf<T> xe, act;
+  ActBuf<T> dyc, dgu;  // dyc: the gradient of the combine buffer
+  Buf<T> dgate, dxe, dact, tmp;
 };
 
 template <typename T>
@@ -74,7 +76,8 @@ class MoeLayer {
   MoeTimes times_;
   // Saved activations; the expert buffers (rows this rank computes) grow as needed. yc: the
   // dispatcher's combine buffer, the experts' outputs and then the results other ranks return.
-  Buf<T> logits_, scores_, gu_, yc_, gate_, shared_gu_, shared_act_;
+  Buf<T> logits_, scores_, gate_;
+  ActBuf<T> gu_, yc_, shared_gu_, shared_act_;
   Buf<int32_t> sel_;
   Buf<double> partial_, totals_, balance_;  // the router's statistics (moe/route_stats.h)
   MoeScratch<T>& scratch_;

@@ -16,8 +16,11 @@ AllToAllFigures bench_all_to_all(Engine& engine, int iters) {
 
   Dispatcher<float> disp(be, ep, model.placement(), d);
   disp.plan(routing.sel, routing.kept, tokens, K);
-  Buf<float> x(be, (int64_t)tokens * d), xe(be, std::max(1, disp.rows()) * (int64_t)d),
-      yc(be, std::max(1, disp.combine_rows()) * (int64_t)d);
+  // Rows stored as training stores them (bf16 under precision: bf16), so the same bytes travel.
+  Buf<float> x(be, (int64_t)tokens * d);
+  ActBuf<float> xe, yc;
+  xe.ensure(be, std::max(1, disp.rows()) * (int64_t)d);
+  yc.ensure(be, std::max(1, disp.combine_rows()) * (int64_t)d);
   auto timed = [&](auto&& body) {
     body();  // untimed: the first call touches the buffers
     ep.barrier();
@@ -40,7 +43,7 @@ AllToAllFigures bench_all_to_all(Engine& engine, int iters) {
 
   // The same two exchanges (units out, pairs back: the same bytes to and from each rank)
   // between contiguous buffers.
-  const int64_t row_bytes = (int64_t)d * sizeof(float);
+  const int64_t row_bytes = (int64_t)d * xe.ptr().element_bytes();
   Buf<float> local(be, std::max<int64_t>(1, (int64_t)tokens * K * d)), remote(be, std::max(1, disp.rows()) * (int64_t)d);
   f.bare_s = timed([&] {
     ep.alltoallv(local, disp.unit_send_rows(), remote, disp.unit_recv_rows(), row_bytes);
