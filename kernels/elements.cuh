@@ -52,6 +52,11 @@ bool vectorizable(int64_t cols, const P&... ptrs) {
   return cols % 4 == 0 && (aligned(ptrs) && ...);
 }
 
+// Threads for a block that walks a row of `vecs` vectors: whole warps, at most 256.
+inline unsigned row_threads(int vecs) {
+  return static_cast<unsigned>(vecs <= 32 ? 32 : vecs >= 256 ? 256 : (vecs + 31) / 32 * 32);
+}
+
 // Calls f(q) with q the pointer as it is stored: float* or bf16_t* (const where Ptr's T is), so
 // that a launch inside f is instantiated for every storage it can meet.
 template <typename T, typename F>

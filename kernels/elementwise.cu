@@ -119,8 +119,7 @@ struct RowLaunch {
   unsigned blocks, threads;
 };
 RowLaunch row_launch(int rows, int vecs) {
-  return {static_cast<unsigned>(std::min(rows, 1 << 16)),
-          static_cast<unsigned>(std::clamp((vecs + 31) / 32 * 32, 32, kThreads))};
+  return {static_cast<unsigned>(std::min(rows, 1 << 16)), row_threads(vecs)};
 }
 
 // Whether n elements from each of these fp32 pointers can go 4 at a time.

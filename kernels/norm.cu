@@ -1,8 +1,10 @@
-// RMSNorm: one block per row; dw by a two-stage column reduction over fixed row chunks.
+// RMSNorm: one block per row, V elements a thread at a time (kernels/elements.cuh); dw by a
+// two-stage column reduction over fixed row chunks.
 #include <algorithm>
 
 #include "kernels/block_reduce.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/elements.cuh"
 #include "kernels/ops.cuh"
 
 namespace dsmoe::cuda {
@@ -11,27 +13,51 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxChunks = 64;  // row chunks for dw; fixed per row count, so the sum order is fixed
 
+template <int V>
 __global__ void rmsnorm_forward_kernel(float* out, float* rstd, const float* x, const float* w, int d, float eps) {
   const int64_t base = static_cast<int64_t>(blockIdx.x) * d;
   double ss = 0;
-  for (int j = threadIdx.x; j < d; j += blockDim.x) ss += static_cast<double>(x[base + j]) * x[base + j];
+  for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+    float xv[V];
+    load(xv, x + base + j);
+    for (int v = 0; v < V; ++v) ss += static_cast<double>(xv[v]) * xv[v];
+  }
   ss = block_sum(ss);
   const float s = static_cast<float>(1.0 / sqrt(ss / d + eps));
   if (threadIdx.x == 0) rstd[blockIdx.x] = s;
-  for (int j = threadIdx.x; j < d; j += blockDim.x) out[base + j] = x[base + j] * s * w[j];
+  for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+    float xv[V], wv[V];
+    load(xv, x + base + j);
+    load(wv, w + j);
+    for (int v = 0; v < V; ++v) xv[v] = xv[v] * s * wv[v];
+    store(out + base + j, xv);
+  }
 }
 
+template <int V>
 __global__ void rmsnorm_dx_kernel(float* dx, const float* dout, const float* x, const float* w, const float* rstd,
                                   int d) {
   const int64_t base = static_cast<int64_t>(blockIdx.x) * d;
   const float s = rstd[blockIdx.x];
   double dot = 0;  // sum over j of (g*w)_j * xhat_j
-  for (int j = threadIdx.x; j < d; j += blockDim.x)
-    dot += static_cast<double>(dout[base + j]) * w[j] * x[base + j] * s;
+  for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+    float g[V], xv[V], wv[V];
+    load(g, dout + base + j);
+    load(xv, x + base + j);
+    load(wv, w + j);
+    for (int v = 0; v < V; ++v) dot += static_cast<double>(g[v]) * wv[v] * xv[v] * s;
+  }
   dot = block_sum(dot);
   const float c = static_cast<float>(dot / d);
-  for (int j = threadIdx.x; j < d; j += blockDim.x)
-    dx[base + j] += s * (dout[base + j] * w[j] - x[base + j] * s * c);
+  for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
+    float g[V], xv[V], wv[V], o[V];
+    load(g, dout + base + j);
+    load(xv, x + base + j);
+    load(wv, w + j);
+    load(o, dx + base + j);
+    for (int v = 0; v < V; ++v) o[v] += s * (g[v] * wv[v] - xv[v] * s * c);
+    store(dx + base + j, o);
+  }
 }
 
 // partial[c][j] = sum over rows of chunk c of dout*x*rstd; grid (column blocks, chunks).
@@ -63,14 +89,20 @@ __global__ void rmsnorm_dw_final(float* dw, const float* partial, int chunks, in
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int rows, int d, float eps,
                      cudaStream_t s) {
   if (rows <= 0 || d <= 0) return;
-  rmsnorm_forward_kernel<<<rows, kThreads, 0, s>>>(out, rstd, x, w, d, eps);
+  if (vectorizable(d, Ptr<float>(out), Ptr<const float>(x), Ptr<const float>(w)))
+    rmsnorm_forward_kernel<4><<<rows, row_threads(d / 4), 0, s>>>(out, rstd, x, w, d, eps);
+  else
+    rmsnorm_forward_kernel<1><<<rows, row_threads(d), 0, s>>>(out, rstd, x, w, d, eps);
   CUDA_CHECK(cudaGetLastError());
 }
 
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
                       int rows, int d, cudaStream_t s) {
   if (rows <= 0 || d <= 0) return;
-  rmsnorm_dx_kernel<<<rows, kThreads, 0, s>>>(dx, dout, x, w, rstd, d);
+  if (vectorizable(d, Ptr<float>(dx), Ptr<const float>(dout), Ptr<const float>(x), Ptr<const float>(w)))
+    rmsnorm_dx_kernel<4><<<rows, row_threads(d / 4), 0, s>>>(dx, dout, x, w, rstd, d);
+  else
+    rmsnorm_dx_kernel<1><<<rows, row_threads(d), 0, s>>>(dx, dout, x, w, rstd, d);
   CUDA_CHECK(cudaGetLastError());
 
   const int chunks = std::min(rows, kMaxChunks);

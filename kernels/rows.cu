@@ -12,9 +12,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Threads for a block that walks one row of `vecs` vectors: a whole number of warps, at most kThreads.
-unsigned row_threads(int vecs) { return static_cast<unsigned>(std::clamp((vecs + 31) / 32 * 32, 32, kThreads)); }
-
 // One warp per row; d counts elements.
 template <int V, typename O, typename I>
 __global__ void gather_rows_kernel(O* out, const I* in, const int32_t* idx, int d, int n) {

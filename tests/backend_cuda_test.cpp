@@ -399,6 +399,41 @@ TEST_F(CudaVsCpu, NormsEmbeddingRopeSwiglu) {
   expect_same(dgu, "swiglu backward");
 }
 
+// The row and elementwise kernels go 4 elements at a time where widths and pointers allow
+// (the tests above); here every one takes its 1-element path: rows of 22, lengths of 1001.
+TEST_F(CudaVsCpu, RowKernelsOnWidthsThatAreNotMultiplesOfFour) {
+  const int R = 30, d = 22, n = 1001;
+  auto x = twin(random(R * d, 91)), w = twin(random(d, 92)), out = twin(Vec(R * d)), rstd = twin(Vec(R));
+  cpu->rmsnorm_forward(out.c, rstd.c, x.c, w.c, R, d, 1e-6);
+  gpu->rmsnorm_forward(out.g, rstd.g, x.g, w.g, R, d, 1e-6);
+  expect_same(out, "rmsnorm");
+  auto dout = twin(random(R * d, 93)), dx = twin(random(R * d, 94)), dw = twin(random(d, 95));
+  cpu->rmsnorm_backward(dx.c, dw.c, dout.c, x.c, w.c, rstd.c, R, d);
+  gpu->rmsnorm_backward(dx.g, dw.g, dout.g, x.g, w.g, rstd.g, R, d);
+  expect_same(dx, "rmsnorm dx");
+  expect_same(dw, "rmsnorm dw", 1e-4);
+  auto gu = twin(random(R * 2 * d, 96)), act = twin(Vec(R * d)), dgu = twin(Vec(R * 2 * d));
+  cpu->swiglu_forward(act.c, gu.c, R, d);
+  gpu->swiglu_forward(act.g, gu.g, R, d);
+  expect_same(act, "swiglu");
+  cpu->swiglu_backward(dgu.c, dout.c, gu.c, R, d);
+  gpu->swiglu_backward(dgu.g, dout.g, gu.g, R, d);
+  expect_same(dgu, "swiglu backward");
+  auto o = twin_idx({0, 3, 3, 7}), rows = twin_idx({4, 1, 9, 2, 2, 0, 5});
+  auto sum = twin(random(3 * d, 97));
+  cpu->sum_rows(sum.c, x.c, o.c, rows.c, 3, d, true);
+  gpu->sum_rows(sum.g, x.g, o.g, rows.g, 3, d, true);
+  expect_same(sum, "sum_rows");
+  auto p = twin(random(n, 98)), g = twin(random(n, 99)), m = twin(random(n, 100, 0.1f)), v = twin(Vec(n, 0.01f));
+  cpu->adamw(p.c, g.c, m.c, v.c, n, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3, 0.5);
+  gpu->adamw(p.g, g.g, m.g, v.g, n, 1e-3, 0.9, 0.95, 1e-8, 0.1, 3, 0.5);
+  expect_same(p, "adamw param");
+  expect_same(v, "adamw v");
+  cpu->add(p.c, g.c, n);
+  gpu->add(p.g, g.g, n);
+  expect_same(p, "add");
+}
+
 // Attention forward then backward on `be`: out [B*T, d] and dqkv [B*T, 3d]. dqkv starts as
 // garbage: backward writes it.
 struct AttentionResult {
