@@ -12,14 +12,9 @@ namespace {
 
 cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
-// Elements an operand stored row-major with leading dimension ld spans.
-int64_t extent(int rows, int cols, int ld) { return rows == 0 || cols == 0 ? 0 : (int64_t)(rows - 1) * ld + cols; }
-int64_t extent_a(const GemmArgs<float>& g) { return g.trans_a ? extent(g.k, g.m, g.lda) : extent(g.m, g.k, g.lda); }
-int64_t extent_b(const GemmArgs<float>& g) { return g.trans_b ? extent(g.n, g.k, g.ldb) : extent(g.k, g.n, g.ldb); }
-int64_t extent_c(const GemmArgs<float>& g) { return extent(g.m, g.n, g.ldc); }
 // An output's first byte and the bytes it spans (outputs may be stored in fp32 or bf16).
 const char* out_begin(const GemmArgs<float>& g) { return static_cast<const char*>(g.c.raw()); }
-int64_t out_bytes(const GemmArgs<float>& g) { return extent_c(g) * static_cast<int64_t>(g.c.element_bytes()); }
+int64_t out_bytes(const GemmArgs<float>& g) { return g.extent_c() * static_cast<int64_t>(g.c.element_bytes()); }
 
 // Whether the outputs of g and h share an element. Blocks of one leading dimension and storage
 // compare by rows and columns (the gate and up halves of one buffer interleave without meeting),
@@ -261,8 +256,8 @@ void Bf16Gemm::run(const std::vector<GemmArgs<float>>& gs, cudaStream_t s) {
   }
   std::vector<Span> spans;
   for (const GemmArgs<float>& g : gs) {  // the operands stored in fp32
-    if (!g.a.is_bf16()) spans.push_back({g.a.get(), extent_a(g)});
-    if (!g.b.is_bf16()) spans.push_back({g.b.get(), extent_b(g)});
+    if (!g.a.is_bf16()) spans.push_back({g.a.get(), g.extent_a()});
+    if (!g.b.is_bf16()) spans.push_back({g.b.get(), g.extent_b()});
   }
   stage(spans, s);
   if (gs.empty()) return;

@@ -1,5 +1,7 @@
 // The dispatcher across the ranks of an expert-parallel group, with rank-stamped payloads:
-// x[t] of rank r is stamp(r, t), so every received row says where it came from.
+// x[t] of rank r is stamp(r, t), so every received row says where it came from. The rows the
+// experts read and write are stored as the backend stores activations: in bf16 too (the rows
+// then travel in bf16), where stamps of up to 8 significant bits stay exact.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,13 +14,32 @@
 #include "comm/groups.h"
 #include "moe/dispatcher.h"
 #include "mpi_test_env.h"
+#include "util/bf16.h"
 #include "util/rng.h"
 
 namespace dsmoe {
 namespace {
 
 constexpr int kD = 3;
-double stamp(int rank, int t) { return 1000.0 * rank + t + 1; }
+double stamp(int rank, int t) { return 16.0 * rank + t + 1; }
+double column(int c) { return 0.5 * c; }  // x[t][c] = stamp + column(c)
+
+// n values of an activation buffer as T, and v written into one, in the backend's storage.
+template <typename T>
+std::vector<T> read_stored(Backend<T>& be, ActBuf<T>& b, int64_t n) {
+  if (!be.bf16_storage()) return to_host(be, b.ptr().get(), n);
+  const std::vector<uint16_t> bits = to_host(be, static_cast<const uint16_t*>(b.ptr().raw()), n);
+  std::vector<T> v(bits.size());
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<T>(bf16_value(bits[i]));
+  return v;
+}
+template <typename T>
+void write_stored(Backend<T>& be, ActBuf<T>& b, const std::vector<T>& v) {
+  if (!be.bf16_storage()) return to_device(be, b.ptr().get(), v);
+  std::vector<uint16_t> bits(v.size());
+  for (size_t i = 0; i < v.size(); ++i) bits[i] = bf16_bits(static_cast<float>(v[i]));
+  to_device(be, static_cast<uint16_t*>(b.ptr().raw()), bits);
+}
 
 struct Plan {
   int tokens = 0, k = 0;
@@ -92,19 +113,24 @@ void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const 
   const int R = disp.rows();
   EXPECT_EQ(R, static_cast<int>(expected.size()));
 
+  auto as_stored = [&](double v) { return be.bf16_storage() ? (T)bf16_value(bf16_bits((float)v)) : (T)v; };
   Vec x((size_t)mine.tokens * kD);
   for (int t = 0; t < mine.tokens; ++t)
-    for (int c = 0; c < kD; ++c) x[(size_t)t * kD + c] = stamp(world.rank(), t) + 0.25 * c;
-  Buf<T> xb(be, std::max<int64_t>(1, x.size())), xe(be, std::max(1, R * kD));
+    for (int c = 0; c < kD; ++c) x[(size_t)t * kD + c] = stamp(world.rank(), t) + column(c);
+  Buf<T> xb(be, std::max<int64_t>(1, x.size()));
+  ActBuf<T> xe;
+  xe.ensure(be, std::max(1, R * kD));
   to_device(be, xb.data(), x);
   disp.dispatch(xe, xb);
-  Vec xeh = to_host(be, xe.data(), (int64_t)R * kD);
+  Vec xeh = read_stored(be, xe, (int64_t)R * kD);
   for (int r = 0; r < R && r < (int)expected.size(); ++r)
-    for (int c = 0; c < kD; ++c) EXPECT_EQ(xeh[(size_t)r * kD + c], expected[r] + 0.25 * c) << "row " << r;
+    for (int c = 0; c < kD; ++c)
+      EXPECT_EQ(xeh[(size_t)r * kD + c], as_stored(expected[r] + column(c))) << "row " << r;
   // The backward's rebuild of the rows (no exchange) gives them again.
-  Buf<T> again(be, std::max(1, R * kD));
+  ActBuf<T> again;
+  again.ensure(be, std::max(1, R * kD));
   disp.redispatch(again, xb);
-  EXPECT_EQ(to_host(be, again.data(), (int64_t)R * kD), xeh);
+  EXPECT_EQ(read_stored(be, again, (int64_t)R * kD), xeh);
 
   // "Experts" scale their rows by (global expert + 2); after combine, the combine buffer holds
   // every kept pair's result at pair_row(p), and no two pairs share a row (the other rows hold
@@ -115,10 +141,11 @@ void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const 
   for (const RowBlock& b : disp.blocks())
     for (int i = 0; i < b.rows; ++i, ++r)
       for (int c = 0; c < kD; ++c) yc[(size_t)r * kD + c] = xeh[(size_t)r * kD + c] * (placement.first() + b.expert + 2);
-  Buf<T> ycb(be, std::max(1, C * kD));
-  to_device(be, ycb.data(), yc);
+  ActBuf<T> ycb;
+  ycb.ensure(be, std::max(1, C * kD));
+  write_stored(be, ycb, yc);
   disp.combine(ycb);
-  Vec ych = to_host(be, ycb.data(), (int64_t)C * kD);
+  Vec ych = read_stored(be, ycb, (int64_t)C * kD);
   const std::vector<int32_t> pair_row = to_host(be, disp.pair_row(), P);
   std::vector<int> uses(C + 1, 0);
   for (int p = 0; p < P; ++p) {
@@ -127,7 +154,8 @@ void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const 
     ASSERT_LT(pair_row[p], C);
     uses[pair_row[p]]++;
     for (int c = 0; c < kD; ++c)
-      EXPECT_EQ(ych[(size_t)pair_row[p] * kD + c], x[(size_t)(p / mine.k) * kD + c] * (mine.sel[p] + 2)) << "pair " << p;
+      EXPECT_EQ(ych[(size_t)pair_row[p] * kD + c], as_stored(as_stored(x[(size_t)(p / mine.k) * kD + c]) * (mine.sel[p] + 2)))
+          << "pair " << p;
   }
   EXPECT_LE(*std::max_element(uses.begin(), uses.end()), 1) << "two pairs share a row of the combine buffer";
 
@@ -136,30 +164,37 @@ void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const 
   for (int p = 0; p < P; ++p)
     if (pair_row[p] >= 0)
       for (int c = 0; c < kD; ++c) dyc[(size_t)pair_row[p] * kD + c] = x[(size_t)(p / mine.k) * kD + c];
-  Buf<T> dycb(be, std::max(1, C * kD));
-  to_device(be, dycb.data(), dyc);
+  ActBuf<T> dycb;
+  dycb.ensure(be, std::max(1, C * kD));
+  write_stored(be, dycb, dyc);
   disp.combine_backward(dycb);
-  EXPECT_EQ(to_host(be, dycb.data(), (int64_t)R * kD), xeh);
+  EXPECT_EQ(read_stored(be, dycb, (int64_t)R * kD), xeh);
 
-  // Backward of dispatch: each token gets the sum over its kept pairs.
-  Buf<T> dx(be, std::max<int64_t>(1, x.size()));
-  disp.dispatch_backward(dx, xe);
+  // Backward of dispatch (rows in T): each token gets the sum over its kept pairs.
+  Buf<T> dx(be, std::max<int64_t>(1, x.size())), dxe(be, std::max(1, R * kD));
+  if (R > 0) to_device(be, dxe.data(), xeh);
+  disp.dispatch_backward(dx, dxe);
   Vec dxh = to_host(be, dx.data(), (int64_t)x.size());
   for (int t = 0; t < mine.tokens; ++t) {
     int kept = 0;
     for (int s = 0; s < mine.k; ++s) kept += mine.kept[t * mine.k + s];
-    for (int c = 0; c < kD; ++c) EXPECT_EQ(dxh[(size_t)t * kD + c], kept * x[(size_t)t * kD + c]) << "token " << t;
+    for (int c = 0; c < kD; ++c)
+      EXPECT_EQ(dxh[(size_t)t * kD + c], kept * as_stored(x[(size_t)t * kD + c])) << "token " << t;
   }
 }
 
-// Each test runs on the CPU backend (double) over MPI, and on the CUDA backend (float) over
-// NCCL where every rank has a GPU of its own.
+// Each test runs on the CPU backend (double) over MPI, on the CPU backend in float with bf16
+// storage over MPI, and on the CUDA backend (float) over NCCL where every rank has a GPU of its own.
 class DispatcherMpi : public ::testing::TestWithParam<std::string> {
  protected:
   template <typename Check>
   void on_backend(Check&& check) {
     if (GetParam() == "cpu") {
       auto be = make_cpu_backend<double>();
+      return check(*be);
+    }
+    if (GetParam() == "cpu_bf16") {
+      auto be = make_cpu_backend<float>(/*bf16_storage=*/true);
       return check(*be);
     }
     if (cuda_device_count() < test::world().size())
@@ -216,7 +251,7 @@ TEST_P(DispatcherMpi, TokensWhosePairsAreAllDropped) {
   });
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, DispatcherMpi, ::testing::Values("cpu", "cuda"));
+INSTANTIATE_TEST_SUITE_P(Backends, DispatcherMpi, ::testing::Values("cpu", "cpu_bf16", "cuda"));
 
 }  // namespace
 }  // namespace dsmoe

@@ -28,6 +28,14 @@ struct GemmArgs {  // C = alpha * op(A) op(B) + beta * C, row-major, as cblas_?g
   Ptr<T> c;
   int ldc = 0;
   bool fp32 = false;  // full fp32 products even under bf16 precision (the router, as large frameworks do)
+
+  // Elements each operand spans, row-major with its leading dimension.
+  static int64_t extent(int rows, int cols, int ld) {
+    return rows == 0 || cols == 0 ? 0 : (int64_t)(rows - 1) * ld + cols;
+  }
+  int64_t extent_a() const { return trans_a ? extent(k, m, lda) : extent(m, k, lda); }
+  int64_t extent_b() const { return trans_b ? extent(n, k, ldb) : extent(k, n, ldb); }
+  int64_t extent_c() const { return extent(m, n, ldc); }
 };
 
 template <typename T>

@@ -12,6 +12,7 @@
 
 #include "backend/alloc_tracker.h"
 #include "backend/cpu_blas.h"
+#include "util/bf16.h"
 #include "util/check.h"
 
 namespace dsmoe {
@@ -29,10 +30,42 @@ void parallel_chunks(int64_t n, F&& f) {
   }
 }
 
+// bf16 storage on the CPU (tests of what the storage changes: rows on the wire, rounding): an op
+// whose operands are stored in bf16 runs on widened copies of them, and its outputs are rounded
+// back to nearest even, as the CUDA kernels round what they store.
+// widened: n elements of p as T: p itself, or their widened copy in `copy`.
+template <typename T>
+const T* widened(Ptr<const T> p, int64_t n, std::vector<T>& copy) {
+  if (!p.is_bf16()) return p.get();
+  const auto* b = static_cast<const uint16_t*>(p.raw());
+  copy.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) copy[i] = static_cast<T>(bf16_value(b[i]));
+  return copy.data();
+}
+template <typename T>
+T* widened(Ptr<T> p, int64_t n, std::vector<T>& copy) {
+  return const_cast<T*>(widened(Ptr<const T>(p), n, copy));
+}
+// Rounds widened(p)'s copy back into p, where p is stored in bf16.
+template <typename T>
+void narrow(Ptr<T> p, const std::vector<T>& copy) {
+  if (!p.is_bf16()) return;
+  auto* b = static_cast<uint16_t*>(p.raw());
+  for (size_t i = 0; i < copy.size(); ++i) b[i] = bf16_bits(static_cast<float>(copy[i]));
+}
+// Rows an index list reaches: 1 + its largest entry.
+int64_t rows_reached(const int32_t* idx, int64_t n) {
+  int64_t top = -1;
+  for (int64_t i = 0; i < n; ++i) top = std::max<int64_t>(top, idx[i]);
+  return top + 1;
+}
+
 template <typename T>
 class CpuBackend final : public Backend<T> {
  public:
+  explicit CpuBackend(bool bf16_storage) : bf16_storage_(bf16_storage) {}
   std::string name() const override { return "cpu"; }
+  bool bf16_storage() const override { return bf16_storage_; }
 
   void* alloc_bytes(size_t bytes) override {
     size_t rounded = (bytes + 63) / 64 * 64;
@@ -84,6 +117,15 @@ class CpuBackend final : public Backend<T> {
 
   void gemm(const GemmArgs<T>& g) override {
     if (g.m == 0 || g.n == 0) return;
+    if (g.a.is_bf16() || g.b.is_bf16() || g.c.is_bf16()) {
+      std::vector<T> a, b, c;
+      GemmArgs<T> w = g;
+      w.a = widened(g.a, g.extent_a(), a);
+      w.b = widened(g.b, g.extent_b(), b);
+      w.c = widened(g.c, g.extent_c(), c);
+      gemm(w);
+      return narrow(g.c, c);
+    }
     if (g.k == 0) {  // BLAS leaves C alone when k = 0; the math says C = beta * C
       for (int i = 0; i < g.m; ++i)
         for (int j = 0; j < g.n; ++j) {
@@ -234,6 +276,11 @@ class CpuBackend final : public Backend<T> {
   }
 
   void swiglu_forward(Ptr<T> act_ptr, Ptr<const T> gu_ptr, int rows, int n) override {
+    if (act_ptr.is_bf16() || gu_ptr.is_bf16()) {
+      std::vector<T> a, g;
+      swiglu_forward(widened(act_ptr, (int64_t)rows * n, a), widened(gu_ptr, (int64_t)rows * 2 * n, g), rows, n);
+      return narrow(act_ptr, a);
+    }
     T* act = act_ptr.get();
     const T* gu = gu_ptr.get();
 #pragma omp parallel for schedule(static)
@@ -245,6 +292,12 @@ class CpuBackend final : public Backend<T> {
     }
   }
   void swiglu_backward(Ptr<T> dgu_ptr, const T* dact, Ptr<const T> gu_ptr, int rows, int n) override {
+    if (dgu_ptr.is_bf16() || gu_ptr.is_bf16()) {
+      std::vector<T> d, g;
+      const int64_t both = (int64_t)rows * 2 * n;
+      swiglu_backward(widened(dgu_ptr, both, d), dact, widened(gu_ptr, both, g), rows, n);
+      return narrow(dgu_ptr, d);
+    }
     T* dgu = dgu_ptr.get();
     const T* gu = gu_ptr.get();
 #pragma omp parallel for schedule(static)
@@ -282,6 +335,11 @@ class CpuBackend final : public Backend<T> {
   }
 
   void gather_rows(Ptr<T> out_ptr, Ptr<const T> in_ptr, const int32_t* idx, int n, int d) override {
+    if (out_ptr.is_bf16() || in_ptr.is_bf16()) {
+      std::vector<T> o, i;
+      gather_rows(widened(out_ptr, (int64_t)n * d, o), widened(in_ptr, rows_reached(idx, n) * d, i), idx, n, d);
+      return narrow(out_ptr, o);
+    }
     T* out = out_ptr.get();
     const T* in = in_ptr.get();
 #pragma omp parallel for schedule(static)
@@ -307,6 +365,10 @@ class CpuBackend final : public Backend<T> {
   }
   void weighted_sum_rows(T* out, Ptr<const T> y_ptr, const int32_t* idx, const T* w, int rows, int k,
                          int d) override {
+    if (y_ptr.is_bf16()) {
+      std::vector<T> y;
+      return weighted_sum_rows(out, widened(y_ptr, rows_reached(idx, (int64_t)rows * k) * d, y), idx, w, rows, k, d);
+    }
     const T* y = y_ptr.get();
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r) {
@@ -344,6 +406,13 @@ class CpuBackend final : public Backend<T> {
   }
   void weighted_sum_rows_backward(Ptr<T> dy_ptr, T* dw, const T* dout, Ptr<const T> y_ptr, const int32_t* idx,
                                   const T* w, int rows, int k, int d) override {
+    if (dy_ptr.is_bf16() || y_ptr.is_bf16()) {
+      std::vector<T> dyw, yw;
+      const int64_t reached = rows_reached(idx, (int64_t)rows * k) * d;
+      weighted_sum_rows_backward(widened(dy_ptr, reached, dyw), dw, dout, widened(y_ptr, reached, yw), idx, w, rows,
+                                 k, d);
+      return narrow(dy_ptr, dyw);
+    }
     T* dy = dy_ptr.get();
     const T* y = y_ptr.get();
 #pragma omp parallel for schedule(static)
@@ -405,6 +474,7 @@ class CpuBackend final : public Backend<T> {
 
   std::mutex mu_;
   AllocTracker allocs_;
+  const bool bf16_storage_;
   std::deque<std::pair<std::tuple<int, int, double>, std::vector<T>>> rope_cache_;  // stable references
 };
 
@@ -416,11 +486,11 @@ void share_cpu_cores(int ranks_on_node) {
 }
 
 template <typename T>
-std::unique_ptr<Backend<T>> make_cpu_backend() {
-  return std::make_unique<CpuBackend<T>>();
+std::unique_ptr<Backend<T>> make_cpu_backend(bool bf16_storage) {
+  return std::make_unique<CpuBackend<T>>(bf16_storage);
 }
 
-template std::unique_ptr<Backend<float>> make_cpu_backend<float>();
-template std::unique_ptr<Backend<double>> make_cpu_backend<double>();
+template std::unique_ptr<Backend<float>> make_cpu_backend<float>(bool);
+template std::unique_ptr<Backend<double>> make_cpu_backend<double>(bool);
 
 }  // namespace dsmoe

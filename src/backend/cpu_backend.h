@@ -7,8 +7,11 @@
 
 namespace dsmoe {
 
+// bf16_storage: activations that the model marks so (ActBuf) are stored in bf16, as the CUDA
+// backend stores them under precision: bf16 (the products stay in T); for tests of what that
+// storage changes (rows on the wire, rounding). Runs use fp32 storage (precision bf16 needs CUDA).
 template <typename T>
-std::unique_ptr<Backend<T>> make_cpu_backend();
+std::unique_ptr<Backend<T>> make_cpu_backend(bool bf16_storage = false);
 
 // Shares the cores among the ranks on this machine (OpenMP threads = cores / ranks), unless
 // OMP_NUM_THREADS says otherwise. Oversubscribed spinning threads run many times slower.
