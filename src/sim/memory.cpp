@@ -37,12 +37,17 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
   DSMOE_CHECK(rr.rows.empty() || static_cast<int>(rr.rows.size()) == Lm, "internal: rows for ", rr.rows.size(),
               " MoE layers, config has ", Lm);
 
+  // The buffers the model stores as activations (ActBuf) take half the bytes under bf16 storage.
+  const bool bf16 = backend == "cuda" && cfg.precision == "bf16";
+  const double low = bf16 ? 0.5 : 1.0;
+
   MemoryBreakdown mb;
   mb.weights = mb.grads = P * f;
   mb.optimizer = 2 * P * f;
-  double acts = m.n_layers * (8 * R * d + 2 * R + att) + Ld * 3 * R * dh;  // x ln1 qkv att h ln2, rstd x2, saved
+  // x ln1 qkv att h ln2, rstd x2, saved; the dense FFN's gu and act
+  double acts = m.n_layers * (8 * R * d + 2 * R + att) + Ld * 3 * R * dh * low;
   acts += 2 * R + 2 * R * d + R + R * V + R;  // tokens, targets; xs_final, ln_f, rstd_f, logits, losses
-  double scratch = 6 * R * d + att + 3 * R * dh;  // dx dh dtmp dqkv; attention scratch; dense dgu, dact
+  double scratch = 6 * R * d + att + R * dh * (2 * low + 1);  // dx dh dtmp dqkv; attention scratch; dense dgu, dact
   double dispatch = 0;
   // The router's statistics per layer, in doubles (moe/route_stats.h): chunks x W, totals, balance.
   const double D = cfg.balance.device_groups > 0 ? cfg.balance.device_groups : ep, W = 2 * N + D;
@@ -55,8 +60,8 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
     const double out = rr.rows.empty() ? 0 : rr.units_out[l], in = rr.rows.empty() ? 0 : rr.units_in[l];
     const double back = pairs - own;  // this rank's pairs computed elsewhere
     const double combine = rows + back;
-    acts += 2 * R * N + 2 * pairs + sh_rows * 3 * sh + statistics;  // logits, scores, gates, sel, shared gu + act
-    acts += grown(pairs * 2 * n, rows * 2 * n) + grown(pairs * d, combine * d);  // gu, yc
+    acts += 2 * R * N + 2 * pairs + sh_rows * 3 * sh * low + statistics;  // logits, scores, gates, sel, shared gu + act
+    acts += (grown(pairs * 2 * n, rows * 2 * n) + grown(pairs * d, combine * d)) * low;  // gu, yc
     // Index arrays: pair_row, self_token, self CSR; with ep > 1 the unit lists, CSR and expand.
     dispatch += pairs + 2 * std::max(1.0, own) + (R + 1);
     if (ep > 1)
@@ -71,12 +76,17 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
     s_dact = std::max(s_dact, grown(std::max(sh_rows * sh, pairs * n), rows * n));
     s_tmp = std::max(s_tmp, R * std::max(d, N));
   }
-  scratch += s_xe + s_act + s_dgate + s_dyc + s_dxe + s_dgu + s_dact + s_tmp;
-  if (backend == "cuda" && cfg.precision == "bf16") {
-    double rows_max = pairs;
-    for (double r : rr.rows) rows_max = std::max(rows_max, r);
-    const double operand = std::max({Ld > 0 ? R * 2 * dh : 0.0, R * V, R * 3 * d, rows_max * 2 * n, R * 2 * sh});
-    mb.bf16 = 2 * P + 2 * operand + 32.0 * (1 << 20);
+  scratch += (s_xe + s_act + s_dyc + s_dgu) * low + s_dgate + s_dxe + s_dact + s_tmp;
+  if (bf16) {
+    // The inputs stored in fp32 that one product reads, rounded into the workspace: the largest
+    // are the head's weight gradient (dlogits and ln_f) and the attention's (dqkv and ln1).
+    const double operand = std::max(R * (V + d), R * 4 * d);
+    // The attention backward's stream-ordered scratch (kernels/flash_attention.cu): bf16 copies
+    // of q, k, v and dout per (sequence, head), padded to 128 rows and a head dim of 16, 32, 64
+    // or 128, and two floats a row.
+    const int hd = m.d_model / m.n_heads, HD = hd <= 16 ? 16 : hd <= 32 ? 32 : hd <= 64 ? 64 : 128;
+    const double rows = (double)seqs * m.n_heads * std::ceil(m.seq_len / 128.0) * 128;
+    mb.bf16 = 2 * P + 2 * operand + 32.0 * (1 << 20) + rows * (4 * HD * 2 + 8);
   }
   mb.activations = acts * f;
   mb.scratch = scratch * f;

@@ -17,7 +17,9 @@ struct MemoryBreakdown {
   double scratch = 0;      // backward buffers (shared by all layers) and the attention scratch
   double dispatch = 0;     // dispatcher: send and receive unit buffers and its index arrays
   // CUDA with precision bf16: the bf16 copy of the parameters, the bf16 staging of the largest
-  // activation operand and cuBLASLt's workspace (kernels/bf16_gemm.cuh).
+  // fp32 inputs of one product, cuBLASLt's workspace (kernels/bf16_gemm.cuh) and the attention
+  // backward's bf16 copies (kernels/flash_attention.cu). The activations stored in bf16 count in
+  // activations and scratch at 2 bytes.
   double bf16 = 0;
   double total() const { return weights + grads + optimizer + activations + scratch + dispatch + bf16; }
 };
