@@ -70,6 +70,28 @@ class CudaVsCpu : public ::testing::Test {
     for (int64_t i = 0; i < t.n; ++i)
       ASSERT_NEAR(a[i], b[i], 1e-6 + rel * std::fabs(a[i])) << what << " element " << i;
   }
+  // RMSNorm forward and backward, and SwiGLU forward and backward, on rows of width d.
+  void expect_rmsnorm_alike(int R, int d, uint64_t seed) {
+    auto x = twin(random(R * d, seed)), w = twin(random(d, seed + 1)), out = twin(Vec(R * d)), rstd = twin(Vec(R));
+    cpu->rmsnorm_forward(out.c, rstd.c, x.c, w.c, R, d, 1e-6);
+    gpu->rmsnorm_forward(out.g, rstd.g, x.g, w.g, R, d, 1e-6);
+    expect_same(out, "rmsnorm");
+    auto dout = twin(random(R * d, seed + 2)), dx = twin(random(R * d, seed + 3)), dw = twin(random(d, seed + 4));
+    cpu->rmsnorm_backward(dx.c, dw.c, dout.c, x.c, w.c, rstd.c, R, d);
+    gpu->rmsnorm_backward(dx.g, dw.g, dout.g, x.g, w.g, rstd.g, R, d);
+    expect_same(dx, "rmsnorm dx");
+    expect_same(dw, "rmsnorm dw", 1e-4);
+  }
+  void expect_swiglu_alike(int R, int d, uint64_t seed) {
+    auto gu = twin(random(R * 2 * d, seed)), dact = twin(random(R * d, seed + 1)), act = twin(Vec(R * d)),
+         dgu = twin(Vec(R * 2 * d));
+    cpu->swiglu_forward(act.c, gu.c, R, d);
+    gpu->swiglu_forward(act.g, gu.g, R, d);
+    expect_same(act, "swiglu");
+    cpu->swiglu_backward(dgu.c, dact.c, gu.c, R, d);
+    gpu->swiglu_backward(dgu.g, dact.g, gu.g, R, d);
+    expect_same(dgu, "swiglu backward");
+  }
   std::unique_ptr<Backend<float>> gpu, cpu;
 };
 
@@ -363,15 +385,8 @@ TEST_F(CudaVsCpu, EmbeddingBackwardOfManyRepeatedTokens) {
 
 TEST_F(CudaVsCpu, NormsEmbeddingRopeSwiglu) {
   const int R = 70, d = 48, V = 20, H = 4, hd = d / H, B = 2, T = R / B;
-  auto x = twin(random(R * d, 4)), w = twin(random(d, 5)), out = twin(Vec(R * d)), rstd = twin(Vec(R));
-  cpu->rmsnorm_forward(out.c, rstd.c, x.c, w.c, R, d, 1e-6);
-  gpu->rmsnorm_forward(out.g, rstd.g, x.g, w.g, R, d, 1e-6);
-  expect_same(out, "rmsnorm");
-  auto dout = twin(random(R * d, 6)), dx = twin(random(R * d, 7)), dw = twin(random(d, 8));
-  cpu->rmsnorm_backward(dx.c, dw.c, dout.c, x.c, w.c, rstd.c, R, d);
-  gpu->rmsnorm_backward(dx.g, dw.g, dout.g, x.g, w.g, rstd.g, R, d);
-  expect_same(dx, "rmsnorm dx");
-  expect_same(dw, "rmsnorm dw", 1e-4);
+  expect_rmsnorm_alike(R, d, 4);
+  auto dout = twin(random(R * d, 6));
 
   std::vector<int32_t> tok(R);
   for (int i = 0; i < R; ++i) tok[i] = (i * 7) % V;
@@ -390,37 +405,18 @@ TEST_F(CudaVsCpu, NormsEmbeddingRopeSwiglu) {
     gpu->rope(qkv.g, B, T, H, hd, 10000.0, inverse);
     expect_same(qkv, "rope");
   }
-  auto gu = twin(random(R * 2 * d, 12)), act = twin(Vec(R * d)), dgu = twin(Vec(R * 2 * d));
-  cpu->swiglu_forward(act.c, gu.c, R, d);
-  gpu->swiglu_forward(act.g, gu.g, R, d);
-  expect_same(act, "swiglu");
-  cpu->swiglu_backward(dgu.c, dout.c, gu.c, R, d);
-  gpu->swiglu_backward(dgu.g, dout.g, gu.g, R, d);
-  expect_same(dgu, "swiglu backward");
+  expect_swiglu_alike(R, d, 12);
 }
 
 // The row and elementwise kernels go 4 elements at a time where widths and pointers allow
 // (the tests above); here every one takes its 1-element path: rows of 22, lengths of 1001.
 TEST_F(CudaVsCpu, RowKernelsOnWidthsThatAreNotMultiplesOfFour) {
   const int R = 30, d = 22, n = 1001;
-  auto x = twin(random(R * d, 91)), w = twin(random(d, 92)), out = twin(Vec(R * d)), rstd = twin(Vec(R));
-  cpu->rmsnorm_forward(out.c, rstd.c, x.c, w.c, R, d, 1e-6);
-  gpu->rmsnorm_forward(out.g, rstd.g, x.g, w.g, R, d, 1e-6);
-  expect_same(out, "rmsnorm");
-  auto dout = twin(random(R * d, 93)), dx = twin(random(R * d, 94)), dw = twin(random(d, 95));
-  cpu->rmsnorm_backward(dx.c, dw.c, dout.c, x.c, w.c, rstd.c, R, d);
-  gpu->rmsnorm_backward(dx.g, dw.g, dout.g, x.g, w.g, rstd.g, R, d);
-  expect_same(dx, "rmsnorm dx");
-  expect_same(dw, "rmsnorm dw", 1e-4);
-  auto gu = twin(random(R * 2 * d, 96)), act = twin(Vec(R * d)), dgu = twin(Vec(R * 2 * d));
-  cpu->swiglu_forward(act.c, gu.c, R, d);
-  gpu->swiglu_forward(act.g, gu.g, R, d);
-  expect_same(act, "swiglu");
-  cpu->swiglu_backward(dgu.c, dout.c, gu.c, R, d);
-  gpu->swiglu_backward(dgu.g, dout.g, gu.g, R, d);
-  expect_same(dgu, "swiglu backward");
+  expect_rmsnorm_alike(R, d, 91);
+  expect_swiglu_alike(R, d, 96);
+  auto x = twin(random(R * d, 97));
   auto o = twin_idx({0, 3, 3, 7}), rows = twin_idx({4, 1, 9, 2, 2, 0, 5});
-  auto sum = twin(random(3 * d, 97));
+  auto sum = twin(random(3 * d, 98));
   cpu->sum_rows(sum.c, x.c, o.c, rows.c, 3, d, true);
   gpu->sum_rows(sum.g, x.g, o.g, rows.g, 3, d, true);
   expect_same(sum, "sum_rows");
