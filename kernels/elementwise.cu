@@ -122,13 +122,6 @@ RowLaunch row_launch(int rows, int vecs) {
   return {static_cast<unsigned>(std::min(rows, 1 << 16)), row_threads(vecs)};
 }
 
-// Whether n elements from each of these fp32 pointers can go 4 at a time.
-bool aligned4(int64_t n, std::initializer_list<const float*> ps) {
-  for (const float* p : ps)
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  return n % 4 == 0;
-}
-
 }  // namespace
 
 void fill(float* x, float value, int64_t n, cudaStream_t s) {
@@ -143,7 +136,7 @@ void fill(float* x, float value, int64_t n, cudaStream_t s) {
 
 void add(float* y, const float* x, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
-  if (aligned4(n, {y, x}))
+  if (vectorizable(n, Ptr<float>(y), Ptr<const float>(x)))
     add_kernel<4><<<grid_for(n / 4), kThreads, 0, s>>>(y, x, n);
   else
     add_kernel<1><<<grid_for(n), kThreads, 0, s>>>(y, x, n);
@@ -206,7 +199,7 @@ void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float
   const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay);
   const float step_size = static_cast<float>(static_cast<double>(lr) / bias_correction1);
   const float sqrt_bc2 = static_cast<float>(std::sqrt(static_cast<double>(bias_correction2)));
-  if (aligned4(n, {param, grad, m, v}))
+  if (vectorizable(n, Ptr<float>(param), Ptr<const float>(grad), Ptr<float>(m), Ptr<float>(v)))
     adamw_kernel<4><<<grid_for(n / 4), kThreads, 0, s>>>(param, grad, m, v, n, decay, beta1, beta2, eps, step_size,
                                                           sqrt_bc2, grad_scale);
   else

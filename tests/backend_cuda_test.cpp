@@ -7,12 +7,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 #include <string>
 
 #include "backend/cpu_backend.h"
 #include "backend/cuda_loader.h"
+#include "util/bf16.h"
 #include "util/rng.h"
 
 namespace dsmoe {
@@ -200,12 +200,7 @@ TEST_F(CudaVsCpu, GemmBatchOfProblemsOfDifferentShapes) {
 
 // bf16 rounding to nearest even, on the host: the reference inputs of a bf16 product.
 Vec rounded_to_bf16(Vec v) {
-  for (float& x : v) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    std::memcpy(&x, &u, 4);
-  }
+  for (float& x : v) x = bf16_value(bf16_bits(x));
   return v;
 }
 
@@ -268,12 +263,7 @@ TEST_F(CudaVsCpu, OpsOnOperandsStoredInBf16) {
   };
   auto bits = [](const Vec& v) {
     std::vector<uint16_t> h(v.size());
-    const Vec r = rounded_to_bf16(v);
-    for (size_t i = 0; i < v.size(); ++i) {
-      uint32_t u;
-      std::memcpy(&u, &r[i], 4);
-      h[i] = static_cast<uint16_t>(u >> 16);
-    }
+    for (size_t i = 0; i < v.size(); ++i) h[i] = bf16_bits(v[i]);
     return h;
   };
   auto low = [&](const Vec& v) {
@@ -284,10 +274,7 @@ TEST_F(CudaVsCpu, OpsOnOperandsStoredInBf16) {
   auto read = [&](Low& l) {
     Vec v(l.b.size());
     const std::vector<uint16_t> h = to_host(*bf16, l.b.data(), l.b.size());
-    for (size_t i = 0; i < v.size(); ++i) {
-      const uint32_t u = uint32_t{h[i]} << 16;
-      std::memcpy(&v[i], &u, 4);
-    }
+    for (size_t i = 0; i < v.size(); ++i) v[i] = bf16_value(h[i]);
     return v;
   };
   auto on_cpu = [&](const Vec& v) {

@@ -12,10 +12,10 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "backend/cuda_loader.h"
+#include "util/bf16.h"
 #include "util/rng.h"
 
 namespace dsmoe {
@@ -26,13 +26,7 @@ using Vec = std::vector<float>;
 Vec random_bf16(size_t n, uint64_t seed) {  // normal values, already bf16 (rounding to nearest even)
   Rng r(seed);
   Vec v(n);
-  for (float& x : v) {
-    x = static_cast<float>(r.normal());
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    std::memcpy(&x, &u, 4);
-  }
+  for (float& x : v) x = bf16_value(bf16_bits(static_cast<float>(r.normal())));
   return v;
 }
 
