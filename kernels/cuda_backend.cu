@@ -120,7 +120,8 @@ class CudaBackend final : public Backend<float> {
     cuda::OpProfiler::Scope scope(prof_, "embedding_bwd", stream_);
     cuda::embedding_backward(dtable, tokens, dout, rows, d, vocab, stream_);
   }
-  void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int rows, int d, double eps) override {
+  void rmsnorm_forward(Ptr<float> out, float* rstd, const float* x, const float* w, int rows, int d,
+                       double eps) override {
     cuda::OpProfiler::Scope scope(prof_, "rmsnorm_fwd", stream_);
     cuda::rmsnorm_forward(out, rstd, x, w, rows, d, static_cast<float>(eps), stream_);
   }

@@ -13,8 +13,8 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxChunks = 64;  // row chunks for dw; fixed per row count, so the sum order is fixed
 
-template <int V>
-__global__ void rmsnorm_forward_kernel(float* out, float* rstd, const float* x, const float* w, int d, float eps) {
+template <int V, typename O>
+__global__ void rmsnorm_forward_kernel(O* out, float* rstd, const float* x, const float* w, int d, float eps) {
   const int64_t base = static_cast<int64_t>(blockIdx.x) * d;
   double ss = 0;
   for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
@@ -86,13 +86,16 @@ __global__ void rmsnorm_dw_final(float* dw, const float* partial, int chunks, in
 
 }  // namespace
 
-void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int rows, int d, float eps,
+void rmsnorm_forward(Ptr<float> out, float* rstd, const float* x, const float* w, int rows, int d, float eps,
                      cudaStream_t s) {
   if (rows <= 0 || d <= 0) return;
-  if (vectorizable(d, Ptr<float>(out), Ptr<const float>(x), Ptr<const float>(w)))
-    rmsnorm_forward_kernel<4><<<rows, row_threads(d / 4), 0, s>>>(out, rstd, x, w, d, eps);
-  else
-    rmsnorm_forward_kernel<1><<<rows, row_threads(d), 0, s>>>(out, rstd, x, w, d, eps);
+  const bool vec = vectorizable(d, out, Ptr<const float>(x), Ptr<const float>(w));
+  with_storage(out, [&](auto* o) {
+    if (vec)
+      rmsnorm_forward_kernel<4><<<rows, row_threads(d / 4), 0, s>>>(o, rstd, x, w, d, eps);
+    else
+      rmsnorm_forward_kernel<1><<<rows, row_threads(d), 0, s>>>(o, rstd, x, w, d, eps);
+  });
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -55,7 +55,7 @@ void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float
 void to_bf16(void* out, const float* in, int64_t n, cudaStream_t s);
 
 // norm.cu
-void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int rows, int d, float eps,
+void rmsnorm_forward(Ptr<float> out, float* rstd, const float* x, const float* w, int rows, int d, float eps,
                      cudaStream_t s);
 // dx += ..., dw += ... (dw deterministic: no atomics)
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,

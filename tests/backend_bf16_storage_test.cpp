@@ -71,7 +71,7 @@ TEST_F(Bf16Storage, ProductWithStridedOperandsAndAccumulatedOutput) {
   EXPECT_EQ(values(cs, m * ldc), rounded(want));
 }
 
-TEST_F(Bf16Storage, SwigluGathersAndGateWeightedSums) {
+TEST_F(Bf16Storage, SwigluNormsGathersAndGateWeightedSums) {
   const int R = 9, n = 5, d = 6, K = 2, T = 4;
   const Vec gu = rounded(random(R * 2 * n, 4)), dact = random(R * n, 5);
   Stored gs = stored(gu), act = stored(Vec(R * n)), dgu = stored(Vec(R * 2 * n));
@@ -83,7 +83,14 @@ TEST_F(Bf16Storage, SwigluGathersAndGateWeightedSums) {
   EXPECT_EQ(values(act, R * n), rounded(act_ref));
   EXPECT_EQ(values(dgu, R * 2 * n), rounded(dgu_ref));
 
-  const Vec x = random(R * d, 6);
+  const Vec x = random(R * d, 6), nw = random(d, 11);
+  Stored normed = stored(Vec(R * d));
+  Vec rstd(R), rstd_ref(R), normed_ref(R * d);
+  low->rmsnorm_forward(normed.p(), rstd.data(), x.data(), nw.data(), R, d, 1e-6);
+  ref->rmsnorm_forward(normed_ref.data(), rstd_ref.data(), x.data(), nw.data(), R, d, 1e-6);
+  EXPECT_EQ(values(normed, R * d), rounded(normed_ref));
+  EXPECT_EQ(rstd, rstd_ref);
+
   const std::vector<int32_t> idx = {3, -1, 0, 8, 3, 2};
   Stored out = stored(Vec(6 * d)), again = stored(Vec(6 * d));
   low->gather_rows(out.p(), x.data(), idx.data(), 6, d);       // fp32 -> bf16

@@ -345,6 +345,16 @@ TEST_F(CudaVsCpu, OpsOnOperandsStoredInBf16) {
     // dy = w * dout: one fp32 product, rounded once on both sides (dout agrees to fp32 tolerance)
     expect_near(rounded_to_bf16(cpu_vec(*dyc)), read(dy), unit, "weighted sum backward dy in bf16");
 
+    // RMSNorm into bf16 (x, w, rstd in fp32)
+    const Vec nw = random(d, 88);
+    Buf<float> nwg(*bf16, d), rstdg(*bf16, R);
+    to_device(*bf16, nwg.data(), nw);
+    Low normed{Buf<uint16_t>(*bf16, R * d)};
+    bf16->rmsnorm_forward(normed.p(), rstdg, xg, nwg, R, d, 1e-6);
+    auto nwc = on_cpu(nw), rstdc = on_cpu(Vec(R)), normc = on_cpu(Vec(R * d));
+    cpu->rmsnorm_forward(*normc, *rstdc, *xc, *nwc, R, d, 1e-6);
+    expect_near(rounded_to_bf16(cpu_vec(*normc)), read(normed), unit, "rmsnorm into bf16");
+
     // A product reading a bf16 operand and writing bf16: C [R, 8] = A [R, d] B^T, B [8, d] in fp32.
     const Vec b = random(8 * d, 87);
     Buf<float> bg(*bf16, 8 * d);

@@ -78,7 +78,7 @@ class Backend {
   virtual void embedding_backward(T* dtable, const int32_t* tokens, const T* dout, int rows, int d, int vocab) = 0;
 
   // out = x / sqrt(mean(x^2) + eps) * w; rstd [R] saved for backward.     x, out [R, d]
-  virtual void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int rows, int d, double eps) = 0;
+  virtual void rmsnorm_forward(Ptr<T> out, T* rstd, const T* x, const T* w, int rows, int d, double eps) = 0;
   // dx += ..., dw += ...
   virtual void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* rstd,
                                 int rows, int d) = 0;

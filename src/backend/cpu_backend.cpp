@@ -155,7 +155,13 @@ class CpuBackend final : public Backend<T> {
     });
   }
 
-  void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int rows, int d, double eps) override {
+  void rmsnorm_forward(Ptr<T> out_ptr, T* rstd, const T* x, const T* w, int rows, int d, double eps) override {
+    if (out_ptr.is_bf16()) {
+      std::vector<T> o;
+      rmsnorm_forward(widened(out_ptr, (int64_t)rows * d, o), rstd, x, w, rows, d, eps);
+      return narrow(out_ptr, o);
+    }
+    T* out = out_ptr.get();
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r) {
       const T* xr = x + (int64_t)r * d;

@@ -50,7 +50,7 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
   for (int l = 0; l < m.n_layers; ++l) {
     LayerActs& a = acts_[l];
     a.x.reset(be, R * d);
-    a.ln1.reset(be, R * d);
+    a.ln1.ensure(be, R * d);
     a.rstd1.reset(be, R);
     a.qkv.reset(be, R * 3 * d);
     a.att.reset(be, R * d);
@@ -72,7 +72,7 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
   tokens_.reset(be, R);
   targets_.reset(be, R);
   xs_final_.reset(be, R * d);
-  ln_f_.reset(be, R * d);
+  ln_f_.ensure(be, R * d);
   rstd_f_.reset(be, R);
   logits_.reset(be, R * m.vocab_size);
   losses_.reset(be, R);

@@ -62,7 +62,8 @@ class Model {
 
  private:
   struct LayerActs {  // what one layer keeps for its backward
-    Buf<T> x, ln1, rstd1, qkv, att, att_saved, h, ln2, rstd2;
+    Buf<T> x, rstd1, qkv, att, att_saved, h, ln2, rstd2;  // ln2: the router reads it in exact fp32
+    ActBuf<T> ln1;              // only products read it
     ActBuf<T> ffn_gu, ffn_act;  // dense layers
   };
   T* p(const std::string& name) { return params_.data() + table_.get(name).offset; }
@@ -83,7 +84,8 @@ class Model {
   int max_seqs_, n_seqs_ = 0;
   double loss_scale_ = 1, ce_scale_ = 0;
   Buf<int32_t> tokens_, targets_;
-  Buf<T> xs_final_, ln_f_, rstd_f_, logits_, losses_;
+  Buf<T> xs_final_, rstd_f_, logits_, losses_;
+  ActBuf<T> ln_f_;
   Buf<T> dx_, dh_, dtmp_, dqkv_, att_scratch_, dact_;
   ActBuf<T> dgu_;
 };
