@@ -130,7 +130,7 @@ class CudaBackend final : public Backend<float> {
     cuda::OpProfiler::Scope scope(prof_, "rmsnorm_bwd", stream_);
     cuda::rmsnorm_backward(dx, dw, dout, x, w, rstd, rows, d, stream_);
   }
-  void rope(float* qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) override {
+  void rope(Ptr<float> qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) override {
     cuda::OpProfiler::Scope scope(prof_, "rope", stream_);
     cuda::rope(qkv, rope_table(seq, head_dim, theta), batch, seq, n_heads, head_dim, inverse, stream_);
   }
@@ -143,13 +143,14 @@ class CudaBackend final : public Backend<float> {
   int64_t attention_scratch_size(int batch, int seq, int n_heads) const override {
     return (int64_t)batch * n_heads * seq;
   }
-  void attention_forward(float* out, float* lse, const float* qkv, int batch, int seq, int n_heads,
+  void attention_forward(Ptr<float> out, float* lse, Ptr<const float> qkv, int batch, int seq, int n_heads,
                          int head_dim) override {
     cuda::OpProfiler::Scope scope(prof_, "attention_fwd", stream_);
     cuda::flash_attention_forward(out, lse, qkv, batch, seq, n_heads, head_dim, bf16_, stream_);
   }
-  void attention_backward(float* dqkv, float* scratch, const float* dout, const float* qkv, const float* out,
-                          const float* lse, int batch, int seq, int n_heads, int head_dim) override {
+  void attention_backward(Ptr<float> dqkv, float* scratch, const float* dout, Ptr<const float> qkv,
+                          Ptr<const float> out, const float* lse, int batch, int seq, int n_heads,
+                          int head_dim) override {
     cuda::OpProfiler::Scope scope(prof_, "attention_bwd", stream_);
     cuda::flash_attention_backward(dqkv, scratch, dout, qkv, out, lse, batch, seq, n_heads, head_dim, bf16_, stream_);
   }

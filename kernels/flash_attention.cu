@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "kernels/cuda_check.cuh"
+#include "kernels/elements.cuh"
 #include "kernels/flash_attention.cuh"
 
 namespace dsmoe::cuda {
@@ -150,8 +151,8 @@ __device__ __forceinline__ void mma_pb(float (&acc)[MT][N / 8][4], const float (
 }
 
 // dst rows row0 + 16mt + lane/4 (+8) of a [rows, hd] matrix (row stride ld) = acc [16*MT, HD] * mul.
-template <int MT, int HD>
-__device__ void store_acc(float* dst, int64_t ld, int row0, int rows, int hd, const float (&acc)[MT][HD / 8][4],
+template <int MT, int HD, typename E>
+__device__ void store_acc(E* dst, int64_t ld, int row0, int rows, int hd, const float (&acc)[MT][HD / 8][4],
                           float mul) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
@@ -160,16 +161,21 @@ __device__ void store_acc(float* dst, int64_t ld, int row0, int rows, int hd, co
     for (int r = 0; r < 2; ++r) {
       const int i = row0 + mt * 16 + lane / 4 + r * 8;
       if (i >= rows) continue;
-      float* row = dst + i * ld;
+      E* row = dst + i * ld;
 #pragma unroll
       for (int n = 0; n < HD / 8; ++n) {
         const int c = n * 8 + 2 * (lane % 4);
         const float x = acc[mt][n][2 * r] * mul, y = acc[mt][n][2 * r + 1] * mul;
-        if (hd % 2 == 0) {  // then ld, the head offset and c are even: 8-byte aligned pairs
-          if (c < hd) *reinterpret_cast<float2*>(row + c) = make_float2(x, y);
+        if (hd % 2 == 0) {  // then ld, the head offset and c are even: aligned pairs
+          if (c >= hd) continue;
+          if constexpr (std::is_same_v<E, float>)
+            *reinterpret_cast<float2*>(row + c) = make_float2(x, y);
+          else
+            *reinterpret_cast<uint32_t*>(row + c) = pack_bf16(x, y);
         } else {
-          if (c < hd) row[c] = x;
-          if (c + 1 < hd) row[c + 1] = y;
+          const float xs[1] = {x}, ys[1] = {y};
+          if (c < hd) store<1>(row + c, xs);
+          if (c + 1 < hd) store<1>(row + c + 1, ys);
         }
       }
     }
@@ -221,7 +227,22 @@ struct Bf16Tiles {
 // and past hd. Padding keys are causally masked for every real query and padding queries get
 // lse2 = +inf (p = 0), so the kernels load whole tiles without bounds checks.
 
-// v = row[c .. c + 7], zero past hd.
+// v = row[c .. c + 7], zero past hd, from fp32 or bf16 storage.
+__device__ __forceinline__ void load8(float (&v)[8], const bf16_t* row, int c, int hd) {
+  if (hd % 8 == 0) {  // 16-byte aligned: the row strides, head offsets and c are multiples of 8
+    const uint4 a = __ldg(reinterpret_cast<const uint4*>(row));
+    const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w[j]));
+      v[2 * j] = f.x, v[2 * j + 1] = f.y;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      if (c + j < hd) v[j] = __bfloat162float(row[j]);
+  }
+}
 __device__ __forceinline__ void load8(float (&v)[8], const float* row, int c, int hd) {
   if (hd % 4 == 0) {  // 16-byte aligned: the row strides, head offsets and c are multiples of 4
     const float4 a = __ldg(reinterpret_cast<const float4*>(row));
@@ -239,8 +260,8 @@ __device__ __forceinline__ void load8(float (&v)[8], const float* row, int c, in
 
 // dst [P, B*H, Tp, HD] from part p of src (row b*T + t at src + (b*T + t)*ld + p*H*hd, head h at
 // column h*hd). One thread per 8 output elements (one 16-byte store); n = P*B*H*Tp*HD/8.
-template <int HD>
-__global__ void heads_bf16_kernel(bf16_t* dst, const float* src, int64_t ld, int T, int Tp, int H, int hd, int BH,
+template <int HD, typename E>
+__global__ void heads_bf16_kernel(bf16_t* dst, const E* src, int64_t ld, int T, int Tp, int H, int hd, int BH,
                                   int64_t n) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n) return;
@@ -260,8 +281,8 @@ __global__ void heads_bf16_kernel(bf16_t* dst, const float* src, int64_t ld, int
 // The dO slab dst [B*H, Tp, HD] from dout [B*T, d] as heads_bf16_kernel, and the row statistics
 // lse2 [B*H, Tp] = lse * log2 e, dl [B*H, Tp] = rowsum(dout * out) (fp32), past T +inf and 0.
 // The HD/8 threads of a row are adjacent lanes (n = B*H*Tp*HD/8 is a multiple of the warp).
-template <int HD>
-__global__ void dout_heads_bf16_kernel(bf16_t* dst, float* lse2, float* dl, const float* dout, const float* out,
+template <int HD, typename E>
+__global__ void dout_heads_bf16_kernel(bf16_t* dst, float* lse2, float* dl, const float* dout, const E* out,
                                        const float* lse, int T, int Tp, int H, int hd, int64_t n) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n) return;
@@ -289,9 +310,9 @@ __global__ void dout_heads_bf16_kernel(bf16_t* dst, float* lse2, float* dl, cons
 
 // out [B*T, d], lse [B, H, T] from slabs q, k, v (qkvh [3, B*H, Tp, HD]). Grid (B*H, Tp / kRows), last blocks first.
 // Q stays in registers; K, V tiles [kFwdStep, HD] are double-buffered.
-template <int HD>
+template <int HD, typename E>
 __global__ void __launch_bounds__(Bf16Tiles<HD>::kThreads)
-    forward_bf16_kernel(float* out, float* lse, const bf16_t* qkvh, int T, int Tp, int H, int hd, float sl2) {
+    forward_bf16_kernel(E* out, float* lse, const bf16_t* qkvh, int T, int Tp, int H, int hd, float sl2) {
   using C = Bf16Tiles<HD>;
   constexpr int MT = C::kMT, BM = C::kRows, BN = C::kFwdStep, LD = C::kLd;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -386,9 +407,9 @@ __global__ void __launch_bounds__(Bf16Tiles<HD>::kThreads)
 // dK, dV of one key block: dqkv parts 1 and 2, from slabs q, k, v, dO (heads [4, B*H, Tp, HD]) and
 // row statistics lse2, dl [B*H, Tp]. Grid (B*H, Tp / kRows), first blocks first. K and V stay in
 // shared memory; Q, dO tiles [kBwdStep, HD] and their statistics are double-buffered.
-template <int HD>
+template <int HD, typename E>
 __global__ void __launch_bounds__(Bf16Tiles<HD>::kThreads)
-    dkdv_bf16_kernel(float* dqkv, const bf16_t* heads, const float* lse2, const float* dl, int T, int Tp, int H,
+    dkdv_bf16_kernel(E* dqkv, const bf16_t* heads, const float* lse2, const float* dl, int T, int Tp, int H,
                      int hd, float sl2, float scale) {
   using C = Bf16Tiles<HD>;
   constexpr int MT = C::kMT, BN = C::kRows, BM = C::kBwdStep, LD = C::kLd;
@@ -454,7 +475,7 @@ __global__ void __launch_bounds__(Bf16Tiles<HD>::kThreads)
   }
   const int b = bh / H, d = H * hd;
   const int64_t ld = 3 * d;
-  float* dst = dqkv + b * T * ld + bh % H * hd;
+  E* dst = dqkv + b * T * ld + bh % H * hd;
   store_acc<MT, HD>(dst + d, ld, w0, T, hd, dk, scale);
   store_acc<MT, HD>(dst + 2 * d, ld, w0, T, hd, dv, 1.f);
 }
@@ -462,9 +483,9 @@ __global__ void __launch_bounds__(Bf16Tiles<HD>::kThreads)
 // dQ of one query block: dqkv part 0, from the slabs and statistics of dkdv_bf16_kernel. Grid
 // (B*H, Tp / kRows), last blocks first. Q and dO stay in registers; K, V tiles [kBwdStep, HD] are
 // double-buffered.
-template <int HD>
+template <int HD, typename E>
 __global__ void __launch_bounds__(Bf16Tiles<HD>::kThreads)
-    dq_bf16_kernel(float* dqkv, const bf16_t* heads, const float* lse2, const float* dl, int T, int Tp, int H, int hd,
+    dq_bf16_kernel(E* dqkv, const bf16_t* heads, const float* lse2, const float* dl, int T, int Tp, int H, int hd,
                    float sl2, float scale) {
   using C = Bf16Tiles<HD>;
   constexpr int MT = C::kMT, BM = C::kRows, BN = C::kBwdStep, LD = C::kLd;
@@ -744,14 +765,14 @@ unsigned element_blocks(int64_t n) { return static_cast<unsigned>((n + kElementT
 
 // Stream-ordered scratch of the bf16 path: slabs q, k, v [3, B*H, Tp, HD] from qkv, followed by
 // `extra` bytes. Freed by the caller with cudaFreeAsync on s.
-template <int HD>
-bf16_t* qkv_slabs(const float* qkv, int Tp, size_t extra, const Geometry& g, cudaStream_t s) {
+template <int HD, typename E>
+bf16_t* qkv_slabs(const E* qkv, int Tp, size_t extra, const Geometry& g, cudaStream_t s) {
   const int BH = g.B * g.H;
   const int64_t n = 3LL * BH * Tp * HD / 8;
   void* p = nullptr;
   CUDA_CHECK(cudaMallocAsync(&p, n * 8 * sizeof(bf16_t) + extra, s));
   bf16_t* heads = static_cast<bf16_t*>(p);
-  heads_bf16_kernel<HD><<<element_blocks(n), kElementThreads, 0, s>>>(heads, qkv, 3LL * g.H * g.hd, g.T, Tp, g.H,
+  heads_bf16_kernel<HD, E><<<element_blocks(n), kElementThreads, 0, s>>>(heads, qkv, 3LL * g.H * g.hd, g.T, Tp, g.H,
                                                                         g.hd, BH, n);
   CUDA_CHECK(cudaGetLastError());
   return heads;
@@ -759,43 +780,62 @@ bf16_t* qkv_slabs(const float* qkv, int Tp, size_t extra, const Geometry& g, cud
 
 int padded_seq(int T, int rows) { return (T + rows - 1) / rows * rows; }
 
-template <int HD>
-void forward(float* out, float* lse, const float* qkv, const Geometry& g, bool bf16, cudaStream_t s) {
-  if (bf16) {
-    using C = Bf16Tiles<HD>;
-    const int Tp = padded_seq(g.T, C::kRows);
-    bf16_t* heads = qkv_slabs<HD>(qkv, Tp, 0, g, s);
-    const size_t smem = (C::kRows + 2 * 2 * C::kFwdStep) * C::kLd * sizeof(bf16_t);
-    launch(forward_bf16_kernel<HD>, g.grid(C::kRows), C::kThreads, smem, s, out, lse, heads, g.T, Tp, g.H, g.hd,
-           g.sl2);
-    CUDA_CHECK(cudaFreeAsync(heads, s));
-  } else {
-    launch(forward_f32_kernel<HD>, g.grid(Slice<HD>::kRows), 128, 0, s, out, lse, qkv, g.T, g.H, g.hd, g.sl2);
-  }
+// The bf16 path, with qkv, out (and dqkv) stored as E.
+template <int HD, typename E>
+void forward_bf16(E* out, float* lse, const E* qkv, const Geometry& g, cudaStream_t s) {
+  using C = Bf16Tiles<HD>;
+  const int Tp = padded_seq(g.T, C::kRows);
+  bf16_t* heads = qkv_slabs<HD>(qkv, Tp, 0, g, s);
+  const size_t smem = (C::kRows + 2 * 2 * C::kFwdStep) * C::kLd * sizeof(bf16_t);
+  launch(forward_bf16_kernel<HD, E>, g.grid(C::kRows), C::kThreads, smem, s, out, lse, heads, g.T, Tp, g.H, g.hd,
+         g.sl2);
+  CUDA_CHECK(cudaFreeAsync(heads, s));
 }
 
 template <int HD>
-void backward(float* dqkv, float* delta, const float* dout, const float* qkv, const float* out, const float* lse,
-              const Geometry& g, bool bf16, cudaStream_t s) {
+void forward(Ptr<float> out, float* lse, Ptr<const float> qkv, const Geometry& g, bool bf16, cudaStream_t s) {
+  if (!bf16)
+    return launch(forward_f32_kernel<HD>, g.grid(Slice<HD>::kRows), 128, 0, s, out.get(), lse, qkv.get(), g.T, g.H,
+                  g.hd, g.sl2);
+  with_storage(out, [&](auto* o) {
+    using CE = const std::remove_pointer_t<decltype(o)>*;
+    forward_bf16<HD>(o, lse, static_cast<CE>(qkv.raw()), g, s);
+  });
+}
+
+template <int HD, typename E>
+void backward_bf16(E* dqkv, const float* dout, const E* qkv, const E* out, const float* lse, const Geometry& g,
+                   cudaStream_t s) {
+  using C = Bf16Tiles<HD>;
+  const int Tp = padded_seq(g.T, C::kRows);
+  const int64_t rows = static_cast<int64_t>(g.B) * g.H * Tp;  // slabs [4, rows, HD], then lse2, dl [rows]
+  bf16_t* heads = qkv_slabs<HD>(qkv, Tp, rows * (HD * sizeof(bf16_t) + 2 * sizeof(float)), g, s);
+  float* lse2 = reinterpret_cast<float*>(heads + 4 * rows * HD);
+  float* dl = lse2 + rows;
+  dout_heads_bf16_kernel<HD, E><<<element_blocks(rows * HD / 8), kElementThreads, 0, s>>>(
+      heads + 3 * rows * HD, lse2, dl, dout, out, lse, g.T, Tp, g.H, g.hd, rows * HD / 8);
+  CUDA_CHECK(cudaGetLastError());
+  const size_t dkdv_smem = (2 * C::kRows + 2 * 2 * C::kBwdStep) * C::kLd * sizeof(bf16_t) +
+                           2 * 2 * C::kBwdStep * sizeof(float);
+  launch(dkdv_bf16_kernel<HD, E>, g.grid(C::kRows), C::kThreads, dkdv_smem, s, dqkv, heads, lse2, dl, g.T, Tp, g.H,
+         g.hd, g.sl2, g.scale);
+  const size_t dq_smem = (2 * C::kRows + 2 * 2 * C::kBwdStep) * C::kLd * sizeof(bf16_t);
+  launch(dq_bf16_kernel<HD, E>, g.grid(C::kRows), C::kThreads, dq_smem, s, dqkv, heads, lse2, dl, g.T, Tp, g.H, g.hd,
+         g.sl2, g.scale);
+  CUDA_CHECK(cudaFreeAsync(heads, s));
+}
+
+template <int HD>
+void backward(Ptr<float> dqkv_ptr, float* delta, const float* dout, Ptr<const float> qkv_ptr, Ptr<const float> out_ptr,
+              const float* lse, const Geometry& g, bool bf16, cudaStream_t s) {
   if (bf16) {
-    using C = Bf16Tiles<HD>;
-    const int Tp = padded_seq(g.T, C::kRows);
-    const int64_t rows = static_cast<int64_t>(g.B) * g.H * Tp;  // slabs [4, rows, HD], then lse2, dl [rows]
-    bf16_t* heads = qkv_slabs<HD>(qkv, Tp, rows * (HD * sizeof(bf16_t) + 2 * sizeof(float)), g, s);
-    float* lse2 = reinterpret_cast<float*>(heads + 4 * rows * HD);
-    float* dl = lse2 + rows;
-    dout_heads_bf16_kernel<HD><<<element_blocks(rows * HD / 8), kElementThreads, 0, s>>>(
-        heads + 3 * rows * HD, lse2, dl, dout, out, lse, g.T, Tp, g.H, g.hd, rows * HD / 8);
-    CUDA_CHECK(cudaGetLastError());
-    const size_t dkdv_smem = (2 * C::kRows + 2 * 2 * C::kBwdStep) * C::kLd * sizeof(bf16_t) +
-                             2 * 2 * C::kBwdStep * sizeof(float);
-    launch(dkdv_bf16_kernel<HD>, g.grid(C::kRows), C::kThreads, dkdv_smem, s, dqkv, heads, lse2, dl, g.T, Tp, g.H,
-           g.hd, g.sl2, g.scale);
-    const size_t dq_smem = (2 * C::kRows + 2 * 2 * C::kBwdStep) * C::kLd * sizeof(bf16_t);
-    launch(dq_bf16_kernel<HD>, g.grid(C::kRows), C::kThreads, dq_smem, s, dqkv, heads, lse2, dl, g.T, Tp, g.H, g.hd,
-           g.sl2, g.scale);
-    CUDA_CHECK(cudaFreeAsync(heads, s));
+    with_storage(dqkv_ptr, [&](auto* dqkv) {
+      using CE = const std::remove_pointer_t<decltype(dqkv)>*;
+      backward_bf16<HD>(dqkv, dout, static_cast<CE>(qkv_ptr.raw()), static_cast<CE>(out_ptr.raw()), lse, g, s);
+    });
   } else {
+    float* dqkv = dqkv_ptr.get();
+    const float *qkv = qkv_ptr.get(), *out = out_ptr.get();
     const int64_t rows = static_cast<int64_t>(g.B) * g.T * g.H;
     delta_kernel<<<element_blocks(rows * 32), kElementThreads, 0, s>>>(delta, dout, out, g.T, g.H, g.hd, rows);
     CUDA_CHECK(cudaGetLastError());
@@ -814,9 +854,10 @@ Geometry geometry(int batch, int seq, int n_heads, int head_dim) {
 
 }  // namespace
 
-void flash_attention_forward(float* out, float* lse, const float* qkv, int batch, int seq, int n_heads, int head_dim,
-                             bool bf16, cudaStream_t s) {
+void flash_attention_forward(Ptr<float> out, float* lse, Ptr<const float> qkv, int batch, int seq, int n_heads,
+                             int head_dim, bool bf16, cudaStream_t s) {
   if ((int64_t)batch * seq * n_heads == 0) return;
+  DSMOE_CHECK(out.is_bf16() == qkv.is_bf16(), "flash attention: qkv and out stored differently");
   const Geometry g = geometry(batch, seq, n_heads, head_dim);
   if (head_dim <= 16) return forward<16>(out, lse, qkv, g, bf16, s);
   if (head_dim <= 32) return forward<32>(out, lse, qkv, g, bf16, s);
@@ -824,10 +865,12 @@ void flash_attention_forward(float* out, float* lse, const float* qkv, int batch
   forward<128>(out, lse, qkv, g, bf16, s);
 }
 
-void flash_attention_backward(float* dqkv, float* delta, const float* dout, const float* qkv, const float* out,
-                              const float* lse, int batch, int seq, int n_heads, int head_dim, bool bf16,
-                              cudaStream_t s) {
+void flash_attention_backward(Ptr<float> dqkv, float* delta, const float* dout, Ptr<const float> qkv,
+                              Ptr<const float> out, const float* lse, int batch, int seq, int n_heads, int head_dim,
+                              bool bf16, cudaStream_t s) {
   if ((int64_t)batch * seq * n_heads == 0) return;
+  DSMOE_CHECK(dqkv.is_bf16() == qkv.is_bf16() && out.is_bf16() == qkv.is_bf16(),
+              "flash attention: qkv, out and dqkv stored differently");
   const Geometry g = geometry(batch, seq, n_heads, head_dim);
   if (head_dim <= 16) return backward<16>(dqkv, delta, dout, qkv, out, lse, g, bf16, s);
   if (head_dim <= 32) return backward<32>(dqkv, delta, dout, qkv, out, lse, g, bf16, s);

@@ -62,7 +62,7 @@ void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, c
                       int rows, int d, cudaStream_t s);
 
 // rope.cu: cos_sin [seq, head_dim] = cos[half] | sin[half] per position (computed on the host in double).
-void rope(float* qkv, const float* cos_sin, int batch, int seq, int n_heads, int head_dim, bool inverse,
+void rope(Ptr<float> qkv, const float* cos_sin, int batch, int seq, int n_heads, int head_dim, bool inverse,
           cudaStream_t s);
 
 // embedding.cu

@@ -116,5 +116,28 @@ TEST_F(Bf16Storage, SwigluNormsGathersAndGateWeightedSums) {
   EXPECT_EQ(values(dys, R * d), rounded(dy_ref));
 }
 
+TEST_F(Bf16Storage, RopeAndAttention) {
+  const int B = 2, T = 5, H = 2, hd = 4, d = H * hd, R = B * T;
+  const Vec qkv0 = rounded(random(R * 3 * d, 12)), dout = random(R * d, 13);
+  Stored qs = stored(qkv0);
+  Vec qkv = qkv0;
+  low->rope(qs.p(), B, T, H, hd, 10000.0, false);
+  ref->rope(qkv.data(), B, T, H, hd, 10000.0, false);
+  EXPECT_EQ(values(qs, R * 3 * d), rounded(qkv));
+
+  qkv = values(qs, R * 3 * d);
+  const int64_t saved = low->attention_saved_size(B, T, H), scratch = low->attention_scratch_size(B, T, H);
+  Vec probs(saved), probs_ref(saved), sc(scratch), out_ref(R * d), dqkv_ref(R * 3 * d, 7.f);
+  Stored out = stored(Vec(R * d)), dqkv = stored(Vec(R * 3 * d, 7.f));
+  low->attention_forward(out.p(), probs.data(), qs.p(), B, T, H, hd);
+  ref->attention_forward(out_ref.data(), probs_ref.data(), qkv.data(), B, T, H, hd);
+  EXPECT_EQ(values(out, R * d), rounded(out_ref));
+  EXPECT_EQ(probs, probs_ref);
+  low->attention_backward(dqkv.p(), sc.data(), dout.data(), qs.p(), out.p(), probs.data(), B, T, H, hd);
+  ref->attention_backward(dqkv_ref.data(), sc.data(), dout.data(), qkv.data(), out_ref.data(), probs_ref.data(), B,
+                          T, H, hd);
+  EXPECT_EQ(values(dqkv, R * 3 * d), rounded(dqkv_ref));
+}
+
 }  // namespace
 }  // namespace dsmoe

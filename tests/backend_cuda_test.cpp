@@ -204,6 +204,38 @@ Vec rounded_to_bf16(Vec v) {
   return v;
 }
 
+// Floats on a backend, stored in fp32 or in bf16 (rounded to nearest even): an op's operand in
+// either storage, written and read back as floats.
+class Stored {
+ public:
+  Stored(Backend<float>& be, const Vec& v, bool bf16) : be_(be), bf16_(bf16), n_(v.size()) {
+    if (!bf16) {
+      f_.reset(be, n_);
+      to_device(be, f_.data(), v);
+      return;
+    }
+    std::vector<uint16_t> h(n_);
+    for (size_t i = 0; i < n_; ++i) h[i] = bf16_bits(v[i]);
+    b_.reset(be, n_);
+    to_device(be, b_.data(), h);
+  }
+  Ptr<float> p() { return bf16_ ? Ptr<float>::bf16(b_.data()) : Ptr<float>(f_.data()); }
+  Vec read() {
+    if (!bf16_) return to_host(be_, f_.data(), n_);
+    const std::vector<uint16_t> h = to_host(be_, b_.data(), n_);
+    Vec v(n_);
+    for (size_t i = 0; i < n_; ++i) v[i] = bf16_value(h[i]);
+    return v;
+  }
+
+ private:
+  Backend<float>& be_;
+  bool bf16_;
+  size_t n_;
+  Buf<float> f_;
+  Buf<uint16_t> b_;
+};
+
 // A batch under bf16 whose inputs overlap, interleave (the gate and up halves of one buffer),
 // sit at odd offsets and partly in the registered weights: every product equals the fp32
 // product of the bf16-rounded inputs (fp32 accumulation: only the summation order differs).
@@ -257,26 +289,7 @@ TEST_F(CudaVsCpu, OpsOnOperandsStoredInBf16) {
   auto bf16 = make_cuda_backend(0, /*bf16=*/true);
   ASSERT_TRUE(bf16->bf16_storage());
   ASSERT_FALSE(gpu->bf16_storage());
-  struct Low {  // a bf16 buffer on the GPU
-    Buf<uint16_t> b;
-    Ptr<float> p() { return Ptr<float>::bf16(b.data()); }
-  };
-  auto bits = [](const Vec& v) {
-    std::vector<uint16_t> h(v.size());
-    for (size_t i = 0; i < v.size(); ++i) h[i] = bf16_bits(v[i]);
-    return h;
-  };
-  auto low = [&](const Vec& v) {
-    Low l{Buf<uint16_t>(*bf16, v.size())};
-    to_device(*bf16, l.b.data(), bits(v));
-    return l;
-  };
-  auto read = [&](Low& l) {
-    Vec v(l.b.size());
-    const std::vector<uint16_t> h = to_host(*bf16, l.b.data(), l.b.size());
-    for (size_t i = 0; i < v.size(); ++i) v[i] = bf16_value(h[i]);
-    return v;
-  };
+  auto low = [&](const Vec& v) { return Stored(*bf16, v, true); };
   auto on_cpu = [&](const Vec& v) {
     auto b = std::make_unique<Buf<float>>(*cpu, v.size());
     to_device(*cpu, b->data(), v);
@@ -301,19 +314,19 @@ TEST_F(CudaVsCpu, OpsOnOperandsStoredInBf16) {
     // gather: fp32 -> bf16 and bf16 -> bf16
     Buf<float> xg(*bf16, R * d);
     to_device(*bf16, xg.data(), x);
-    Low out{Buf<uint16_t>(*bf16, R * d)}, again{Buf<uint16_t>(*bf16, R * d)};
+    Stored out = low(Vec(R * d)), again = low(Vec(R * d));
     bf16->gather_rows(out.p(), xg, ig, R, d);
     auto xc = on_cpu(x), oc = on_cpu(Vec(R * d));
     cpu->gather_rows(*oc, *xc, ic, R, d);
     const Vec gathered = rounded_to_bf16(cpu_vec(*oc));
-    expect_near(gathered, read(out), exact, "gather into bf16");
-    Low xl = low(x);
+    expect_near(gathered, out.read(), exact, "gather into bf16");
+    Stored xl = low(x);
     bf16->gather_rows(again.p(), xl.p(), ig, R, d);
-    expect_near(gathered, read(again), exact, "gather from bf16");
+    expect_near(gathered, again.read(), exact, "gather from bf16");
 
     // SwiGLU forward and backward: gu, act, dgu in bf16, dact in fp32
     const Vec gu = rounded_to_bf16(random(R * 2 * d, 82)), dact = random(R * d, 83);
-    Low gul = low(gu), act{Buf<uint16_t>(*bf16, R * d)}, dgu{Buf<uint16_t>(*bf16, R * 2 * d)};
+    Stored gul = low(gu), act = low(Vec(R * d)), dgu = low(Vec(R * 2 * d));
     Buf<float> dactg(*bf16, R * d);
     to_device(*bf16, dactg.data(), dact);
     bf16->swiglu_forward(act.p(), gul.p(), R, d);
@@ -321,8 +334,8 @@ TEST_F(CudaVsCpu, OpsOnOperandsStoredInBf16) {
     auto guc = on_cpu(gu), actc = on_cpu(Vec(R * d)), dactc = on_cpu(dact), dguc = on_cpu(Vec(R * 2 * d));
     cpu->swiglu_forward(*actc, *guc, R, d);
     cpu->swiglu_backward(*dguc, *dactc, *guc, R, d);
-    expect_near(rounded_to_bf16(cpu_vec(*actc)), read(act), unit, "swiglu in bf16");
-    expect_near(rounded_to_bf16(cpu_vec(*dguc)), read(dgu), unit, "swiglu backward in bf16");
+    expect_near(rounded_to_bf16(cpu_vec(*actc)), act.read(), unit, "swiglu in bf16");
+    expect_near(rounded_to_bf16(cpu_vec(*dguc)), dgu.read(), unit, "swiglu backward in bf16");
 
     // The gate-weighted sum and its backward over bf16 rows y [R, d]; out, dout, w, dw in fp32.
     std::vector<int32_t> pair_row(T * K);
@@ -331,7 +344,7 @@ TEST_F(CudaVsCpu, OpsOnOperandsStoredInBf16) {
     to_device(*bf16, prg.data(), pair_row);
     to_device(*cpu, prc.data(), pair_row);
     const Vec y = rounded_to_bf16(random(R * d, 84)), w = random(T * K, 85), acc0 = random(T * d, 86);
-    Low yl = low(y), dy = low(Vec(R * d));
+    Stored yl = low(y), dy = low(Vec(R * d));
     Buf<float> wg(*bf16, T * K), accg(*bf16, T * d), dwg(*bf16, T * K);
     to_device(*bf16, wg.data(), w);
     to_device(*bf16, accg.data(), acc0);
@@ -343,27 +356,27 @@ TEST_F(CudaVsCpu, OpsOnOperandsStoredInBf16) {
     expect_near(cpu_vec(*accc), to_host(*bf16, accg.data(), T * d), fp32, "weighted sum of bf16 rows");
     expect_near(cpu_vec(*dwc), to_host(*bf16, dwg.data(), T * K), fp32, "weighted sum backward dw");
     // dy = w * dout: one fp32 product, rounded once on both sides (dout agrees to fp32 tolerance)
-    expect_near(rounded_to_bf16(cpu_vec(*dyc)), read(dy), unit, "weighted sum backward dy in bf16");
+    expect_near(rounded_to_bf16(cpu_vec(*dyc)), dy.read(), unit, "weighted sum backward dy in bf16");
 
     // RMSNorm into bf16 (x, w, rstd in fp32)
     const Vec nw = random(d, 88);
     Buf<float> nwg(*bf16, d), rstdg(*bf16, R);
     to_device(*bf16, nwg.data(), nw);
-    Low normed{Buf<uint16_t>(*bf16, R * d)};
+    Stored normed = low(Vec(R * d));
     bf16->rmsnorm_forward(normed.p(), rstdg, xg, nwg, R, d, 1e-6);
     auto nwc = on_cpu(nw), rstdc = on_cpu(Vec(R)), normc = on_cpu(Vec(R * d));
     cpu->rmsnorm_forward(*normc, *rstdc, *xc, *nwc, R, d, 1e-6);
-    expect_near(rounded_to_bf16(cpu_vec(*normc)), read(normed), unit, "rmsnorm into bf16");
+    expect_near(rounded_to_bf16(cpu_vec(*normc)), normed.read(), unit, "rmsnorm into bf16");
 
     // A product reading a bf16 operand and writing bf16: C [R, 8] = A [R, d] B^T, B [8, d] in fp32.
     const Vec b = random(8 * d, 87);
     Buf<float> bg(*bf16, 8 * d);
     to_device(*bf16, bg.data(), b);
-    Low c{Buf<uint16_t>(*bf16, R * 8)};
+    Stored c = low(Vec(R * 8));
     bf16->gemm({false, true, R, 8, d, 1.f, xl.p(), d, bg, d, 0.f, c.p(), 8});
     auto ac = on_cpu(rounded_to_bf16(x)), bc = on_cpu(rounded_to_bf16(b)), cc = on_cpu(Vec(R * 8));
     cpu->gemm({false, true, R, 8, d, 1.f, *ac, d, *bc, d, 0.f, *cc, 8});
-    expect_near(rounded_to_bf16(cpu_vec(*cc)), read(c), unit, "product into bf16");
+    expect_near(rounded_to_bf16(cpu_vec(*cc)), c.read(), unit, "product into bf16");
   }
 }
 
@@ -397,10 +410,20 @@ TEST_F(CudaVsCpu, NormsEmbeddingRopeSwiglu) {
   expect_same(dtable, "embedding backward");
 
   auto qkv = twin(random(R * 3 * d, 11));
+  auto bf16 = make_cuda_backend(0, /*bf16=*/true);
   for (bool inverse : {false, true}) {
+    Stored low(*bf16, to_host(*cpu, qkv.c.data(), qkv.n), true);
+    const Vec stored = low.read();
     cpu->rope(qkv.c, B, T, H, hd, 10000.0, inverse);
     gpu->rope(qkv.g, B, T, H, hd, 10000.0, inverse);
     expect_same(qkv, "rope");
+    // in bf16 storage: the rotation of the stored values, rounded once
+    auto ref = twin(stored);
+    cpu->rope(ref.c, B, T, H, hd, 10000.0, inverse);
+    bf16->rope(low.p(), B, T, H, hd, 10000.0, inverse);
+    const Vec want = rounded_to_bf16(to_host(*cpu, ref.c.data(), ref.n)), got = low.read();
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-6 + std::fabs(want[i]) / 128) << "rope in bf16 storage, element " << i;
   }
   expect_swiglu_alike(R, d, 12);
 }
@@ -432,16 +455,16 @@ TEST_F(CudaVsCpu, RowKernelsOnWidthsThatAreNotMultiplesOfFour) {
 struct AttentionResult {
   Vec out, dqkv;
 };
-AttentionResult run_attention(Backend<float>& be, const Vec& qkv, const Vec& dout, int B, int T, int H, int hd) {
+// bf16_storage: qkv, out and dqkv stored in bf16.
+AttentionResult run_attention(Backend<float>& be, const Vec& qkv, const Vec& dout, int B, int T, int H, int hd,
+                              bool bf16_storage = false) {
   const int64_t n = (int64_t)B * T * H * hd;
-  Buf<float> q(be, 3 * n), o(be, n), g(be, n), dq(be, 3 * n), saved(be, be.attention_saved_size(B, T, H)),
-      scratch(be, be.attention_scratch_size(B, T, H));
-  to_device(be, q.data(), qkv);
+  Stored q(be, qkv, bf16_storage), o(be, Vec(n), bf16_storage), dq(be, random(3 * n, 99, 1e3f), bf16_storage);
+  Buf<float> g(be, n), saved(be, be.attention_saved_size(B, T, H)), scratch(be, be.attention_scratch_size(B, T, H));
   to_device(be, g.data(), dout);
-  to_device(be, dq.data(), random(3 * n, 99, 1e3f));
-  be.attention_forward(o, saved, q, B, T, H, hd);
-  be.attention_backward(dq, scratch, g, q, o, saved, B, T, H, hd);
-  return {to_host(be, o.data(), n), to_host(be, dq.data(), 3 * n)};
+  be.attention_forward(o.p(), saved, q.p(), B, T, H, hd);
+  be.attention_backward(dq.p(), scratch, g, q.p(), o.p(), saved, B, T, H, hd);
+  return {o.read(), dq.read()};
 }
 
 void expect_close(const Vec& ref, const Vec& x, double rel, const char* what) {
@@ -471,6 +494,15 @@ TEST_F(CudaVsCpu, AttentionForwardAndBackward) {
     const AttentionResult low = run_attention(*bf16, qkv, dout, s.B, s.T, s.H, s.hd);
     EXPECT_LT(relative_error(want.out, low.out), 1e-2) << "bf16 attention out";
     EXPECT_LT(relative_error(want.dqkv, low.dqkv), 1e-2) << "bf16 dqkv";
+    // qkv, out and dqkv stored in bf16: the kernels read the stored q, k, v exactly as they
+    // round fp32 ones, so out is the fp32-stored run's out on rounded inputs, rounded once; dqkv
+    // also sees out rounded (in rowsum(dout * out)) and is rounded once.
+    const Vec q16 = rounded_to_bf16(qkv);
+    const AttentionResult on16 = run_attention(*bf16, q16, dout, s.B, s.T, s.H, s.hd);
+    const AttentionResult stored = run_attention(*bf16, q16, dout, s.B, s.T, s.H, s.hd, true);
+    EXPECT_EQ(stored.out, rounded_to_bf16(on16.out)) << "attention out stored in bf16";
+    EXPECT_LT(relative_error(on16.dqkv, stored.dqkv), 1e-2) << "dqkv stored in bf16";
+    EXPECT_LT(relative_error(want.dqkv, stored.dqkv), 1.5e-2) << "dqkv stored in bf16 against fp32";
   }
 }
 

@@ -62,15 +62,16 @@ TEST(SimMemory, CudaAttentionAndBf16Copies) {
   EXPECT_EQ(fp32.bf16, 0);
   cfg.precision = "bf16";
   const MemoryBreakdown bf16 = rank_memory(cfg, 1, 0, 1, "cuda", {});
-  // 2 bytes per parameter; the largest fp32 inputs of one product in bf16 (the attention's weight
-  // gradient: dqkv, R * 3d = 96 elements); 32 MiB of cuBLASLt workspace; the attention
+  // 2 bytes per parameter; the largest fp32 input of one product in bf16 (the head's weight
+  // gradient: dlogits, R * V = 64 elements); 32 MiB of cuBLASLt workspace; the attention
   // backward's copies: 2 heads x 128 padded rows, each 4 x 16 bf16 and 2 floats (136 bytes).
-  EXPECT_EQ(bf16.bf16, 2 * 1848 + 2 * 96 + 32 * 1048576 + 256 * 136);
-  // Stored in bf16, half the bytes: ln1 of both layers and ln_f (3 R d = 96), the dense FFN's gu
-  // and act (3 R 12 = 144), the shared expert's (72), the experts' gu and yc (96 + 64); in the
-  // scratch, the dense dgu (96) and the experts' xe (64), act (48), dyc (64) and dgu (96).
-  EXPECT_EQ(fp32.activations - bf16.activations, (96 + 144 + 72 + 96 + 64) * 2);
-  EXPECT_EQ(fp32.scratch - bf16.scratch, (96 + 64 + 48 + 64 + 96) * 2);
+  EXPECT_EQ(bf16.bf16, 2 * 1848 + 2 * 64 + 32 * 1048576 + 256 * 136);
+  // Stored in bf16, half the bytes: ln1, qkv and att of both layers and ln_f (2 * 5 R d + R d =
+  // 352), the dense FFN's gu and act (3 R 12 = 144), the shared expert's (72), the experts' gu
+  // and yc (96 + 64); in the scratch, dqkv (96), the dense dgu (96) and the experts' xe (64), act
+  // (48), dyc (64) and dgu (96).
+  EXPECT_EQ(fp32.activations - bf16.activations, (352 + 144 + 72 + 96 + 64) * 2);
+  EXPECT_EQ(fp32.scratch - bf16.scratch, (96 + 96 + 64 + 48 + 64 + 96) * 2);
 }
 
 TEST(SimMemory, MatchesTheCpuBackendsPeak) {

@@ -85,18 +85,18 @@ class Backend {
 
   // Rotary embedding (rotate-half) on the q and k parts of qkv [B*T, 3*d] in place; inverse=true
   // rotates back (the backward of the forward rotation).
-  virtual void rope(T* qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) = 0;
+  virtual void rope(Ptr<T> qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) = 0;
 
   // Causal attention. qkv [B*T, 3d] (q|k|v), out [B*T, d]; `saved` keeps what backward needs
   // (attention_saved_size elements: the [B, H, T, T] probabilities on the CPU, one log-sum-exp
-  // per (sequence, head, query) with a fused kernel).
+  // per (sequence, head, query) with a fused kernel). qkv, out and dqkv share one storage.
   virtual int64_t attention_saved_size(int batch, int seq, int n_heads) const = 0;
-  virtual void attention_forward(T* out, T* saved, const T* qkv, int batch, int seq, int n_heads,
+  virtual void attention_forward(Ptr<T> out, T* saved, Ptr<const T> qkv, int batch, int seq, int n_heads,
                                  int head_dim) = 0;
   // dqkv [B*T, 3d] is written; out is attention_forward's; scratch holds attention_scratch_size.
   virtual int64_t attention_scratch_size(int batch, int seq, int n_heads) const = 0;
-  virtual void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* out, const T* saved,
-                                  int batch, int seq, int n_heads, int head_dim) = 0;
+  virtual void attention_backward(Ptr<T> dqkv, T* scratch, const T* dout, Ptr<const T> qkv, Ptr<const T> out,
+                                  const T* saved, int batch, int seq, int n_heads, int head_dim) = 0;
 
   // act = silu(g) * u with gu [R, 2n] = [g | u], act [R, n].
   virtual void swiglu_forward(Ptr<T> act, Ptr<const T> gu, int rows, int n) = 0;

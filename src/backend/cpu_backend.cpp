@@ -196,7 +196,14 @@ class CpuBackend final : public Backend<T> {
     });
   }
 
-  void rope(T* qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) override {
+  void rope(Ptr<T> qkv_ptr, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) override {
+    if (qkv_ptr.is_bf16()) {
+      std::vector<T> q;
+      rope(widened(qkv_ptr, (int64_t)batch * seq * 3 * n_heads * head_dim, q), batch, seq, n_heads, head_dim, theta,
+           inverse);
+      return narrow(qkv_ptr, q);
+    }
+    T* qkv = qkv_ptr.get();
     const std::vector<T>& cs = rope_table(seq, head_dim, theta);
     const int half = head_dim / 2, d = n_heads * head_dim;
     const T sign = inverse ? T(-1) : T(1);
@@ -224,7 +231,16 @@ class CpuBackend final : public Backend<T> {
   int64_t attention_scratch_size(int batch, int seq, int n_heads) const override {
     return (int64_t)batch * n_heads * seq * seq;
   }
-  void attention_forward(T* out, T* probs, const T* qkv, int batch, int seq, int n_heads, int head_dim) override {
+  void attention_forward(Ptr<T> out_ptr, T* probs, Ptr<const T> qkv_ptr, int batch, int seq, int n_heads,
+                         int head_dim) override {
+    if (out_ptr.is_bf16() || qkv_ptr.is_bf16()) {
+      std::vector<T> o, q;
+      const int64_t rd = (int64_t)batch * seq * n_heads * head_dim;
+      attention_forward(widened(out_ptr, rd, o), probs, widened(qkv_ptr, 3 * rd, q), batch, seq, n_heads, head_dim);
+      return narrow(out_ptr, o);
+    }
+    T* out = out_ptr.get();
+    const T* qkv = qkv_ptr.get();
     const int d = n_heads * head_dim, ld = 3 * d;
     const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
 #pragma omp parallel for schedule(static)
@@ -251,8 +267,17 @@ class CpuBackend final : public Backend<T> {
     }
   }
 
-  void attention_backward(T* dqkv, T* scratch, const T* dout, const T* qkv, const T* /*out*/, const T* probs,
-                          int batch, int seq, int n_heads, int head_dim) override {
+  void attention_backward(Ptr<T> dqkv_ptr, T* scratch, const T* dout, Ptr<const T> qkv_ptr, Ptr<const T> /*out*/,
+                          const T* probs, int batch, int seq, int n_heads, int head_dim) override {
+    if (dqkv_ptr.is_bf16() || qkv_ptr.is_bf16()) {
+      std::vector<T> dq, q;
+      const int64_t rd3 = (int64_t)batch * seq * 3 * n_heads * head_dim;
+      attention_backward(widened(dqkv_ptr, rd3, dq), scratch, dout, widened(qkv_ptr, rd3, q), nullptr, probs, batch,
+                         seq, n_heads, head_dim);
+      return narrow(dqkv_ptr, dq);
+    }
+    T* dqkv = dqkv_ptr.get();
+    const T* qkv = qkv_ptr.get();
     const int d = n_heads * head_dim, ld = 3 * d;
     const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
 #pragma omp parallel for schedule(static)

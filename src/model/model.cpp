@@ -52,8 +52,8 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
     a.x.reset(be, R * d);
     a.ln1.ensure(be, R * d);
     a.rstd1.reset(be, R);
-    a.qkv.reset(be, R * 3 * d);
-    a.att.reset(be, R * d);
+    a.qkv.ensure(be, R * 3 * d);
+    a.att.ensure(be, R * d);
     a.att_saved.reset(be, saved);
     a.h.reset(be, R * d);
     a.ln2.reset(be, R * d);
@@ -79,7 +79,7 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
   dx_.reset(be, R * d);
   dh_.reset(be, R * d);
   dtmp_.reset(be, R * d);
-  dqkv_.reset(be, R * 3 * d);
+  dqkv_.ensure(be, R * 3 * d);
   att_scratch_.reset(be, be.attention_scratch_size(max_seqs, m.seq_len, m.n_heads));
   dgu_.ensure(be, R * 2 * m.dense_hidden);
   dact_.reset(be, R * m.dense_hidden);

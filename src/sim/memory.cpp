@@ -44,10 +44,11 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
   MemoryBreakdown mb;
   mb.weights = mb.grads = P * f;
   mb.optimizer = 2 * P * f;
-  // x qkv att h ln2, ln1, rstd x2, saved; the dense FFN's gu and act
-  double acts = m.n_layers * (7 * R * d + R * d * low + 2 * R + att) + Ld * 3 * R * dh * low;
+  // x h ln2, ln1 qkv att, rstd x2, saved; the dense FFN's gu and act
+  double acts = m.n_layers * (3 * R * d + 5 * R * d * low + 2 * R + att) + Ld * 3 * R * dh * low;
   acts += 2 * R + R * d + R * d * low + R + R * V + R;  // tokens, targets; xs_final, ln_f, rstd_f, logits, losses
-  double scratch = 6 * R * d + att + R * dh * (2 * low + 1);  // dx dh dtmp dqkv; attention scratch; dense dgu, dact
+  // dx dh dtmp, dqkv; attention scratch; dense dgu, dact
+  double scratch = 3 * R * d + 3 * R * d * low + att + R * dh * (2 * low + 1);
   double dispatch = 0;
   // The router's statistics per layer, in doubles (moe/route_stats.h): chunks x W, totals, balance.
   const double D = cfg.balance.device_groups > 0 ? cfg.balance.device_groups : ep, W = 2 * N + D;
@@ -78,10 +79,10 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
   }
   scratch += (s_xe + s_act + s_dyc + s_dgu) * low + s_dgate + s_dxe + s_dact + s_tmp;
   if (bf16) {
-    // The inputs stored in fp32 that one product reads, rounded into the workspace: the largest
-    // are the head's weight gradient (dlogits), the attention's (dqkv) and the output
-    // projection's (its output gradient and the attention output).
-    const double operand = std::max({R * V, R * 3 * d, R * 2 * d});
+    // The inputs stored in fp32 that one product (or batch) reads, rounded into the workspace:
+    // the head's gradient products read dlogits [R, V]; the output projection's read dh, the
+    // shared experts' and the dense FFN's their input or output gradient [R, d].
+    const double operand = std::max(R * V, R * d);
     // The attention backward's stream-ordered scratch (kernels/flash_attention.cu): bf16 copies
     // of q, k, v and dout per (sequence, head), padded to 128 rows and a head dim of 16, 32, 64
     // or 128, and two floats a row.
