@@ -87,6 +87,11 @@ void Bf16Gemm::set_weights(const float* w, int64_t n) {
   stale_ = true;
 }
 
+void* Bf16Gemm::current_copy_of(const float* p, int64_t n) {
+  if (!weights_ || stale_ || p < weights_ || p + n > weights_ + n_weights_) return nullptr;
+  return mirror_.data() + (p - weights_);
+}
+
 void Bf16Gemm::written(const void* p, int64_t bytes) {
   const char* c = static_cast<const char*>(p);
   const char* w = reinterpret_cast<const char*>(weights_);

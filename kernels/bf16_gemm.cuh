@@ -38,6 +38,9 @@ class Bf16Gemm {
   void set_weights(const float* w, int64_t n);
   // Called for every write through the backend: one that touches the parameters outdates the copy.
   void written(const void* p, int64_t bytes);
+  // Where the copy of parameters [p, p + n) lies, for a writer that updates it along with them;
+  // null when they are not all parameters or the copy is outdated anyway.
+  void* current_copy_of(const float* p, int64_t n);
   // C = alpha op(A) op(B) + beta C for each (independent) problem, all with m, n, k > 0 (the
   // backend handles the empty ones), on stream s, the problems side by side; their inputs must
   // not be outputs of the batch.

@@ -159,7 +159,7 @@ class CudaBackend final : public Backend<float> {
     cuda::OpProfiler::Scope scope(prof_, "swiglu_fwd", stream_);
     cuda::swiglu_forward(act, gu, rows, n, stream_);
   }
-  void swiglu_backward(Ptr<float> dgu, const float* dact, Ptr<const float> gu, int rows, int n) override {
+  void swiglu_backward(Ptr<float> dgu, Ptr<const float> dact, Ptr<const float> gu, int rows, int n) override {
     cuda::OpProfiler::Scope scope(prof_, "swiglu_bwd", stream_);
     cuda::swiglu_backward(dgu, dact, gu, rows, n, stream_);
   }
@@ -177,7 +177,7 @@ class CudaBackend final : public Backend<float> {
     cuda::OpProfiler::Scope scope(prof_, "gather_rows", stream_);
     cuda::gather_rows(out, in, idx, n, d, stream_);
   }
-  void sum_rows(float* out, const float* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
+  void sum_rows(float* out, Ptr<const float> in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
                 bool accumulate) override {
     cuda::OpProfiler::Scope scope(prof_, "sum_rows", stream_);
     cuda::sum_rows(out, in, offsets, idx, n_out, d, accumulate, stream_);
@@ -220,10 +220,13 @@ class CudaBackend final : public Backend<float> {
   void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1, double beta2,
              double eps, double weight_decay, int64_t step, double grad_scale) override {
     cuda::OpProfiler::Scope scope(prof_, "adamw", stream_);
-    written(param, n * sizeof(float));
+    // The step writes the products' bf16 copy of the parameters as well, where that copy is
+    // current: no separate pass rounds them again before the next product.
+    void* copy = bf16_gemm_ ? bf16_gemm_->current_copy_of(param, n) : nullptr;
+    if (!copy) written(param, n * sizeof(float));
     const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
     const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
-    cuda::adamw(param, grad, m, v, n, (float)lr, (float)beta1, (float)beta2, (float)eps, (float)weight_decay,
+    cuda::adamw(param, copy, grad, m, v, n, (float)lr, (float)beta1, (float)beta2, (float)eps, (float)weight_decay,
                 (float)bc1, (float)bc2, (float)grad_scale, stream_);
   }
 

@@ -75,8 +75,8 @@ __global__ void swiglu_forward_kernel(A* act, const G* gu, int rows, int n) {
     }
 }
 
-template <int V, typename D, typename G>
-__global__ void swiglu_backward_kernel(D* dgu, const float* dact, const G* gu, int rows, int n) {
+template <int V, typename D, typename A, typename G>
+__global__ void swiglu_backward_kernel(D* dgu, const A* dact, const G* gu, int rows, int n) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
     for (int j = threadIdx.x * V; j < n; j += blockDim.x * V) {
       float g[V], u[V], da[V], dg[V], du[V];
@@ -94,8 +94,8 @@ __global__ void swiglu_backward_kernel(D* dgu, const float* dact, const G* gu, i
 }
 
 template <int V>
-__global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n, float decay, float b1,
-                             float b2, float eps, float step_size, float sqrt_bc2, float gs) {
+__global__ void adamw_kernel(float* param, bf16_t* copy, const float* grad, float* m, float* v, int64_t n,
+                             float decay, float b1, float b2, float eps, float step_size, float sqrt_bc2, float gs) {
   for (int64_t i = first_index() * V; i < n; i += grid_stride() * V) {
     float g[V], p[V], mi[V], vi[V];
     load(g, grad + i);
@@ -111,6 +111,7 @@ __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v
     store(m + i, mi);
     store(v + i, vi);
     store(param + i, p);
+    if (copy) store(copy + i, p);
   }
 }
 
@@ -176,34 +177,38 @@ void swiglu_forward(Ptr<float> act, Ptr<const float> gu, int rows, int n, cudaSt
   CUDA_CHECK(cudaGetLastError());
 }
 
-void swiglu_backward(Ptr<float> dgu, const float* dact, Ptr<const float> gu, int rows, int n, cudaStream_t s) {
+void swiglu_backward(Ptr<float> dgu, Ptr<const float> dact, Ptr<const float> gu, int rows, int n, cudaStream_t s) {
   if (rows <= 0 || n <= 0) return;
-  const bool vec = vectorizable(n, dgu, gu, Ptr<const float>(dact));
+  const bool vec = vectorizable(n, dgu, gu, dact);
   const RowLaunch l = row_launch(rows, vec ? n / 4 : n);
   with_storage(dgu, [&](auto* d) {
     with_storage(gu, [&](auto* g) {
-      if (vec)
-        swiglu_backward_kernel<4><<<l.blocks, l.threads, 0, s>>>(d, dact, g, rows, n);
-      else
-        swiglu_backward_kernel<1><<<l.blocks, l.threads, 0, s>>>(d, dact, g, rows, n);
+      with_storage(dact, [&](auto* a) {
+        if (vec)
+          swiglu_backward_kernel<4><<<l.blocks, l.threads, 0, s>>>(d, a, g, rows, n);
+        else
+          swiglu_backward_kernel<1><<<l.blocks, l.threads, 0, s>>>(d, a, g, rows, n);
+      });
     });
   });
   CUDA_CHECK(cudaGetLastError());
 }
 
-void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
-           float eps, float weight_decay, float bias_correction1, float bias_correction2, float grad_scale,
+void adamw(float* param, void* copy, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
+           float beta2, float eps, float weight_decay, float bias_correction1, float bias_correction2, float grad_scale,
            cudaStream_t s) {
   if (n <= 0) return;
   // Scalars formed in double and rounded once, as the CPU backend does.
   const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay);
   const float step_size = static_cast<float>(static_cast<double>(lr) / bias_correction1);
   const float sqrt_bc2 = static_cast<float>(std::sqrt(static_cast<double>(bias_correction2)));
-  if (vectorizable(n, Ptr<float>(param), Ptr<const float>(grad), Ptr<float>(m), Ptr<float>(v)))
-    adamw_kernel<4><<<grid_for(n / 4), kThreads, 0, s>>>(param, grad, m, v, n, decay, beta1, beta2, eps, step_size,
-                                                          sqrt_bc2, grad_scale);
+  bf16_t* c = static_cast<bf16_t*>(copy);
+  if (vectorizable(n, Ptr<float>(param), Ptr<const float>(grad), Ptr<float>(m), Ptr<float>(v),
+                   Ptr<float>::bf16(copy)))
+    adamw_kernel<4><<<grid_for(n / 4), kThreads, 0, s>>>(param, c, grad, m, v, n, decay, beta1, beta2, eps,
+                                                          step_size, sqrt_bc2, grad_scale);
   else
-    adamw_kernel<1><<<grid_for(n), kThreads, 0, s>>>(param, grad, m, v, n, decay, beta1, beta2, eps, step_size,
+    adamw_kernel<1><<<grid_for(n), kThreads, 0, s>>>(param, c, grad, m, v, n, decay, beta1, beta2, eps, step_size,
                                                       sqrt_bc2, grad_scale);
   CUDA_CHECK(cudaGetLastError());
 }

@@ -28,8 +28,8 @@ __global__ void gather_rows_kernel(O* out, const I* in, const int32_t* idx, int 
 }
 
 // One block per output row; rows are added in CSR order.
-template <int V>
-__global__ void sum_rows_kernel(float* out, const float* in, const int32_t* offsets, const int32_t* idx, int d,
+template <int V, typename E>
+__global__ void sum_rows_kernel(float* out, const E* in, const int32_t* offsets, const int32_t* idx, int d,
                                 bool accumulate) {
   const int64_t o = blockIdx.x;
   const int32_t lo = offsets[o], hi = offsets[o + 1];
@@ -114,13 +114,16 @@ void gather_rows(Ptr<float> out, Ptr<const float> in, const int32_t* idx, int n,
   CUDA_CHECK(cudaGetLastError());
 }
 
-void sum_rows(float* out, const float* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
+void sum_rows(float* out, Ptr<const float> in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
               bool accumulate, cudaStream_t s) {
   if (n_out <= 0 || d <= 0) return;
-  if (vectorizable(d, Ptr<float>(out), Ptr<const float>(in)))
-    sum_rows_kernel<4><<<n_out, row_threads(d / 4), 0, s>>>(out, in, offsets, idx, d, accumulate);
-  else
-    sum_rows_kernel<1><<<n_out, row_threads(d), 0, s>>>(out, in, offsets, idx, d, accumulate);
+  const bool vec = vectorizable(d, Ptr<float>(out), in);
+  with_storage(in, [&](auto* x) {
+    if (vec)
+      sum_rows_kernel<4><<<n_out, row_threads(d / 4), 0, s>>>(out, x, offsets, idx, d, accumulate);
+    else
+      sum_rows_kernel<1><<<n_out, row_threads(d), 0, s>>>(out, x, offsets, idx, d, accumulate);
+  });
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -396,6 +396,8 @@ TEST_F(CudaVsCpu, EmbeddingBackwardOfManyRepeatedTokens) {
 TEST_F(CudaVsCpu, NormsEmbeddingRopeSwiglu) {
   const int R = 70, d = 48, V = 20, H = 4, hd = d / H, B = 2, T = R / B;
   expect_rmsnorm_alike(R, d, 4);
+  expect_rmsnorm_alike(1100, 64, 21);  // more rows than the one-pass backward's blocks
+  expect_rmsnorm_alike(5, 2056, 22);   // rows of several vectors a thread
   auto dout = twin(random(R * d, 6));
 
   std::vector<int32_t> tok(R);

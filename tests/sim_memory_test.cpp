@@ -20,19 +20,19 @@ TEST(SimMemory, HandCountOneRank) {
   EXPECT_EQ(m.grads, 1848 * 4);
   EXPECT_EQ(m.optimizer, 2 * 1848 * 4);
   // Activations, R = 4 tokens, attention probabilities 1 * 2 * 4 * 4 = 32 per layer:
-  //   per layer 8 R d + 2 R + 32 = 296 (x2); dense 3 R * 12 = 144;
+  //   per layer x h qkv att 6 R d + 2 R + 32 = 232 (x2), ln1 and ln2 once 2 R d = 64; dense 3 R * 12 = 144;
   //   head: tokens, targets, xs_final, ln_f, rstd_f, logits, losses = 4 + 4 + 32 + 32 + 4 + 64 + 4 = 144;
   //   MoE: logits and scores 2 R N = 32, gates and choices 16, shared gu + act 3 * 4 * 6 = 72,
   //   gu 8 * 12, yc 8 * 8, the router's statistics in doubles (W = 2 N + D = 9 columns of one
   //   chunk, totals 10, balance N + 5 = 9: 28 doubles, 56 floats): 336.
-  EXPECT_EQ(m.activations, (2 * 296 + 144 + 144 + 336) * 4);
-  // Scratch: dx dh dtmp dqkv 6 R d = 192, attention 32, dense dgu + dact 3 * 4 * 12 = 144;
-  // MoE: xe 8 * 8 and act 8 * 6 (rebuilt by the backward), dgate 8, dyc 64, dxe 64, dgu 2 * 48,
-  // dact 48, tmp 4 * 8 = 32.
-  EXPECT_EQ(m.scratch, (192 + 32 + 144 + 64 + 48 + 8 + 64 + 64 + 96 + 48 + 32) * 4);
+  EXPECT_EQ(m.activations, (2 * 232 + 64 + 144 + 144 + 336) * 4);
+  // Scratch: dx dh dtmp dqkv 6 R d = 192, attention 32; MoE: xe 8 * 8 and act 8 * 6 (rebuilt by
+  // the backward), dgate 8, dyc 64, dxe 64, dgu 2 * 48 and dact 48 (the dense FFN's backward
+  // uses them: 2 R 12 and R 12, no larger), tmp 4 * 8 = 32.
+  EXPECT_EQ(m.scratch, (192 + 32 + 64 + 48 + 8 + 64 + 64 + 96 + 48 + 32) * 4);
   // Dispatcher on one rank: pair_row 8, self_token 8, CSR over tokens 5 + 8.
   EXPECT_EQ(m.dispatch, 29 * 4);
-  EXPECT_EQ(m.total(), 4 * 1848 * 4 + 1328 * 4 + 680 * 4 + 29 * 4);
+  EXPECT_EQ(m.total(), 4 * 1848 * 4 + 1152 * 4 + 648 * 4 + 29 * 4);
 }
 
 TEST(SimMemory, ExpertShardAndReceivedRows) {
@@ -66,12 +66,12 @@ TEST(SimMemory, CudaAttentionAndBf16Copies) {
   // gradient: dlogits, R * V = 64 elements); 32 MiB of cuBLASLt workspace; the attention
   // backward's copies: 2 heads x 128 padded rows, each 4 x 16 bf16 and 2 floats (136 bytes).
   EXPECT_EQ(bf16.bf16, 2 * 1848 + 2 * 64 + 32 * 1048576 + 256 * 136);
-  // Stored in bf16, half the bytes: ln1, qkv and att of both layers and ln_f (2 * 5 R d + R d =
-  // 352), the dense FFN's gu and act (3 R 12 = 144), the shared expert's (72), the experts' gu
-  // and yc (96 + 64); in the scratch, dqkv (96), the dense dgu (96) and the experts' xe (64), act
-  // (48), dyc (64) and dgu (96).
-  EXPECT_EQ(fp32.activations - bf16.activations, (352 + 144 + 72 + 96 + 64) * 2);
-  EXPECT_EQ(fp32.scratch - bf16.scratch, (96 + 96 + 64 + 48 + 64 + 96) * 2);
+  // Stored in bf16, half the bytes: qkv and att of both layers, ln1 and ln_f (2 * 4 R d + 2 R d =
+  // 320), the dense FFN's gu and act (3 R 12 = 144), the shared expert's (72), the experts' gu
+  // and yc (96 + 64); in the scratch, dqkv (96) and the FFNs' xe (64), act (48), dyc (64), dxe
+  // (64), dgu (96) and dact (48).
+  EXPECT_EQ(fp32.activations - bf16.activations, (320 + 144 + 72 + 96 + 64) * 2);
+  EXPECT_EQ(fp32.scratch - bf16.scratch, (96 + 64 + 48 + 64 + 64 + 96 + 48) * 2);
 }
 
 TEST(SimMemory, MatchesTheCpuBackendsPeak) {

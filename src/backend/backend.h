@@ -100,7 +100,7 @@ class Backend {
 
   // act = silu(g) * u with gu [R, 2n] = [g | u], act [R, n].
   virtual void swiglu_forward(Ptr<T> act, Ptr<const T> gu, int rows, int n) = 0;
-  virtual void swiglu_backward(Ptr<T> dgu, const T* dact, Ptr<const T> gu, int rows, int n) = 0;
+  virtual void swiglu_backward(Ptr<T> dgu, Ptr<const T> dact, Ptr<const T> gu, int rows, int n) = 0;
 
   // Softmax cross-entropy: logits [R, V] are replaced by scale * dloss/dlogits,
   // losses [R] get -log p(target). Returns the sum of losses.
@@ -110,7 +110,7 @@ class Backend {
   // out[r] = idx[r] >= 0 ? in[idx[r]] : 0.                    out [n, d]
   virtual void gather_rows(Ptr<T> out, Ptr<const T> in, const int32_t* idx, int n, int d) = 0;
   // out[o] (= or +=) sum of in[idx[i]] for i in [offsets[o], offsets[o+1]).   out [n_out, d]
-  virtual void sum_rows(T* out, const T* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
+  virtual void sum_rows(T* out, Ptr<const T> in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
                         bool accumulate) = 0;
   // The gate-weighted sum over a token's experts, reading each pair's row where it lies (the
   // dispatcher's unpermute fused in): out[r] += sum_k w[p] * y[idx[p]], p = r*K+k, over pairs

@@ -322,13 +322,15 @@ class CpuBackend final : public Backend<T> {
       for (int j = 0; j < n; ++j) a[j] = g[j] / (T(1) + std::exp(-g[j])) * u[j];
     }
   }
-  void swiglu_backward(Ptr<T> dgu_ptr, const T* dact, Ptr<const T> gu_ptr, int rows, int n) override {
-    if (dgu_ptr.is_bf16() || gu_ptr.is_bf16()) {
-      std::vector<T> d, g;
+  void swiglu_backward(Ptr<T> dgu_ptr, Ptr<const T> dact_ptr, Ptr<const T> gu_ptr, int rows, int n) override {
+    if (dgu_ptr.is_bf16() || gu_ptr.is_bf16() || dact_ptr.is_bf16()) {
+      std::vector<T> d, g, a;
       const int64_t both = (int64_t)rows * 2 * n;
-      swiglu_backward(widened(dgu_ptr, both, d), dact, widened(gu_ptr, both, g), rows, n);
+      swiglu_backward(widened(dgu_ptr, both, d), widened(dact_ptr, (int64_t)rows * n, a), widened(gu_ptr, both, g),
+                      rows, n);
       return narrow(dgu_ptr, d);
     }
+    const T* dact = dact_ptr.get();
     T* dgu = dgu_ptr.get();
     const T* gu = gu_ptr.get();
 #pragma omp parallel for schedule(static)
@@ -382,8 +384,14 @@ class CpuBackend final : public Backend<T> {
         std::memset(o, 0, d * sizeof(T));
     }
   }
-  void sum_rows(T* out, const T* in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
+  void sum_rows(T* out, Ptr<const T> in_ptr, const int32_t* offsets, const int32_t* idx, int n_out, int d,
                 bool accumulate) override {
+    if (in_ptr.is_bf16()) {
+      std::vector<T> in;
+      return sum_rows(out, widened(in_ptr, rows_reached(idx, offsets[n_out]) * d, in), offsets, idx, n_out, d,
+                      accumulate);
+    }
+    const T* in = in_ptr.get();
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < n_out; ++o) {
       T* dst = out + (int64_t)o * d;

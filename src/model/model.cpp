@@ -46,17 +46,19 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
   const int64_t R = (int64_t)max_seqs * m.seq_len, d = m.d_model;
   const int64_t saved = be.attention_saved_size(max_seqs, m.seq_len, m.n_heads);
   const RouterSpec spec = router_spec(cfg, ep->size());
+  if (cfg.n_moe_layers() < m.n_layers) {  // the dense FFN's backward scratch is the MoE layers'
+    moe_scratch_.dgu.ensure(be, R * 2 * m.dense_hidden);
+    moe_scratch_.dact.ensure(be, R * m.dense_hidden);
+  }
   acts_.resize(m.n_layers);
   for (int l = 0; l < m.n_layers; ++l) {
     LayerActs& a = acts_[l];
     a.x.reset(be, R * d);
-    a.ln1.ensure(be, R * d);
     a.rstd1.reset(be, R);
     a.qkv.ensure(be, R * 3 * d);
     a.att.ensure(be, R * d);
     a.att_saved.reset(be, saved);
     a.h.reset(be, R * d);
-    a.ln2.reset(be, R * d);
     a.rstd2.reset(be, R);
     if (cfg.is_moe_layer(l)) {
       moe_layer_ids_.push_back(l);
@@ -69,6 +71,8 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
       a.ffn_act.ensure(be, R * m.dense_hidden);
     }
   }
+  ln1_.ensure(be, R * d);
+  ln2_.reset(be, R * d);
   tokens_.reset(be, R);
   targets_.reset(be, R);
   xs_final_.reset(be, R * d);
@@ -81,8 +85,6 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
   dtmp_.reset(be, R * d);
   dqkv_.ensure(be, R * 3 * d);
   att_scratch_.reset(be, be.attention_scratch_size(max_seqs, m.seq_len, m.n_heads));
-  dgu_.ensure(be, R * 2 * m.dense_hidden);
-  dact_.reset(be, R * m.dense_hidden);
 }
 
 template <typename T>
@@ -149,22 +151,22 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
     LayerActs& a = acts_[l];
     const std::string pre = layer_prefix(l);
     T* next = l + 1 < m.n_layers ? acts_[l + 1].x.data() : xs_final_.data();
-    be_.rmsnorm_forward(a.ln1, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
-    be_.gemm({false, true, R, 3 * d, d, T(1), a.ln1, d, p(pre + "attn/wq"), d, T(0), a.qkv, 3 * d});
+    be_.rmsnorm_forward(ln1_, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
+    be_.gemm({false, true, R, 3 * d, d, T(1), ln1_, d, p(pre + "attn/wq"), d, T(0), a.qkv, 3 * d});
     be_.rope(a.qkv, n_seqs, S, H, hd, m.rope_theta, false);
     be_.attention_forward(a.att, a.att_saved, a.qkv, n_seqs, S, H, hd);
     be_.copy(a.h, a.x, (int64_t)R * d);
     be_.gemm({false, true, R, d, d, T(1), a.att, d, p(pre + "attn/wo"), d, T(1), a.h, d});
-    be_.rmsnorm_forward(a.ln2, a.rstd2, a.h, p(pre + "ffn_norm"), R, d, m.norm_eps);
+    be_.rmsnorm_forward(ln2_, a.rstd2, a.h, p(pre + "ffn_norm"), R, d, m.norm_eps);
     if (cfg_.is_moe_layer(l)) {
       RouteContext ctx{tokens_global, opts.token_offset, opts.training, hash_key(opts.noise_key, l)};
       MoeLayer<T>& moe = *moe_[moe_index];
-      moe.forward(next, a.ln2, R, moe_params(l, false), ctx, bias_[moe_index]);
+      moe.forward(next, ln2_, R, moe_params(l, false), ctx, bias_[moe_index]);
       moe_index++;
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"), nullptr, nullptr,
                          nullptr, d, m.dense_hidden};
-      swiglu_experts_forward<T>(be_, w, {{0, R}}, a.ln2, a.ffn_gu, a.ffn_act, next);
+      swiglu_experts_forward<T>(be_, w, {{0, R}}, ln2_, a.ffn_gu, a.ffn_act, next);
     }
     be_.add(next, a.h, (int64_t)R * d);
   }
@@ -202,13 +204,16 @@ void Model<T>::backward() {
     // dx_ = dL/d(layer output) = dL/dh through the residual, plus the FFN path below.
     be_.copy(dh_, dx_, (int64_t)R * d);
     be_.fill(dtmp_, T(0), (int64_t)R * d);
+    // The same values as the forward's: the same kernel on the same x and weight (rstd rewritten).
+    be_.rmsnorm_forward(ln2_, a.rstd2, a.h, p(pre + "ffn_norm"), R, d, m.norm_eps);
     if (cfg_.is_moe_layer(l)) {
       --moe_index;
       moe_[moe_index]->backward(dtmp_, dx_, moe_params(l, false), moe_params(l, true), loss_scale_);
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"),
                          g(pre + "ffn/w_gate"), g(pre + "ffn/w_up"), g(pre + "ffn/w_down"), d, m.dense_hidden};
-      swiglu_experts_backward<T>(be_, w, {{0, R}}, a.ln2, a.ffn_gu, a.ffn_act, dx_, dgu_, dact_, dtmp_);
+      swiglu_experts_backward<T>(be_, w, {{0, R}}, ln2_, a.ffn_gu, a.ffn_act, dx_, moe_scratch_.dgu,
+                                 moe_scratch_.dact, dtmp_);
     }
     be_.rmsnorm_backward(dh_, g(pre + "ffn_norm"), dtmp_, a.h, p(pre + "ffn_norm"), a.rstd2, R, d);
 
@@ -218,7 +223,8 @@ void Model<T>::backward() {
     be_.attention_backward(dqkv_, att_scratch_, dtmp_, a.qkv, a.att, a.att_saved, n_seqs_, S, H, hd);
     be_.rope(dqkv_, n_seqs_, S, H, hd, m.rope_theta, true);
     be_.gemm({false, false, R, d, 3 * d, T(1), dqkv_, 3 * d, p(pre + "attn/wq"), d, T(0), dtmp_, d});
-    be_.gemm({true, false, 3 * d, d, R, T(1), dqkv_, 3 * d, a.ln1, d, T(1), g(pre + "attn/wq"), d});
+    be_.rmsnorm_forward(ln1_, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
+    be_.gemm({true, false, 3 * d, d, R, T(1), dqkv_, 3 * d, ln1_, d, T(1), g(pre + "attn/wq"), d});
     be_.copy(dx_, dh_, (int64_t)R * d);
     be_.rmsnorm_backward(dx_, g(pre + "attn_norm"), dtmp_, a.x, p(pre + "attn_norm"), a.rstd1, R, d);
   }

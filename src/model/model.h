@@ -62,8 +62,8 @@ class Model {
 
  private:
   struct LayerActs {  // what one layer keeps for its backward
-    Buf<T> x, rstd1, att_saved, h, ln2, rstd2;  // ln2: the router reads it in exact fp32
-    ActBuf<T> ln1, qkv, att;    // only products, RoPE and the attention read them
+    Buf<T> x, rstd1, att_saved, h, rstd2;
+    ActBuf<T> qkv, att;         // only products, RoPE and the attention read them
     ActBuf<T> ffn_gu, ffn_act;  // dense layers
   };
   T* p(const std::string& name) { return params_.data() + table_.get(name).offset; }
@@ -86,8 +86,13 @@ class Model {
   Buf<int32_t> tokens_, targets_;
   Buf<T> xs_final_, rstd_f_, logits_, losses_;
   ActBuf<T> ln_f_;
-  Buf<T> dx_, dh_, dtmp_, att_scratch_, dact_;
-  ActBuf<T> dqkv_, dgu_;
+  // The norms' outputs are not kept per layer: the backward recomputes them from x, h and the
+  // saved rstd (one elementwise pass each, against 3 R d bytes a layer). ln2: the router reads it
+  // in exact fp32.
+  ActBuf<T> ln1_;
+  Buf<T> ln2_;
+  Buf<T> dx_, dh_, dtmp_, att_scratch_;
+  ActBuf<T> dqkv_;
 };
 
 }  // namespace dsmoe

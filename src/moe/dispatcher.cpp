@@ -277,7 +277,7 @@ void Dispatcher<T>::combine_backward(Ptr<T> dyc) {
 }
 
 template <typename T>
-void Dispatcher<T>::dispatch_backward(T* dx, const T* dxe) {
+void Dispatcher<T>::dispatch_backward(T* dx, Ptr<const T> dxe) {
   be_.sum_rows(dx, dxe, self_tok_off_, self_tok_idx_, tokens_, d_, true);
   if (ep_.size() == 1) return;
   // The adjoint of dispatch: sum each unit's rows, send the units back, add them to their tokens.

@@ -69,7 +69,7 @@ class Dispatcher {
   void redispatch(Ptr<T> xe, const T* x);
   void combine(Ptr<T> yc);            // yc [combine_rows, d]: [0, rows) written by the experts; fills the rest
   void combine_backward(Ptr<T> dyc);  // dyc [combine_rows, d]: the gradients of the pairs' rows -> dye = [0, rows)
-  void dispatch_backward(T* dx, const T* dxe);  // dx [tokens, d] += sum of its rows of dxe [rows, d]
+  void dispatch_backward(T* dx, Ptr<const T> dxe);  // dx [tokens, d] += sum of its rows of dxe [rows, d]
   DispatchStats& stats() { return stats_; }
   // Rows sent to / received from each rank (0 for this rank) by the last plan: units (dispatch)
   // and pairs (combine).

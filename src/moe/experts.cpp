@@ -27,8 +27,8 @@ void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std
 
 template <typename T>
 void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
-                             Ptr<const T> x, Ptr<const T> gu, Ptr<const T> act, Ptr<const T> dy, Ptr<T> dgu, T* dact,
-                             T* dx) {
+                             Ptr<const T> x, Ptr<const T> gu, Ptr<const T> act, Ptr<const T> dy, Ptr<T> dgu,
+                             Ptr<T> dact, Ptr<T> dx) {
   const int d = w.d, n = w.hidden;
   const int64_t wsz = (int64_t)n * d;
   std::vector<GemmArgs<T>> first, second;
@@ -59,9 +59,9 @@ template void swiglu_experts_forward(Backend<double>&, const SwiGluWeights<doubl
                                      Ptr<const double>, Ptr<double>, Ptr<double>, Ptr<double>);
 template void swiglu_experts_backward(Backend<float>&, const SwiGluWeights<float>&, const std::vector<RowBlock>&,
                                       Ptr<const float>, Ptr<const float>, Ptr<const float>, Ptr<const float>,
-                                      Ptr<float>, float*, float*);
+                                      Ptr<float>, Ptr<float>, Ptr<float>);
 template void swiglu_experts_backward(Backend<double>&, const SwiGluWeights<double>&, const std::vector<RowBlock>&,
                                       Ptr<const double>, Ptr<const double>, Ptr<const double>, Ptr<const double>,
-                                      Ptr<double>, double*, double*);
+                                      Ptr<double>, Ptr<double>, Ptr<double>);
 
 }  // namespace dsmoe

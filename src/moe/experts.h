@@ -33,7 +33,7 @@ void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std
 // dy [rows, d] -> dx [rows, d] (written); weight gradients accumulated. dgu, dact: scratch.
 template <typename T>
 void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
-                             Ptr<const T> x, Ptr<const T> gu, Ptr<const T> act, Ptr<const T> dy, Ptr<T> dgu, T* dact,
-                             T* dx);
+                             Ptr<const T> x, Ptr<const T> gu, Ptr<const T> act, Ptr<const T> dy, Ptr<T> dgu,
+                             Ptr<T> dact, Ptr<T> dx);
 
 }  // namespace dsmoe

@@ -28,8 +28,8 @@ struct MoeTimes {
   double route = 0;  // the router's host work (capacity dropping, the statistics of several ranks)
 };
 
-// Scratch of the MoE layers. Layers run one after another, so one set, grown to the largest
-// need, serves them all. xe and act (the expert rows' inputs and SwiGLU activations, rows x
+// Scratch of the MoE layers (and of the dense FFN's backward: dgu, dact). Layers run one after
+// another, so one set, grown to the largest need, serves them all. xe and act (the expert rows' inputs and SwiGLU activations, rows x
 // (d + hidden)) are not kept from forward to backward: the backward rebuilds them, with a gather
 // and an elementwise pass, which saves that much memory per layer. The ActBufs hold what only
 // products read or what products write and elementwise ops read (bf16 under bf16 storage).
@@ -37,8 +37,8 @@ template <typename T>
 struct MoeScratch {
   Buf<float> bias;
   ActBuf<T> xe, act;
-  ActBuf<T> dyc, dgu;  // dyc: the gradient of the combine buffer
-  Buf<T> dgate, dxe, dact, tmp;
+  ActBuf<T> dyc, dgu, dxe, dact;  // dyc: the gradient of the combine buffer
+  Buf<T> dgate, tmp;
 };
 
 template <typename T>
@@ -48,7 +48,8 @@ class MoeLayer {
   // exchanges tokens; placement: the routed experts held here.
   MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlacement& placement, const RouterSpec& spec, int d,
            int expert_hidden, int n_shared, int max_tokens, MoeScratch<T>& scratch);
-  // out [tokens, d] = MoE(u); u [tokens, d] must stay valid until backward.
+  // out [tokens, d] = MoE(u); u [tokens, d] must hold the same values at backward (the model
+  // recomputes it there).
   void forward(T* out, const T* u, int tokens, const MoeParams<T>& p, const RouteContext& ctx,
                const std::vector<float>& bias);
   // du [tokens, d] += dL/du; parameter gradients accumulated into g.

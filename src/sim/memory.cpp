@@ -44,17 +44,22 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
   MemoryBreakdown mb;
   mb.weights = mb.grads = P * f;
   mb.optimizer = 2 * P * f;
-  // x h ln2, ln1 qkv att, rstd x2, saved; the dense FFN's gu and act
-  double acts = m.n_layers * (3 * R * d + 5 * R * d * low + 2 * R + att) + Ld * 3 * R * dh * low;
+  // x h, qkv att, rstd x2, saved; the dense FFN's gu and act; the norms' outputs ln1 ln2 (one
+  // pair, recomputed by the backward)
+  double acts = m.n_layers * (2 * R * d + 4 * R * d * low + 2 * R + att) + Ld * 3 * R * dh * low;
+  acts += R * d * low + R * d;
   acts += 2 * R + R * d + R * d * low + R + R * V + R;  // tokens, targets; xs_final, ln_f, rstd_f, logits, losses
-  // dx dh dtmp, dqkv; attention scratch; dense dgu, dact
-  double scratch = 3 * R * d + 3 * R * d * low + att + R * dh * (2 * low + 1);
+  // dx dh dtmp, dqkv; attention scratch
+  double scratch = 3 * R * d + 3 * R * d * low + att;
   double dispatch = 0;
   // The router's statistics per layer, in doubles (moe/route_stats.h): chunks x W, totals, balance.
   const double D = cfg.balance.device_groups > 0 ? cfg.balance.device_groups : ep, W = 2 * N + D;
   const double chunks = std::ceil(R / (cfg.balance.seq_alpha > 0 ? m.seq_len : RouteStatsSpec{}.chunk));
   const double statistics = 2 * (chunks * W + W + 1 + N + kBalanceLosses);
-  double s_xe = 0, s_act = 0, s_dgate = 0, s_dyc = 0, s_dxe = 0, s_dgu = 0, s_dact = 0, s_tmp = 0;
+  double s_xe = 0, s_act = 0, s_dgate = 0, s_dyc = 0, s_dxe = 0, s_tmp = 0;
+  // dgu and dact serve the dense FFN's backward too, which sizes them first (model.cpp).
+  double s_dgu = Ld > 0 ? R * 2 * dh : 0, s_dact = Ld > 0 ? R * dh : 0;
+  const double sized_dgu = s_dgu, sized_dact = s_dact;
   for (int l = 0; l < Lm; ++l) {
     const double rows = rr.rows.empty() ? pairs : rr.rows[l];
     const double own = rr.rows.empty() ? pairs : rr.own_rows[l];
@@ -73,11 +78,11 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
     s_dgate = std::max(s_dgate, pairs);
     s_dyc = std::max(s_dyc, grown(pairs * d, combine * d));
     s_dxe = std::max(s_dxe, grown(pairs * d, rows * d));
-    s_dgu = std::max(s_dgu, grown(std::max(sh_rows * sh, pairs * n) * 2, rows * 2 * n));
-    s_dact = std::max(s_dact, grown(std::max(sh_rows * sh, pairs * n), rows * n));
+    s_dgu = std::max(s_dgu, grown(grown(sized_dgu, std::max(sh_rows * sh, pairs * n) * 2), rows * 2 * n));
+    s_dact = std::max(s_dact, grown(grown(sized_dact, std::max(sh_rows * sh, pairs * n)), rows * n));
     s_tmp = std::max(s_tmp, R * std::max(d, N));
   }
-  scratch += (s_xe + s_act + s_dyc + s_dgu) * low + s_dgate + s_dxe + s_dact + s_tmp;
+  scratch += (s_xe + s_act + s_dyc + s_dgu + s_dxe + s_dact) * low + s_dgate + s_tmp;
   if (bf16) {
     // The inputs stored in fp32 that one product (or batch) reads, rounded into the workspace:
     // the head's gradient products read dlogits [R, V]; the output projection's read dh, the
