@@ -17,6 +17,7 @@
 
 #include "backend/alloc_tracker.h"
 #include "backend/backend.h"
+#include "backend/fp32_slices.h"
 #include "kernels/bf16_gemm.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/flash_attention.cuh"
@@ -254,16 +255,13 @@ class CudaBackend final : public Backend<float> {
     if (!low.empty()) bf16_gemm_->run(low, stream_);
   }
 
-  // An exact fp32 product. One with a long reduction and a small result (the router's weight
-  // gradient: N x d summed over every token) keeps most of the GPU idle as one cuBLAS call: it is
-  // split into kSlices products over consecutive slices of k (one strided batched call, plus one
-  // for the remainder) whose results are summed in slice order, so it stays deterministic.
+  // An exact fp32 product, split over k as fp32_slices.h says (one strided batched call over the
+  // slices, plus one for the remainder) and the slices' results summed in slice order.
   void gemm_fp32(const GemmArgs<float>& g) {
-    constexpr int kSlices = 32;
+    const int kSlices = fp32_k_slices(g.m, g.n, g.k);
+    if (kSlices == 1) return strided_fp32(g, 0, 0, 0, 1);
     const int64_t mn = (int64_t)g.m * g.n;
     const int ks = g.k / kSlices, rest = g.k - ks * kSlices;
-    if (ks < 256 || mn > (int64_t{1} << 18))  // a larger result fills the GPU by itself
-      return strided_fp32(g, 0, 0, 0, 1);
     split_parts_.ensure(*this, mn * (kSlices + 1));
     // Slice j of op(A) [m, k] is its columns [j ks, (j+1) ks), of op(B) [k, n] its rows; slice j's
     // product goes to parts [j, m, n].

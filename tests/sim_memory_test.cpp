@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "backend/cpu_backend.h"
+#include "backend/fp32_slices.h"
 #include "model/model.h"
 #include "sim/memory.h"
 #include "util/rng.h"
@@ -27,12 +28,12 @@ TEST(SimMemory, HandCountOneRank) {
   //   chunk, totals 10, balance N + 5 = 9: 28 doubles, 56 floats): 336.
   EXPECT_EQ(m.activations, (2 * 232 + 64 + 144 + 144 + 336) * 4);
   // Scratch: dx dh dtmp dqkv 6 R d = 192, attention 32; MoE: xe 8 * 8 and act 8 * 6 (rebuilt by
-  // the backward), dgate 8, dyc 64, dxe 64, dgu 2 * 48 and dact 48 (the dense FFN's backward
+  // the backward), dgate 8, dyc 64 (then dxe), dgu 2 * 48 and dact 48 (the dense FFN's backward
   // uses them: 2 R 12 and R 12, no larger), tmp 4 * 8 = 32.
-  EXPECT_EQ(m.scratch, (192 + 32 + 64 + 48 + 8 + 64 + 64 + 96 + 48 + 32) * 4);
+  EXPECT_EQ(m.scratch, (192 + 32 + 64 + 48 + 8 + 64 + 96 + 48 + 32) * 4);
   // Dispatcher on one rank: pair_row 8, self_token 8, CSR over tokens 5 + 8.
   EXPECT_EQ(m.dispatch, 29 * 4);
-  EXPECT_EQ(m.total(), 4 * 1848 * 4 + 1152 * 4 + 648 * 4 + 29 * 4);
+  EXPECT_EQ(m.total(), 4 * 1848 * 4 + 1152 * 4 + 584 * 4 + 29 * 4);
 }
 
 TEST(SimMemory, ExpertShardAndReceivedRows) {
@@ -68,10 +69,29 @@ TEST(SimMemory, CudaAttentionAndBf16Copies) {
   EXPECT_EQ(bf16.bf16, 2 * 1848 + 2 * 64 + 32 * 1048576 + 256 * 136);
   // Stored in bf16, half the bytes: qkv and att of both layers, ln1 and ln_f (2 * 4 R d + 2 R d =
   // 320), the dense FFN's gu and act (3 R 12 = 144), the shared expert's (72), the experts' gu
-  // and yc (96 + 64); in the scratch, dqkv (96) and the FFNs' xe (64), act (48), dyc (64), dxe
+  // and yc (96 + 64); in the scratch, dqkv (96) and the FFNs' xe (64), act (48), dyc and dxe
   // (64), dgu (96) and dact (48).
   EXPECT_EQ(fp32.activations - bf16.activations, (320 + 144 + 72 + 96 + 64) * 2);
-  EXPECT_EQ(fp32.scratch - bf16.scratch, (96 + 64 + 48 + 64 + 64 + 96 + 48) * 2);
+  EXPECT_EQ(fp32.scratch - bf16.scratch, (96 + 64 + 48 + 64 + 96 + 48) * 2);
+}
+
+// The router's exact fp32 weight gradient on CUDA runs split over the tokens in 32 slices where
+// each slice sums at least 256 and the result is small (gpu_small's [63, 1024] over 16384
+// tokens); its logits and input gradient are not split. The memory model counts the partial
+// results.
+TEST(SimMemory, RouterWeightGradientSplitOverTokens) {
+  EXPECT_EQ(fp32_k_slices(63, 1024, 16384), 32);
+  EXPECT_EQ(fp32_k_slices(16384, 63, 1024), 1);
+  EXPECT_EQ(fp32_k_slices(16384, 1024, 63), 1);
+  EXPECT_EQ(fp32_k_slices(63, 1024, 8191), 1);  // slices under 256
+  Config cfg = tiny_sim_config();
+  cfg.model.d_model = 256;
+  cfg.model.seq_len = 8192;
+  const MemoryBreakdown cpu = rank_memory(cfg, 1, 0, 1, "cpu", {});
+  const MemoryBreakdown cuda = rank_memory(cfg, 1, 0, 1, "cuda", {});
+  // The weight gradient [4, 256] in 33 parts; the attention's scratch: [H, T, T] on the CPU,
+  // [H, T] on CUDA.
+  EXPECT_EQ(cpu.scratch - cuda.scratch, (2.0 * 8192 * 8192 - 2 * 8192 - 33 * 4 * 256) * 4);
 }
 
 TEST(SimMemory, MatchesTheCpuBackendsPeak) {

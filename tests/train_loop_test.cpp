@@ -8,7 +8,7 @@
 #include "comm/comm.h"
 #include "io/checkpoint.h"
 #include "io/h5.h"
-#include "model/flops.h"
+#include "sim/memory.h"
 #include "model/layout.h"
 #include "train/engine.h"
 #include "train/trainer.h"
@@ -151,7 +151,7 @@ TEST(TrainLoop, MemoryEstimateMatchesWhatTheBackendAllocates) {
     Engine engine(run.config(extra), *comm);
     engine.train_step();
     const double measured = static_cast<double>(engine.backend().peak_bytes());
-    const double estimate = static_cast<double>(estimate_memory_bytes(engine.config(), 8));
+    const double estimate = sim::rank_memory(engine.config(), 1, 0, 8, "cpu", {}).total();
     // The estimate counts the buffers the model allocates; small allocations are rounded up.
     EXPECT_NEAR(estimate, measured, 0.05 * measured);
   }

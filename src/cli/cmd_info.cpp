@@ -4,6 +4,7 @@
 #include "cli/commands.h"
 #include "data/tokens.h"
 #include "model/flops.h"
+#include "sim/memory.h"
 #include "train/engine.h"
 
 namespace dsmoe {
@@ -30,8 +31,9 @@ int cmd_info(int argc, char** argv) {
   std::printf("training FLOPs per step: %.4g (%d tokens)\n",
               c.flops_per_token * cfg.train.batch_size * cfg.model.seq_len, cfg.train.batch_size * cfg.model.seq_len);
   const int seqs = cfg.train.batch_size / cfg.train.micro_batches;
+  // The memory model of `dsmoe simulate` (docs/simulation.md), for the CPU backend on one rank.
   std::printf("memory estimate (CPU, one rank): %.1f MiB (weights, grads, AdamW: %.1f MiB)\n",
-              estimate_memory_bytes(cfg, seqs) / 1048576.0, 16.0 * c.params_total / 1048576.0);
+              sim::rank_memory(cfg, 1, 0, seqs, "cpu", {}).total() / 1048576.0, 16.0 * c.params_total / 1048576.0);
   return 0;
 }
 

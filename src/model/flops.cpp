@@ -49,21 +49,4 @@ std::vector<std::string> parameter_table(const ModelCount& count) {
   return lines;
 }
 
-int64_t estimate_memory_bytes(const Config& cfg, int seqs) {
-  const auto& m = cfg.model;
-  const auto& moe = cfg.moe;
-  const int64_t R = (int64_t)seqs * m.seq_len, d = m.d_model, L = m.n_layers, Lm = cfg.n_moe_layers();
-  const int64_t probs = (int64_t)seqs * m.n_heads * m.seq_len * m.seq_len;
-  const int64_t pairs = R * moe.top_k, n = moe.expert_hidden, sh = (int64_t)moe.n_shared * n;
-  int64_t floats = 4 * count_model(cfg).params_total;                    // params, grads, m, v
-  floats += L * (R * (7 * d + 2) + probs);                                // per-layer activations
-  floats += (L - Lm) * R * 3 * m.dense_hidden;                            // dense FFN gu, act
-  floats += Lm * (pairs * (3 * d + 3 * n + 1) + R * (moe.n_routed + 3 * sh));  // MoE activations
-  if (Lm > 0)  // backward scratch, shared by the MoE layers
-    floats += pairs * (2 * d + 3 * n + 1) + R * std::max<int64_t>(d, moe.n_routed) +
-              std::max<int64_t>(0, R * 3 * sh - pairs * 3 * n);
-  floats += R * (6 * d + m.vocab_size + 2) + probs + R * 3 * m.dense_hidden;  // head and backward scratch
-  return floats * 4;
-}
-
 }  // namespace dsmoe

@@ -29,8 +29,4 @@ ModelCount count_model(const Config& cfg);
 // The component table (name, total, active) as lines of text, ending with the "all" row.
 std::vector<std::string> parameter_table(const ModelCount& count);
 
-// Bytes the CPU backend allocates for a run: weights, gradients and AdamW moments (fp32), plus
-// the activations and scratch of one micro-batch of `seqs` sequences.
-int64_t estimate_memory_bytes(const Config& cfg, int seqs);
-
 }  // namespace dsmoe

@@ -58,7 +58,7 @@ class Dispatcher {
   const int32_t* pair_row() const { return pair_row_.data(); }
 
   // xe and the combine buffer are stored as the backend stores activations (Backend::bf16_storage:
-  // bf16 rows on the wire too); dx and dxe are in T.
+  // bf16 rows on the wire too), and so is dxe; dx is in T.
   void dispatch(Ptr<T> xe, const T* x);  // x [tokens, d] -> xe [rows, d]
   // dispatch in two halves, so that the own rows can be computed while the others travel: start
   // gathers the own rows and sends the rest; finish places what arrived. x must stay unchanged.

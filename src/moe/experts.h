@@ -30,7 +30,8 @@ template <typename T>
 void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
                             Ptr<const T> x, Ptr<T> gu, Ptr<T> act, Ptr<T> y);
 
-// dy [rows, d] -> dx [rows, d] (written); weight gradients accumulated. dgu, dact: scratch.
+// dy [rows, d] -> dx [rows, d] (written; it may be dy itself: the products that read dy come
+// first); weight gradients accumulated. dgu, dact: scratch.
 template <typename T>
 void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
                              Ptr<const T> x, Ptr<const T> gu, Ptr<const T> act, Ptr<const T> dy, Ptr<T> dgu,

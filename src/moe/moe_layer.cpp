@@ -26,7 +26,6 @@ MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlaceme
   scratch_.act.ensure(be, pairs * n_);
   scratch_.dgate.ensure(be, pairs);
   scratch_.dyc.ensure(be, pairs * d);
-  scratch_.dxe.ensure(be, pairs * d);
   scratch_.dgu.ensure(be, std::max(shared_rows * shared_hidden_, pairs * n_) * 2);
   scratch_.dact.ensure(be, std::max(shared_rows * shared_hidden_, pairs * n_));
   scratch_.tmp.ensure(be, (int64_t)max_tokens * std::max<int64_t>(d, N));
@@ -137,17 +136,19 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
   be_.weighted_sum_rows_backward(scratch_.dyc, scratch_.dgate, dout, yc_, dispatcher_.pair_row(), gate_, tokens, K,
                                  d_);
   double t0 = now_seconds();
-  scratch_.dxe.ensure(be_, rows * d_);
   scratch_.dgu.ensure(be_, rows * 2 * n_);
   scratch_.dact.ensure(be_, rows * n_);
   dispatcher_.combine_backward(scratch_.dyc);
   times_.combine += now_seconds() - t0;
   dispatcher_.redispatch(scratch_.xe, u_);  // xe and act were sized for these rows by forward
   be_.swiglu_forward(scratch_.act, gu_, static_cast<int>(rows), n_);
+  // The experts' input gradients dxe [rows, d] overwrite dyc, which their first products have
+  // read (experts.h).
+  const Ptr<T> dxe = scratch_.dyc;
   swiglu_experts_backward<T>(be_, expert_weights(p, g), dispatcher_.blocks(), scratch_.xe, gu_, scratch_.act,
-                          scratch_.dyc, scratch_.dgu, scratch_.dact, scratch_.dxe);
+                          scratch_.dyc, scratch_.dgu, scratch_.dact, dxe);
   t0 = now_seconds();
-  dispatcher_.dispatch_backward(du, scratch_.dxe);
+  dispatcher_.dispatch_backward(du, dxe);
   times_.dispatch += now_seconds() - t0;
 
   if (shared_hidden_ > 0) {

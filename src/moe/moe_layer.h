@@ -37,7 +37,7 @@ template <typename T>
 struct MoeScratch {
   Buf<float> bias;
   ActBuf<T> xe, act;
-  ActBuf<T> dyc, dgu, dxe, dact;  // dyc: the gradient of the combine buffer
+  ActBuf<T> dyc, dgu, dact;  // dyc: the gradient of the combine buffer, then the experts' dxe
   Buf<T> dgate, tmp;
 };
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/fp32_slices.h"
 #include "model/layout.h"
 #include "moe/placement.h"
 #include "moe/route_stats.h"
@@ -56,7 +57,7 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
   const double D = cfg.balance.device_groups > 0 ? cfg.balance.device_groups : ep, W = 2 * N + D;
   const double chunks = std::ceil(R / (cfg.balance.seq_alpha > 0 ? m.seq_len : RouteStatsSpec{}.chunk));
   const double statistics = 2 * (chunks * W + W + 1 + N + kBalanceLosses);
-  double s_xe = 0, s_act = 0, s_dgate = 0, s_dyc = 0, s_dxe = 0, s_tmp = 0;
+  double s_xe = 0, s_act = 0, s_dgate = 0, s_dyc = 0, s_tmp = 0;  // dxe: in dyc
   // dgu and dact serve the dense FFN's backward too, which sizes them first (model.cpp).
   double s_dgu = Ld > 0 ? R * 2 * dh : 0, s_dact = Ld > 0 ? R * dh : 0;
   const double sized_dgu = s_dgu, sized_dact = s_dact;
@@ -77,12 +78,17 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
     s_act = std::max(s_act, grown(pairs * n, rows * n));
     s_dgate = std::max(s_dgate, pairs);
     s_dyc = std::max(s_dyc, grown(pairs * d, combine * d));
-    s_dxe = std::max(s_dxe, grown(pairs * d, rows * d));
     s_dgu = std::max(s_dgu, grown(grown(sized_dgu, std::max(sh_rows * sh, pairs * n) * 2), rows * 2 * n));
     s_dact = std::max(s_dact, grown(grown(sized_dact, std::max(sh_rows * sh, pairs * n)), rows * n));
     s_tmp = std::max(s_tmp, R * std::max(d, N));
   }
-  scratch += (s_xe + s_act + s_dyc + s_dgu + s_dxe + s_dact) * low + s_dgate + s_tmp;
+  scratch += (s_xe + s_act + s_dyc + s_dgu + s_dact) * low + s_dgate + s_tmp;
+  if (backend == "cuda" && Lm > 0) {
+    // The partial results of the router's weight gradient [N, d], split over the R tokens
+    // (backend/fp32_slices.h).
+    const int s = fp32_k_slices(static_cast<int64_t>(N), static_cast<int64_t>(d), static_cast<int64_t>(R));
+    if (s > 1) scratch += (s + 1) * N * d;
+  }
   if (bf16) {
     // The inputs stored in fp32 that one product (or batch) reads, rounded into the workspace:
     // the head's gradient products read dlogits [R, V]; the output projection's read dh, the
