@@ -156,13 +156,14 @@ class CudaBackend final : public Backend<float> {
     cuda::flash_attention_backward(dqkv, scratch, dout, qkv, out, lse, batch, seq, n_heads, head_dim, bf16_, stream_);
   }
 
-  void swiglu_forward(Ptr<float> act, Ptr<const float> gu, int rows, int n) override {
+  void swiglu_forward(Ptr<float> act, Ptr<const float> gu, const float* scale, int rows, int n) override {
     cuda::OpProfiler::Scope scope(prof_, "swiglu_fwd", stream_);
-    cuda::swiglu_forward(act, gu, rows, n, stream_);
+    cuda::swiglu_forward(act, gu, scale, rows, n, stream_);
   }
-  void swiglu_backward(Ptr<float> dgu, Ptr<const float> dact, Ptr<const float> gu, int rows, int n) override {
+  void swiglu_backward(Ptr<float> dgu, float* dscale, Ptr<const float> dact, Ptr<const float> gu, const float* scale,
+                       int rows, int n) override {
     cuda::OpProfiler::Scope scope(prof_, "swiglu_bwd", stream_);
-    cuda::swiglu_backward(dgu, dact, gu, rows, n, stream_);
+    cuda::swiglu_backward(dgu, dscale, dact, gu, scale, rows, n, stream_);
   }
   double cross_entropy(float* logits, float* losses, const int32_t* targets, int rows, int vocab,
                        float scale) override {
@@ -183,10 +184,13 @@ class CudaBackend final : public Backend<float> {
     cuda::OpProfiler::Scope scope(prof_, "sum_rows", stream_);
     cuda::sum_rows(out, in, offsets, idx, n_out, d, accumulate, stream_);
   }
-  void weighted_sum_rows(float* out, Ptr<const float> y, const int32_t* idx, const float* w, int rows, int k,
-                         int d) override {
-    cuda::OpProfiler::Scope scope(prof_, "weighted_sum_rows", stream_);
-    cuda::weighted_sum_rows(out, y, idx, w, rows, k, d, stream_);
+  void combine_rows(float* out, Ptr<const float> y, const int32_t* idx, int rows, int k, int d) override {
+    cuda::OpProfiler::Scope scope(prof_, "combine_rows", stream_);
+    cuda::combine_rows(out, y, idx, rows, k, d, stream_);
+  }
+  void combine_rows_backward(Ptr<float> dy, const float* dout, const int32_t* idx, int rows, int k, int d) override {
+    cuda::OpProfiler::Scope scope(prof_, "combine_rows_bwd", stream_);
+    cuda::combine_rows_backward(dy, dout, idx, rows, k, d, stream_);
   }
   void route_tokens(float* scores, int32_t* sel, float* gate, const float* logits, const float* bias,
                     const RouteRowSpec& spec, int rows) override {
@@ -212,11 +216,6 @@ class CudaBackend final : public Backend<float> {
                        double loss_scale, int rows) override {
     cuda::OpProfiler::Scope scope(prof_, "router_backward", stream_);
     cuda::router_backward(dlogits, dgate, scores, sel, logits, balance, partial, spec, loss_scale, rows, stream_);
-  }
-  void weighted_sum_rows_backward(Ptr<float> dy, float* dw, const float* dout, Ptr<const float> y, const int32_t* idx,
-                                  const float* w, int rows, int k, int d) override {
-    cuda::OpProfiler::Scope scope(prof_, "weighted_sum_rows_bwd", stream_);
-    cuda::weighted_sum_rows_backward(dy, dw, dout, y, idx, w, rows, k, d, stream_);
   }
   void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1, double beta2,
              double eps, double weight_decay, int64_t step, double grad_scale) override {

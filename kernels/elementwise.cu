@@ -62,35 +62,56 @@ __global__ void sum_partials(double* out, const double* partials, int n) {
   if (threadIdx.x == 0) *out = s;
 }
 
-// Blocks take rows in turn, threads V columns at a time: gu [rows, 2n] = [g | u], act [rows, n].
+// Blocks take rows in turn, threads V columns at a time: gu [rows, 2n] = [g | u], act [rows, n],
+// scale [rows] or null.
 template <int V, typename A, typename G>
-__global__ void swiglu_forward_kernel(A* act, const G* gu, int rows, int n) {
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+__global__ void swiglu_forward_kernel(A* act, const G* gu, const float* scale, int rows, int n) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const float sr = scale ? scale[r] : 1.0f;
     for (int j = threadIdx.x * V; j < n; j += blockDim.x * V) {
       float g[V], u[V], a[V];
       load(g, gu + r * 2 * n + j);
       load(u, gu + r * 2 * n + n + j);
-      for (int v = 0; v < V; ++v) a[v] = g[v] / (1.0f + expf(-g[v])) * u[v];
+      for (int v = 0; v < V; ++v) a[v] = sr * (g[v] / (1.0f + expf(-g[v])) * u[v]);
       store(act + r * n + j, a);
     }
+  }
 }
 
+// With a scale, a first pass over the row sums dscale[r] = dot(dact[r], silu(g) * u) (every
+// thread of the block takes part in the row's reduction: the row loop is the same for all).
 template <int V, typename D, typename A, typename G>
-__global__ void swiglu_backward_kernel(D* dgu, const A* dact, const G* gu, int rows, int n) {
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+__global__ void swiglu_backward_kernel(D* dgu, float* dscale, const A* dact, const G* gu, const float* scale, int rows,
+                                       int n) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    float sr = 1.0f;
+    if (scale) {
+      double dot = 0;
+      for (int j = threadIdx.x * V; j < n; j += blockDim.x * V) {
+        float g[V], u[V], da[V];
+        load(g, gu + r * 2 * n + j);
+        load(u, gu + r * 2 * n + n + j);
+        load(da, dact + r * n + j);
+        for (int v = 0; v < V; ++v) dot += static_cast<double>(da[v]) * (g[v] / (1.0f + expf(-g[v])) * u[v]);
+      }
+      dot = block_sum(dot);
+      if (threadIdx.x == 0) dscale[r] = static_cast<float>(dot);
+      sr = scale[r];
+    }
     for (int j = threadIdx.x * V; j < n; j += blockDim.x * V) {
       float g[V], u[V], da[V], dg[V], du[V];
       load(g, gu + r * 2 * n + j);
       load(u, gu + r * 2 * n + n + j);
       load(da, dact + r * n + j);
       for (int v = 0; v < V; ++v) {
-        const float sig = 1.0f / (1.0f + expf(-g[v]));
-        du[v] = da[v] * (g[v] * sig);
-        dg[v] = da[v] * u[v] * sig * (1.0f + g[v] * (1.0f - sig));
+        const float sig = 1.0f / (1.0f + expf(-g[v])), dav = sr * da[v];
+        du[v] = dav * (g[v] * sig);
+        dg[v] = dav * u[v] * sig * (1.0f + g[v] * (1.0f - sig));
       }
       store(dgu + r * 2 * n + j, dg);
       store(dgu + r * 2 * n + n + j, du);
     }
+  }
 }
 
 template <int V>
@@ -162,22 +183,23 @@ void sum_squares(double* out_device, const float* x, int64_t n, cudaStream_t s) 
   CUDA_CHECK(cudaFreeAsync(partials, s));
 }
 
-void swiglu_forward(Ptr<float> act, Ptr<const float> gu, int rows, int n, cudaStream_t s) {
+void swiglu_forward(Ptr<float> act, Ptr<const float> gu, const float* scale, int rows, int n, cudaStream_t s) {
   if (rows <= 0 || n <= 0) return;
   const bool vec = vectorizable(n, act, gu);
   const RowLaunch l = row_launch(rows, vec ? n / 4 : n);
   with_storage(act, [&](auto* a) {
     with_storage(gu, [&](auto* g) {
       if (vec)
-        swiglu_forward_kernel<4><<<l.blocks, l.threads, 0, s>>>(a, g, rows, n);
+        swiglu_forward_kernel<4><<<l.blocks, l.threads, 0, s>>>(a, g, scale, rows, n);
       else
-        swiglu_forward_kernel<1><<<l.blocks, l.threads, 0, s>>>(a, g, rows, n);
+        swiglu_forward_kernel<1><<<l.blocks, l.threads, 0, s>>>(a, g, scale, rows, n);
     });
   });
   CUDA_CHECK(cudaGetLastError());
 }
 
-void swiglu_backward(Ptr<float> dgu, Ptr<const float> dact, Ptr<const float> gu, int rows, int n, cudaStream_t s) {
+void swiglu_backward(Ptr<float> dgu, float* dscale, Ptr<const float> dact, Ptr<const float> gu, const float* scale,
+                     int rows, int n, cudaStream_t s) {
   if (rows <= 0 || n <= 0) return;
   const bool vec = vectorizable(n, dgu, gu, dact);
   const RowLaunch l = row_launch(rows, vec ? n / 4 : n);
@@ -185,9 +207,9 @@ void swiglu_backward(Ptr<float> dgu, Ptr<const float> dact, Ptr<const float> gu,
     with_storage(gu, [&](auto* g) {
       with_storage(dact, [&](auto* a) {
         if (vec)
-          swiglu_backward_kernel<4><<<l.blocks, l.threads, 0, s>>>(d, a, g, rows, n);
+          swiglu_backward_kernel<4><<<l.blocks, l.threads, 0, s>>>(d, dscale, a, g, scale, rows, n);
         else
-          swiglu_backward_kernel<1><<<l.blocks, l.threads, 0, s>>>(d, a, g, rows, n);
+          swiglu_backward_kernel<1><<<l.blocks, l.threads, 0, s>>>(d, dscale, a, g, scale, rows, n);
       });
     });
   });

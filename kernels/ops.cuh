@@ -45,8 +45,10 @@ void add(float* y, const float* x, int64_t n, cudaStream_t s);
 void sum_slices(float* c, int ldc, const float* parts, int slices, int m, int n, float beta, cudaStream_t s);
 // Sum of squares into *out_device (one double), deterministic (fixed reduction tree).
 void sum_squares(double* out_device, const float* x, int64_t n, cudaStream_t s);
-void swiglu_forward(Ptr<float> act, Ptr<const float> gu, int rows, int n, cudaStream_t s);
-void swiglu_backward(Ptr<float> dgu, Ptr<const float> dact, Ptr<const float> gu, int rows, int n, cudaStream_t s);
+// As Backend::swiglu_forward / swiglu_backward (scale and dscale: null or [rows]).
+void swiglu_forward(Ptr<float> act, Ptr<const float> gu, const float* scale, int rows, int n, cudaStream_t s);
+void swiglu_backward(Ptr<float> dgu, float* dscale, Ptr<const float> dact, Ptr<const float> gu, const float* scale,
+                     int rows, int n, cudaStream_t s);
 // copy (null, or n bf16 values): also receives the new parameters rounded to bf16.
 void adamw(float* param, void* copy, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
            float beta2, float eps, float weight_decay, float bias_correction1, float bias_correction2, float grad_scale,
@@ -80,9 +82,8 @@ void cross_entropy(float* logits, float* losses, const int32_t* targets, int row
 void gather_rows(Ptr<float> out, Ptr<const float> in, const int32_t* idx, int n, int d, cudaStream_t s);
 void sum_rows(float* out, Ptr<const float> in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
               bool accumulate, cudaStream_t s);
-void weighted_sum_rows(float* out, Ptr<const float> y, const int32_t* idx, const float* w, int rows, int k, int d,
-                       cudaStream_t s);
-void weighted_sum_rows_backward(Ptr<float> dy, float* dw, const float* dout, Ptr<const float> y, const int32_t* idx,
-                                const float* w, int rows, int k, int d, cudaStream_t s);
+void combine_rows(float* out, Ptr<const float> y, const int32_t* idx, int rows, int k, int d, cudaStream_t s);
+void combine_rows_backward(Ptr<float> dy, const float* dout, const int32_t* idx, int rows, int k, int d,
+                           cudaStream_t s);
 
 }  // namespace dsmoe::cuda

@@ -2,7 +2,6 @@
 // elements at a time (kernels/elements.cuh), in whatever storage each operand has.
 #include <algorithm>
 
-#include "kernels/block_reduce.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/elements.cuh"
 #include "kernels/ops.cuh"
@@ -46,9 +45,9 @@ __global__ void sum_rows_kernel(float* out, const E* in, const int32_t* offsets,
   }
 }
 
-// One block per token row r: out[r] += w[p] * y[idx[p]] over its pairs p in slot order.
+// One block per token row r: out[r] += y[idx[p]] over its pairs p in slot order.
 template <int V, typename Y>
-__global__ void weighted_sum_rows_kernel(float* out, const Y* y, const int32_t* idx, const float* w, int k, int d) {
+__global__ void combine_rows_kernel(float* out, const Y* y, const int32_t* idx, int k, int d) {
   const int64_t r = blockIdx.x;
   float* o = out + r * d;
   for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
@@ -56,44 +55,27 @@ __global__ void weighted_sum_rows_kernel(float* out, const Y* y, const int32_t* 
     load(acc, o + j);
     for (int s = 0; s < k; ++s) {
       const int64_t p = r * k + s;
-      const float ws = w[p];
-      if (idx[p] < 0 || ws == 0.0f) continue;  // as the CPU backend: a zero weight ignores its row, NaN included
+      if (idx[p] < 0) continue;
       float x[V];
       load(x, y + static_cast<int64_t>(idx[p]) * d + j);
-      for (int v = 0; v < V; ++v) acc[v] += ws * x[v];
+      for (int v = 0; v < V; ++v) acc[v] += x[v];
     }
     store(o + j, acc);
   }
 }
 
-// One block per token row r, its pairs p in turn: dy[idx[p]] = w[p] * dout[r], dw[p] = dot(dout[r], y[idx[p]]).
-template <int V, typename DY, typename Y>
-__global__ void weighted_sum_rows_backward_kernel(DY* dy, float* dw, const float* dout, const Y* y,
-                                                  const int32_t* idx, const float* w, int k, int d) {
-  const int64_t r = blockIdx.x;
-  const float* g = dout + r * d;
-  for (int s = 0; s < k; ++s) {
-    const int64_t p = r * k + s;
-    if (idx[p] < 0) {  // the same for the whole block
-      if (threadIdx.x == 0) dw[p] = 0.0f;
-      continue;
-    }
-    const Y* yp = y + static_cast<int64_t>(idx[p]) * d;
-    DY* dyp = dy + static_cast<int64_t>(idx[p]) * d;
-    const float wp = w[p];
-    double dot = 0;
-    for (int j = threadIdx.x * V; j < d; j += blockDim.x * V) {
-      float gv[V], yv[V], out[V];
-      load(gv, g + j);
-      load(yv, yp + j);
-      for (int v = 0; v < V; ++v) {
-        dot += static_cast<double>(gv[v]) * yv[v];
-        out[v] = wp * gv[v];
-      }
-      store(dyp + j, out);
-    }
-    dot = block_sum(dot);
-    if (threadIdx.x == 0) dw[p] = static_cast<float>(dot);
+// One warp per pair p = r*k + s: dy[idx[p]] = dout[r].
+template <int V, typename DY>
+__global__ void combine_rows_backward_kernel(DY* dy, const float* dout, const int32_t* idx, int k, int d,
+                                             int64_t pairs) {
+  const int64_t p = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
+  if (p >= pairs || idx[p] < 0) return;
+  const float* g = dout + p / k * d;
+  DY* dyp = dy + static_cast<int64_t>(idx[p]) * d;
+  for (int j = threadIdx.x % 32 * V; j < d; j += 32 * V) {
+    float x[V];
+    load(x, g + j);
+    store(dyp + j, x);
   }
 }
 
@@ -127,30 +109,29 @@ void sum_rows(float* out, Ptr<const float> in, const int32_t* offsets, const int
   CUDA_CHECK(cudaGetLastError());
 }
 
-void weighted_sum_rows(float* out, Ptr<const float> y, const int32_t* idx, const float* w, int rows, int k, int d,
-                       cudaStream_t s) {
+void combine_rows(float* out, Ptr<const float> y, const int32_t* idx, int rows, int k, int d, cudaStream_t s) {
   if (rows <= 0 || d <= 0 || k <= 0) return;
   const bool vec = vectorizable(d, Ptr<float>(out), y);
   with_storage(y, [&](auto* yv) {
     if (vec)
-      weighted_sum_rows_kernel<4><<<rows, row_threads(d / 4), 0, s>>>(out, yv, idx, w, k, d);
+      combine_rows_kernel<4><<<rows, row_threads(d / 4), 0, s>>>(out, yv, idx, k, d);
     else
-      weighted_sum_rows_kernel<1><<<rows, row_threads(d), 0, s>>>(out, yv, idx, w, k, d);
+      combine_rows_kernel<1><<<rows, row_threads(d), 0, s>>>(out, yv, idx, k, d);
   });
   CUDA_CHECK(cudaGetLastError());
 }
 
-void weighted_sum_rows_backward(Ptr<float> dy, float* dw, const float* dout, Ptr<const float> y, const int32_t* idx,
-                                const float* w, int rows, int k, int d, cudaStream_t s) {
-  if (rows <= 0 || k <= 0) return;
-  const bool vec = vectorizable(d, dy, y, Ptr<const float>(dout));
+void combine_rows_backward(Ptr<float> dy, const float* dout, const int32_t* idx, int rows, int k, int d,
+                           cudaStream_t s) {
+  const int64_t pairs = static_cast<int64_t>(rows) * k;
+  if (pairs <= 0 || d <= 0) return;
+  const unsigned blocks = static_cast<unsigned>((pairs + kThreads / 32 - 1) / (kThreads / 32));
+  const bool vec = vectorizable(d, dy, Ptr<const float>(dout));
   with_storage(dy, [&](auto* dyv) {
-    with_storage(y, [&](auto* yv) {
-      if (vec)
-        weighted_sum_rows_backward_kernel<4><<<rows, row_threads(d / 4), 0, s>>>(dyv, dw, dout, yv, idx, w, k, d);
-      else
-        weighted_sum_rows_backward_kernel<1><<<rows, row_threads(d), 0, s>>>(dyv, dw, dout, yv, idx, w, k, d);
-    });
+    if (vec)
+      combine_rows_backward_kernel<4><<<blocks, kThreads, 0, s>>>(dyv, dout, idx, k, d, pairs);
+    else
+      combine_rows_backward_kernel<1><<<blocks, kThreads, 0, s>>>(dyv, dout, idx, k, d, pairs);
   });
   CUDA_CHECK(cudaGetLastError());
 }

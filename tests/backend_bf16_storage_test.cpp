@@ -71,17 +71,19 @@ TEST_F(Bf16Storage, ProductWithStridedOperandsAndAccumulatedOutput) {
   EXPECT_EQ(values(cs, m * ldc), rounded(want));
 }
 
-TEST_F(Bf16Storage, SwigluNormsGathersAndGateWeightedSums) {
+TEST_F(Bf16Storage, SwigluNormsGathersAndCombines) {
   const int R = 9, n = 5, d = 6, K = 2, T = 4;
-  const Vec gu = rounded(random(R * 2 * n, 4)), dact = random(R * n, 5);
+  const Vec gu = rounded(random(R * 2 * n, 4)), dact = random(R * n, 5), scale = random(R, 14);
   Stored gs = stored(gu), act = stored(Vec(R * n)), dgu = stored(Vec(R * 2 * n));
-  low->swiglu_forward(act.p(), gs.p(), R, n);
-  low->swiglu_backward(dgu.p(), dact.data(), gs.p(), R, n);
+  low->swiglu_forward(act.p(), gs.p(), scale.data(), R, n);
+  Vec dscale(R), dscale_ref(R);
+  low->swiglu_backward(dgu.p(), dscale.data(), dact.data(), gs.p(), scale.data(), R, n);
   Vec act_ref(R * n), dgu_ref(R * 2 * n);
-  ref->swiglu_forward(act_ref.data(), gu.data(), R, n);
-  ref->swiglu_backward(dgu_ref.data(), dact.data(), gu.data(), R, n);
+  ref->swiglu_forward(act_ref.data(), gu.data(), scale.data(), R, n);
+  ref->swiglu_backward(dgu_ref.data(), dscale_ref.data(), dact.data(), gu.data(), scale.data(), R, n);
   EXPECT_EQ(values(act, R * n), rounded(act_ref));
   EXPECT_EQ(values(dgu, R * 2 * n), rounded(dgu_ref));
+  EXPECT_EQ(dscale, dscale_ref);
 
   const Vec x = random(R * d, 6), nw = random(d, 11);
   Stored normed = stored(Vec(R * d));
@@ -103,16 +105,14 @@ TEST_F(Bf16Storage, SwigluNormsGathersAndGateWeightedSums) {
 
   // Pairs of T tokens reading rows of y [R, d]; row 7 is no pair's and keeps its value in dy.
   const std::vector<int32_t> pair_row = {0, 5, -1, 2, 4, 1, 6, 3};
-  const Vec y = rounded(random(R * d, 7)), w = random(T * K, 8), acc0 = random(T * d, 9), dy0 = rounded(random(R * d, 10));
+  const Vec y = rounded(random(R * d, 7)), acc0 = random(T * d, 9), dy0 = rounded(random(R * d, 10));
   Stored ys = stored(y), dys = stored(dy0);
-  Vec acc = acc0, acc_ref = acc0, dw(T * K), dw_ref(T * K), dy_ref = dy0;
-  low->weighted_sum_rows(acc.data(), ys.p(), pair_row.data(), w.data(), T, K, d);
-  ref->weighted_sum_rows(acc_ref.data(), y.data(), pair_row.data(), w.data(), T, K, d);
+  Vec acc = acc0, acc_ref = acc0, dy_ref = dy0;
+  low->combine_rows(acc.data(), ys.p(), pair_row.data(), T, K, d);
+  ref->combine_rows(acc_ref.data(), y.data(), pair_row.data(), T, K, d);
   EXPECT_EQ(acc, acc_ref);
-  low->weighted_sum_rows_backward(dys.p(), dw.data(), acc.data(), ys.p(), pair_row.data(), w.data(), T, K, d);
-  ref->weighted_sum_rows_backward(dy_ref.data(), dw_ref.data(), acc.data(), y.data(), pair_row.data(), w.data(), T,
-                                  K, d);
-  EXPECT_EQ(dw, dw_ref);
+  low->combine_rows_backward(dys.p(), acc.data(), pair_row.data(), T, K, d);
+  ref->combine_rows_backward(dy_ref.data(), acc.data(), pair_row.data(), T, K, d);
   EXPECT_EQ(values(dys, R * d), rounded(dy_ref));
 }
 

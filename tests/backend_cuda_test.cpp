@@ -82,15 +82,21 @@ class CudaVsCpu : public ::testing::Test {
     expect_same(dx, "rmsnorm dx");
     expect_same(dw, "rmsnorm dw", 1e-4);
   }
+  // Without and with a row scale (the routed experts' gates).
   void expect_swiglu_alike(int R, int d, uint64_t seed) {
     auto gu = twin(random(R * 2 * d, seed)), dact = twin(random(R * d, seed + 1)), act = twin(Vec(R * d)),
-         dgu = twin(Vec(R * 2 * d));
-    cpu->swiglu_forward(act.c, gu.c, R, d);
-    gpu->swiglu_forward(act.g, gu.g, R, d);
-    expect_same(act, "swiglu");
-    cpu->swiglu_backward(dgu.c, dact.c, gu.c, R, d);
-    gpu->swiglu_backward(dgu.g, dact.g, gu.g, R, d);
-    expect_same(dgu, "swiglu backward");
+         dgu = twin(Vec(R * 2 * d)), scale = twin(random(R, seed + 2)), dscale = twin(Vec(R));
+    for (bool scaled : {false, true}) {
+      SCOPED_TRACE(scaled ? "scaled rows" : "no scale");
+      const float *sc = scaled ? scale.c.data() : nullptr, *sg = scaled ? scale.g.data() : nullptr;
+      cpu->swiglu_forward(act.c, gu.c, sc, R, d);
+      gpu->swiglu_forward(act.g, gu.g, sg, R, d);
+      expect_same(act, "swiglu");
+      cpu->swiglu_backward(dgu.c, scaled ? dscale.c.data() : nullptr, dact.c, gu.c, sc, R, d);
+      gpu->swiglu_backward(dgu.g, scaled ? dscale.g.data() : nullptr, dact.g, gu.g, sg, R, d);
+      expect_same(dgu, "swiglu backward");
+    }
+    expect_same(dscale, "swiglu dscale", 1e-4);
   }
   std::unique_ptr<Backend<float>> gpu, cpu;
 };
@@ -324,39 +330,40 @@ TEST_F(CudaVsCpu, OpsOnOperandsStoredInBf16) {
     bf16->gather_rows(again.p(), xl.p(), ig, R, d);
     expect_near(gathered, again.read(), exact, "gather from bf16");
 
-    // SwiGLU forward and backward: gu, act, dgu in bf16, dact in fp32
-    const Vec gu = rounded_to_bf16(random(R * 2 * d, 82)), dact = random(R * d, 83);
+    // SwiGLU forward and backward with row scales: gu, act, dgu in bf16, dact and scales in fp32
+    const Vec gu = rounded_to_bf16(random(R * 2 * d, 82)), dact = random(R * d, 83), scale = random(R, 87);
     Stored gul = low(gu), act = low(Vec(R * d)), dgu = low(Vec(R * 2 * d));
-    Buf<float> dactg(*bf16, R * d);
+    Buf<float> dactg(*bf16, R * d), scaleg(*bf16, R), dscaleg(*bf16, R);
     to_device(*bf16, dactg.data(), dact);
-    bf16->swiglu_forward(act.p(), gul.p(), R, d);
-    bf16->swiglu_backward(dgu.p(), dactg, gul.p(), R, d);
-    auto guc = on_cpu(gu), actc = on_cpu(Vec(R * d)), dactc = on_cpu(dact), dguc = on_cpu(Vec(R * 2 * d));
-    cpu->swiglu_forward(*actc, *guc, R, d);
-    cpu->swiglu_backward(*dguc, *dactc, *guc, R, d);
+    to_device(*bf16, scaleg.data(), scale);
+    bf16->swiglu_forward(act.p(), gul.p(), scaleg, R, d);
+    bf16->swiglu_backward(dgu.p(), dscaleg, dactg, gul.p(), scaleg, R, d);
+    auto guc = on_cpu(gu), actc = on_cpu(Vec(R * d)), dactc = on_cpu(dact), dguc = on_cpu(Vec(R * 2 * d)),
+         scalec = on_cpu(scale), dscalec = on_cpu(Vec(R));
+    cpu->swiglu_forward(*actc, *guc, *scalec, R, d);
+    cpu->swiglu_backward(*dguc, *dscalec, *dactc, *guc, *scalec, R, d);
     expect_near(rounded_to_bf16(cpu_vec(*actc)), act.read(), unit, "swiglu in bf16");
     expect_near(rounded_to_bf16(cpu_vec(*dguc)), dgu.read(), unit, "swiglu backward in bf16");
+    expect_near(cpu_vec(*dscalec), to_host(*bf16, dscaleg.data(), R), 1e-4, "swiglu dscale from bf16 gu");
 
-    // The gate-weighted sum and its backward over bf16 rows y [R, d]; out, dout, w, dw in fp32.
+    // The combine and its backward over bf16 rows y [R, d]; out and dout in fp32.
     std::vector<int32_t> pair_row(T * K);
     for (int p = 0; p < T * K; ++p) pair_row[p] = p % 7 == 3 ? -1 : (p * 5) % R;
     Buf<int32_t> prg(*bf16, T * K), prc(*cpu, T * K);
     to_device(*bf16, prg.data(), pair_row);
     to_device(*cpu, prc.data(), pair_row);
-    const Vec y = rounded_to_bf16(random(R * d, 84)), w = random(T * K, 85), acc0 = random(T * d, 86);
+    const Vec y = rounded_to_bf16(random(R * d, 84)), acc0 = random(T * d, 86);
     Stored yl = low(y), dy = low(Vec(R * d));
-    Buf<float> wg(*bf16, T * K), accg(*bf16, T * d), dwg(*bf16, T * K);
-    to_device(*bf16, wg.data(), w);
+    Buf<float> accg(*bf16, T * d);
     to_device(*bf16, accg.data(), acc0);
-    bf16->weighted_sum_rows(accg, yl.p(), prg, wg, T, K, d);
-    bf16->weighted_sum_rows_backward(dy.p(), dwg, accg, yl.p(), prg, wg, T, K, d);
-    auto yc = on_cpu(y), wc = on_cpu(w), accc = on_cpu(acc0), dyc = on_cpu(Vec(R * d)), dwc = on_cpu(Vec(T * K));
-    cpu->weighted_sum_rows(*accc, *yc, prc, *wc, T, K, d);
-    cpu->weighted_sum_rows_backward(*dyc, *dwc, *accc, *yc, prc, *wc, T, K, d);
-    expect_near(cpu_vec(*accc), to_host(*bf16, accg.data(), T * d), fp32, "weighted sum of bf16 rows");
-    expect_near(cpu_vec(*dwc), to_host(*bf16, dwg.data(), T * K), fp32, "weighted sum backward dw");
-    // dy = w * dout: one fp32 product, rounded once on both sides (dout agrees to fp32 tolerance)
-    expect_near(rounded_to_bf16(cpu_vec(*dyc)), dy.read(), unit, "weighted sum backward dy in bf16");
+    bf16->combine_rows(accg, yl.p(), prg, T, K, d);
+    bf16->combine_rows_backward(dy.p(), accg, prg, T, K, d);
+    auto yc = on_cpu(y), accc = on_cpu(acc0), dyc = on_cpu(Vec(R * d));
+    cpu->combine_rows(*accc, *yc, prc, T, K, d);
+    cpu->combine_rows_backward(*dyc, *accc, prc, T, K, d);
+    expect_near(cpu_vec(*accc), to_host(*bf16, accg.data(), T * d), fp32, "combine of bf16 rows");
+    // dy = dout rounded once on both sides (dout agrees to fp32 tolerance)
+    expect_near(rounded_to_bf16(cpu_vec(*dyc)), dy.read(), unit, "combine backward dy in bf16");
 
     // RMSNorm into bf16 (x, w, rstd in fp32)
     const Vec nw = random(d, 88);
@@ -674,15 +681,19 @@ TEST_F(CudaVsCpu, CrossEntropyRowsAdamwReductions) {
   std::vector<int32_t> pair_row(T * K);
   for (int p = 0; p < T * K; ++p) pair_row[p] = p % 7 == 3 ? -1 : (p * 5) % (T * K);  // a permutation, some dropped
   auto pr = twin_idx(pair_row);
-  auto y = twin(random(T * K * d, 19)), gw = twin(random(T * K, 20)), acc = twin(random(T * d, 21));
-  cpu->weighted_sum_rows(acc.c, y.c, pr.c, gw.c, T, K, d);
-  gpu->weighted_sum_rows(acc.g, y.g, pr.g, gw.g, T, K, d);
-  expect_same(acc, "weighted_sum_rows");
-  auto dy = twin(Vec(T * K * d)), dw = twin(Vec(T * K));
-  cpu->weighted_sum_rows_backward(dy.c, dw.c, acc.c, y.c, pr.c, gw.c, T, K, d);
-  gpu->weighted_sum_rows_backward(dy.g, dw.g, acc.g, y.g, pr.g, gw.g, T, K, d);
-  expect_same(dy, "weighted dy");
-  expect_same(dw, "weighted dw");
+  auto y = twin(random(T * K * d, 19)), acc = twin(random(T * d, 21));
+  cpu->combine_rows(acc.c, y.c, pr.c, T, K, d);
+  gpu->combine_rows(acc.g, y.g, pr.g, T, K, d);
+  expect_same(acc, "combine_rows");
+  auto dy = twin(random(T * K * d, 20));  // the dropped pairs' rows keep these
+  cpu->combine_rows_backward(dy.c, acc.c, pr.c, T, K, d);
+  gpu->combine_rows_backward(dy.g, acc.g, pr.g, T, K, d);
+  expect_same(dy, "combine dy");
+  // one value a pair, as the gates go to their rows (Dispatcher::dispatch_gates)
+  auto gate = twin(random(T * K, 26)), row_gate = twin(random(T * K, 27));
+  cpu->combine_rows_backward(row_gate.c, gate.c, pr.c, T * K, 1, 1);
+  gpu->combine_rows_backward(row_gate.g, gate.g, pr.g, T * K, 1, 1);
+  expect_same(row_gate, "gates to rows");
 
   auto p = twin(random(1000, 22)), g = twin(random(1000, 23)), m = twin(random(1000, 24, 0.1f)),
        v = twin(random(1000, 25, 0.1f));

@@ -360,23 +360,29 @@ TEST_F(BackendOps, AttentionBackwardMatchesFiniteDifferences) {
 TEST_F(BackendOps, SwigluForwardAndBackward) {
   const int R = 3, n = 4;
   Rng rng(8);
-  Vec gu = random_vec(rng, R * 2 * n, 1.5), w = random_vec(rng, R * n);
-  auto fwd = [&](const Vec& v) {
-    auto b = dev(v);
+  Vec gu = random_vec(rng, R * 2 * n, 1.5), w = random_vec(rng, R * n), scale = random_vec(rng, R);
+  // With a row scale (the routed experts' gates) and without.
+  auto fwd = [&](const Vec& v, const Vec* s) {
+    auto b = dev(v), sb = dev(s ? *s : Vec(R));
     Buf<double> act(*be, R * n);
-    be->swiglu_forward(act, b, R, n);
+    be->swiglu_forward(act, b, s ? sb.data() : nullptr, R, n);
     return host(act);
   };
-  Vec a = fwd(gu);
+  const Vec a = fwd(gu, nullptr), as = fwd(gu, &scale);
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < n; ++j) {
       double g = gu[r * 2 * n + j], u = gu[r * 2 * n + n + j];
       EXPECT_NEAR(a[r * n + j], g / (1 + std::exp(-g)) * u, 1e-15);
+      EXPECT_NEAR(as[r * n + j], scale[r] * g / (1 + std::exp(-g)) * u, 1e-15);
     }
-  auto gb = dev(gu), wb = dev(w);
+  auto gb = dev(gu), wb = dev(w), sb = dev(scale);
   auto dgu = dev(Vec(R * 2 * n, -3.0));  // written, not accumulated
-  be->swiglu_backward(dgu, wb, gb, R, n);
-  expect_grad_near(host(dgu), fd_grad([&](const Vec& v) { return dot(w, fwd(v)); }, gu), "swiglu");
+  auto dscale = dev(Vec(R, -3.0));
+  be->swiglu_backward(dgu, nullptr, wb, gb, nullptr, R, n);
+  expect_grad_near(host(dgu), fd_grad([&](const Vec& v) { return dot(w, fwd(v, nullptr)); }, gu), "swiglu");
+  be->swiglu_backward(dgu, dscale, wb, gb, sb, R, n);
+  expect_grad_near(host(dgu), fd_grad([&](const Vec& v) { return dot(w, fwd(v, &scale)); }, gu), "scaled swiglu");
+  expect_grad_near(host(dscale), fd_grad([&](const Vec& v) { return dot(w, fwd(gu, &v)); }, scale), "swiglu scale");
 }
 
 // ---------------------------------------------------------------- cross entropy
@@ -490,42 +496,36 @@ TEST_F(BackendOps, SumRowsOverCsrListsOverwritesOrAccumulates) {
   EXPECT_EQ(host(out), Vec({16, 20, 0, 0, 22, 28}));
 }
 
-TEST_F(BackendOps, WeightedSumRowsAndBackward) {
-  // 3 tokens x 2 pairs reading 7 rows in a scrambled order; pair 4 was dropped (row -1), pair 3
-  // has a zero weight, row 2 belongs to no pair.
+TEST_F(BackendOps, CombineRowsAndBackward) {
+  // 3 tokens x 2 pairs reading 7 rows in a scrambled order; pair 4 was dropped (row -1), rows 2
+  // and 4 belong to no pair.
   const int R = 3, K = 2, d = 4, Y = 7;
   const std::vector<int32_t> pair_row = {5, 0, 6, 3, -1, 1};
   Rng rng(11);
-  Vec y = random_vec(rng, Y * d), wt = random_vec(rng, R * K), dout = random_vec(rng, R * d),
-      init = random_vec(rng, R * d);
-  wt[3] = 0.0;
+  Vec y = random_vec(rng, Y * d), dout = random_vec(rng, R * d), init = random_vec(rng, R * d);
   auto idx = dev_idx(pair_row);
-  auto fwd = [&](const Vec& yv, const Vec& wv) {
-    auto yb = dev(yv), wb = dev(wv);
+  auto fwd = [&](const Vec& yv) {
+    auto yb = dev(yv);
     auto out = dev(init);  // accumulates
-    be->weighted_sum_rows(out, yb, idx, wb, R, K, d);
+    be->combine_rows(out, yb, idx, R, K, d);
     Vec o = host(out);
     for (int i = 0; i < R * d; ++i) o[i] -= init[i];
     return o;
   };
-  Vec o = fwd(y, wt);
+  Vec o = fwd(y);
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < d; ++j) {
       double e = 0;
       for (int k = 0; k < K; ++k)
-        if (pair_row[r * K + k] >= 0) e += wt[r * K + k] * y[pair_row[r * K + k] * d + j];
+        if (pair_row[r * K + k] >= 0) e += y[pair_row[r * K + k] * d + j];
       EXPECT_NEAR(o[r * d + j], e, 1e-14);
     }
-  auto yb = dev(y), wb = dev(wt), gb = dev(dout);
-  auto dy = dev(Vec(Y * d, 0.0)), dw = dev(Vec(R * K, 5.0));  // dw written, not accumulated
-  be->weighted_sum_rows_backward(dy, dw, gb, yb, idx, wb, R, K, d);
-  expect_grad_near(host(dy), fd_grad([&](const Vec& v) { return dot(dout, fwd(v, wt)); }, y), "wsum dy");
-  expect_grad_near(host(dw), fd_grad([&](const Vec& v) { return dot(dout, fwd(y, v)); }, wt), "wsum dw");
-  // Rows no pair reads are left as they were.
-  auto untouched = dev(Vec(Y * d, 7.0));
-  be->weighted_sum_rows_backward(untouched, dw, gb, yb, idx, wb, R, K, d);
-  const Vec u = host(untouched);
-  for (int j = 0; j < d; ++j) EXPECT_EQ(u[2 * d + j], 7.0);
+  auto gb = dev(dout);
+  auto dy = dev(Vec(Y * d, 7.0));
+  be->combine_rows_backward(dy, gb, idx, R, K, d);
+  Vec want = fd_grad([&](const Vec& v) { return dot(dout, fwd(v)); }, y);
+  for (int j = 0; j < d; ++j) want[2 * d + j] = want[4 * d + j] = 7.0;  // rows no pair reads are left as they were
+  expect_grad_near(host(dy), want, "combine dy");
 }
 
 // ---------------------------------------------------------------- gemm

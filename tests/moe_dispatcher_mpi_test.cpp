@@ -23,6 +23,7 @@ namespace {
 constexpr int kD = 3;
 double stamp(int rank, int t) { return 16.0 * rank + t + 1; }
 double column(int c) { return 0.5 * c; }  // x[t][c] = stamp + column(c)
+double gate_stamp(int rank, int p) { return 0.25 * (256 * rank + p + 1); }  // the gate of pair p
 
 // n values of an activation buffer as T, and v written into one, in the backend's storage.
 template <typename T>
@@ -93,7 +94,7 @@ void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const 
   }
 
   // Expected rows: from each source rank in order, its tokens for each local expert in order.
-  Vec expected;
+  Vec expected, expected_gates;
   std::vector<int> expected_blocks, blocks;  // (expert, rows) flattened
   for (int src = 0; src < ep.size(); ++src) {
     const Plan p = plan_of(group_first_rank + src);
@@ -103,6 +104,7 @@ void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const 
         for (int s = 0; s < p.k; ++s)
           if (p.sel[t * p.k + s] == placement.first() + j && p.kept[t * p.k + s]) {
             expected.push_back(stamp(group_first_rank + src, t));
+            expected_gates.push_back(gate_stamp(group_first_rank + src, t * p.k + s));
             rows++;
           }
       if (rows > 0 || ep.size() == 1) expected_blocks.insert(expected_blocks.end(), {j, rows});
@@ -132,10 +134,26 @@ void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const 
   disp.redispatch(again, xb);
   EXPECT_EQ(read_stored(be, again, (int64_t)R * kD), xeh);
 
+  // The gates go to the rows that compute their pairs; "experts" return twice the gate as its
+  // gradient, which comes back to the pair (0 for a dropped pair).
+  const int C = disp.combine_rows();
+  Vec gate(std::max(1, P));
+  for (int p = 0; p < P; ++p) gate[p] = gate_stamp(world.rank(), p);
+  Buf<T> gateb(be, gate.size()), row_gate(be, std::max(1, C)), dgate(be, gate.size());
+  to_device(be, gateb.data(), gate);
+  disp.dispatch_gates(row_gate, gateb);
+  Vec row_gates = to_host(be, row_gate.data(), std::max(1, C));
+  EXPECT_EQ(Vec(row_gates.begin(), row_gates.begin() + R), expected_gates);
+  for (int r = 0; r < R; ++r) row_gates[r] *= 2;
+  for (int r = R; r < C; ++r) row_gates[r] = -1;
+  to_device(be, row_gate.data(), row_gates);
+  disp.combine_gate_grads(dgate, row_gate);
+  const Vec dgates = to_host(be, dgate.data(), P);
+  for (int p = 0; p < P; ++p) EXPECT_EQ(dgates[p], mine.kept[p] ? 2 * gate[p] : 0) << "pair " << p;
+
   // "Experts" scale their rows by (global expert + 2); after combine, the combine buffer holds
   // every kept pair's result at pair_row(p), and no two pairs share a row (the other rows hold
   // the results of other ranks' pairs computed here).
-  const int C = disp.combine_rows();
   Vec yc((size_t)C * kD, -1.0);
   int r = 0;
   for (const RowBlock& b : disp.blocks())

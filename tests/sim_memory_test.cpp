@@ -24,16 +24,16 @@ TEST(SimMemory, HandCountOneRank) {
   //   per layer x h qkv att 6 R d + 2 R + 32 = 232 (x2), ln1 and ln2 once 2 R d = 64; dense 3 R * 12 = 144;
   //   head: tokens, targets, xs_final, ln_f, rstd_f, logits, losses = 4 + 4 + 32 + 32 + 4 + 64 + 4 = 144;
   //   MoE: logits and scores 2 R N = 32, gates and choices 16, shared gu + act 3 * 4 * 6 = 72,
-  //   gu 8 * 12, yc 8 * 8, the router's statistics in doubles (W = 2 N + D = 9 columns of one
-  //   chunk, totals 10, balance N + 5 = 9: 28 doubles, 56 floats): 336.
-  EXPECT_EQ(m.activations, (2 * 232 + 64 + 144 + 144 + 336) * 4);
+  //   gu 8 * 12, the gates by combine row 8, the router's statistics in doubles (W = 2 N + D =
+  //   9 columns of one chunk, totals 10, balance N + 5 = 9: 28 doubles, 56 floats): 280.
+  EXPECT_EQ(m.activations, (2 * 232 + 64 + 144 + 144 + 280) * 4);
   // Scratch: dx dh dtmp dqkv 6 R d = 192, attention 32; MoE: xe 8 * 8 and act 8 * 6 (rebuilt by
-  // the backward), dgate 8, dyc 64 (then dxe), dgu 2 * 48 and dact 48 (the dense FFN's backward
-  // uses them: 2 R 12 and R 12, no larger), tmp 4 * 8 = 32.
-  EXPECT_EQ(m.scratch, (192 + 32 + 64 + 48 + 8 + 64 + 96 + 48 + 32) * 4);
+  // the backward), dgate by pair and by row 8 + 8, yc 64 (backward dyc, then dxe), dgu 2 * 48
+  // and dact 48 (the dense FFN's backward uses them: 2 R 12 and R 12, no larger), tmp 4 * 8 = 32.
+  EXPECT_EQ(m.scratch, (192 + 32 + 64 + 48 + 16 + 64 + 96 + 48 + 32) * 4);
   // Dispatcher on one rank: pair_row 8, self_token 8, CSR over tokens 5 + 8.
   EXPECT_EQ(m.dispatch, 29 * 4);
-  EXPECT_EQ(m.total(), 4 * 1848 * 4 + 1152 * 4 + 584 * 4 + 29 * 4);
+  EXPECT_EQ(m.total(), 4 * 1848 * 4 + 1096 * 4 + 592 * 4 + 29 * 4);
 }
 
 TEST(SimMemory, ExpertShardAndReceivedRows) {
@@ -43,10 +43,11 @@ TEST(SimMemory, ExpertShardAndReceivedRows) {
   const MemoryBreakdown one = rank_memory(tiny_sim_config(), 1, 0, 1, "cpu", {});
   const MemoryBreakdown m = rank_memory(tiny_sim_config(), 2, 1, 1, "cpu", rows);
   EXPECT_EQ(m.weights, (1848 - 288) * 4);
-  // gu 12 * 12 (grown past the 8 pairs it was made for: 12 > 8 * 1.25), yc: 12 rows + the 5 own
-  // pairs computed elsewhere = 17 rows of 8; xe and act grow in the scratch. Two device groups:
-  // one more column of router statistics, in the chunk and in the totals (2 doubles, 4 floats).
-  EXPECT_EQ(m.activations - one.activations, ((12 - 8) * 12 + (17 - 8) * 8 + 4) * 4);
+  // gu 12 * 12 (grown past the 8 pairs it was made for: 12 > 8 * 1.25), the gates by combine
+  // row: 12 rows + the 5 own pairs computed elsewhere = 17; xe, act and yc grow in the scratch.
+  // Two device groups: one more column of router statistics, in the chunk and in the totals
+  // (2 doubles, 4 floats).
+  EXPECT_EQ(m.activations - one.activations, ((12 - 8) * 12 + (17 - 8) + 4) * 4);
   // Dispatcher: pair_row 8, self_token 3, CSR 5 + 3; units 4, CSR 5 + 4, expand 9, unit CSR 7 + 9,
   // send buffer 4 rows and receive buffer 6 rows of 8.
   EXPECT_EQ(m.dispatch, (8 + 3 + 5 + 3 + 4 + 5 + 4 + 9 + 7 + 9 + 4 * 8 + 6 * 8) * 4);
@@ -69,9 +70,9 @@ TEST(SimMemory, CudaAttentionAndBf16Copies) {
   EXPECT_EQ(bf16.bf16, 2 * 1848 + 2 * 64 + 32 * 1048576 + 256 * 136);
   // Stored in bf16, half the bytes: qkv and att of both layers, ln1 and ln_f (2 * 4 R d + 2 R d =
   // 320), the dense FFN's gu and act (3 R 12 = 144), the shared expert's (72), the experts' gu
-  // and yc (96 + 64); in the scratch, dqkv (96) and the FFNs' xe (64), act (48), dyc and dxe
-  // (64), dgu (96) and dact (48).
-  EXPECT_EQ(fp32.activations - bf16.activations, (320 + 144 + 72 + 96 + 64) * 2);
+  // (96); in the scratch, dqkv (96) and the FFNs' xe (64), act (48), yc, dyc and dxe (64), dgu
+  // (96) and dact (48).
+  EXPECT_EQ(fp32.activations - bf16.activations, (320 + 144 + 72 + 96) * 2);
   EXPECT_EQ(fp32.scratch - bf16.scratch, (96 + 64 + 48 + 64 + 96 + 48) * 2);
 }
 

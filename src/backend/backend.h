@@ -98,9 +98,12 @@ class Backend {
   virtual void attention_backward(Ptr<T> dqkv, T* scratch, const T* dout, Ptr<const T> qkv, Ptr<const T> out,
                                   const T* saved, int batch, int seq, int n_heads, int head_dim) = 0;
 
-  // act = silu(g) * u with gu [R, 2n] = [g | u], act [R, n].
-  virtual void swiglu_forward(Ptr<T> act, Ptr<const T> gu, int rows, int n) = 0;
-  virtual void swiglu_backward(Ptr<T> dgu, Ptr<const T> dact, Ptr<const T> gu, int rows, int n) = 0;
+  // act[r] = scale[r] * silu(g) * u with gu [R, 2n] = [g | u], act [R, n], scale [R] (null: 1;
+  // the routed experts' gates, applied on the experts' side).
+  virtual void swiglu_forward(Ptr<T> act, Ptr<const T> gu, const T* scale, int rows, int n) = 0;
+  // dgu [R, 2n] from dact [R, n]; with a scale also dscale[r] = dot(dact[r], silu(g) * u).
+  virtual void swiglu_backward(Ptr<T> dgu, T* dscale, Ptr<const T> dact, Ptr<const T> gu, const T* scale, int rows,
+                               int n) = 0;
 
   // Softmax cross-entropy: logits [R, V] are replaced by scale * dloss/dlogits,
   // losses [R] get -log p(target). Returns the sum of losses.
@@ -112,14 +115,13 @@ class Backend {
   // out[o] (= or +=) sum of in[idx[i]] for i in [offsets[o], offsets[o+1]).   out [n_out, d]
   virtual void sum_rows(T* out, Ptr<const T> in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
                         bool accumulate) = 0;
-  // The gate-weighted sum over a token's experts, reading each pair's row where it lies (the
-  // dispatcher's unpermute fused in): out[r] += sum_k w[p] * y[idx[p]], p = r*K+k, over pairs
-  // with idx[p] >= 0 and w[p] != 0.                              out [R, d], w/idx [R*K]
-  virtual void weighted_sum_rows(T* out, Ptr<const T> y, const int32_t* idx, const T* w, int rows, int k, int d) = 0;
-  // Its backward, scattered back to the rows: dy[idx[p]] = w[p] * dout[r] and
-  // dw[p] = dot(dout[r], y[idx[p]]) (0 where idx[p] < 0; other rows of dy are left as they are).
-  virtual void weighted_sum_rows_backward(Ptr<T> dy, T* dw, const T* dout, Ptr<const T> y, const int32_t* idx,
-                                          const T* w, int rows, int k, int d) = 0;
+  // The sum over a token's experts' results (gates already applied by the experts), reading
+  // each pair's row where it lies (the dispatcher's unpermute fused in): out[r] += sum_k
+  // y[idx[p]], p = r*K+k, over pairs with idx[p] >= 0.              out [R, d], idx [R*K]
+  virtual void combine_rows(T* out, Ptr<const T> y, const int32_t* idx, int rows, int k, int d) = 0;
+  // Its backward, scattered back to the rows: dy[idx[p]] = dout[r] where idx[p] >= 0 (other
+  // rows of dy are left as they are).
+  virtual void combine_rows_backward(Ptr<T> dy, const T* dout, const int32_t* idx, int rows, int k, int d) = 0;
 
   // The router's per-token part (moe/route_row.h) for `rows` tokens: logits [rows, N] and bias
   // [N] -> scores [rows, N], sel [rows, K], gate [rows, K].

@@ -306,10 +306,11 @@ class CpuBackend final : public Backend<T> {
     }
   }
 
-  void swiglu_forward(Ptr<T> act_ptr, Ptr<const T> gu_ptr, int rows, int n) override {
+  void swiglu_forward(Ptr<T> act_ptr, Ptr<const T> gu_ptr, const T* scale, int rows, int n) override {
     if (act_ptr.is_bf16() || gu_ptr.is_bf16()) {
       std::vector<T> a, g;
-      swiglu_forward(widened(act_ptr, (int64_t)rows * n, a), widened(gu_ptr, (int64_t)rows * 2 * n, g), rows, n);
+      swiglu_forward(widened(act_ptr, (int64_t)rows * n, a), widened(gu_ptr, (int64_t)rows * 2 * n, g), scale, rows,
+                     n);
       return narrow(act_ptr, a);
     }
     T* act = act_ptr.get();
@@ -319,15 +320,17 @@ class CpuBackend final : public Backend<T> {
       const T* g = gu + (int64_t)r * 2 * n;
       const T* u = g + n;
       T* a = act + (int64_t)r * n;
-      for (int j = 0; j < n; ++j) a[j] = g[j] / (T(1) + std::exp(-g[j])) * u[j];
+      const T s = scale ? scale[r] : T(1);
+      for (int j = 0; j < n; ++j) a[j] = s * (g[j] / (T(1) + std::exp(-g[j])) * u[j]);
     }
   }
-  void swiglu_backward(Ptr<T> dgu_ptr, Ptr<const T> dact_ptr, Ptr<const T> gu_ptr, int rows, int n) override {
+  void swiglu_backward(Ptr<T> dgu_ptr, T* dscale, Ptr<const T> dact_ptr, Ptr<const T> gu_ptr, const T* scale,
+                       int rows, int n) override {
     if (dgu_ptr.is_bf16() || gu_ptr.is_bf16() || dact_ptr.is_bf16()) {
       std::vector<T> d, g, a;
       const int64_t both = (int64_t)rows * 2 * n;
-      swiglu_backward(widened(dgu_ptr, both, d), widened(dact_ptr, (int64_t)rows * n, a), widened(gu_ptr, both, g),
-                      rows, n);
+      swiglu_backward(widened(dgu_ptr, both, d), dscale, widened(dact_ptr, (int64_t)rows * n, a),
+                      widened(gu_ptr, both, g), scale, rows, n);
       return narrow(dgu_ptr, d);
     }
     const T* dact = dact_ptr.get();
@@ -340,12 +343,16 @@ class CpuBackend final : public Backend<T> {
       const T* da = dact + (int64_t)r * n;
       T* dg = dgu + (int64_t)r * 2 * n;
       T* du = dg + n;
+      const T s = scale ? scale[r] : T(1);
+      double ds = 0;
       for (int j = 0; j < n; ++j) {
         T sig = T(1) / (T(1) + std::exp(-g[j]));
         T silu = g[j] * sig;
-        du[j] = da[j] * silu;
-        dg[j] = da[j] * u[j] * sig * (T(1) + g[j] * (T(1) - sig));
+        ds += static_cast<double>(da[j]) * (silu * u[j]);
+        du[j] = s * da[j] * silu;
+        dg[j] = s * da[j] * u[j] * sig * (T(1) + g[j] * (T(1) - sig));
       }
+      if (scale) dscale[r] = static_cast<T>(ds);
     }
   }
 
@@ -402,11 +409,10 @@ class CpuBackend final : public Backend<T> {
       }
     }
   }
-  void weighted_sum_rows(T* out, Ptr<const T> y_ptr, const int32_t* idx, const T* w, int rows, int k,
-                         int d) override {
+  void combine_rows(T* out, Ptr<const T> y_ptr, const int32_t* idx, int rows, int k, int d) override {
     if (y_ptr.is_bf16()) {
       std::vector<T> y;
-      return weighted_sum_rows(out, widened(y_ptr, rows_reached(idx, (int64_t)rows * k) * d, y), idx, w, rows, k, d);
+      return combine_rows(out, widened(y_ptr, rows_reached(idx, (int64_t)rows * k) * d, y), idx, rows, k, d);
     }
     const T* y = y_ptr.get();
 #pragma omp parallel for schedule(static)
@@ -414,12 +420,25 @@ class CpuBackend final : public Backend<T> {
       T* o = out + (int64_t)r * d;
       for (int s = 0; s < k; ++s) {
         const int64_t p = (int64_t)r * k + s;
-        const T ws = w[p];
-        if (idx[p] < 0 || ws == T(0)) continue;
+        if (idx[p] < 0) continue;
         const T* yr = y + (int64_t)idx[p] * d;
-        for (int j = 0; j < d; ++j) o[j] += ws * yr[j];
+        for (int j = 0; j < d; ++j) o[j] += yr[j];
       }
     }
+  }
+  void combine_rows_backward(Ptr<T> dy_ptr, const T* dout, const int32_t* idx, int rows, int k, int d) override {
+    if (dy_ptr.is_bf16()) {
+      std::vector<T> dyw;
+      combine_rows_backward(widened(dy_ptr, rows_reached(idx, (int64_t)rows * k) * d, dyw), dout, idx, rows, k, d);
+      return narrow(dy_ptr, dyw);
+    }
+    T* dy = dy_ptr.get();
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; ++r)
+      for (int s = 0; s < k; ++s) {
+        const int64_t p = (int64_t)r * k + s;
+        if (idx[p] >= 0) std::memcpy(dy + (int64_t)idx[p] * d, dout + (int64_t)r * d, d * sizeof(T));
+      }
   }
   void route_tokens(T* scores, int32_t* sel, T* gate, const T* logits, const float* bias, const RouteRowSpec& spec,
                     int rows) override {
@@ -443,38 +462,6 @@ class CpuBackend final : public Backend<T> {
                        int rows) override {
     route_backward_on_host(spec, scores, sel, logits, dgate, balance, partial, loss_scale, rows, dlogits);
   }
-  void weighted_sum_rows_backward(Ptr<T> dy_ptr, T* dw, const T* dout, Ptr<const T> y_ptr, const int32_t* idx,
-                                  const T* w, int rows, int k, int d) override {
-    if (dy_ptr.is_bf16() || y_ptr.is_bf16()) {
-      std::vector<T> dyw, yw;
-      const int64_t reached = rows_reached(idx, (int64_t)rows * k) * d;
-      weighted_sum_rows_backward(widened(dy_ptr, reached, dyw), dw, dout, widened(y_ptr, reached, yw), idx, w, rows,
-                                 k, d);
-      return narrow(dy_ptr, dyw);
-    }
-    T* dy = dy_ptr.get();
-    const T* y = y_ptr.get();
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; ++r) {
-      const T* g = dout + (int64_t)r * d;
-      for (int s = 0; s < k; ++s) {
-        const int64_t p = (int64_t)r * k + s;
-        if (idx[p] < 0) {
-          dw[p] = T(0);
-          continue;
-        }
-        const T* yr = y + (int64_t)idx[p] * d;
-        T* dyr = dy + (int64_t)idx[p] * d;
-        double dot = 0;
-        for (int j = 0; j < d; ++j) {
-          dot += static_cast<double>(g[j]) * yr[j];
-          dyr[j] = w[p] * g[j];
-        }
-        dw[p] = static_cast<T>(dot);
-      }
-    }
-  }
-
   void adamw(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2, double eps,
              double weight_decay, int64_t step, double grad_scale) override {
     const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));

@@ -166,7 +166,7 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"), nullptr, nullptr,
                          nullptr, d, m.dense_hidden};
-      swiglu_experts_forward<T>(be_, w, {{0, R}}, ln2_, a.ffn_gu, a.ffn_act, next);
+      swiglu_experts_forward<T>(be_, w, {{0, R}}, ln2_, nullptr, a.ffn_gu, a.ffn_act, next);
     }
     be_.add(next, a.h, (int64_t)R * d);
   }
@@ -212,8 +212,8 @@ void Model<T>::backward() {
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"),
                          g(pre + "ffn/w_gate"), g(pre + "ffn/w_up"), g(pre + "ffn/w_down"), d, m.dense_hidden};
-      swiglu_experts_backward<T>(be_, w, {{0, R}}, ln2_, a.ffn_gu, a.ffn_act, dx_, moe_scratch_.dgu,
-                                 moe_scratch_.dact, dtmp_);
+      swiglu_experts_backward<T>(be_, w, {{0, R}}, ln2_, nullptr, a.ffn_gu, a.ffn_act, dx_, nullptr,
+                                 moe_scratch_.dgu, moe_scratch_.dact, dtmp_);
     }
     be_.rmsnorm_backward(dh_, g(pre + "ffn_norm"), dtmp_, a.h, p(pre + "ffn_norm"), a.rstd2, R, d);
 

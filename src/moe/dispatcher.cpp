@@ -209,9 +209,10 @@ void Dispatcher<T>::plan_local(const int32_t* sel, int tokens, int k) {
 template <typename T>
 void Dispatcher<T>::start_exchange(Ptr<const T> send, const std::vector<int64_t>& send_rows,
                                    const std::vector<int64_t>& send_off, Ptr<T> recv,
-                                   const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off) {
+                                   const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off,
+                                   int width) {
   DSMOE_ASSERT(send.is_bf16() == recv.is_bf16());
-  const int64_t row_bytes = d_ * (int64_t)send.element_bytes();
+  const int64_t row_bytes = width * (int64_t)send.element_bytes();
   ep_.start_alltoallv(send.raw(), send_rows, send_off, recv.raw(), recv_rows, recv_off, row_bytes);
   stats_.bytes_sent += sum(send_rows) * row_bytes;
 }
@@ -219,8 +220,8 @@ void Dispatcher<T>::start_exchange(Ptr<const T> send, const std::vector<int64_t>
 template <typename T>
 void Dispatcher<T>::exchange(Ptr<const T> send, const std::vector<int64_t>& send_rows,
                              const std::vector<int64_t>& send_off, Ptr<T> recv, const std::vector<int64_t>& recv_rows,
-                             const std::vector<int64_t>& recv_off) {
-  start_exchange(send, send_rows, send_off, recv, recv_rows, recv_off);
+                             const std::vector<int64_t>& recv_off, int width) {
+  start_exchange(send, send_rows, send_off, recv, recv_rows, recv_off, width);
   ep_.wait_alltoallv();
 }
 
@@ -238,7 +239,7 @@ void Dispatcher<T>::dispatch_start(Ptr<T> xe, const T* x) {
     const Ptr<T> send = stored(be_, send_buf_.data());
     be_.gather_rows(send, x, unit_token_, units_, d_);
     start_exchange(send, unit_send_count_, unit_send_off_, stored(be_, units_buf_.data()), unit_recv_count_,
-                   unit_recv_off_);
+                   unit_recv_off_, d_);
   }
   be_.gather_rows(xe + (int64_t)self_off_ * d_, x, self_token_, self_rows_, d_);
 }
@@ -267,13 +268,29 @@ void Dispatcher<T>::redispatch(Ptr<T> xe, const T* x) {
 template <typename T>
 void Dispatcher<T>::combine(Ptr<T> yc) {
   if (ep_.size() == 1) return;
-  exchange(yc, pair_recv_count_, pair_recv_off_, yc + (int64_t)rows_ * d_, pair_send_count_, pair_back_off_);
+  exchange(yc, pair_recv_count_, pair_recv_off_, yc + (int64_t)rows_ * d_, pair_send_count_, pair_back_off_, d_);
 }
 
 template <typename T>
 void Dispatcher<T>::combine_backward(Ptr<T> dyc) {
   if (ep_.size() == 1) return;
-  exchange(dyc + (int64_t)rows_ * d_, pair_send_count_, pair_back_off_, dyc, pair_recv_count_, pair_recv_off_);
+  exchange(dyc + (int64_t)rows_ * d_, pair_send_count_, pair_back_off_, dyc, pair_recv_count_, pair_recv_off_, d_);
+}
+
+// A gate is placed in its pair's row here (own pairs) or in the combine buffer's tail, which
+// then travels as combine_backward's rows do.
+template <typename T>
+void Dispatcher<T>::dispatch_gates(T* row_gate, const T* gate) {
+  be_.combine_rows_backward(row_gate, gate, pair_row_, tokens_ * k_, 1, 1);
+  if (ep_.size() == 1) return;
+  exchange(row_gate + rows_, pair_send_count_, pair_back_off_, row_gate, pair_recv_count_, pair_recv_off_, 1);
+}
+
+template <typename T>
+void Dispatcher<T>::combine_gate_grads(T* dgate, T* row_dgate) {
+  if (ep_.size() > 1)
+    exchange(row_dgate, pair_recv_count_, pair_recv_off_, row_dgate + rows_, pair_send_count_, pair_back_off_, 1);
+  be_.gather_rows(dgate, row_dgate, pair_row_, tokens_ * k_, 1);
 }
 
 template <typename T>
@@ -282,7 +299,7 @@ void Dispatcher<T>::dispatch_backward(T* dx, Ptr<const T> dxe) {
   if (ep_.size() == 1) return;
   // The adjoint of dispatch: sum each unit's rows, send the units back, add them to their tokens.
   be_.sum_rows(units_buf_, dxe, unit_off_, unit_idx_, recv_units_, d_, false);
-  exchange(units_buf_, unit_recv_count_, unit_recv_off_, send_buf_, unit_send_count_, unit_send_off_);
+  exchange(units_buf_, unit_recv_count_, unit_recv_off_, send_buf_, unit_send_count_, unit_send_off_, d_);
   be_.sum_rows(dx, send_buf_, unit_tok_off_, unit_tok_idx_, tokens_, d_, true);
 }
 

@@ -1,6 +1,6 @@
 // The token dispatcher: permutes (token, expert) pairs into rows grouped by expert, sends
 // them to the rank of the expert-parallel group that holds the expert (all-to-all), and brings
-// the results back. No math; the gates are applied by the MoE layer.
+// the results back. No math; the gates are applied by the experts.
 //
 // Going out, a token's activation travels once per destination rank however many of its
 // experts live there (with device-limited routing at most route_devices ranks), and the
@@ -8,7 +8,9 @@
 // Pairs whose expert lives on this rank never go through the communicator: dispatch gathers
 // their rows straight from x, and combine leaves their results where the experts wrote them.
 // Combine does not unpermute either: pair_row() says where each pair's result lies, and the
-// MoE layer's gate-weighted sum reads it there (the unpermute fused into the sum).
+// MoE layer's sum over a token's experts reads it there (the unpermute fused into the sum). The
+// gates travel to the experts' rows and their gradients back (one value a pair), since the
+// experts apply them.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -69,6 +71,12 @@ class Dispatcher {
   void redispatch(Ptr<T> xe, const T* x);
   void combine(Ptr<T> yc);            // yc [combine_rows, d]: [0, rows) written by the experts; fills the rest
   void combine_backward(Ptr<T> dyc);  // dyc [combine_rows, d]: the gradients of the pairs' rows -> dye = [0, rows)
+  // The pairs' gates to the rows that compute them, as combine_backward moves rows:
+  // gate [tokens*K] -> row_gate [combine_rows], of which [0, rows) is this rank's experts'.
+  void dispatch_gates(T* row_gate, const T* gate);
+  // Their gradients back, as combine moves rows: row_dgate [combine_rows], [0, rows) written by
+  // the experts -> dgate [tokens*K] (0 for a dropped pair).
+  void combine_gate_grads(T* dgate, T* row_dgate);
   void dispatch_backward(T* dx, Ptr<const T> dxe);  // dx [tokens, d] += sum of its rows of dxe [rows, d]
   DispatchStats& stats() { return stats_; }
   // Rows sent to / received from each rank (0 for this rank) by the last plan: units (dispatch)
@@ -79,12 +87,14 @@ class Dispatcher {
   const std::vector<int64_t>& pair_recv_rows() const { return pair_recv_count_; }
 
  private:
-  // Sends rows of backend tensors and counts the bytes; start_exchange's may still be in flight
-  // (Comm::start_alltoallv).
+  // Sends rows of `width` elements (d unless said) of backend tensors and counts the bytes;
+  // start_exchange's may still be in flight (Comm::start_alltoallv).
   void start_exchange(Ptr<const T> send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_off,
-                      Ptr<T> recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off);
+                      Ptr<T> recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off,
+                      int width);
   void exchange(Ptr<const T> send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_off,
-                Ptr<T> recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off);
+                Ptr<T> recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off,
+                int width);
   template <typename I>
   void upload(Buf<I>& buf, const std::vector<I>& host);
   void place_received(Ptr<T> xe);  // the received units into their rows of xe

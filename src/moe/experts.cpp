@@ -4,7 +4,7 @@ namespace dsmoe {
 
 template <typename T>
 void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
-                            Ptr<const T> x, Ptr<T> gu, Ptr<T> act, Ptr<T> y) {
+                            Ptr<const T> x, const T* scale, Ptr<T> gu, Ptr<T> act, Ptr<T> y) {
   const int d = w.d, n = w.hidden;
   const int64_t wsz = (int64_t)n * d;
   std::vector<GemmArgs<T>> up, down;
@@ -21,14 +21,14 @@ void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std
     off += m;
   }
   be.gemm_batch(up);
-  be.swiglu_forward(act, gu, static_cast<int>(off), n);
+  be.swiglu_forward(act, gu, scale, static_cast<int>(off), n);
   be.gemm_batch(down);
 }
 
 template <typename T>
 void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
-                             Ptr<const T> x, Ptr<const T> gu, Ptr<const T> act, Ptr<const T> dy, Ptr<T> dgu,
-                             Ptr<T> dact, Ptr<T> dx) {
+                             Ptr<const T> x, const T* scale, Ptr<const T> gu, Ptr<const T> act, Ptr<const T> dy,
+                             T* dscale, Ptr<T> dgu, Ptr<T> dact, Ptr<T> dx) {
   const int d = w.d, n = w.hidden;
   const int64_t wsz = (int64_t)n * d;
   std::vector<GemmArgs<T>> first, second;
@@ -49,19 +49,19 @@ void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const st
     off += m;
   }
   be.gemm_batch(first);
-  be.swiglu_backward(dgu, dact, gu, static_cast<int>(off), n);
+  be.swiglu_backward(dgu, dscale, dact, gu, scale, static_cast<int>(off), n);
   be.gemm_batch(second);
 }
 
 template void swiglu_experts_forward(Backend<float>&, const SwiGluWeights<float>&, const std::vector<RowBlock>&,
-                                     Ptr<const float>, Ptr<float>, Ptr<float>, Ptr<float>);
+                                     Ptr<const float>, const float*, Ptr<float>, Ptr<float>, Ptr<float>);
 template void swiglu_experts_forward(Backend<double>&, const SwiGluWeights<double>&, const std::vector<RowBlock>&,
-                                     Ptr<const double>, Ptr<double>, Ptr<double>, Ptr<double>);
+                                     Ptr<const double>, const double*, Ptr<double>, Ptr<double>, Ptr<double>);
 template void swiglu_experts_backward(Backend<float>&, const SwiGluWeights<float>&, const std::vector<RowBlock>&,
-                                      Ptr<const float>, Ptr<const float>, Ptr<const float>, Ptr<const float>,
-                                      Ptr<float>, Ptr<float>, Ptr<float>);
+                                      Ptr<const float>, const float*, Ptr<const float>, Ptr<const float>,
+                                      Ptr<const float>, float*, Ptr<float>, Ptr<float>, Ptr<float>);
 template void swiglu_experts_backward(Backend<double>&, const SwiGluWeights<double>&, const std::vector<RowBlock>&,
-                                      Ptr<const double>, Ptr<const double>, Ptr<const double>, Ptr<const double>,
-                                      Ptr<double>, Ptr<double>, Ptr<double>);
+                                      Ptr<const double>, const double*, Ptr<const double>, Ptr<const double>,
+                                      Ptr<const double>, double*, Ptr<double>, Ptr<double>, Ptr<double>);
 
 }  // namespace dsmoe

@@ -25,16 +25,19 @@ struct SwiGluWeights {
   int d = 0, hidden = 0;
 };
 
-// x [rows, d] -> gu [rows, 2*hidden] (gate | up), act [rows, hidden], y [rows, d].
+// x [rows, d] -> gu [rows, 2*hidden] (gate | up), act [rows, hidden], y [rows, d]. scale [rows]
+// (null: 1) multiplies each row's activation before the down product: the routed experts'
+// gates, applied on the experts' side, so that a row's result is already gate-weighted.
 template <typename T>
 void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
-                            Ptr<const T> x, Ptr<T> gu, Ptr<T> act, Ptr<T> y);
+                            Ptr<const T> x, const T* scale, Ptr<T> gu, Ptr<T> act, Ptr<T> y);
 
 // dy [rows, d] -> dx [rows, d] (written; it may be dy itself: the products that read dy come
-// first); weight gradients accumulated. dgu, dact: scratch.
+// first); weight gradients accumulated; with a scale, dscale [rows] is written. act is the
+// forward's (scaled). dgu, dact: scratch.
 template <typename T>
 void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
-                             Ptr<const T> x, Ptr<const T> gu, Ptr<const T> act, Ptr<const T> dy, Ptr<T> dgu,
-                             Ptr<T> dact, Ptr<T> dx);
+                             Ptr<const T> x, const T* scale, Ptr<const T> gu, Ptr<const T> act, Ptr<const T> dy,
+                             T* dscale, Ptr<T> dgu, Ptr<T> dact, Ptr<T> dx);
 
 }  // namespace dsmoe

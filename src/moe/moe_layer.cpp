@@ -21,11 +21,12 @@ MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlaceme
   // Expert rows: sized for one row per pair, which is every case on one rank; with expert
   // parallelism a rank may receive more, and the buffers grow (backend.h: Buf::ensure).
   gu_.ensure(be, pairs * 2 * n_);
-  yc_.ensure(be, pairs * d);
+  row_gate_.ensure(be, pairs);
   scratch_.xe.ensure(be, pairs * d);
   scratch_.act.ensure(be, pairs * n_);
   scratch_.dgate.ensure(be, pairs);
-  scratch_.dyc.ensure(be, pairs * d);
+  scratch_.row_dgate.ensure(be, pairs);
+  scratch_.yc.ensure(be, pairs * d);
   scratch_.dgu.ensure(be, std::max(shared_rows * shared_hidden_, pairs * n_) * 2);
   scratch_.dact.ensure(be, std::max(shared_rows * shared_hidden_, pairs * n_));
   scratch_.tmp.ensure(be, (int64_t)max_tokens * std::max<int64_t>(d, N));
@@ -101,12 +102,16 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   scratch_.xe.ensure(be_, rows * d_);
   gu_.ensure(be_, rows * 2 * n_);
   scratch_.act.ensure(be_, rows * n_);
-  yc_.ensure(be_, (int64_t)dispatcher_.combine_rows() * d_);
+  const int64_t combine_rows = dispatcher_.combine_rows();
+  scratch_.yc.ensure(be_, combine_rows * d_);
+  row_gate_.ensure(be_, combine_rows);
+  dispatcher_.dispatch_gates(row_gate_, gate_);
   MoeParams<T> none;
   auto experts_on = [&](const RowSpan& span) {
     const int64_t r = span.first_row;
     swiglu_experts_forward<T>(be_, expert_weights(p, none), span.blocks, scratch_.xe.ptr() + r * d_,
-                           gu_.ptr() + r * 2 * n_, scratch_.act.ptr() + r * n_, yc_.ptr() + r * d_);
+                              row_gate_.data() + r, gu_.ptr() + r * 2 * n_, scratch_.act.ptr() + r * n_,
+                              scratch_.yc.ptr() + r * d_);
   };
   // While the other ranks' tokens travel, the shared experts and the own tokens' experts run
   // (as DeepSeek overlaps them); without overlap, everything waits for the exchange.
@@ -114,7 +119,8 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   if (!overlap_) dispatcher_.dispatch_finish(scratch_.xe);
   times_.dispatch += now_seconds() - t0;
   if (shared_hidden_ > 0)
-    swiglu_experts_forward<T>(be_, shared_weights(p, none), {{0, tokens}}, u, shared_gu_, shared_act_, out);
+    swiglu_experts_forward<T>(be_, shared_weights(p, none), {{0, tokens}}, u, nullptr, shared_gu_, shared_act_,
+                              out);
   else
     be_.fill(out, T(0), (int64_t)tokens * d_);
   experts_on(dispatcher_.own_span());
@@ -123,37 +129,39 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   times_.dispatch += now_seconds() - t0;
   for (const RowSpan& span : dispatcher_.received_spans()) experts_on(span);
   t0 = now_seconds();
-  dispatcher_.combine(yc_);
+  dispatcher_.combine(scratch_.yc);
   times_.combine += now_seconds() - t0;
-  be_.weighted_sum_rows(out, yc_, dispatcher_.pair_row(), gate_, tokens, K, d_);
+  be_.combine_rows(out, scratch_.yc, dispatcher_.pair_row(), tokens, K, d_);
 }
 
 template <typename T>
 void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale) {
   const int N = spec_.n_experts, K = spec_.top_k, tokens = tokens_;
-  const int64_t rows = dispatcher_.rows();
-  scratch_.dyc.ensure(be_, (int64_t)dispatcher_.combine_rows() * d_);
-  be_.weighted_sum_rows_backward(scratch_.dyc, scratch_.dgate, dout, yc_, dispatcher_.pair_row(), gate_, tokens, K,
-                                 d_);
+  const int64_t rows = dispatcher_.rows(), combine_rows = dispatcher_.combine_rows();
+  // yc was sized for these rows by forward; it takes dyc, then the experts' input gradients dxe
+  // [rows, d], which overwrite dyc after their first products have read it (experts.h).
+  be_.combine_rows_backward(scratch_.yc, dout, dispatcher_.pair_row(), tokens, K, d_);
   double t0 = now_seconds();
   scratch_.dgu.ensure(be_, rows * 2 * n_);
   scratch_.dact.ensure(be_, rows * n_);
-  dispatcher_.combine_backward(scratch_.dyc);
+  scratch_.row_dgate.ensure(be_, combine_rows);
+  dispatcher_.combine_backward(scratch_.yc);
   times_.combine += now_seconds() - t0;
   dispatcher_.redispatch(scratch_.xe, u_);  // xe and act were sized for these rows by forward
-  be_.swiglu_forward(scratch_.act, gu_, static_cast<int>(rows), n_);
-  // The experts' input gradients dxe [rows, d] overwrite dyc, which their first products have
-  // read (experts.h).
-  const Ptr<T> dxe = scratch_.dyc;
-  swiglu_experts_backward<T>(be_, expert_weights(p, g), dispatcher_.blocks(), scratch_.xe, gu_, scratch_.act,
-                          scratch_.dyc, scratch_.dgu, scratch_.dact, dxe);
+  be_.swiglu_forward(scratch_.act, gu_, row_gate_, static_cast<int>(rows), n_);
+  const Ptr<T> dxe = scratch_.yc;
+  swiglu_experts_backward<T>(be_, expert_weights(p, g), dispatcher_.blocks(), scratch_.xe, row_gate_, gu_,
+                             scratch_.act, scratch_.yc, scratch_.row_dgate, scratch_.dgu, scratch_.dact, dxe);
   t0 = now_seconds();
   dispatcher_.dispatch_backward(du, dxe);
   times_.dispatch += now_seconds() - t0;
+  t0 = now_seconds();
+  dispatcher_.combine_gate_grads(scratch_.dgate, scratch_.row_dgate);
+  times_.combine += now_seconds() - t0;
 
   if (shared_hidden_ > 0) {
-    swiglu_experts_backward<T>(be_, shared_weights(p, g), {{0, tokens}}, u_, shared_gu_, shared_act_, dout, scratch_.dgu,
-                            scratch_.dact, scratch_.tmp);
+    swiglu_experts_backward<T>(be_, shared_weights(p, g), {{0, tokens}}, u_, nullptr, shared_gu_, shared_act_, dout,
+                               nullptr, scratch_.dgu, scratch_.dact, scratch_.tmp);
     be_.add(du, scratch_.tmp, (int64_t)tokens * d_);
   }
 

@@ -1,5 +1,6 @@
 // The DeepSeekMoE FFN of one layer (orchestration only): router -> dispatcher -> routed
-// experts -> dispatcher -> gate-weighted sum, plus the fused shared experts.
+// experts (which apply the gates) -> dispatcher -> sum over a token's experts, plus the fused
+// shared experts.
 #pragma once
 #include <vector>
 
@@ -29,16 +30,19 @@ struct MoeTimes {
 };
 
 // Scratch of the MoE layers (and of the dense FFN's backward: dgu, dact). Layers run one after
-// another, so one set, grown to the largest need, serves them all. xe and act (the expert rows' inputs and SwiGLU activations, rows x
-// (d + hidden)) are not kept from forward to backward: the backward rebuilds them, with a gather
-// and an elementwise pass, which saves that much memory per layer. The ActBufs hold what only
+// another, so one set, grown to the largest need, serves them all. xe and act (the expert rows'
+// inputs and SwiGLU activations, rows x (d + hidden)) are not kept from forward to backward: the
+// backward rebuilds them, with a gather and an elementwise pass, which saves that much memory
+// per layer. Nor is the combine buffer yc: the experts apply the gates, so the gates' gradients
+// come from the SwiGLU backward, not from the experts' outputs. The ActBufs hold what only
 // products read or what products write and elementwise ops read (bf16 under bf16 storage).
 template <typename T>
 struct MoeScratch {
   Buf<float> bias;
   ActBuf<T> xe, act;
-  ActBuf<T> dyc, dgu, dact;  // dyc: the gradient of the combine buffer, then the experts' dxe
-  Buf<T> dgate, tmp;
+  // yc: the combine buffer forward; backward its gradient dyc, then the experts' dxe.
+  ActBuf<T> yc, dgu, dact;
+  Buf<T> dgate, row_dgate, tmp;  // the gates' gradients by pair and by combine row
 };
 
 template <typename T>
@@ -75,10 +79,10 @@ class MoeLayer {
   mutable bool statistics_on_host_ = true;
   Dispatcher<T> dispatcher_;
   MoeTimes times_;
-  // Saved activations; the expert buffers (rows this rank computes) grow as needed. yc: the
-  // dispatcher's combine buffer, the experts' outputs and then the results other ranks return.
-  Buf<T> logits_, scores_, gate_;
-  ActBuf<T> gu_, yc_, shared_gu_, shared_act_;
+  // Saved activations; the expert buffers (rows this rank computes) grow as needed. row_gate:
+  // the gates by combine row (Dispatcher::dispatch_gates).
+  Buf<T> logits_, scores_, gate_, row_gate_;
+  ActBuf<T> gu_, shared_gu_, shared_act_;
   Buf<int32_t> sel_;
   Buf<double> partial_, totals_, balance_;  // the router's statistics (moe/route_stats.h)
   MoeScratch<T>& scratch_;

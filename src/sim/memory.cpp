@@ -57,7 +57,7 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
   const double D = cfg.balance.device_groups > 0 ? cfg.balance.device_groups : ep, W = 2 * N + D;
   const double chunks = std::ceil(R / (cfg.balance.seq_alpha > 0 ? m.seq_len : RouteStatsSpec{}.chunk));
   const double statistics = 2 * (chunks * W + W + 1 + N + kBalanceLosses);
-  double s_xe = 0, s_act = 0, s_dgate = 0, s_dyc = 0, s_tmp = 0;  // dxe: in dyc
+  double s_xe = 0, s_act = 0, s_dgate = 0, s_row_dgate = 0, s_yc = 0, s_tmp = 0;  // dyc and dxe: in yc
   // dgu and dact serve the dense FFN's backward too, which sizes them first (model.cpp).
   double s_dgu = Ld > 0 ? R * 2 * dh : 0, s_dact = Ld > 0 ? R * dh : 0;
   const double sized_dgu = s_dgu, sized_dact = s_dact;
@@ -68,7 +68,7 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
     const double back = pairs - own;  // this rank's pairs computed elsewhere
     const double combine = rows + back;
     acts += 2 * R * N + 2 * pairs + sh_rows * 3 * sh * low + statistics;  // logits, scores, gates, sel, shared gu + act
-    acts += (grown(pairs * 2 * n, rows * 2 * n) + grown(pairs * d, combine * d)) * low;  // gu, yc
+    acts += grown(pairs * 2 * n, rows * 2 * n) * low + grown(pairs, combine);  // gu; the gates by combine row
     // Index arrays: pair_row, self_token, self CSR; with ep > 1 the unit lists, CSR and expand.
     dispatch += pairs + 2 * std::max(1.0, own) + (R + 1);
     if (ep > 1)
@@ -77,12 +77,13 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
     s_xe = std::max(s_xe, grown(pairs * d, rows * d));  // rebuilt by the backward, not kept
     s_act = std::max(s_act, grown(pairs * n, rows * n));
     s_dgate = std::max(s_dgate, pairs);
-    s_dyc = std::max(s_dyc, grown(pairs * d, combine * d));
+    s_row_dgate = std::max(s_row_dgate, grown(pairs, combine));
+    s_yc = std::max(s_yc, grown(pairs * d, combine * d));
     s_dgu = std::max(s_dgu, grown(grown(sized_dgu, std::max(sh_rows * sh, pairs * n) * 2), rows * 2 * n));
     s_dact = std::max(s_dact, grown(grown(sized_dact, std::max(sh_rows * sh, pairs * n)), rows * n));
     s_tmp = std::max(s_tmp, R * std::max(d, N));
   }
-  scratch += (s_xe + s_act + s_dyc + s_dgu + s_dact) * low + s_dgate + s_tmp;
+  scratch += (s_xe + s_act + s_yc + s_dgu + s_dact) * low + s_dgate + s_row_dgate + s_tmp;
   if (backend == "cuda" && Lm > 0) {
     // The partial results of the router's weight gradient [N, d], split over the R tokens
     // (backend/fp32_slices.h).
