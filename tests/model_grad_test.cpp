@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "backend/cpu_backend.h"
+#include "model/layout.h"
 #include "model/model.h"
 #include "util/rng.h"
 
@@ -116,6 +117,47 @@ INSTANTIATE_TEST_SUITE_P(
              }},
         Case{"all_dense", [](Config& c) { c.model.first_dense_layers = 3; }}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
+
+// Activations stored in bf16 (as the CUDA backend stores them under bf16; here the CPU backend
+// made so) change the loss and every gradient by rounding only: within a band of the same model
+// with fp32 storage. A buffer that one storage writes and the other reads (the FFN norm's output,
+// which the router reads in fp32 and the experts' products in bf16) would not be.
+TEST(ModelBf16Storage, LossAndGradientsNearFp32Storage) {
+  const Config cfg = tiny_config();
+  const int n_seqs = 3, R = n_seqs * cfg.model.seq_len;
+  std::vector<int32_t> tokens(R), targets(R);
+  Rng rng(9);
+  for (int i = 0; i < R; ++i) {
+    tokens[i] = static_cast<int32_t>(rng.below(cfg.model.vocab_size));
+    targets[i] = static_cast<int32_t>(rng.below(cfg.model.vocab_size));
+  }
+  auto comm = make_single_comm();
+  auto run = [&](bool bf16, double* loss) {
+    auto be = make_cpu_backend<float>(bf16);
+    Model<float> model(cfg, *be, *comm, n_seqs);
+    model.init_params(42);
+    model.zero_grads();
+    ForwardOpts opts;
+    opts.training = true;
+    const ForwardResult r = model.forward(tokens.data(), targets.data(), n_seqs, opts);
+    *loss = r.ce_sum / R + r.aux_loss;
+    model.backward();
+    return std::vector<float>(model.grads(), model.grads() + model.table().size());
+  };
+  double loss32 = 0, loss16 = 0;
+  const std::vector<float> g32 = run(false, &loss32), g16 = run(true, &loss16);
+  EXPECT_NEAR(loss16, loss32, 0.01 * loss32);
+  auto tensor_error = [&](const TensorInfo& t) {
+    double diff = 0, norm = 0;
+    for (int64_t i = t.offset; i < t.offset + t.numel; ++i) {
+      diff += (double(g16[i]) - g32[i]) * (double(g16[i]) - g32[i]);
+      norm += double(g32[i]) * g32[i];
+    }
+    return std::sqrt(diff / std::max(norm, 1e-30));
+  };
+  for (const TensorInfo& t : build_param_table(cfg, 0, cfg.moe.n_routed).tensors())
+    EXPECT_LT(tensor_error(t), 0.05) << t.name;
+}
 
 }  // namespace
 }  // namespace dsmoe

@@ -73,6 +73,7 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
   }
   ln1_.ensure(be, R * d);
   ln2_.reset(be, R * d);
+  if (be.bf16_storage()) ln2_low_.ensure(be, R * d);
   tokens_.reset(be, R);
   targets_.reset(be, R);
   xs_final_.reset(be, R * d);
@@ -81,7 +82,6 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
   logits_.reset(be, R * m.vocab_size);
   losses_.reset(be, R);
   dx_.reset(be, R * d);
-  dh_.reset(be, R * d);
   dtmp_.reset(be, R * d);
   dqkv_.ensure(be, R * 3 * d);
   att_scratch_.reset(be, be.attention_scratch_size(max_seqs, m.seq_len, m.n_heads));
@@ -157,16 +157,16 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
     be_.attention_forward(a.att, a.att_saved, a.qkv, n_seqs, S, H, hd);
     be_.copy(a.h, a.x, (int64_t)R * d);
     be_.gemm({false, true, R, d, d, T(1), a.att, d, p(pre + "attn/wo"), d, T(1), a.h, d});
-    be_.rmsnorm_forward(ln2_, a.rstd2, a.h, p(pre + "ffn_norm"), R, d, m.norm_eps);
+    ffn_norm(l);
     if (cfg_.is_moe_layer(l)) {
       RouteContext ctx{tokens_global, opts.token_offset, opts.training, hash_key(opts.noise_key, l)};
       MoeLayer<T>& moe = *moe_[moe_index];
-      moe.forward(next, ln2_, R, moe_params(l, false), ctx, bias_[moe_index]);
+      moe.forward(next, ln2_, ffn_input(), R, moe_params(l, false), ctx, bias_[moe_index]);
       moe_index++;
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"), nullptr, nullptr,
                          nullptr, d, m.dense_hidden};
-      swiglu_experts_forward<T>(be_, w, {{0, R}}, ln2_, nullptr, a.ffn_gu, a.ffn_act, next);
+      swiglu_experts_forward<T>(be_, w, {{0, R}}, ffn_input(), nullptr, a.ffn_gu, a.ffn_act, next);
     }
     be_.add(next, a.h, (int64_t)R * d);
   }
@@ -182,6 +182,18 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
   // over waits for its work (the loss above has waited for all of it already).
   for (const auto& moe : moe_) res.aux_loss += moe->routing().aux_loss;
   return res;
+}
+
+// A MoE layer's router reads the FFN norm's output in fp32, the products a bf16 copy (where
+// activations are stored so); a dense layer needs only the latter.
+template <typename T>
+void Model<T>::ffn_norm(int l) {
+  const auto& m = cfg_.model;
+  const int R = n_seqs_ * m.seq_len, d = m.d_model;
+  LayerActs& a = acts_[l];
+  const T* w = p(layer_prefix(l) + "ffn_norm");
+  if (cfg_.is_moe_layer(l)) be_.rmsnorm_forward(ln2_, a.rstd2, a.h, w, R, d, m.norm_eps);
+  if (!cfg_.is_moe_layer(l) || be_.bf16_storage()) be_.rmsnorm_forward(ffn_input(), a.rstd2, a.h, w, R, d, m.norm_eps);
 }
 
 template <typename T>
@@ -201,31 +213,29 @@ void Model<T>::backward() {
   for (int l = m.n_layers - 1; l >= 0; --l) {
     LayerActs& a = acts_[l];
     const std::string pre = layer_prefix(l);
-    // dx_ = dL/d(layer output) = dL/dh through the residual, plus the FFN path below.
-    be_.copy(dh_, dx_, (int64_t)R * d);
-    be_.fill(dtmp_, T(0), (int64_t)R * d);
-    // The same values as the forward's: the same kernel on the same x and weight (rstd rewritten).
-    be_.rmsnorm_forward(ln2_, a.rstd2, a.h, p(pre + "ffn_norm"), R, d, m.norm_eps);
+    // dx_ = dL/d(layer output): the FFN's output gradient, and dL/dh's part through the residual,
+    // to which the FFN path's is added in place (and then the same for dL/dx): no copies.
+    ffn_norm(l);  // the forward's values again (rstd rewritten)
     if (cfg_.is_moe_layer(l)) {
       --moe_index;
+      be_.fill(dtmp_, T(0), (int64_t)R * d);  // the MoE layer adds to it
       moe_[moe_index]->backward(dtmp_, dx_, moe_params(l, false), moe_params(l, true), loss_scale_);
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"),
                          g(pre + "ffn/w_gate"), g(pre + "ffn/w_up"), g(pre + "ffn/w_down"), d, m.dense_hidden};
-      swiglu_experts_backward<T>(be_, w, {{0, R}}, ln2_, nullptr, a.ffn_gu, a.ffn_act, dx_, nullptr,
+      swiglu_experts_backward<T>(be_, w, {{0, R}}, ffn_input(), nullptr, a.ffn_gu, a.ffn_act, dx_, nullptr,
                                  moe_scratch_.dgu, moe_scratch_.dact, dtmp_);
     }
-    be_.rmsnorm_backward(dh_, g(pre + "ffn_norm"), dtmp_, a.h, p(pre + "ffn_norm"), a.rstd2, R, d);
+    be_.rmsnorm_backward(dx_, g(pre + "ffn_norm"), dtmp_, a.h, p(pre + "ffn_norm"), a.rstd2, R, d);
 
-    // Attention: h = x + att Wo^T.
-    be_.gemm({false, false, R, d, d, T(1), dh_, d, p(pre + "attn/wo"), d, T(0), dtmp_, d});
-    be_.gemm({true, false, d, d, R, T(1), dh_, d, a.att, d, T(1), g(pre + "attn/wo"), d});
+    // Attention: h = x + att Wo^T; dx_ holds dL/dh.
+    be_.gemm({false, false, R, d, d, T(1), dx_, d, p(pre + "attn/wo"), d, T(0), dtmp_, d});
+    be_.gemm({true, false, d, d, R, T(1), dx_, d, a.att, d, T(1), g(pre + "attn/wo"), d});
     be_.attention_backward(dqkv_, att_scratch_, dtmp_, a.qkv, a.att, a.att_saved, n_seqs_, S, H, hd);
     be_.rope(dqkv_, n_seqs_, S, H, hd, m.rope_theta, true);
     be_.gemm({false, false, R, d, 3 * d, T(1), dqkv_, 3 * d, p(pre + "attn/wq"), d, T(0), dtmp_, d});
     be_.rmsnorm_forward(ln1_, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
     be_.gemm({true, false, 3 * d, d, R, T(1), dqkv_, 3 * d, ln1_, d, T(1), g(pre + "attn/wq"), d});
-    be_.copy(dx_, dh_, (int64_t)R * d);
     be_.rmsnorm_backward(dx_, g(pre + "attn_norm"), dtmp_, a.x, p(pre + "attn_norm"), a.rstd1, R, d);
   }
   be_.embedding_backward(g("tok_embedding"), tokens_, dx_, R, d, cfg_.model.vocab_size);

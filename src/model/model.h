@@ -90,8 +90,14 @@ class Model {
   // saved rstd (one elementwise pass each, against 3 R d bytes a layer). ln2: the router reads it
   // in exact fp32.
   ActBuf<T> ln1_;
+  // The FFN norm's output: in exact fp32 for the router (MoE layers), and as the FFN's products
+  // and the dispatcher read it (ln2_low_: bf16 under bf16 storage; otherwise ln2_ serves both).
   Buf<T> ln2_;
-  Buf<T> dx_, dh_, dtmp_, att_scratch_;
+  ActBuf<T> ln2_low_;
+  Ptr<T> ffn_input() { return be_.bf16_storage() ? ln2_low_.ptr() : Ptr<T>(ln2_.data()); }
+  // Both, as the FFN of layer l reads them (the same kernel and inputs as the forward's).
+  void ffn_norm(int l);
+  Buf<T> dx_, dtmp_, att_scratch_;
   ActBuf<T> dqkv_;
 };
 

@@ -226,7 +226,7 @@ void Dispatcher<T>::exchange(Ptr<const T> send, const std::vector<int64_t>& send
 }
 
 template <typename T>
-void Dispatcher<T>::dispatch(Ptr<T> xe, const T* x) {
+void Dispatcher<T>::dispatch(Ptr<T> xe, Ptr<const T> x) {
   dispatch_start(xe, x);
   dispatch_finish(xe);
 }
@@ -234,7 +234,7 @@ void Dispatcher<T>::dispatch(Ptr<T> xe, const T* x) {
 // The own rows are gathered after the exchange has started: on a GPU the gather then runs while
 // the tokens travel (NCCL has a stream of its own), instead of before them.
 template <typename T>
-void Dispatcher<T>::dispatch_start(Ptr<T> xe, const T* x) {
+void Dispatcher<T>::dispatch_start(Ptr<T> xe, Ptr<const T> x) {
   if (ep_.size() > 1) {
     const Ptr<T> send = stored(be_, send_buf_.data());
     be_.gather_rows(send, x, unit_token_, units_, d_);
@@ -260,7 +260,7 @@ void Dispatcher<T>::place_received(Ptr<T> xe) {
 }
 
 template <typename T>
-void Dispatcher<T>::redispatch(Ptr<T> xe, const T* x) {
+void Dispatcher<T>::redispatch(Ptr<T> xe, Ptr<const T> x) {
   be_.gather_rows(xe + (int64_t)self_off_ * d_, x, self_token_, self_rows_, d_);
   if (ep_.size() > 1) place_received(xe);
 }

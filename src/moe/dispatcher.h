@@ -60,15 +60,15 @@ class Dispatcher {
   const int32_t* pair_row() const { return pair_row_.data(); }
 
   // xe and the combine buffer are stored as the backend stores activations (Backend::bf16_storage:
-  // bf16 rows on the wire too), and so is dxe; dx is in T.
-  void dispatch(Ptr<T> xe, const T* x);  // x [tokens, d] -> xe [rows, d]
+  // bf16 rows on the wire too), and so is dxe; x is read in its own storage; dx is in T.
+  void dispatch(Ptr<T> xe, Ptr<const T> x);  // x [tokens, d] -> xe [rows, d]
   // dispatch in two halves, so that the own rows can be computed while the others travel: start
   // gathers the own rows and sends the rest; finish places what arrived. x must stay unchanged.
-  void dispatch_start(Ptr<T> xe, const T* x);
+  void dispatch_start(Ptr<T> xe, Ptr<const T> x);
   void dispatch_finish(Ptr<T> xe);
   // The rows of the last dispatch again, into xe, from the same x and the received rows kept
   // since the exchange (no communication): the backward rebuilds xe instead of keeping it.
-  void redispatch(Ptr<T> xe, const T* x);
+  void redispatch(Ptr<T> xe, Ptr<const T> x);
   void combine(Ptr<T> yc);            // yc [combine_rows, d]: [0, rows) written by the experts; fills the rest
   void combine_backward(Ptr<T> dyc);  // dyc [combine_rows, d]: the gradients of the pairs' rows -> dye = [0, rows)
   // The pairs' gates to the rows that compute them, as combine_backward moves rows:

@@ -43,11 +43,12 @@ SwiGluWeights<T> MoeLayer<T>::expert_weights(const MoeParams<T>& p, const MoePar
 }
 
 template <typename T>
-void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p, const RouteContext& ctx,
-                          const std::vector<float>& bias) {
+void MoeLayer<T>::forward(T* out, const T* u, Ptr<const T> u_low, int tokens, const MoeParams<T>& p,
+                          const RouteContext& ctx, const std::vector<float>& bias) {
   const int N = spec_.n_experts, K = spec_.top_k;
   tokens_ = tokens;
   u_ = u;
+  u_low_ = u_low;
   be_.gemm({false, true, tokens, N, d_, T(1), u, d_, p.router, d_, T(0), logits_, N, true});
   Routing<T> r;
   r.tokens = tokens;
@@ -115,12 +116,12 @@ void MoeLayer<T>::forward(T* out, const T* u, int tokens, const MoeParams<T>& p,
   };
   // While the other ranks' tokens travel, the shared experts and the own tokens' experts run
   // (as DeepSeek overlaps them); without overlap, everything waits for the exchange.
-  dispatcher_.dispatch_start(scratch_.xe, u);
+  dispatcher_.dispatch_start(scratch_.xe, u_low);
   if (!overlap_) dispatcher_.dispatch_finish(scratch_.xe);
   times_.dispatch += now_seconds() - t0;
   if (shared_hidden_ > 0)
-    swiglu_experts_forward<T>(be_, shared_weights(p, none), {{0, tokens}}, u, nullptr, shared_gu_, shared_act_,
-                              out);
+    swiglu_experts_forward<T>(be_, shared_weights(p, none), {{0, tokens}}, u_low, nullptr, shared_gu_,
+                              shared_act_, out);
   else
     be_.fill(out, T(0), (int64_t)tokens * d_);
   experts_on(dispatcher_.own_span());
@@ -147,7 +148,7 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
   scratch_.row_dgate.ensure(be_, combine_rows);
   dispatcher_.combine_backward(scratch_.yc);
   times_.combine += now_seconds() - t0;
-  dispatcher_.redispatch(scratch_.xe, u_);  // xe and act were sized for these rows by forward
+  dispatcher_.redispatch(scratch_.xe, u_low_);  // xe and act were sized for these rows by forward
   be_.swiglu_forward(scratch_.act, gu_, row_gate_, static_cast<int>(rows), n_);
   const Ptr<T> dxe = scratch_.yc;
   swiglu_experts_backward<T>(be_, expert_weights(p, g), dispatcher_.blocks(), scratch_.xe, row_gate_, gu_,
@@ -160,8 +161,8 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
   times_.combine += now_seconds() - t0;
 
   if (shared_hidden_ > 0) {
-    swiglu_experts_backward<T>(be_, shared_weights(p, g), {{0, tokens}}, u_, nullptr, shared_gu_, shared_act_, dout,
-                               nullptr, scratch_.dgu, scratch_.dact, scratch_.tmp);
+    swiglu_experts_backward<T>(be_, shared_weights(p, g), {{0, tokens}}, u_low_, nullptr, shared_gu_, shared_act_,
+                               dout, nullptr, scratch_.dgu, scratch_.dact, scratch_.tmp);
     be_.add(du, scratch_.tmp, (int64_t)tokens * d_);
   }
 

@@ -53,8 +53,10 @@ class MoeLayer {
   MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlacement& placement, const RouterSpec& spec, int d,
            int expert_hidden, int n_shared, int max_tokens, MoeScratch<T>& scratch);
   // out [tokens, d] = MoE(u); u [tokens, d] must hold the same values at backward (the model
-  // recomputes it there).
-  void forward(T* out, const T* u, int tokens, const MoeParams<T>& p, const RouteContext& ctx,
+  // recomputes it there). u_low: u as the experts' products read it (a bf16 copy under bf16
+  // storage, which the dispatcher gathers and the shared experts read; else u itself); the
+  // router reads u in exact fp32.
+  void forward(T* out, const T* u, Ptr<const T> u_low, int tokens, const MoeParams<T>& p, const RouteContext& ctx,
                const std::vector<float>& bias);
   // du [tokens, d] += dL/du; parameter gradients accumulated into g.
   void backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale);
@@ -75,6 +77,7 @@ class MoeLayer {
   int d_, n_, shared_hidden_, tokens_ = 0;
   bool overlap_ = true;
   const T* u_ = nullptr;
+  Ptr<const T> u_low_;
   mutable Routing<T> routing_;
   mutable bool statistics_on_host_ = true;
   Dispatcher<T> dispatcher_;

@@ -48,10 +48,10 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
   // x h, qkv att, rstd x2, saved; the dense FFN's gu and act; the norms' outputs ln1 ln2 (one
   // pair, recomputed by the backward)
   double acts = m.n_layers * (2 * R * d + 4 * R * d * low + 2 * R + att) + Ld * 3 * R * dh * low;
-  acts += R * d * low + R * d;
+  acts += R * d * low + R * d + (bf16 ? R * d * low : 0);  // ... and ln2's copy as the products read it
   acts += 2 * R + R * d + R * d * low + R + R * V + R;  // tokens, targets; xs_final, ln_f, rstd_f, logits, losses
-  // dx dh dtmp, dqkv; attention scratch
-  double scratch = 3 * R * d + 3 * R * d * low + att;
+  // dx dtmp, dqkv; attention scratch
+  double scratch = 2 * R * d + 3 * R * d * low + att;
   double dispatch = 0;
   // The router's statistics per layer, in doubles (moe/route_stats.h): chunks x W, totals, balance.
   const double D = cfg.balance.device_groups > 0 ? cfg.balance.device_groups : ep, W = 2 * N + D;
