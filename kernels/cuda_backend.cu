@@ -17,7 +17,6 @@
 
 #include "backend/alloc_tracker.h"
 #include "backend/backend.h"
-#include "backend/fp32_slices.h"
 #include "kernels/bf16_gemm.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/flash_attention.cuh"
@@ -49,7 +48,6 @@ class CudaBackend final : public Backend<float> {
   }
   ~CudaBackend() override {
     bf16_gemm_.reset();
-    split_parts_ = Buf<float>();
     for (auto& e : rope_cache_) cudaFree(e.second);
     cudaFree(scalar_);
     cublasDestroy(blas_);
@@ -254,43 +252,13 @@ class CudaBackend final : public Backend<float> {
     if (!low.empty()) bf16_gemm_->run(low, stream_);
   }
 
-  // An exact fp32 product, split over k as fp32_slices.h says (one strided batched call over the
-  // slices, plus one for the remainder) and the slices' results summed in slice order.
+  // An exact fp32 product (no TF32, no reduced precision) by cuBLAS. (An own kernel for the
+  // router's shapes, a side of 63, was faster than cuBLAS 12's; cuBLAS 13's is faster than it:
+  // docs/cuda.md.)
   void gemm_fp32(const GemmArgs<float>& g) {
-    const int kSlices = fp32_k_slices(g.m, g.n, g.k);
-    if (kSlices == 1) return strided_fp32(g, 0, 0, 0, 1);
-    const int64_t mn = (int64_t)g.m * g.n;
-    const int ks = g.k / kSlices, rest = g.k - ks * kSlices;
-    split_parts_.ensure(*this, mn * (kSlices + 1));
-    // Slice j of op(A) [m, k] is its columns [j ks, (j+1) ks), of op(B) [k, n] its rows; slice j's
-    // product goes to parts [j, m, n].
-    const int64_t step_a = g.trans_a ? (int64_t)ks * g.lda : ks, step_b = g.trans_b ? ks : (int64_t)ks * g.ldb;
-    GemmArgs<float> slice = g;
-    slice.k = ks;
-    slice.beta = 0.f;
-    slice.c = split_parts_.data();
-    slice.ldc = g.n;
-    strided_fp32(slice, step_a, step_b, mn, kSlices);
-    if (rest > 0) {
-      slice.k = rest;
-      slice.a = g.a + kSlices * step_a;
-      slice.b = g.b + kSlices * step_b;
-      slice.c = split_parts_.data() + kSlices * mn;
-      strided_fp32(slice, 0, 0, 0, 1);
-    }
-    cuda::sum_slices(g.c.get(), g.ldc, split_parts_.data(), rest > 0 ? kSlices + 1 : kSlices, g.m, g.n, g.beta, stream_);
-  }
-  // g for `batch` problems, A, B and C advancing by their strides; a side of at most 64 by the
-  // kernel of fp32_gemm.cu, the rest by cuBLAS.
-  void strided_fp32(const GemmArgs<float>& g, int64_t stride_a, int64_t stride_b, int64_t stride_c, int batch) {
-    if (std::min({g.m, g.n, g.k}) <= 64)
-      return cuda::fp32_gemm(g.trans_a, g.trans_b, g.m, g.n, g.k, g.alpha, g.a.get(), g.lda, stride_a, g.b.get(),
-                             g.ldb, stride_b, g.beta, g.c.get(), g.ldc, stride_c, batch, stream_);
-    CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &g.alpha, g.b.get(),
-                                            CUDA_R_32F, g.ldb, stride_b, g.a.get(), CUDA_R_32F, g.lda, stride_a,
-                                            &g.beta, g.c.get(), CUDA_R_32F, g.ldc, stride_c, batch,
-                                            CUBLAS_COMPUTE_32F_PEDANTIC,
-                                            CUBLAS_GEMM_DEFAULT));
+    CUBLAS_CHECK(cublasGemmEx(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &g.alpha, g.b.get(), CUDA_R_32F,
+                              g.ldb, g.a.get(), CUDA_R_32F, g.lda, &g.beta, g.c.get(), CUDA_R_32F, g.ldc,
+                              CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
   }
 
   void written(const void* p, size_t bytes) {
@@ -326,7 +294,6 @@ class CudaBackend final : public Backend<float> {
   std::map<std::tuple<int, int, double>, float*> rope_cache_;
   cuda::OpProfiler prof_;  // DSMOE_CUDA_PROFILE=1
   std::unique_ptr<cuda::Bf16Gemm> bf16_gemm_;  // precision: bf16
-  Buf<float> split_parts_;                     // gemm_fp32's slices
   cuda::StagedUpload uploads_;                 // copy_bytes_to_device's
 };
 

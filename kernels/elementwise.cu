@@ -38,16 +38,6 @@ __global__ void add_kernel(float* y, const float* x, int64_t n) {
   }
 }
 
-__global__ void sum_slices_kernel(float* c, int ldc, const float* parts, int slices, int m, int n, float beta) {
-  const int64_t mn = static_cast<int64_t>(m) * n;
-  for (int64_t i = first_index(); i < mn; i += grid_stride()) {
-    float acc = 0;
-    for (int s = 0; s < slices; ++s) acc += parts[s * mn + i];  // in slice order: deterministic
-    float& out = c[(i / n) * ldc + i % n];
-    out = beta == 0.f ? acc : beta * out + acc;
-  }
-}
-
 __global__ void sum_squares_partial(double* partials, const float* x, int64_t n) {
   double s = 0;
   for (int64_t i = first_index(); i < n; i += grid_stride()) s += static_cast<double>(x[i]) * x[i];
@@ -162,13 +152,6 @@ void add(float* y, const float* x, int64_t n, cudaStream_t s) {
     add_kernel<4><<<grid_for(n / 4), kThreads, 0, s>>>(y, x, n);
   else
     add_kernel<1><<<grid_for(n), kThreads, 0, s>>>(y, x, n);
-  CUDA_CHECK(cudaGetLastError());
-}
-
-void sum_slices(float* c, int ldc, const float* parts, int slices, int m, int n, float beta, cudaStream_t s) {
-  const int64_t mn = static_cast<int64_t>(m) * n;
-  if (mn <= 0) return;
-  sum_slices_kernel<<<grid_for(mn), kThreads, 0, s>>>(c, ldc, parts, slices, m, n, beta);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -30,19 +30,9 @@ void router_backward(float* dlogits, const float* dgate, const float* scores, co
 void sort_pairs(int32_t* counts, int32_t* pos, int32_t* row_token, int32_t* token_rows, int32_t* hist,
                 const int32_t* sel, int tokens, int k, int n_experts, cudaStream_t s);
 
-// fp32_gemm.cu: exact fp32 products (each output summed over k in order) for shapes with a side
-// of at most 64, row-major C = alpha op(A) op(B) + beta C (beta = 0: C is not read), `batch`
-// problems with A, B and C advancing by their strides.
-void fp32_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, int64_t sa,
-               const float* b, int ldb, int64_t sb, float beta, float* c, int ldc, int64_t sc, int batch,
-               cudaStream_t s);
-
 // elementwise.cu
 void fill(float* x, float value, int64_t n, cudaStream_t s);
 void add(float* y, const float* x, int64_t n, cudaStream_t s);
-// c [m, n] (leading dimension ldc) = beta * c + the sum over the slices of parts [slices, m, n],
-// in slice order (beta = 0: c is not read).
-void sum_slices(float* c, int ldc, const float* parts, int slices, int m, int n, float beta, cudaStream_t s);
 // Sum of squares into *out_device (one double), deterministic (fixed reduction tree).
 void sum_squares(double* out_device, const float* x, int64_t n, cudaStream_t s);
 // As Backend::swiglu_forward / swiglu_backward (scale and dscale: null or [rows]).

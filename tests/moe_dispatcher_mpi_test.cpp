@@ -188,8 +188,10 @@ void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const 
   disp.combine_backward(dycb);
   EXPECT_EQ(read_stored(be, dycb, (int64_t)R * kD), xeh);
 
-  // Backward of dispatch (rows in T): each token gets the sum over its kept pairs.
+  // Backward of dispatch (rows in T): each token gets the sum over its kept pairs (written over
+  // what dx held).
   Buf<T> dx(be, std::max<int64_t>(1, x.size())), dxe(be, std::max(1, R * kD));
+  to_device(be, dx.data(), Vec(std::max<size_t>(1, x.size()), T(-7)));
   if (R > 0) to_device(be, dxe.data(), xeh);
   disp.dispatch_backward(dx, dxe);
   Vec dxh = to_host(be, dx.data(), (int64_t)x.size());

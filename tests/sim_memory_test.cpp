@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include "backend/cpu_backend.h"
-#include "backend/fp32_slices.h"
 #include "model/model.h"
 #include "sim/memory.h"
 #include "util/rng.h"
@@ -75,25 +74,6 @@ TEST(SimMemory, CudaAttentionAndBf16Copies) {
   // dact (48).
   EXPECT_EQ(fp32.activations - bf16.activations, (320 + 144 + 72 + 96) * 2 - 32 * 2);
   EXPECT_EQ(fp32.scratch - bf16.scratch, (96 + 64 + 48 + 64 + 96 + 48) * 2);
-}
-
-// The router's exact fp32 weight gradient on CUDA runs split over the tokens in 32 slices where
-// each slice sums at least 256 and the result is small (gpu_small's [63, 1024] over 16384
-// tokens); its logits and input gradient are not split. The memory model counts the partial
-// results.
-TEST(SimMemory, RouterWeightGradientSplitOverTokens) {
-  EXPECT_EQ(fp32_k_slices(63, 1024, 16384), 32);
-  EXPECT_EQ(fp32_k_slices(16384, 63, 1024), 1);
-  EXPECT_EQ(fp32_k_slices(16384, 1024, 63), 1);
-  EXPECT_EQ(fp32_k_slices(63, 1024, 8191), 1);  // slices under 256
-  Config cfg = tiny_sim_config();
-  cfg.model.d_model = 256;
-  cfg.model.seq_len = 8192;
-  const MemoryBreakdown cpu = rank_memory(cfg, 1, 0, 1, "cpu", {});
-  const MemoryBreakdown cuda = rank_memory(cfg, 1, 0, 1, "cuda", {});
-  // The weight gradient [4, 256] in 33 parts; the attention's scratch: [H, T, T] on the CPU,
-  // [H, T] on CUDA.
-  EXPECT_EQ(cpu.scratch - cuda.scratch, (2.0 * 8192 * 8192 - 2 * 8192 - 33 * 4 * 256) * 4);
 }
 
 TEST(SimMemory, MatchesTheCpuBackendsPeak) {

@@ -218,7 +218,6 @@ void Model<T>::backward() {
     ffn_norm(l);  // the forward's values again (rstd rewritten)
     if (cfg_.is_moe_layer(l)) {
       --moe_index;
-      be_.fill(dtmp_, T(0), (int64_t)R * d);  // the MoE layer adds to it
       moe_[moe_index]->backward(dtmp_, dx_, moe_params(l, false), moe_params(l, true), loss_scale_);
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"),

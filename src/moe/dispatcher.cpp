@@ -295,7 +295,7 @@ void Dispatcher<T>::combine_gate_grads(T* dgate, T* row_dgate) {
 
 template <typename T>
 void Dispatcher<T>::dispatch_backward(T* dx, Ptr<const T> dxe) {
-  be_.sum_rows(dx, dxe, self_tok_off_, self_tok_idx_, tokens_, d_, true);
+  be_.sum_rows(dx, dxe, self_tok_off_, self_tok_idx_, tokens_, d_, false);  // every token written
   if (ep_.size() == 1) return;
   // The adjoint of dispatch: sum each unit's rows, send the units back, add them to their tokens.
   be_.sum_rows(units_buf_, dxe, unit_off_, unit_idx_, recv_units_, d_, false);

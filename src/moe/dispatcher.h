@@ -77,7 +77,7 @@ class Dispatcher {
   // Their gradients back, as combine moves rows: row_dgate [combine_rows], [0, rows) written by
   // the experts -> dgate [tokens*K] (0 for a dropped pair).
   void combine_gate_grads(T* dgate, T* row_dgate);
-  void dispatch_backward(T* dx, Ptr<const T> dxe);  // dx [tokens, d] += sum of its rows of dxe [rows, d]
+  void dispatch_backward(T* dx, Ptr<const T> dxe);  // dx [tokens, d] = sum of its rows of dxe [rows, d]
   DispatchStats& stats() { return stats_; }
   // Rows sent to / received from each rank (0 for this rank) by the last plan: units (dispatch)
   // and pairs (combine).

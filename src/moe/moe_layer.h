@@ -58,7 +58,7 @@ class MoeLayer {
   // router reads u in exact fp32.
   void forward(T* out, const T* u, Ptr<const T> u_low, int tokens, const MoeParams<T>& p, const RouteContext& ctx,
                const std::vector<float>& bias);
-  // du [tokens, d] += dL/du; parameter gradients accumulated into g.
+  // du [tokens, d] = dL/du (written); parameter gradients accumulated into g.
   void backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale);
   // The last forward's routing, its global statistics brought to the host on first call.
   const Routing<T>& routing() const;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "backend/fp32_slices.h"
 #include "model/layout.h"
 #include "moe/placement.h"
 #include "moe/route_stats.h"
@@ -84,16 +83,10 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
     s_tmp = std::max(s_tmp, R * std::max(d, N));
   }
   scratch += (s_xe + s_act + s_yc + s_dgu + s_dact) * low + s_dgate + s_row_dgate + s_tmp;
-  if (backend == "cuda" && Lm > 0) {
-    // The partial results of the router's weight gradient [N, d], split over the R tokens
-    // (backend/fp32_slices.h).
-    const int s = fp32_k_slices(static_cast<int64_t>(N), static_cast<int64_t>(d), static_cast<int64_t>(R));
-    if (s > 1) scratch += (s + 1) * N * d;
-  }
   if (bf16) {
     // The inputs stored in fp32 that one product (or batch) reads, rounded into the workspace:
-    // the head's gradient products read dlogits [R, V]; the output projection's read dh, the
-    // shared experts' and the dense FFN's their input or output gradient [R, d].
+    // the head's gradient products read dlogits [R, V]; the output projection's read dL/dh, the
+    // shared experts' and the dense FFN's their output gradient [R, d].
     const double operand = std::max(R * V, R * d);
     // The attention backward's stream-ordered scratch (kernels/flash_attention.cu): bf16 copies
     // of q, k, v and dout per (sequence, head), padded to 128 rows and a head dim of 16, 32, 64
