@@ -155,8 +155,8 @@ TEST(ModelBf16Storage, LossAndGradientsNearFp32Storage) {
     }
     return std::sqrt(diff / std::max(norm, 1e-30));
   };
-  for (const TensorInfo& t : build_param_table(cfg, 0, cfg.moe.n_routed).tensors())
-    EXPECT_LT(tensor_error(t), 0.05) << t.name;
+  const ParamTable table = build_param_table(cfg, 0, cfg.moe.n_routed);
+  for (const TensorInfo& t : table.tensors()) EXPECT_LT(tensor_error(t), 0.05) << t.name;
 }
 
 }  // namespace
