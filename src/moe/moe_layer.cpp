@@ -91,7 +91,9 @@ void MoeLayer<T>::forward(T* out, const T* u, Ptr<const T> u_low, int tokens, co
   statistics_on_host_ = false;
   times_.route += now_seconds() - t0;
 
-  // The plan where the choices are, unless tokens travel or capacity dropped some.
+  // The plan where the choices are, unless tokens travel or capacity dropped some. It waits for
+  // the device (the row counts size the products); the work queued before it counts as compute.
+  be_.synchronize();
   t0 = now_seconds();
   if (dispatcher_.local() && !dropping) {
     dispatcher_.plan_local(sel_, tokens, K);

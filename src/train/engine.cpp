@@ -132,6 +132,9 @@ StepStats Engine::train_step() {
 
   if (std::find(nan_steps_.begin(), nan_steps_.end(), s) != nan_steps_.end())
     be_->fill(model_->grads(), std::nanf(""), 1);  // a numerical fault, for tests
+  // On a GPU the backward is still running: wait for it here, so that its time counts as compute
+  // and the all-reduce's is its own.
+  be_->synchronize();
   const double t_ar = now_seconds();
   sync_gradients();
   st.grad_norm = grad_norm();
