@@ -87,8 +87,7 @@ class Model {
   Buf<T> xs_final_, rstd_f_, logits_, losses_;
   ActBuf<T> ln_f_;
   // The norms' outputs are not kept per layer: the backward recomputes them from x, h and the
-  // saved rstd (one elementwise pass each, against 3 R d bytes a layer). ln2: the router reads it
-  // in exact fp32.
+  // saved rstd (one elementwise pass each, against 3 R d bytes a layer).
   ActBuf<T> ln1_;
   // The FFN norm's output: in exact fp32 for the router (MoE layers), and as the FFN's products
   // and the dispatcher read it (ln2_low_: bf16 under bf16 storage; otherwise ln2_ serves both).

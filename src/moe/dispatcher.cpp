@@ -266,15 +266,27 @@ void Dispatcher<T>::redispatch(Ptr<T> xe, Ptr<const T> x) {
 }
 
 template <typename T>
-void Dispatcher<T>::combine(Ptr<T> yc) {
+void Dispatcher<T>::to_owners(Ptr<T> buf, int width) {
   if (ep_.size() == 1) return;
-  exchange(yc, pair_recv_count_, pair_recv_off_, yc + (int64_t)rows_ * d_, pair_send_count_, pair_back_off_, d_);
+  exchange(buf, pair_recv_count_, pair_recv_off_, buf + (int64_t)rows_ * width, pair_send_count_, pair_back_off_,
+           width);
+}
+
+template <typename T>
+void Dispatcher<T>::to_experts(Ptr<T> buf, int width) {
+  if (ep_.size() == 1) return;
+  exchange(buf + (int64_t)rows_ * width, pair_send_count_, pair_back_off_, buf, pair_recv_count_, pair_recv_off_,
+           width);
+}
+
+template <typename T>
+void Dispatcher<T>::combine(Ptr<T> yc) {
+  to_owners(yc, d_);
 }
 
 template <typename T>
 void Dispatcher<T>::combine_backward(Ptr<T> dyc) {
-  if (ep_.size() == 1) return;
-  exchange(dyc + (int64_t)rows_ * d_, pair_send_count_, pair_back_off_, dyc, pair_recv_count_, pair_recv_off_, d_);
+  to_experts(dyc, d_);
 }
 
 // A gate is placed in its pair's row here (own pairs) or in the combine buffer's tail, which
@@ -282,14 +294,12 @@ void Dispatcher<T>::combine_backward(Ptr<T> dyc) {
 template <typename T>
 void Dispatcher<T>::dispatch_gates(T* row_gate, const T* gate) {
   be_.combine_rows_backward(row_gate, gate, pair_row_, tokens_ * k_, 1, 1);
-  if (ep_.size() == 1) return;
-  exchange(row_gate + rows_, pair_send_count_, pair_back_off_, row_gate, pair_recv_count_, pair_recv_off_, 1);
+  to_experts(row_gate, 1);
 }
 
 template <typename T>
 void Dispatcher<T>::combine_gate_grads(T* dgate, T* row_dgate) {
-  if (ep_.size() > 1)
-    exchange(row_dgate, pair_recv_count_, pair_recv_off_, row_dgate + rows_, pair_send_count_, pair_back_off_, 1);
+  to_owners(row_dgate, 1);
   be_.gather_rows(dgate, row_dgate, pair_row_, tokens_ * k_, 1);
 }
 

@@ -95,6 +95,11 @@ class Dispatcher {
   void exchange(Ptr<const T> send, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& send_off,
                 Ptr<T> recv, const std::vector<int64_t>& recv_rows, const std::vector<int64_t>& recv_off,
                 int width);
+  // A combine buffer's pair rows of `width` elements between the ranks: this rank's experts'
+  // results [0, rows) back to the pairs' owners (into the tail), or the owners' tail out to the
+  // experts' rows.
+  void to_owners(Ptr<T> buf, int width);
+  void to_experts(Ptr<T> buf, int width);
   template <typename I>
   void upload(Buf<I>& buf, const std::vector<I>& host);
   void place_received(Ptr<T> xe);  // the received units into their rows of xe
