@@ -214,7 +214,8 @@ void Bf16Gemm::matmul(const GemmArgs<float>& g, cudaStream_t s, void* workspace)
   const void *A = operand(g.b), *B = operand(g.a);
   void* C = g.c.raw();
   const bool c_bf16 = g.c.is_bf16();
-  const int al_a = alignment(A), al_b = alignment(B), al_c = alignment(C);
+  const int al_a = alignment(A), al_b = alignment(B);
+  const int al_c = g.c_in ? std::min(alignment(C), alignment(g.c_in)) : alignment(C);
   const ShapeClass key{ta, tb, M, size_class(N), size_class(K), g.ldb, g.lda, g.ldc,
                        al_a * 256 + al_b * 16 + al_c, c_bf16};
   const cublasLtMatmulDesc_t desc = desc_[ta][tb];
@@ -243,12 +244,14 @@ void Bf16Gemm::matmul(const GemmArgs<float>& g, cudaStream_t s, void* workspace)
     it = algos_.emplace(key, algo).first;
   }
   Layouts l(ta, tb, M, N, K, g.ldb, g.lda, g.ldc, c_bf16);
-  cublasStatus_t st = cublasLtMatmul(lt_, desc, &g.alpha, A, l.a, B, l.b, &g.beta, C, l.c, C, l.c, &it->second,
+  DSMOE_CHECK(!g.c_in || !c_bf16, "a product with c_in writes fp32");
+  const void* C_in = g.c_in ? g.c_in : C;  // the term beta multiplies; C is written
+  cublasStatus_t st = cublasLtMatmul(lt_, desc, &g.alpha, A, l.a, B, l.b, &g.beta, C_in, l.c, C, l.c, &it->second,
                                      workspace, kLtWorkspace, s);
   if (st != CUBLAS_STATUS_SUCCESS) {  // the class's algorithm does not fit this size: choose for it
     cublasLtMatmulAlgo_t algo;
     choose(N, K, &algo);
-    st = cublasLtMatmul(lt_, desc, &g.alpha, A, l.a, B, l.b, &g.beta, C, l.c, C, l.c, &algo, workspace,
+    st = cublasLtMatmul(lt_, desc, &g.alpha, A, l.a, B, l.b, &g.beta, C_in, l.c, C, l.c, &algo, workspace,
                         kLtWorkspace, s);
   }
   CUBLAS_CHECK(st);
@@ -281,7 +284,7 @@ void Bf16Gemm::run(const std::vector<GemmArgs<float>>& gs, cudaStream_t s) {
     for (size_t p = 0; p < gs.size(); ++p) {
       if (wave[p] != w) continue;
       const GemmArgs<float>& g = gs[p];
-      if (g.c.is_bf16()) {  // the grouped kernel writes fp32
+      if (g.c.is_bf16() || g.c_in) {  // the grouped kernel writes fp32 and adds to C only
         rest.push_back(&g);
         continue;
       }

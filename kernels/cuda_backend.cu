@@ -239,9 +239,12 @@ class CudaBackend final : public Backend<float> {
     for (const auto& g : gs) {
       if (g.m == 0 || g.n == 0) continue;
       if (g.k == 0) {
-        if (g.beta == 1.f) continue;
-        DSMOE_CHECK(g.beta == 0.f && g.ldc == g.n, "gemm with k = 0 needs beta = 0 or 1 on CUDA");
-        CUDA_CHECK(cudaMemsetAsync(g.c.raw(), 0, (size_t)g.m * g.n * g.c.element_bytes(), stream_));
+        DSMOE_CHECK(g.beta == 0.f || g.beta == 1.f, "gemm with k = 0 needs beta = 0 or 1 on CUDA");
+        if (g.beta == 0.f)
+          CUDA_CHECK(cudaMemset2DAsync(g.c.raw(), (size_t)g.ldc * g.c.element_bytes(), 0,
+                                       (size_t)g.n * g.c.element_bytes(), g.m, stream_));
+        else if (g.c_in)
+          copy_c_in(g);
       } else {
         if (bf16_gemm_ && !g.fp32)
           low.push_back(g);
@@ -256,9 +259,18 @@ class CudaBackend final : public Backend<float> {
   // router's shapes, a side of 63, was faster than cuBLAS 12's; cuBLAS 13's is faster than it:
   // docs/cuda.md.)
   void gemm_fp32(const GemmArgs<float>& g) {
+    if (g.c_in) copy_c_in(g);
     CUBLAS_CHECK(cublasGemmEx(blas_, op(g.trans_b), op(g.trans_a), g.n, g.m, g.k, &g.alpha, g.b.get(), CUDA_R_32F,
                               g.ldb, g.a.get(), CUDA_R_32F, g.lda, &g.beta, g.c.get(), CUDA_R_32F, g.ldc,
                               CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
+  }
+
+  void copy_c_in(const GemmArgs<float>& g) {
+    DSMOE_CHECK(!g.c.is_bf16(), "a product with c_in writes fp32");
+    if (g.c_in == g.c.get()) return;
+    const size_t pitch = (size_t)g.ldc * sizeof(float);
+    CUDA_CHECK(cudaMemcpy2DAsync(g.c.get(), pitch, g.c_in, pitch, (size_t)g.n * sizeof(float), g.m,
+                                 cudaMemcpyDeviceToDevice, stream_));
   }
 
   void written(const void* p, size_t bytes) {

@@ -573,6 +573,36 @@ TEST_F(CudaVsCpu, RouteTokensChooseTheSameExperts) {
     }
 }
 
+// The dispatcher's plan (moe/sort_pairs.h): the same stable sort of (token, expert) pairs by
+// expert, over many chunks and a partial one, experts chosen unevenly (some by no pair).
+TEST_F(CudaVsCpu, SortPairsAsTheHost) {
+  struct Shape {
+    int tokens, k, n_experts;
+  };
+  for (const Shape& sh : {Shape{3000, 7, 63}, Shape{777, 6, 300}, Shape{1, 1, 5}, Shape{70, 2, 2}}) {
+    SCOPED_TRACE(std::to_string(sh.tokens) + " tokens, k " + std::to_string(sh.k) + ", " +
+                 std::to_string(sh.n_experts) + " experts");
+    const int64_t pairs = (int64_t)sh.tokens * sh.k, N = sh.n_experts;
+    std::vector<int32_t> sel(pairs);
+    Rng rng(sh.tokens);
+    for (auto& e : sel) e = static_cast<int32_t>(std::min<double>(N - 1, N * std::pow(rng.uniform(), 3)));
+    auto run = [&](Backend<float>& be) {
+      Buf<int32_t> sel_b(be, pairs), counts(be, N), pos(be, pairs), row_token(be, pairs), token_rows(be, pairs),
+          hist(be, sort_chunks(pairs) * N);
+      to_device(be, sel_b.data(), sel);
+      be.sort_pairs(counts, pos, row_token, token_rows, hist, sel_b, sh.tokens, sh.k, sh.n_experts);
+      return std::vector<std::vector<int32_t>>{to_host(be, counts.data(), N), to_host(be, pos.data(), pairs),
+                                               to_host(be, row_token.data(), pairs),
+                                               to_host(be, token_rows.data(), pairs)};
+    };
+    const auto c = run(*cpu), g = run(*gpu);
+    EXPECT_EQ(c[0], g[0]) << "counts";
+    EXPECT_EQ(c[1], g[1]) << "each pair's row";
+    EXPECT_EQ(c[2], g[2]) << "each row's token";
+    EXPECT_EQ(c[3], g[3]) << "each token's rows";
+  }
+}
+
 // The balance statistics and the router's backward (moe/route_stats.h), from the same choices:
 // selection counts exactly, score sums, balance terms and dlogits to rounding; the sequence-wise
 // loss takes its counts per sequence.

@@ -2,6 +2,7 @@
 // in double precision, for every routing variant.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 
@@ -158,6 +159,69 @@ TEST(ModelBf16Storage, LossAndGradientsNearFp32Storage) {
   const ParamTable table = build_param_table(cfg, 0, cfg.moe.n_routed);
   for (const TensorInfo& t : table.tensors()) EXPECT_LT(tensor_error(t), 0.05) << t.name;
 }
+
+// The first backward after zero_grads writes the gradients (no zero fill of the whole buffer)
+// and later ones add to them: on a buffer of NaNs, two backwards give the sum of each alone, and
+// an expert that no token chose (its bias far below the others') gets zeros.
+class GradAccumulation : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GradAccumulation, TwoBackwardsOnAStaleBufferSumEachAlone) {
+  Config cfg = tiny_config();
+  cfg.balance.bias_rate = 0.01;  // the bias steers the choice of experts
+  GetParam().edit(cfg);
+  auto be = make_cpu_backend<double>();
+  auto comm = make_single_comm();
+  const int n_seqs = 2, R = n_seqs * cfg.model.seq_len;
+  Model<double> model(cfg, *be, *comm, n_seqs);
+  model.init_params(5);
+  for (auto& b : model.bias()) b[0] = -100;  // expert 0 takes no token
+  std::vector<int32_t> batch[2][2];          // [batch][tokens, targets]
+  Rng rng(3);
+  for (auto& b : batch)
+    for (auto& v : b) {
+      v.resize(R);
+      for (auto& x : v) x = static_cast<int32_t>(rng.below(cfg.model.vocab_size));
+    }
+  const int64_t P = model.table().size();
+  auto run = [&](std::vector<int> which) {
+    std::fill(model.grads(), model.grads() + P, std::nan(""));
+    model.zero_grads();
+    for (int b : which) {
+      ForwardOpts opts;
+      opts.training = true;
+      opts.loss_scale = 0.5;
+      model.forward(batch[b][0].data(), batch[b][1].data(), n_seqs, opts);
+      model.backward();
+    }
+    return std::vector<double>(model.grads(), model.grads() + P);
+  };
+  const std::vector<double> a = run({0}), b = run({1}), ab = run({0, 1});
+  for (int64_t i = 0; i < P; ++i) {
+    ASSERT_TRUE(std::isfinite(a[i]) && std::isfinite(ab[i])) << "element " << i;
+    ASSERT_NEAR(ab[i], a[i] + b[i], 1e-12 * (1 + std::fabs(ab[i]))) << "element " << i;
+  }
+  int zero_experts = 0;
+  for (const TensorInfo& t : model.table().tensors()) {
+    if (t.name.find("moe/experts/") == std::string::npos) continue;
+    const int64_t per_expert = t.numel / t.shape[0];
+    EXPECT_TRUE(std::all_of(a.begin() + t.offset, a.begin() + t.offset + per_expert, [](double x) { return x == 0; }))
+        << t.name;
+    EXPECT_FALSE(std::all_of(a.begin() + t.offset + per_expert, a.begin() + t.offset + t.numel,
+                             [](double x) { return x == 0; }))
+        << t.name;
+    zero_experts++;
+  }
+  EXPECT_EQ(zero_experts, 3 * cfg.n_moe_layers());
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, GradAccumulation,
+                         ::testing::Values(Case{"untied_shared", [](Config&) {}},
+                                           Case{"tied_no_shared",
+                                                [](Config& c) {
+                                                  c.model.tie_embeddings = true;
+                                                  c.moe.n_shared = 0;
+                                                }}),
+                         [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace dsmoe

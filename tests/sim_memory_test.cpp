@@ -28,11 +28,12 @@ TEST(SimMemory, HandCountOneRank) {
   EXPECT_EQ(m.activations, (2 * 232 + 64 + 144 + 144 + 280) * 4);
   // Scratch: dx dtmp dqkv 5 R d = 160, attention 32; MoE: xe 8 * 8 and act 8 * 6 (rebuilt by
   // the backward), dgate by pair and by row 8 + 8, yc 64 (backward dyc, then dxe), dgu 2 * 48
-  // and dact 48 (the dense FFN's backward uses them: 2 R 12 and R 12, no larger), tmp 4 * 8 = 32.
-  EXPECT_EQ(m.scratch, (160 + 32 + 64 + 48 + 16 + 64 + 96 + 48 + 32) * 4);
+  // and dact 48 (the dense FFN's backward uses them: 2 R 12 and R 12, no larger), tmp (the
+  // router's logit gradients) R N = 16.
+  EXPECT_EQ(m.scratch, (160 + 32 + 64 + 48 + 16 + 64 + 96 + 48 + 16) * 4);
   // Dispatcher on one rank: pair_row 8, self_token 8, CSR over tokens 5 + 8.
   EXPECT_EQ(m.dispatch, 29 * 4);
-  EXPECT_EQ(m.total(), 4 * 1848 * 4 + 1096 * 4 + 560 * 4 + 29 * 4);
+  EXPECT_EQ(m.total(), 4 * 1848 * 4 + 1096 * 4 + 544 * 4 + 29 * 4);
 }
 
 TEST(SimMemory, ExpertShardAndReceivedRows) {

@@ -16,7 +16,7 @@
 namespace dsmoe {
 
 template <typename T>
-struct GemmArgs {  // C = alpha * op(A) op(B) + beta * C, row-major, as cblas_?gemm
+struct GemmArgs {  // C = alpha * op(A) op(B) + beta * C (or beta * c_in), row-major, as cblas_?gemm
   bool trans_a = false, trans_b = false;
   int m = 0, n = 0, k = 0;
   T alpha = 1;
@@ -28,6 +28,9 @@ struct GemmArgs {  // C = alpha * op(A) op(B) + beta * C, row-major, as cblas_?g
   Ptr<T> c;
   int ldc = 0;
   bool fp32 = false;  // full fp32 products even under bf16 precision (the router, as large frameworks do)
+  // Where set, the term that beta multiplies, [m, n] with ldc, instead of C, which is then only
+  // written: a residual added by the product itself. C and c_in are stored in T.
+  const T* c_in = nullptr;
 
   // Elements each operand spans, row-major with its leading dimension.
   static int64_t extent(int rows, int cols, int ld) {

@@ -117,6 +117,15 @@ class CpuBackend final : public Backend<T> {
 
   void gemm(const GemmArgs<T>& g) override {
     if (g.m == 0 || g.n == 0) return;
+    if (g.c_in) {  // copy it into C, which the product then adds to
+      DSMOE_ASSERT(!g.c.is_bf16());
+      if (g.c_in != g.c.get())
+        for (int i = 0; i < g.m; ++i)
+          std::memcpy(g.c.get() + (int64_t)i * g.ldc, g.c_in + (int64_t)i * g.ldc, g.n * sizeof(T));
+      GemmArgs<T> w = g;
+      w.c_in = nullptr;
+      return gemm(w);
+    }
     if (g.a.is_bf16() || g.b.is_bf16() || g.c.is_bf16()) {
       std::vector<T> a, b, c;
       GemmArgs<T> w = g;

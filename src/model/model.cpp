@@ -42,6 +42,7 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
   params_.reset(be, table_.size());
   grads_.reset(be, table_.size());
   be.set_weights(params_.data(), table_.size());
+  zero_grads();
 
   const int64_t R = (int64_t)max_seqs * m.seq_len, d = m.d_model;
   const int64_t saved = be.attention_saved_size(max_seqs, m.seq_len, m.n_heads);
@@ -116,9 +117,14 @@ void Model<T>::params_from_host(const std::vector<float>& p) {
   to_device(be_, params_.data(), std::vector<T>(p.begin(), p.end()));
 }
 
+// Zeroed: what the backward only adds to, the norms' weights (RMSNorm's backward) and an untied
+// embedding (a scatter); a tied one is first written by the output head's product.
 template <typename T>
 void Model<T>::zero_grads() {
-  be_.fill(grads_, T(0), table_.size());
+  for (const TensorInfo& t : table_.tensors())
+    if (t.shape.size() == 1 || (t.name == "tok_embedding" && !cfg_.model.tie_embeddings))
+      be_.fill(grads_.data() + t.offset, T(0), t.numel);
+  grad_beta_ = 0;
 }
 
 template <typename T>
@@ -155,20 +161,18 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
     be_.gemm({false, true, R, 3 * d, d, T(1), ln1_, d, p(pre + "attn/wq"), d, T(0), a.qkv, 3 * d});
     be_.rope(a.qkv, n_seqs, S, H, hd, m.rope_theta, false);
     be_.attention_forward(a.att, a.att_saved, a.qkv, n_seqs, S, H, hd);
-    be_.copy(a.h, a.x, (int64_t)R * d);
-    be_.gemm({false, true, R, d, d, T(1), a.att, d, p(pre + "attn/wo"), d, T(1), a.h, d});
+    be_.gemm({false, true, R, d, d, T(1), a.att, d, p(pre + "attn/wo"), d, T(1), a.h, d, false, a.x});
     ffn_norm(l);
     if (cfg_.is_moe_layer(l)) {
       RouteContext ctx{tokens_global, opts.token_offset, opts.training, hash_key(opts.noise_key, l)};
       MoeLayer<T>& moe = *moe_[moe_index];
-      moe.forward(next, ln2_, ffn_input(), R, moe_params(l, false), ctx, bias_[moe_index]);
+      moe.forward(next, ln2_, ffn_input(), R, moe_params(l, false), ctx, bias_[moe_index], a.h);
       moe_index++;
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"), nullptr, nullptr,
                          nullptr, d, m.dense_hidden};
-      swiglu_experts_forward<T>(be_, w, {{0, R}}, ffn_input(), nullptr, a.ffn_gu, a.ffn_act, next);
+      swiglu_experts_forward<T>(be_, w, {{0, R}}, ffn_input(), nullptr, a.ffn_gu, a.ffn_act, next, a.h);
     }
-    be_.add(next, a.h, (int64_t)R * d);
   }
   be_.rmsnorm_forward(ln_f_, rstd_f_, xs_final_, p("final_norm"), R, d, m.norm_eps);
   T* head = m.tie_embeddings ? p("tok_embedding") : p("lm_head");
@@ -205,7 +209,8 @@ void Model<T>::backward() {
   T* head = m.tie_embeddings ? p("tok_embedding") : p("lm_head");
   T* dhead = m.tie_embeddings ? g("tok_embedding") : g("lm_head");
   be_.gemm({false, false, R, d, V, T(1), logits_, V, head, d, T(0), dtmp_, d});
-  be_.gemm({true, false, V, d, R, T(1), logits_, V, ln_f_, d, T(1), dhead, d});
+  const T wb = grad_beta_;
+  be_.gemm({true, false, V, d, R, T(1), logits_, V, ln_f_, d, wb, dhead, d});
   be_.fill(dx_, T(0), (int64_t)R * d);
   be_.rmsnorm_backward(dx_, g("final_norm"), dtmp_, xs_final_, p("final_norm"), rstd_f_, R, d);
 
@@ -218,10 +223,10 @@ void Model<T>::backward() {
     ffn_norm(l);  // the forward's values again (rstd rewritten)
     if (cfg_.is_moe_layer(l)) {
       --moe_index;
-      moe_[moe_index]->backward(dtmp_, dx_, moe_params(l, false), moe_params(l, true), loss_scale_);
+      moe_[moe_index]->backward(dtmp_, dx_, moe_params(l, false), moe_params(l, true), loss_scale_, wb);
     } else {
       SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"),
-                         g(pre + "ffn/w_gate"), g(pre + "ffn/w_up"), g(pre + "ffn/w_down"), d, m.dense_hidden};
+                         g(pre + "ffn/w_gate"), g(pre + "ffn/w_up"), g(pre + "ffn/w_down"), d, m.dense_hidden, wb};
       swiglu_experts_backward<T>(be_, w, {{0, R}}, ffn_input(), nullptr, a.ffn_gu, a.ffn_act, dx_, nullptr,
                                  moe_scratch_.dgu, moe_scratch_.dact, dtmp_);
     }
@@ -229,15 +234,16 @@ void Model<T>::backward() {
 
     // Attention: h = x + att Wo^T; dx_ holds dL/dh.
     be_.gemm({false, false, R, d, d, T(1), dx_, d, p(pre + "attn/wo"), d, T(0), dtmp_, d});
-    be_.gemm({true, false, d, d, R, T(1), dx_, d, a.att, d, T(1), g(pre + "attn/wo"), d});
+    be_.gemm({true, false, d, d, R, T(1), dx_, d, a.att, d, wb, g(pre + "attn/wo"), d});
     be_.attention_backward(dqkv_, att_scratch_, dtmp_, a.qkv, a.att, a.att_saved, n_seqs_, S, H, hd);
     be_.rope(dqkv_, n_seqs_, S, H, hd, m.rope_theta, true);
     be_.gemm({false, false, R, d, 3 * d, T(1), dqkv_, 3 * d, p(pre + "attn/wq"), d, T(0), dtmp_, d});
     be_.rmsnorm_forward(ln1_, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
-    be_.gemm({true, false, 3 * d, d, R, T(1), dqkv_, 3 * d, ln1_, d, T(1), g(pre + "attn/wq"), d});
+    be_.gemm({true, false, 3 * d, d, R, T(1), dqkv_, 3 * d, ln1_, d, wb, g(pre + "attn/wq"), d});
     be_.rmsnorm_backward(dx_, g(pre + "attn_norm"), dtmp_, a.x, p(pre + "attn_norm"), a.rstd1, R, d);
   }
   be_.embedding_backward(g("tok_embedding"), tokens_, dx_, R, d, cfg_.model.vocab_size);
+  grad_beta_ = 1;
 }
 
 template <typename T>

@@ -51,11 +51,15 @@ class Model {
   void init_params(uint64_t seed);
   std::vector<float> params_to_host();
   void params_from_host(const std::vector<float>& p);
+  // Starts a step's gradients: the next backward writes them (its products with beta = 0, so
+  // most of the buffer needs no zero fill: only the tensors that the backward adds to are
+  // zeroed here), the ones after it add to them.
   void zero_grads();
 
   // tokens, targets: host arrays [n_seqs * seq_len]; targets null = no loss (logits kept).
   ForwardResult forward(const int32_t* tokens, const int32_t* targets, int n_seqs, const ForwardOpts& opts);
-  // Gradients of loss_scale * (CE_sum / tokens_global + aux) of the last forward, accumulated.
+  // Gradients of loss_scale * (CE_sum / tokens_global + aux) of the last forward, added to the
+  // gradient buffer (the first after zero_grads writes it).
   void backward();
   // Logits [n_seqs * seq_len, V] of the last forward without targets.
   std::vector<T> logits_to_host();
@@ -76,6 +80,7 @@ class Model {
   ExpertPlacement placement_;
   ParamTable table_;
   Buf<T> params_, grads_;
+  T grad_beta_ = 0;  // 0: the next backward writes the gradients, 1: it adds to them
   std::vector<std::vector<float>> bias_;
   std::vector<int> moe_layer_ids_;
   MoeScratch<T> moe_scratch_;                       // shared by the MoE layers, outlives them

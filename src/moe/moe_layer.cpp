@@ -11,7 +11,7 @@ template <typename T>
 MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlacement& placement, const RouterSpec& spec,
                       int d, int expert_hidden, int n_shared, int max_tokens, MoeScratch<T>& scratch)
     : be_(be), world_(world), spec_(spec), d_(d), n_(expert_hidden), shared_hidden_(n_shared * expert_hidden),
-      dispatcher_(be, ep, placement, d), scratch_(scratch) {
+      n_local_(placement.per_rank()), dispatcher_(be, ep, placement, d), scratch_(scratch) {
   const int64_t N = spec.n_experts, pairs = (int64_t)max_tokens * spec.top_k;
   const int64_t shared_rows = shared_hidden_ > 0 ? max_tokens : 0;
   logits_.reset(be, max_tokens * N);
@@ -29,7 +29,7 @@ MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlaceme
   scratch_.yc.ensure(be, pairs * d);
   scratch_.dgu.ensure(be, std::max(shared_rows * shared_hidden_, pairs * n_) * 2);
   scratch_.dact.ensure(be, std::max(shared_rows * shared_hidden_, pairs * n_));
-  scratch_.tmp.ensure(be, (int64_t)max_tokens * std::max<int64_t>(d, N));
+  scratch_.tmp.ensure(be, (int64_t)max_tokens * N);  // the router's logit gradients
 }
 
 template <typename T>
@@ -39,12 +39,13 @@ SwiGluWeights<T> MoeLayer<T>::shared_weights(const MoeParams<T>& p, const MoePar
 
 template <typename T>
 SwiGluWeights<T> MoeLayer<T>::expert_weights(const MoeParams<T>& p, const MoeParams<T>& g) const {
-  return {p.experts_gate, p.experts_up, p.experts_down, g.experts_gate, g.experts_up, g.experts_down, d_, n_};
+  return {p.experts_gate, p.experts_up, p.experts_down, g.experts_gate, g.experts_up, g.experts_down,
+          d_,           n_,           T(1),         n_local_};
 }
 
 template <typename T>
 void MoeLayer<T>::forward(T* out, const T* u, Ptr<const T> u_low, int tokens, const MoeParams<T>& p,
-                          const RouteContext& ctx, const std::vector<float>& bias) {
+                          const RouteContext& ctx, const std::vector<float>& bias, const T* residual) {
   const int N = spec_.n_experts, K = spec_.top_k;
   tokens_ = tokens;
   u_ = u;
@@ -123,7 +124,9 @@ void MoeLayer<T>::forward(T* out, const T* u, Ptr<const T> u_low, int tokens, co
   times_.dispatch += now_seconds() - t0;
   if (shared_hidden_ > 0)
     swiglu_experts_forward<T>(be_, shared_weights(p, none), {{0, tokens}}, u_low, nullptr, shared_gu_,
-                              shared_act_, out);
+                              shared_act_, out, residual);
+  else if (residual)
+    be_.copy(out, residual, (int64_t)tokens * d_);
   else
     be_.fill(out, T(0), (int64_t)tokens * d_);
   experts_on(dispatcher_.own_span());
@@ -138,7 +141,8 @@ void MoeLayer<T>::forward(T* out, const T* u, Ptr<const T> u_low, int tokens, co
 }
 
 template <typename T>
-void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale) {
+void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale,
+                           T grad_beta) {
   const int N = spec_.n_experts, K = spec_.top_k, tokens = tokens_;
   const int64_t rows = dispatcher_.rows(), combine_rows = dispatcher_.combine_rows();
   // yc was sized for these rows by forward; it takes dyc, then the experts' input gradients dxe
@@ -153,7 +157,9 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
   dispatcher_.redispatch(scratch_.xe, u_low_);  // xe and act were sized for these rows by forward
   be_.swiglu_forward(scratch_.act, gu_, row_gate_, static_cast<int>(rows), n_);
   const Ptr<T> dxe = scratch_.yc;
-  swiglu_experts_backward<T>(be_, expert_weights(p, g), dispatcher_.blocks(), scratch_.xe, row_gate_, gu_,
+  SwiGluWeights<T> experts = expert_weights(p, g);
+  experts.g_beta = grad_beta;
+  swiglu_experts_backward<T>(be_, experts, dispatcher_.blocks(), scratch_.xe, row_gate_, gu_,
                              scratch_.act, scratch_.yc, scratch_.row_dgate, scratch_.dgu, scratch_.dact, dxe);
   t0 = now_seconds();
   dispatcher_.dispatch_backward(du, dxe);
@@ -162,21 +168,22 @@ void MoeLayer<T>::backward(T* du, const T* dout, const MoeParams<T>& p, const Mo
   dispatcher_.combine_gate_grads(scratch_.dgate, scratch_.row_dgate);
   times_.combine += now_seconds() - t0;
 
-  if (shared_hidden_ > 0) {
-    swiglu_experts_backward<T>(be_, shared_weights(p, g), {{0, tokens}}, u_low_, nullptr, shared_gu_, shared_act_,
-                               dout, nullptr, scratch_.dgu, scratch_.dact, scratch_.tmp);
-    be_.add(du, scratch_.tmp, (int64_t)tokens * d_);
+  if (shared_hidden_ > 0) {  // adds its input gradient to du
+    SwiGluWeights<T> shared = shared_weights(p, g);
+    shared.g_beta = grad_beta;
+    swiglu_experts_backward<T>(be_, shared, {{0, tokens}}, u_low_, nullptr, shared_gu_, shared_act_, dout, nullptr,
+                               scratch_.dgu, scratch_.dact, du, T(1));
   }
 
   be_.router_backward(scratch_.tmp, scratch_.dgate, scores_, sel_, logits_, balance_, partial_, routing_.stats,
                       loss_scale, tokens);
   be_.gemm({false, false, tokens, d_, N, T(1), scratch_.tmp, N, p.router, d_, T(1), du, d_, true});
-  be_.gemm({true, false, N, d_, tokens, T(1), scratch_.tmp, N, u_, d_, T(1), g.router, d_, true});
+  be_.gemm({true, false, N, d_, tokens, T(1), scratch_.tmp, N, u_, d_, grad_beta, g.router, d_, true});
   if (!routing_.noise_pre.empty()) {
     to_device(be_, scratch_.tmp.data(),
               noise_backward(routing_, to_host(be_, scratch_.tmp.data(), (int64_t)tokens * N)));
     be_.gemm({false, false, tokens, d_, N, T(1), scratch_.tmp, N, p.noise_w, d_, T(1), du, d_, true});
-    be_.gemm({true, false, N, d_, tokens, T(1), scratch_.tmp, N, u_, d_, T(1), g.noise_w, d_, true});
+    be_.gemm({true, false, N, d_, tokens, T(1), scratch_.tmp, N, u_, d_, grad_beta, g.noise_w, d_, true});
   }
 }
 

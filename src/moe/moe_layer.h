@@ -52,14 +52,17 @@ class MoeLayer {
   // exchanges tokens; placement: the routed experts held here.
   MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlacement& placement, const RouterSpec& spec, int d,
            int expert_hidden, int n_shared, int max_tokens, MoeScratch<T>& scratch);
-  // out [tokens, d] = MoE(u); u [tokens, d] must hold the same values at backward (the model
+  // out [tokens, d] = residual + MoE(u) (residual [tokens, d], null: none; it may be out itself);
+  // u [tokens, d] must hold the same values at backward (the model
   // recomputes it there). u_low: u as the experts' products read it (a bf16 copy under bf16
   // storage, which the dispatcher gathers and the shared experts read; else u itself); the
   // router reads u in exact fp32.
   void forward(T* out, const T* u, Ptr<const T> u_low, int tokens, const MoeParams<T>& p, const RouteContext& ctx,
-               const std::vector<float>& bias);
-  // du [tokens, d] = dL/du (written); parameter gradients accumulated into g.
-  void backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale);
+               const std::vector<float>& bias, const T* residual = nullptr);
+  // du [tokens, d] = dL/du (written); the parameter gradients written into g (grad_beta 0: the
+  // first backward of a step) or added to it (1).
+  void backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale,
+                T grad_beta = 1);
   // The last forward's routing, its global statistics brought to the host on first call.
   const Routing<T>& routing() const;
   MoeTimes& times() { return times_; }
@@ -74,7 +77,7 @@ class MoeLayer {
   Backend<T>& be_;
   Comm& world_;
   RouterSpec spec_;
-  int d_, n_, shared_hidden_, tokens_ = 0;
+  int d_, n_, shared_hidden_, n_local_, tokens_ = 0;
   bool overlap_ = true;
   const T* u_ = nullptr;
   Ptr<const T> u_low_;

@@ -1,9 +1,10 @@
 // A rank's (token, expert) pairs sorted by expert, token order within an expert: the order in
 // which the routed experts compute their rows (the dispatcher's plan). A stable counting sort in
-// chunks of pairs, as plain code that both backends compile: each chunk counts its pairs per
-// expert, the counts become the row where each chunk's pairs of each expert start (expert-major,
-// chunk-minor), and each chunk places its pairs from there. A stable sort has one result, so the
-// chunking changes nothing but the speed.
+// chunks of pairs: each chunk counts its pairs per expert, the counts become the row where each
+// chunk's pairs of each expert start (expert-major, chunk-minor), and each chunk places its pairs
+// from there. The host runs the code below; the GPU the same steps with a warp per chunk
+// (kernels/sort_pairs.cu). A stable sort has one result, so neither the chunking nor the way a
+// chunk is walked changes anything but the speed.
 #pragma once
 #include <cstdint>
 

@@ -80,7 +80,7 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
     s_yc = std::max(s_yc, grown(pairs * d, combine * d));
     s_dgu = std::max(s_dgu, grown(grown(sized_dgu, std::max(sh_rows * sh, pairs * n) * 2), rows * 2 * n));
     s_dact = std::max(s_dact, grown(grown(sized_dact, std::max(sh_rows * sh, pairs * n)), rows * n));
-    s_tmp = std::max(s_tmp, R * std::max(d, N));
+    s_tmp = std::max(s_tmp, R * N);
   }
   scratch += (s_xe + s_act + s_yc + s_dgu + s_dact) * low + s_dgate + s_row_dgate + s_tmp;
   if (bf16) {
