@@ -208,6 +208,58 @@ TEST(Checkpoint, ShardedReadTakesItsExpertRows) {
             0);
 }
 
+// A pair added interleaved (the routed experts' w_gate and w_up) is written as two datasets of
+// their own, row-major as MODEL.md lays them out, and reads back into any layout: interleaved,
+// one after the other, or a rank's slice of experts.
+TEST(Checkpoint, InterleavedPairsAreTheirOwnTensorsOnDisk) {
+  ParamTable paired;
+  paired.add("final_norm", {2});
+  paired.add_pair("layers/1/moe/experts/w_gate", "layers/1/moe/experts/w_up", {4, 3, 2}, true, 0, 4);
+  const TensorInfo &gate = paired.get("layers/1/moe/experts/w_gate"), &up = paired.get("layers/1/moe/experts/w_up");
+  ASSERT_EQ(paired.size(), 2 + 2 * 24);
+  EXPECT_EQ(up.offset, gate.offset + 6);
+  EXPECT_EQ(gate.at(6), gate.offset + 12);  // expert 1's first gate element follows expert 0's up rows
+  TempDir dir;
+  CheckpointState s = random_state(paired, {1}, 4);
+  write_checkpoint(dir.file("c.h5"), paired, s);
+
+  hid_t f = H5Fopen(dir.file("c.h5").c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  for (const TensorInfo* t : {&gate, &up}) {
+    std::vector<float> disk(24);
+    hid_t d = H5Dopen2(f, ("/params/" + t->name).c_str(), H5P_DEFAULT);
+    ASSERT_GE(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, disk.data()), 0);
+    H5Dclose(d);
+    EXPECT_TRUE(bits_equal(disk, tensor_elements(*t, s.params.data()))) << t->name;
+    for (int64_t i = 0; i < 24; ++i) ASSERT_EQ(disk[i], s.params[t->offset + i / 6 * 12 + i % 6]) << t->name;
+  }
+  H5Fclose(f);
+
+  CheckpointState back = read_checkpoint(dir.file("c.h5"), paired, {1}, 4);
+  EXPECT_TRUE(bits_equal(back.params, s.params));
+  EXPECT_TRUE(bits_equal(back.v, s.v));
+
+  ParamTable apart;  // the same tensors one after the other
+  apart.add("final_norm", {2});
+  apart.add("layers/1/moe/experts/w_gate", {4, 3, 2}, true, 0, 4);
+  apart.add("layers/1/moe/experts/w_up", {4, 3, 2}, true, 0, 4);
+  CheckpointState r = read_checkpoint(dir.file("c.h5"), apart, {1}, 4);
+  for (const TensorInfo& t : apart.tensors())
+    EXPECT_TRUE(bits_equal(tensor_elements(t, r.m.data()), tensor_elements(paired.get(t.name), s.m.data()))) << t.name;
+
+  ParamTable slice;  // experts 2 and 3, interleaved
+  slice.add("final_norm", {2});
+  slice.add_pair("layers/1/moe/experts/w_gate", "layers/1/moe/experts/w_up", {2, 3, 2}, true, 2, 4);
+  CheckpointState h = read_checkpoint(dir.file("c.h5"), slice, {1}, 4);
+  for (const TensorInfo& t : slice.tensors()) {
+    const std::vector<float> all = tensor_elements(paired.get(t.name), s.params.data());
+    const int64_t first = t.expert_first * t.slice();
+    EXPECT_TRUE(bits_equal(tensor_elements(t, h.params.data()),
+                           std::vector<float>(all.begin() + first, all.begin() + first + t.numel)))
+        << t.name;
+  }
+}
+
 TEST(Checkpoint, MissingOptimizerAndBiasLoadAsZeros) {
   TempDir dir;
   ParamTable table = small_checkpoint_table();

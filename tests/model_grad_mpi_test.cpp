@@ -68,7 +68,7 @@ TEST(ModelGradMpi, BalanceTermsAcrossRanksMatchFiniteDifferences) {
       const int64_t g = static_cast<int64_t>(pick.below(global_numel));
       const int64_t row = t.numel / t.shape[0], expert = g / row;
       const bool mine = !t.expert_sharded || place.owner(static_cast<int>(expert)) == place.ep_rank;
-      const int64_t i = t.offset + (t.expert_sharded ? g - t.expert_first * row : g);
+      const int64_t i = t.at(t.expert_sharded ? g - t.expert_first * row : g);
       double* p = model.params();
       const double keep = mine ? p[i] : 0;
       if (mine) p[i] = keep + h;

@@ -34,7 +34,7 @@ void write_tensors(hid_t file, const std::string& prefix, const ParamTable& tabl
                    const std::vector<float>& buf) {
   for (const TensorInfo& t : table.tensors()) {
     h5::Handle d = h5::create_dataset(file, prefix + t.name, H5T_IEEE_F32LE, global_shape(t));
-    h5::write_rows(d, H5T_NATIVE_FLOAT, t.expert_first, t.shape, buf.data() + t.offset);
+    h5::write_rows(d, H5T_NATIVE_FLOAT, t.expert_first, t.shape, tensor_elements(t, buf.data()).data());
   }
 }
 
@@ -56,9 +56,12 @@ void read_checked(hid_t file, const std::string& path, const std::vector<int64_t
 void read_tensors(hid_t file, const std::string& prefix, const ParamTable& table,
                   std::vector<float>& buf) {
   buf.assign(static_cast<size_t>(table.size()), 0.0f);
-  for (const TensorInfo& t : table.tensors())
-    read_checked(file, prefix + t.name, global_shape(t), t.expert_first, t.shape,
-                 buf.data() + t.offset);
+  std::vector<float> elements;
+  for (const TensorInfo& t : table.tensors()) {
+    elements.resize(static_cast<size_t>(t.numel));
+    read_checked(file, prefix + t.name, global_shape(t), t.expert_first, t.shape, elements.data());
+    set_tensor_elements(t, elements.data(), buf.data());
+  }
 }
 
 // Runs f(), prefixing the message of any Error it throws with the file's path.

@@ -37,8 +37,7 @@ ParamTable build_param_table(const Config& cfg, int expert_first, int n_local_ex
   for (int l = cfg.model.first_dense_layers; l < m.n_layers; ++l) {
     const std::string p = layer_prefix(l) + "moe/experts/";
     const int64_t N = cfg.moe.n_routed, n = cfg.moe.expert_hidden;
-    t.add(p + "w_gate", {n_local_experts, n, d}, true, expert_first, N);
-    t.add(p + "w_up", {n_local_experts, n, d}, true, expert_first, N);
+    t.add_pair(p + "w_gate", p + "w_up", {n_local_experts, n, d}, true, expert_first, N);
     t.add(p + "w_down", {n_local_experts, d, n}, true, expert_first, N);
   }
   return t;

@@ -93,14 +93,13 @@ void Model<T>::init_params(uint64_t seed) {
   std::vector<T> host(table_.size(), T(0));
   for (const auto& t : table_.tensors()) {
     const uint64_t tensor_id = fnv1a(t.name);  // independent of the buffer layout
-    T* dst = host.data() + t.offset;
     if (t.shape.size() == 1) {  // norm weights
-      std::fill(dst, dst + t.numel, T(1));
+      std::fill(host.data() + t.offset, host.data() + t.offset + t.numel, T(1));
       continue;
     }
-    const int64_t row = t.numel / t.shape[0], first = t.expert_first * row;
+    const int64_t first = t.expert_first * t.slice();
     for (int64_t i = 0; i < t.numel; ++i)
-      dst[i] = static_cast<T>(cfg_.model.init_std * normal_from_key(hash_key(seed, tensor_id, first + i)));
+      host[t.at(i)] = static_cast<T>(cfg_.model.init_std * normal_from_key(hash_key(seed, tensor_id, first + i)));
   }
   to_device(be_, params_.data(), host);
 }
@@ -127,6 +126,17 @@ void Model<T>::zero_grads() {
   grad_beta_ = 0;
 }
 
+// The gate and up weights under `prefix` (w_gate, w_up), which lie side by side (experts.h); null
+// where absent.
+template <typename T>
+T* Model<T>::gate_up(const std::string& prefix, bool grads) {
+  const TensorInfo *gate = table_.find(prefix + "w_gate"), *up = table_.find(prefix + "w_up");
+  if (!gate) return nullptr;
+  const int64_t group = gate->shape.size() == 3 ? gate->slice() : gate->numel;  // [experts, n, d] or [n, d]
+  DSMOE_ASSERT(up && up->offset == gate->offset + group);
+  return (grads ? grads_.data() : params_.data()) + gate->offset;
+}
+
 template <typename T>
 MoeParams<T> Model<T>::moe_params(int layer, bool grads) {
   auto at = [&](const std::string& name) -> T* {
@@ -134,9 +144,8 @@ MoeParams<T> Model<T>::moe_params(int layer, bool grads) {
     if (!t) return nullptr;
     return (grads ? grads_.data() : params_.data()) + t->offset;
   };
-  return {at("moe/router"),           at("moe/router_noise_w"), at("moe/shared/w_gate"),
-          at("moe/shared/w_up"),      at("moe/shared/w_down"),  at("moe/experts/w_gate"),
-          at("moe/experts/w_up"),     at("moe/experts/w_down")};
+  return {at("moe/router"),      at("moe/router_noise_w"), gate_up(layer_prefix(layer) + "moe/shared/", grads),
+          at("moe/shared/w_down"), gate_up(layer_prefix(layer) + "moe/experts/", grads), at("moe/experts/w_down")};
 }
 
 template <typename T>
@@ -169,8 +178,7 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
       moe.forward(next, ln2_, ffn_input(), R, moe_params(l, false), ctx, bias_[moe_index], a.h);
       moe_index++;
     } else {
-      SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"), nullptr, nullptr,
-                         nullptr, d, m.dense_hidden};
+      SwiGluWeights<T> w{gate_up(pre + "ffn/", false), p(pre + "ffn/w_down"), nullptr, nullptr, d, m.dense_hidden};
       swiglu_experts_forward<T>(be_, w, {{0, R}}, ffn_input(), nullptr, a.ffn_gu, a.ffn_act, next, a.h);
     }
   }
@@ -225,8 +233,8 @@ void Model<T>::backward() {
       --moe_index;
       moe_[moe_index]->backward(dtmp_, dx_, moe_params(l, false), moe_params(l, true), loss_scale_, wb);
     } else {
-      SwiGluWeights<T> w{p(pre + "ffn/w_gate"), p(pre + "ffn/w_up"), p(pre + "ffn/w_down"),
-                         g(pre + "ffn/w_gate"), g(pre + "ffn/w_up"), g(pre + "ffn/w_down"), d, m.dense_hidden, wb};
+      SwiGluWeights<T> w{gate_up(pre + "ffn/", false), p(pre + "ffn/w_down"), gate_up(pre + "ffn/", true),
+                         g(pre + "ffn/w_down"), d, m.dense_hidden, wb};
       swiglu_experts_backward<T>(be_, w, {{0, R}}, ffn_input(), nullptr, a.ffn_gu, a.ffn_act, dx_, nullptr,
                                  moe_scratch_.dgu, moe_scratch_.dact, dtmp_);
     }

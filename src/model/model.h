@@ -72,6 +72,7 @@ class Model {
   };
   T* p(const std::string& name) { return params_.data() + table_.get(name).offset; }
   T* g(const std::string& name) { return grads_.data() + table_.get(name).offset; }
+  T* gate_up(const std::string& prefix, bool grads);
   MoeParams<T> moe_params(int layer, bool grads);
 
   Config cfg_;

@@ -2,35 +2,19 @@
 
 namespace dsmoe {
 
-namespace {
-// Gate and up side by side (up right after gate, as a dense FFN's and the shared experts'
-// tensors lie in the parameter table; expert e's pair at 2 e hidden d): one product of width
-// 2 * hidden does both, forward and backward, and dx takes one product of depth 2 * hidden
-// instead of a second that adds to it.
-template <typename T>
-bool paired(const SwiGluWeights<T>& w) {
-  const int64_t wsz = (int64_t)w.hidden * w.d;
-  return w.groups == 1 && w.w_up == w.w_gate + wsz && (!w.g_gate || w.g_up == w.g_gate + wsz);
-}
-}  // namespace
-
 template <typename T>
 void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
                             Ptr<const T> x, const T* scale, Ptr<T> gu, Ptr<T> act, Ptr<T> y, const T* residual) {
   const int d = w.d, n = w.hidden;
   const int64_t wsz = (int64_t)n * d;
-  const bool pair = paired(w);
   std::vector<GemmArgs<T>> up, down;
   int64_t off = 0;
   for (const RowBlock& b : blocks) {
     const int m = b.rows;
     const int64_t e = b.expert;
     if (m > 0) {
-      const Ptr<const T> xe = x + off * d;
-      const int width = pair ? 2 * n : n;  // gate (and up) rows
-      up.push_back({false, true, m, width, d, T(1), xe, d, w.w_gate + e * width * d, d, T(0), gu + off * 2 * n, 2 * n});
-      if (!pair)
-        up.push_back({false, true, m, n, d, T(1), xe, d, w.w_up + e * wsz, d, T(0), gu + off * 2 * n + n, 2 * n});
+      up.push_back({false, true, m, 2 * n, d, T(1), x + off * d, d, w.w_gate_up + e * 2 * wsz, d, T(0),
+                    gu + off * 2 * n, 2 * n});
       down.push_back({false, true, m, d, n, T(1), act + off * n, n, w.w_down + e * wsz, n, T(residual ? 1 : 0),
                       y + off * d, d, false, residual ? residual + off * d : nullptr});
     }
@@ -47,7 +31,6 @@ void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const st
                              T* dscale, Ptr<T> dgu, Ptr<T> dact, Ptr<T> dx, T dx_beta) {
   const int d = w.d, n = w.hidden;
   const int64_t wsz = (int64_t)n * d;
-  const bool pair = paired(w);
   std::vector<GemmArgs<T>> first, second;
   std::vector<char> written(w.groups, 0);  // an expert's later blocks add to its first's gradients
   int64_t off = 0;
@@ -57,27 +40,22 @@ void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const st
     if (m > 0) {
       const T gb = written[e] ? T(1) : w.g_beta;
       written[e] = 1;
-      const Ptr<const T> dye = dy + off * d;
+      const Ptr<const T> dye = dy + off * d, dg = dgu + off * 2 * n, xe = x + off * d;
       first.push_back({false, false, m, n, d, T(1), dye, d, w.w_down + e * wsz, n, T(0), dact + off * n, n});
       first.push_back({true, false, d, n, m, T(1), dye, d, act + off * n, n, gb, w.g_down + e * wsz, n});
-      const Ptr<const T> dg = dgu + off * 2 * n, xe = x + off * d;
-      if (pair) {
-        const int64_t e2 = e * 2 * wsz;
-        second.push_back({false, false, m, d, 2 * n, T(1), dg, 2 * n, w.w_gate + e2, d, dx_beta, dx + off * d, d});
-        second.push_back({true, false, 2 * n, d, m, T(1), dg, 2 * n, xe, d, gb, w.g_gate + e2, d});
-      } else {
-        second.push_back({false, false, m, d, n, T(1), dg, 2 * n, w.w_gate + e * wsz, d, dx_beta, dx + off * d, d});
-        second.push_back({false, false, m, d, n, T(1), dg + n, 2 * n, w.w_up + e * wsz, d, T(1), dx + off * d, d});
-        second.push_back({true, false, n, d, m, T(1), dg, 2 * n, xe, d, gb, w.g_gate + e * wsz, d});
-        second.push_back({true, false, n, d, m, T(1), dg + n, 2 * n, xe, d, gb, w.g_up + e * wsz, d});
-      }
+      second.push_back({false, false, m, d, 2 * n, T(1), dg, 2 * n, w.w_gate_up + e * 2 * wsz, d, dx_beta,
+                        dx + off * d, d});
+      second.push_back({true, false, 2 * n, d, m, T(1), dg, 2 * n, xe, d, gb, w.g_gate_up + e * 2 * wsz, d});
     }
     off += m;
   }
-  if (w.g_beta == T(0))
-    for (int e = 0; e < w.groups; ++e)
-      if (!written[e])
-        for (T* g : {w.g_gate, w.g_up, w.g_down}) be.fill(g + e * wsz, T(0), wsz);
+  if (w.g_beta == T(0))  // zeros for the experts without rows, a fill per run of them
+    for (int e = 0, end = 0; e < w.groups; e = end + 1) {
+      for (end = e; end < w.groups && !written[end];) ++end;
+      if (end == e) continue;
+      be.fill(w.g_gate_up + e * 2 * wsz, T(0), (end - e) * 2 * wsz);
+      be.fill(w.g_down + e * wsz, T(0), (end - e) * wsz);
+    }
   be.gemm_batch(first);
   be.swiglu_backward(dgu, dscale, dact, gu, scale, static_cast<int>(off), n);
   be.gemm_batch(second);

@@ -1,7 +1,9 @@
 // SwiGLU experts as grouped matrix products over consecutive blocks of rows: block b takes the
-// next `rows` rows of x through expert `expert`'s w_gate, w_up [hidden, d] and w_down [d, hidden].
-// An expert may own several blocks (rows from several ranks). A dense SwiGLU FFN (dense layers,
-// the fused shared experts) is one block of expert 0.
+// next `rows` rows of x through expert `expert`'s gate and up weights, which lie side by side
+// ([2 hidden, d]: gate rows, then up rows; ParamTable::add_pair), and w_down [d, hidden]. So one
+// product of width 2 hidden computes both forward, and one of depth 2 hidden gives dx. An expert
+// may own several blocks (rows from several ranks). A dense SwiGLU FFN (dense layers, the fused
+// shared experts) is one block of expert 0 (its w_gate and w_up tensors follow each other).
 #pragma once
 #include <vector>
 
@@ -16,11 +18,9 @@ struct RowBlock {
 
 template <typename T>
 struct SwiGluWeights {
-  const T* w_gate;  // [groups, hidden, d]
-  const T* w_up;    // [groups, hidden, d]
-  const T* w_down;  // [groups, d, hidden]
-  T* g_gate;        // gradients, same shapes
-  T* g_up;
+  const T* w_gate_up;  // [groups, 2 hidden, d]
+  const T* w_down;     // [groups, d, hidden]
+  T* g_gate_up;        // gradients, same shapes
   T* g_down;
   int d = 0, hidden = 0;
   // 0: the backward overwrites the gradients (the first of a step: no zero fill beforehand;

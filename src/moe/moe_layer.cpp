@@ -34,13 +34,12 @@ MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlaceme
 
 template <typename T>
 SwiGluWeights<T> MoeLayer<T>::shared_weights(const MoeParams<T>& p, const MoeParams<T>& g) const {
-  return {p.shared_gate, p.shared_up, p.shared_down, g.shared_gate, g.shared_up, g.shared_down, d_, shared_hidden_};
+  return {p.shared_gate_up, p.shared_down, g.shared_gate_up, g.shared_down, d_, shared_hidden_};
 }
 
 template <typename T>
 SwiGluWeights<T> MoeLayer<T>::expert_weights(const MoeParams<T>& p, const MoeParams<T>& g) const {
-  return {p.experts_gate, p.experts_up, p.experts_down, g.experts_gate, g.experts_up, g.experts_down,
-          d_,           n_,           T(1),         n_local_};
+  return {p.experts_gate_up, p.experts_down, g.experts_gate_up, g.experts_down, d_, n_, T(1), n_local_};
 }
 
 template <typename T>

@@ -16,11 +16,9 @@ template <typename T>
 struct MoeParams {  // pointers into the parameter (or gradient) buffer
   T* router = nullptr;          // [N, d]
   T* noise_w = nullptr;         // [N, d] or null
-  T* shared_gate = nullptr;     // [Ks*n, d] or null when Ks = 0
-  T* shared_up = nullptr;
+  T* shared_gate_up = nullptr;  // [2 Ks*n, d] (w_gate, then w_up) or null when Ks = 0
   T* shared_down = nullptr;     // [d, Ks*n]
-  T* experts_gate = nullptr;    // [N, n, d]
-  T* experts_up = nullptr;
+  T* experts_gate_up = nullptr; // [N, 2 n, d] (each expert's w_gate, then its w_up)
   T* experts_down = nullptr;    // [N, d, n]
 };
 

@@ -19,9 +19,21 @@ const TensorInfo& ParamTable::add(const std::string& name, std::vector<int64_t> 
   t.expert_sharded = expert_sharded;
   t.expert_first = expert_first;
   t.global_dim0 = expert_sharded ? global_dim0 : t.shape.at(0);
+  t.stride0 = t.slice();
   size_ += t.numel;  // no padding: tensors added in a row form one matrix (wq,wk,wv)
   tensors_.push_back(std::move(t));
   return tensors_.back();
+}
+
+void ParamTable::add_pair(const std::string& first, const std::string& second, const std::vector<int64_t>& shape,
+                          bool expert_sharded, int64_t expert_first, int64_t global_dim0) {
+  const int64_t begin = size_;
+  add(first, shape, expert_sharded, expert_first, global_dim0);
+  add(second, shape, expert_sharded, expert_first, global_dim0);
+  TensorInfo &a = tensors_[tensors_.size() - 2], &b = tensors_.back();
+  a.stride0 = b.stride0 = 2 * a.slice();
+  a.offset = begin;
+  b.offset = begin + a.slice();
 }
 
 const TensorInfo* ParamTable::find(const std::string& name) const {
@@ -42,7 +54,7 @@ int64_t ParamTable::sharded_begin() const {
     if (t.expert_sharded)
       begin = std::min(begin, t.offset);
     else
-      DSMOE_ASSERT(t.offset + t.numel <= begin);
+      DSMOE_ASSERT(t.end() <= begin);
   }
   return begin;
 }

@@ -2,6 +2,7 @@
 // and both AdamW moments share the same table, so checkpoints, gradient all-reduce, clipping
 // and the optimizer walk one list.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -20,7 +21,31 @@ struct TensorInfo {
   bool expert_sharded = false;
   int64_t expert_first = 0;
   int64_t global_dim0 = 0;
+  // Elements between consecutive slices along dim 0 in the buffer: slice() where the tensor lies
+  // contiguous; twice that for a pair added interleaved (ParamTable::add_pair).
+  int64_t stride0 = 0;
+
+  int64_t slice() const { return numel / shape.at(0); }  // elements of one slice along dim 0
+  // Where element i (row-major, of this rank's part) lies in the buffer.
+  int64_t at(int64_t i) const { return offset + i / slice() * stride0 + i % slice(); }
+  // One past the last buffer element the tensor covers.
+  int64_t end() const { return offset + (shape.at(0) - 1) * stride0 + slice(); }
 };
+
+// The tensor's elements in row-major order, out of the buffer, and back into it.
+template <typename T>
+std::vector<T> tensor_elements(const TensorInfo& t, const T* buf) {
+  std::vector<T> out(static_cast<size_t>(t.numel));
+  const int64_t row = t.slice();
+  for (int64_t s = 0; s < t.shape.at(0); ++s)
+    std::copy(buf + t.offset + s * t.stride0, buf + t.offset + s * t.stride0 + row, out.begin() + s * row);
+  return out;
+}
+template <typename T>
+void set_tensor_elements(const TensorInfo& t, const T* src, T* buf) {
+  const int64_t row = t.slice();
+  for (int64_t s = 0; s < t.shape.at(0); ++s) std::copy(src + s * row, src + (s + 1) * row, buf + t.offset + s * t.stride0);
+}
 
 class ParamTable {
  public:
@@ -29,11 +54,17 @@ class ParamTable {
   const TensorInfo& add(const std::string& name, std::vector<int64_t> shape,
                         bool expert_sharded = false, int64_t expert_first = 0,
                         int64_t global_dim0 = 0);
+  // Two tensors of one shape interleaved along dim 0: slice s of `first`, then slice s of
+  // `second`, for every s (the routed experts' w_gate and w_up: an expert's gate rows and up
+  // rows side by side, one matrix of 2 hidden rows, so that one product computes both).
+  void add_pair(const std::string& first, const std::string& second, const std::vector<int64_t>& shape,
+                bool expert_sharded = false, int64_t expert_first = 0, int64_t global_dim0 = 0);
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo& get(const std::string& name) const;  // throws naming the tensor
   const TensorInfo* find(const std::string& name) const;
   int64_t size() const { return size_; }  // buffer length in elements (tensors back to back)
   // Offset where the expert-sharded tensors start; they must all come after the others.
+  // Tensors lie in the order added; a pair's two cover one contiguous range together.
   int64_t sharded_begin() const;
 
  private:

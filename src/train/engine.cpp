@@ -216,12 +216,14 @@ std::vector<float> Engine::gather_model(const std::vector<float>& local, const P
   Comm& ep = *groups_.ep;
   std::vector<float> full(ep.rank() == 0 ? global.size() : 0);
   for (const auto& t : model_->table().tensors()) {
-    const float* src = local.data() + t.offset;
-    if (t.expert_sharded) {
-      ep.gather(src, t.numel * (int64_t)sizeof(float),
-                ep.rank() == 0 ? full.data() + global.get(t.name).offset : nullptr, 0);
+    const std::vector<float> mine = tensor_elements(t, local.data());
+    const TensorInfo& g = global.get(t.name);
+    if (t.expert_sharded) {  // the ranks' slices in rank order: the whole tensor
+      std::vector<float> all(ep.rank() == 0 ? g.numel : 0);
+      ep.gather(mine.data(), t.numel * (int64_t)sizeof(float), ep.rank() == 0 ? all.data() : nullptr, 0);
+      if (ep.rank() == 0) set_tensor_elements(g, all.data(), full.data());
     } else if (ep.rank() == 0) {
-      std::copy(src, src + t.numel, full.data() + global.get(t.name).offset);
+      set_tensor_elements(g, mine.data(), full.data());
     }
   }
   return full;

@@ -25,12 +25,14 @@ AdamW<T>::AdamW(Backend<T>& be, const ParamTable& table, const TrainConfig& t)
 
 template <typename T>
 void AdamW<T>::update(T* params, const T* grads, double lr, double grad_scale, int64_t step_count) {
-  // Adjacent tensors with the same weight decay in one call: fewer, longer launches on a GPU.
+  // Adjacent tensors with the same weight decay in one call: fewer, longer launches on a GPU. (A
+  // pair's two tensors interleave: together they cover their range.)
   const std::vector<TensorInfo>& ts = table_.tensors();
   for (size_t i = 0; i < ts.size();) {
     size_t j = i + 1;
-    while (j < ts.size() && ts[j].decay == ts[i].decay && ts[j].offset == ts[j - 1].offset + ts[j - 1].numel) ++j;
-    const int64_t at = ts[i].offset, n = ts[j - 1].offset + ts[j - 1].numel - at;
+    int64_t end = ts[i].end();
+    while (j < ts.size() && ts[j].decay == ts[i].decay && ts[j].offset <= end) end = std::max(end, ts[j++].end());
+    const int64_t at = ts[i].offset, n = end - at;
     be_.adamw(params + at, grads + at, m_.data() + at, v_.data() + at, n, lr, cfg_.beta1, cfg_.beta2, cfg_.eps,
               ts[i].decay ? cfg_.weight_decay : 0.0, step_count, grad_scale);
     i = j;
