@@ -189,6 +189,38 @@ TEST_F(CudaVsCpu, GemmUnderBf16PrecisionAndItsFp32Products) {
   EXPECT_LT(exact, 1e-6);
 }
 
+// A separate C input (a residual, GemmArgs::c_in) under fp32 and bf16 precision: C written from
+// c_in, which stays as it was; C's prior contents (NaN) never read; with k = 0 (beta 1 there, as
+// the CUDA backend asks), C = c_in.
+TEST_F(CudaVsCpu, GemmAddsASeparateCInput) {
+  auto bf16 = make_cuda_backend(0, /*bf16=*/true);
+  const int m = 40, n = 24, k = 64, ldc = 32;
+  const Vec A = random(m * k, 51), B = random(k * n, 52), R = random(m * ldc, 53);
+  for (Backend<float>* be : {cpu.get(), gpu.get(), bf16.get()})
+    for (int kk : {k, 0}) {
+      SCOPED_TRACE((be == cpu.get() ? "cpu" : be == gpu.get() ? "cuda fp32" : "cuda bf16") + std::string(", k ") +
+                   std::to_string(kk));
+      Buf<float> a(*be, m * k), b(*be, k * n), c(*be, m * ldc), r(*be, m * ldc);
+      to_device(*be, a.data(), A);
+      to_device(*be, b.data(), B);
+      to_device(*be, r.data(), R);
+      to_device(*be, c.data(), Vec(m * ldc, std::nanf("")));
+      const float beta = kk > 0 ? 0.5f : 1.f;
+      be->gemm({false, false, m, n, kk, 1.f, a, k, b, n, beta, c, ldc, false, r.data()});
+      const Vec got = to_host(*be, c.data(), m * ldc);
+      EXPECT_EQ(to_host(*be, r.data(), m * ldc), R) << "c_in changed";
+      double diff = 0, norm = 0;
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < n; ++j) {
+          double want = beta * R[i * ldc + j];
+          for (int q = 0; q < kk; ++q) want += double(A[i * k + q]) * B[q * n + j];
+          diff += (got[i * ldc + j] - want) * (got[i * ldc + j] - want);
+          norm += want * want;
+        }
+      EXPECT_LT(std::sqrt(diff / norm), be == bf16.get() ? 1e-2 : 1e-6);
+    }
+}
+
 TEST_F(CudaVsCpu, GemmBatchOfProblemsOfDifferentShapes) {
   auto a = twin(random(40 * 40, 26)), b = twin(random(40 * 40, 27)), c = twin(random(40 * 40, 28));
   auto problems = [](Buf<float>& A, Buf<float>& B, Buf<float>& C) {

@@ -594,6 +594,23 @@ TEST_F(BackendOps, GemmWithEmptyInnerDimensionScalesC) {
   EXPECT_EQ(host(cb), (Vec{0, 0, 0, 50, 0, 0, 0, 60}));
 }
 
+// A separate C input (a residual): C = alpha A B + beta c_in by hand, c_in untouched, C's old
+// contents (NaN) never read, the padding between C's rows kept; with k = 0, C = beta c_in.
+TEST_F(BackendOps, GemmAddsASeparateCInput) {
+  const int m = 2, n = 2, k = 2, ldc = 3;
+  auto a = dev({1, 2, 3, 4}), b = dev({5, 6, 7, 8});
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  auto c = dev({nan, nan, -1, nan, nan, -2}), c_in = dev({10, 20, 99, 30, 40, 99});
+  GemmArgs<double> g{false, false, m, n, k, 2.0, a, k, b, n, 0.5, c, ldc, false, c_in.data()};
+  be->gemm(g);
+  // A B = [19 22; 43 50]
+  EXPECT_EQ(host(c), (Vec{2 * 19 + 5, 2 * 22 + 10, -1, 2 * 43 + 15, 2 * 50 + 20, -2}));
+  EXPECT_EQ(host(c_in), (Vec{10, 20, 99, 30, 40, 99}));
+  g.k = 0;
+  be->gemm(g);
+  EXPECT_EQ(host(c), (Vec{5, 10, -1, 15, 20, -2}));
+}
+
 // ---------------------------------------------------------------- adamw
 
 // torch.optim.AdamW, one step (t is 1-based):
