@@ -1,6 +1,7 @@
 // The router's balance statistics and its backward (MODEL.md "Balance losses"), as plain code
 // that both backends compile: the CPU backend runs it on threads, the CUDA backend
-// (kernels/router.cu) on the GPU, so that routing never has to visit the host.
+// (kernels/router.cu) on the GPU, so that routing never has to visit the host. Stage 1 below
+// (chunk_statistic) is the host's; the GPU computes the same columns with a block per chunk.
 //
 // The statistics go in three stages, each in a fixed order (no atomics), so that the result does
 // not depend on the thread count:
@@ -35,8 +36,7 @@ enum BalanceEntry { kLossExp, kLossDev, kLossSeq, kLossComm, kAuxLoss, kBalanceL
 
 // Column j of chunk c's statistics, of `tokens` tokens.
 template <typename T>
-DSMOE_HOST_DEVICE double chunk_statistic(const RouteStatsSpec& spec, const T* scores, const int32_t* sel, int tokens,
-                                         int c, int j) {
+double chunk_statistic(const RouteStatsSpec& spec, const T* scores, const int32_t* sel, int tokens, int c, int j) {
   const int N = spec.row.n_experts, K = spec.row.top_k, D = spec.row.device_groups, per_group = N / D;
   const int t0 = c * spec.chunk, t1 = t0 + spec.chunk < tokens ? t0 + spec.chunk : tokens;
   double acc = 0;

@@ -22,15 +22,14 @@ DSMOE_HOST_DEVICE inline int64_t chunk_end(int c, int64_t pairs) {
 }
 
 // counts[e] += the kept pairs of expert e in chunk c of `pairs` (kept null: all).
-DSMOE_HOST_DEVICE inline void count_chunk(const int32_t* sel, const uint8_t* kept, int64_t pairs, int c,
-                                          int32_t* counts) {
+inline void count_chunk(const int32_t* sel, const uint8_t* kept, int64_t pairs, int c, int32_t* counts) {
   for (int64_t p = chunk_begin(c); p < chunk_end(c, pairs); ++p)
     if (!kept || kept[p]) counts[sel[p]]++;
 }
 
 // hist [chunks, N] counts -> in column e, the row where chunk c's pairs of expert e start,
 // counting from `start`; returns the column's total.
-DSMOE_HOST_DEVICE inline int32_t column_starts(int32_t* hist, int chunks, int n_experts, int e, int32_t start) {
+inline int32_t column_starts(int32_t* hist, int chunks, int n_experts, int e, int32_t start) {
   const int32_t first = start;
   for (int c = 0; c < chunks; ++c) {
     const int32_t n = hist[(int64_t)c * n_experts + e];
@@ -42,8 +41,8 @@ DSMOE_HOST_DEVICE inline int32_t column_starts(int32_t* hist, int chunks, int n_
 
 // Places the kept pairs of chunk c from next[e] on: pos[p] its row (-1 if dropped), row_token
 // [row] its token.
-DSMOE_HOST_DEVICE inline void place_chunk(const int32_t* sel, const uint8_t* kept, int64_t pairs, int c, int k,
-                                          int32_t* next, int32_t* pos, int32_t* row_token) {
+inline void place_chunk(const int32_t* sel, const uint8_t* kept, int64_t pairs, int c, int k, int32_t* next,
+                        int32_t* pos, int32_t* row_token) {
   for (int64_t p = chunk_begin(c); p < chunk_end(c, pairs); ++p) {
     if (kept && !kept[p]) {
       pos[p] = -1;

@@ -44,7 +44,8 @@ std::vector<T> tensor_elements(const TensorInfo& t, const T* buf) {
 template <typename T>
 void set_tensor_elements(const TensorInfo& t, const T* src, T* buf) {
   const int64_t row = t.slice();
-  for (int64_t s = 0; s < t.shape.at(0); ++s) std::copy(src + s * row, src + (s + 1) * row, buf + t.offset + s * t.stride0);
+  for (int64_t s = 0; s < t.shape.at(0); ++s)
+    std::copy(src + s * row, src + (s + 1) * row, buf + t.offset + s * t.stride0);
 }
 
 class ParamTable {
