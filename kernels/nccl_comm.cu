@@ -43,6 +43,7 @@ class NcclComm final : public Comm {
     CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&queued_, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&reduced_, cudaEventDisableTiming));
     monitor_ = std::thread([this] { monitor(); });
   }
   ~NcclComm() override {
@@ -50,6 +51,7 @@ class NcclComm final : public Comm {
     monitor_.join();
     ncclCommDestroy(comm_);
     cudaEventDestroy(done_);
+    cudaEventDestroy(reduced_);
     cudaEventDestroy(queued_);
     cudaStreamDestroy(comm_stream_);
   }
@@ -93,6 +95,16 @@ class NcclComm final : public Comm {
     CUDA_CHECK(cudaEventRecord(done_, comm_stream_));
   }
   void wait_alltoallv() override { CUDA_CHECK(cudaStreamWaitEvent(stream_, done_)); }
+  // On the communication stream too (after the backend's work queued so far), so that the
+  // backend's stream goes on with the next layers' backward meanwhile.
+  void start_allreduce_sum(float* x, int64_t n) override {
+    if (n == 0) return;
+    CUDA_CHECK(cudaEventRecord(queued_, stream_));
+    CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, queued_));
+    NCCL_CHECK(ncclAllReduce(x, x, static_cast<size_t>(n), ncclFloat, ncclSum, comm_, comm_stream_));
+    CUDA_CHECK(cudaEventRecord(reduced_, comm_stream_));
+  }
+  void wait_allreduces() override { CUDA_CHECK(cudaStreamWaitEvent(stream_, reduced_)); }
 
   // Host values.
   void allreduce_sum(double* x, int64_t n) override { host_.allreduce_sum(x, n); }
@@ -133,6 +145,7 @@ class NcclComm final : public Comm {
   cudaStream_t stream_ = nullptr;  // the CUDA backend's (the default stream)
   cudaStream_t comm_stream_ = nullptr;
   cudaEvent_t queued_ = nullptr, done_ = nullptr;  // backend work before the exchange; the exchange
+  cudaEvent_t reduced_ = nullptr;  // the last allreduce started (the stream runs them in order)
   std::atomic<bool> stop_{false};
   std::thread monitor_;
 };

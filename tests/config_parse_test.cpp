@@ -173,6 +173,7 @@ TEST_F(ConfigFile, OutOfRangeValuesNameLineAndKey) {
       {"moe:\n  router_noise: -0.5\n", "exp.yaml:2: moe.router_noise: must be >= 0.0, got -0.5"},
       {"balance:\n  expert_alpha: -1\n", "exp.yaml:2: balance.expert_alpha: must be >= 0.0"},
       {"balance:\n  device_groups: -2\n", "exp.yaml:2: balance.device_groups: must be >= 0"},
+      {"parallel:\n  grad_bucket_mb: -1\n", "exp.yaml:2: parallel.grad_bucket_mb: must be >= 0.0, got -1"},
       {"train:\n  lr: 0\n", "exp.yaml:2: train.lr: must be > 0.0"},
       {"train:\n  beta2: 1\n", "exp.yaml:2: train.beta2: must be in [0, 1), got 1.0"},
       {"train:\n  beta1: -0.1\n", "exp.yaml:2: train.beta1: must be in [0, 1)"},

@@ -104,7 +104,7 @@ TEST(ConfigYaml, DefaultsAreConfigMdExceptVocabFromData) {
 
 // The keys dsmoe adds to CONFIG.md's, each documented in docs/conventions.md ("Extensions of
 // CONFIG.md"); the dump has them only when they are not at their default.
-const std::set<std::string> kExtensions = {"train.keep_checkpoints"};
+const std::set<std::string> kExtensions = {"train.keep_checkpoints", "parallel.grad_bucket_mb"};
 
 // The dump's keys are CONFIG.md's, plus the documented extensions that are set.
 TEST(ConfigYaml, DumpHasExactlyTheKeysOfConfigMd) {
@@ -165,6 +165,7 @@ Config every_key_changed() {
              3};
   c.data = {"data/tokens.bin", 0.1, false};
   c.parallel.expert_parallel = 4;
+  c.parallel.grad_bucket_mb = 2.5;
   c.out = "runs/exp: one";
   return c;
 }

@@ -218,6 +218,45 @@ TEST_P(GradAccumulation, TwoBackwardsOnAStaleBufferSumEachAlone) {
   EXPECT_EQ(zero_experts, 3 * cfg.n_moe_layers());
 }
 
+// The gradient all-reduce starts on a stage's tensors as soon as the backward reports it: by then
+// they must hold their final values, in a backward that writes them and in one that adds to them.
+TEST_P(GradAccumulation, EachStageIsFinalWhenTheBackwardReportsIt) {
+  Config cfg = tiny_config();
+  cfg.moe.router_noise = 0.1;
+  GetParam().edit(cfg);
+  auto be = make_cpu_backend<double>();
+  auto comm = make_single_comm();
+  const int n_seqs = 2, R = n_seqs * cfg.model.seq_len;
+  Model<double> model(cfg, *be, *comm, n_seqs);
+  model.init_params(6);
+  const auto stages = model.backward_stages();
+  ASSERT_EQ(stages.size(), static_cast<size_t>(cfg.model.n_layers + 2));
+  std::vector<int32_t> tokens(R), targets(R);
+  Rng rng(4);
+  for (auto* v : {&tokens, &targets})
+    for (auto& x : *v) x = static_cast<int32_t>(rng.below(cfg.model.vocab_size));
+  model.zero_grads();
+  for (int pass = 0; pass < 2; ++pass) {
+    SCOPED_TRACE(pass == 0 ? "written" : "added to");
+    ForwardOpts opts;
+    opts.training = true;
+    opts.noise_key = 9 + pass;
+    model.forward(tokens.data(), targets.data(), n_seqs, opts);
+    std::vector<std::vector<std::vector<double>>> seen;  // [stage][tensor] when reported
+    model.backward([&](int stage) {
+      ASSERT_EQ(stage, static_cast<int>(seen.size())) << "stages in order, each once";
+      seen.emplace_back();
+      for (const std::string& name : stages[stage])
+        seen.back().push_back(tensor_elements(model.table().get(name), model.grads()));
+    });
+    ASSERT_EQ(seen.size(), stages.size());
+    for (size_t s = 0; s < stages.size(); ++s)
+      for (size_t i = 0; i < stages[s].size(); ++i)
+        EXPECT_EQ(seen[s][i], tensor_elements(model.table().get(stages[s][i]), model.grads()))
+            << stages[s][i] << " changed after its stage " << s << " was reported";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Variants, GradAccumulation,
                          ::testing::Values(Case{"untied_shared", [](Config&) {}},
                                            Case{"tied_no_shared",

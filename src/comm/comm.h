@@ -43,6 +43,12 @@ class Comm {
     alltoallv(send, send_rows, send_offsets, recv, recv_rows, recv_offsets, row_bytes);
   }
   virtual void wait_alltoallv() {}
+  // allreduce_sum of a backend tensor that may still be in flight when it returns (MPI:
+  // nonblocking; NCCL: on the communication stream once the backend's work queued so far is
+  // done), so that later work overlaps it; x is not touched until wait_allreduces(), which
+  // completes every one started (in order: every rank starts the same ones in the same order).
+  virtual void start_allreduce_sum(float* x, int64_t n) { allreduce_sum(x, n); }
+  virtual void wait_allreduces() {}
   // Rank `root` receives every rank's `bytes` bytes, in rank order.
   virtual void gather(const void* send, int64_t bytes, void* recv, int root) = 0;
   // Every rank gets rank `root`'s `bytes` bytes.

@@ -47,6 +47,18 @@ class MpiComm final : public Comm {
   void allreduce_sum(float* x, int64_t n) override { reduce(x, n, MPI_FLOAT, MPI_SUM); }
   void allreduce_sum(int64_t* x, int64_t n) override { reduce(x, n, MPI_INT64_T, MPI_SUM); }
   void allreduce_max(double* x, int64_t n) override { reduce(x, n, MPI_DOUBLE, MPI_MAX); }
+  void start_allreduce_sum(float* x, int64_t n) override {
+    pending_.emplace_back();
+    MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, x, to_int(n, "allreduce"), MPI_FLOAT, MPI_SUM, comm_, &pending_.back()));
+    // MPI moves a nonblocking collective on only inside its calls (no progress thread by default).
+    int done = 0;
+    MPI_CHECK(MPI_Testall(static_cast<int>(pending_.size()), pending_.data(), &done, MPI_STATUSES_IGNORE));
+  }
+  void wait_allreduces() override {
+    const int status = MPI_Waitall(static_cast<int>(pending_.size()), pending_.data(), MPI_STATUSES_IGNORE);
+    pending_.clear();
+    MPI_CHECK(status);
+  }
   void exscan_sum(int64_t* x, int64_t n) override {
     std::vector<int64_t> in(x, x + n);
     MPI_CHECK(MPI_Exscan(in.data(), x, to_int(n, "exscan"), MPI_INT64_T, MPI_SUM, comm_));
@@ -93,6 +105,7 @@ class MpiComm final : public Comm {
   }
   MPI_Comm comm_;
   bool owned_;
+  std::vector<MPI_Request> pending_;  // allreduces started and not yet waited for
   int rank_ = 0, size_ = 1;
 };
 

@@ -74,6 +74,9 @@ struct DataConfig {
 
 struct ParallelConfig {
   int expert_parallel = 0;  // 0 = all ranks
+  // Gradient all-reduce buckets (MiB), started during the backward; 0: one all-reduce after it
+  // (an extension of CONFIG.md, docs/conventions.md).
+  double grad_bucket_mb = 25;
 };
 
 struct Config {

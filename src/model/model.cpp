@@ -209,7 +209,27 @@ void Model<T>::ffn_norm(int l) {
 }
 
 template <typename T>
-void Model<T>::backward() {
+std::vector<std::vector<std::string>> Model<T>::backward_stages() const {
+  const int L = cfg_.model.n_layers;
+  std::vector<std::vector<std::string>> stages(L + 2);
+  for (const TensorInfo& t : table_.tensors()) {
+    if (t.name == "tok_embedding") {
+      stages[L + 1].push_back(t.name);  // tied: the head writes it too, the embedding last
+    } else if (t.name.rfind("layers/", 0) == 0) {
+      const int l = std::stoi(t.name.substr(7));
+      stages[L - l].push_back(t.name);
+    } else {
+      stages[0].push_back(t.name);  // final_norm, lm_head
+    }
+  }
+  return stages;
+}
+
+template <typename T>
+void Model<T>::backward(const std::function<void(int stage)>& stage_done) {
+  auto done = [&](int stage) {
+    if (stage_done) stage_done(stage);
+  };
   const auto& m = cfg_.model;
   const int S = m.seq_len, d = m.d_model, H = m.n_heads, hd = d / H, V = m.vocab_size;
   const int R = n_seqs_ * S;
@@ -221,6 +241,7 @@ void Model<T>::backward() {
   be_.gemm({true, false, V, d, R, T(1), logits_, V, ln_f_, d, wb, dhead, d});
   be_.fill(dx_, T(0), (int64_t)R * d);
   be_.rmsnorm_backward(dx_, g("final_norm"), dtmp_, xs_final_, p("final_norm"), rstd_f_, R, d);
+  done(0);
 
   int moe_index = static_cast<int>(moe_.size());
   for (int l = m.n_layers - 1; l >= 0; --l) {
@@ -249,8 +270,10 @@ void Model<T>::backward() {
     be_.rmsnorm_forward(ln1_, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
     be_.gemm({true, false, 3 * d, d, R, T(1), dqkv_, 3 * d, ln1_, d, wb, g(pre + "attn/wq"), d});
     be_.rmsnorm_backward(dx_, g(pre + "attn_norm"), dtmp_, a.x, p(pre + "attn_norm"), a.rstd1, R, d);
+    done(m.n_layers - l);
   }
   be_.embedding_backward(g("tok_embedding"), tokens_, dx_, R, d, cfg_.model.vocab_size);
+  done(m.n_layers + 1);
   grad_beta_ = 1;
 }
 

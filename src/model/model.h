@@ -2,7 +2,9 @@
 // micro-batch of this rank's sequences, parameters and gradients in contiguous buffers
 // described by one ParamTable.
 #pragma once
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -59,8 +61,12 @@ class Model {
   // tokens, targets: host arrays [n_seqs * seq_len]; targets null = no loss (logits kept).
   ForwardResult forward(const int32_t* tokens, const int32_t* targets, int n_seqs, const ForwardOpts& opts);
   // Gradients of loss_scale * (CE_sum / tokens_global + aux) of the last forward, added to the
-  // gradient buffer (the first after zero_grads writes it).
-  void backward();
+  // gradient buffer (the first after zero_grads writes it). `stage_done(s)`, when given, is
+  // called once the backward has queued the last write of stage s's gradients.
+  void backward(const std::function<void(int stage)>& stage_done = nullptr);
+  // The tensors whose gradients the backward finishes, by stage in the order it finishes them:
+  // the head (final_norm, an untied lm_head), each layer from the last, the embedding.
+  std::vector<std::vector<std::string>> backward_stages() const;
   // Logits [n_seqs * seq_len, V] of the last forward without targets.
   std::vector<T> logits_to_host();
 

@@ -58,6 +58,9 @@ Engine::Engine(Config cfg, Comm& comm)
   model_ = std::make_unique<Model<float>>(cfg_, *be_, comm_, local_seqs_, groups_.ep.get());
   model_->init_params(cfg_.seed);
   opt_ = std::make_unique<AdamW<float>>(*be_, model_->table(), cfg_.train);
+  const auto bucket_elems = static_cast<int64_t>(cfg_.parallel.grad_bucket_mb * (1 << 20) / sizeof(float));
+  grad_sync_ = std::make_unique<GradSync>(plan_grad_buckets(model_->table(), model_->backward_stages(), bucket_elems),
+                                          nccl_world_ ? *nccl_world_ : comm_, *groups_.dp);
   inputs_.resize((size_t)local_seqs_ * cfg_.model.seq_len);
   targets_.resize(inputs_.size());
   fail_at_ = rank_step_from_env("DSMOE_FAIL_AT");
@@ -98,7 +101,11 @@ double Engine::micro_batch(int64_t step, int micro, bool training, StepStats* st
   double ce = r.ce_sum;
   comm_.allreduce_sum(&ce, 1);
   if (!training) return ce;
-  model_->backward();
+  // The last micro-batch's backward starts the gradients' all-reduce as it finishes them.
+  if (micro + 1 == cfg_.train.micro_batches)
+    model_->backward([this](int stage) { grad_sync_->stage_done(model_->grads(), stage); });
+  else
+    model_->backward();
   stats->aux_loss += r.aux_loss / cfg_.train.micro_batches;
   const int N = cfg_.moe.n_routed;
   for (size_t li = 0; li < model_->moe_layers().size(); ++li) {
@@ -130,13 +137,13 @@ StepStats Engine::train_step() {
   for (int m = 0; m < cfg_.train.micro_batches; ++m) ce += micro_batch(s, m, true, &st);
   st.loss = ce / static_cast<double>(tokens_per_step());
 
-  if (std::find(nan_steps_.begin(), nan_steps_.end(), s) != nan_steps_.end())
-    be_->fill(model_->grads(), std::nanf(""), 1);  // a numerical fault, for tests
   // On a GPU the backward is still running: wait for it here, so that its time counts as compute
-  // and the all-reduce's is its own.
+  // and the all-reduce's is its own (the part of it the backward did not hide).
   be_->synchronize();
   const double t_ar = now_seconds();
-  sync_gradients();
+  grad_sync_->finish(model_->grads());
+  if (std::find(nan_steps_.begin(), nan_steps_.end(), s) != nan_steps_.end())
+    be_->fill(model_->grads(), std::nanf(""), 1);  // a numerical fault, for tests (set on every rank)
   st.grad_norm = grad_norm();
   st.t_allreduce = now_seconds() - t_ar;
   st.lr = learning_rate(cfg_.train, s);
@@ -183,15 +190,6 @@ StepStats Engine::train_step() {
   st.recv_imbalance = summed[1] > 0 ? maxed[5] / (summed[1] / groups_.ep->size()) : 1.0;
   step_++;
   return st;
-}
-
-// Non-expert gradients are summed over all ranks, expert gradients over the replicas of
-// their shard (the expert-parallel group already brought every token to its expert).
-void Engine::sync_gradients() {
-  float* g = model_->grads();
-  const int64_t experts = model_->table().sharded_begin(), end = model_->table().size();
-  (nccl_world_ ? *nccl_world_ : comm_).allreduce_sum(g, experts);
-  groups_.dp->allreduce_sum(g + experts, end - experts);
 }
 
 // The norm over all parameters of the whole model, each counted once.

@@ -14,6 +14,7 @@
 #include "data/tokens.h"
 #include "io/checkpoint.h"
 #include "model/model.h"
+#include "train/grad_buckets.h"
 #include "train/optimizer.h"
 
 namespace dsmoe {
@@ -59,7 +60,6 @@ class Engine {
 
  private:
   double micro_batch(int64_t step, int micro, bool training, StepStats* stats);
-  void sync_gradients();
   double grad_norm();
   // This rank's tensors in the layout `global` of the whole model (rank 0 gets the experts of
   // the other ranks of expert-parallel group 0); empty on ranks that do not write.
@@ -75,6 +75,7 @@ class Engine {
   std::unique_ptr<TrainOrder> order_;
   std::unique_ptr<Model<float>> model_;
   std::unique_ptr<AdamW<float>> opt_;
+  std::unique_ptr<GradSync> grad_sync_;  // started by the last micro-batch's backward
   int64_t step_ = 0;
   int local_seqs_ = 0;  // sequences of one micro-batch on this rank
   std::vector<int32_t> inputs_, targets_;
