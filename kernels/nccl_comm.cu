@@ -31,6 +31,20 @@ std::string job_rank() {
   return "?";
 }
 
+// The stream of every communicator of this process (created on first use, kept for the process's
+// life). NCCL's kernels wait for their peers: two communicators' operations running at once could
+// each hold a GPU the other's needs and wait forever ("Using multiple NCCL communicators
+// concurrently" in NCCL's guide). On one stream they run one after another in the order the host
+// issues them, which is the same on every rank; the backend's stream still runs beside them.
+cudaStream_t communication_stream() {
+  static cudaStream_t stream = [] {
+    cudaStream_t s = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return s;
+  }();
+  return stream;
+}
+
 class NcclComm final : public Comm {
  public:
   // host: the MPI communicator of these ranks, owned when `owned` is given.
@@ -40,7 +54,7 @@ class NcclComm final : public Comm {
     if (host_.rank() == 0) NCCL_CHECK(ncclGetUniqueId(&id));
     host_.broadcast(&id, sizeof id, 0);
     NCCL_CHECK(ncclCommInitRank(&comm_, host_.size(), id, host_.rank()));
-    CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
+    comm_stream_ = communication_stream();
     CUDA_CHECK(cudaEventCreateWithFlags(&queued_, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&reduced_, cudaEventDisableTiming));
@@ -53,7 +67,6 @@ class NcclComm final : public Comm {
     cudaEventDestroy(done_);
     cudaEventDestroy(reduced_);
     cudaEventDestroy(queued_);
-    cudaStreamDestroy(comm_stream_);
   }
 
   int rank() const override { return host_.rank(); }
@@ -143,7 +156,7 @@ class NcclComm final : public Comm {
   std::unique_ptr<Comm> owned_;
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;  // the CUDA backend's (the default stream)
-  cudaStream_t comm_stream_ = nullptr;
+  cudaStream_t comm_stream_ = nullptr;  // communication_stream()
   cudaEvent_t queued_ = nullptr, done_ = nullptr;  // backend work before the exchange; the exchange
   cudaEvent_t reduced_ = nullptr;  // the last allreduce started (the stream runs them in order)
   std::atomic<bool> stop_{false};
