@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <memory>
 
 #include "backend/cpu_backend.h"
 #include "model/layout.h"
@@ -164,17 +165,27 @@ TEST(ModelBf16Storage, LossAndGradientsNearFp32Storage) {
 // The first backward after zero_grads writes the gradients (no zero fill of the whole buffer)
 // and later ones add to them: on a buffer of NaNs, two backwards give the sum of each alone, and
 // the experts that no token chose (their bias far below the others') get zeros.
-class GradAccumulation : public ::testing::TestWithParam<Case> {};
+class GradAccumulation : public ::testing::TestWithParam<Case> {
+ protected:
+  // The tiny model in double precision with `edit` and then the variant's edits applied.
+  std::unique_ptr<Model<double>> make_model(const std::function<void(Config&)>& edit, uint64_t seed) {
+    cfg = tiny_config();
+    edit(cfg);
+    GetParam().edit(cfg);
+    auto model = std::make_unique<Model<double>>(cfg, *be, *comm, n_seqs);
+    model->init_params(seed);
+    return model;
+  }
+  static constexpr int n_seqs = 2;
+  Config cfg;
+  std::unique_ptr<Backend<double>> be = make_cpu_backend<double>();
+  std::unique_ptr<Comm> comm = make_single_comm();
+};
 
 TEST_P(GradAccumulation, TwoBackwardsOnAStaleBufferSumEachAlone) {
-  Config cfg = tiny_config();
-  cfg.balance.bias_rate = 0.01;  // the bias steers the choice of experts
-  GetParam().edit(cfg);
-  auto be = make_cpu_backend<double>();
-  auto comm = make_single_comm();
-  const int n_seqs = 2, R = n_seqs * cfg.model.seq_len;
-  Model<double> model(cfg, *be, *comm, n_seqs);
-  model.init_params(5);
+  auto owned = make_model([](Config& c) { c.balance.bias_rate = 0.01; }, 5);  // the bias steers the choice
+  Model<double>& model = *owned;
+  const int R = n_seqs * cfg.model.seq_len;
   const std::vector<int> idle = {0, 3, 4};  // experts that take no token: two runs of them
   for (auto& b : model.bias())
     for (int e : idle) b[e] = -100;
@@ -221,14 +232,9 @@ TEST_P(GradAccumulation, TwoBackwardsOnAStaleBufferSumEachAlone) {
 // The gradient all-reduce starts on a stage's tensors as soon as the backward reports it: by then
 // they must hold their final values, in a backward that writes them and in one that adds to them.
 TEST_P(GradAccumulation, EachStageIsFinalWhenTheBackwardReportsIt) {
-  Config cfg = tiny_config();
-  cfg.moe.router_noise = 0.1;
-  GetParam().edit(cfg);
-  auto be = make_cpu_backend<double>();
-  auto comm = make_single_comm();
-  const int n_seqs = 2, R = n_seqs * cfg.model.seq_len;
-  Model<double> model(cfg, *be, *comm, n_seqs);
-  model.init_params(6);
+  auto owned = make_model([](Config& c) { c.moe.router_noise = 0.1; }, 6);
+  Model<double>& model = *owned;
+  const int R = n_seqs * cfg.model.seq_len;
   const auto stages = model.backward_stages();
   ASSERT_EQ(stages.size(), static_cast<size_t>(cfg.model.n_layers + 2));
   std::vector<int32_t> tokens(R), targets(R);

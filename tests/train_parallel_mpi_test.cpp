@@ -61,35 +61,46 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
 constexpr double kLossTol = 1e-6;
 constexpr double kWeightTol = 2e-5;
 
+// A single-rank run's steps and final weights, and the same checks of a run on the world.
+struct Reference {
+  static constexpr int kSteps = 4;
+  std::vector<StepStats> stats;
+  std::vector<float> params;
+  explicit Reference(const Config& cfg) {
+    auto single = make_single_comm();
+    Engine ref(cfg, *single);
+    for (int s = 0; s < kSteps; ++s) stats.push_back(ref.train_step());
+    params = ref.model().params_to_host();
+  }
+  // Trains `engine` as many steps; the same losses, norms and loads each step, and the same
+  // weights in the checkpoint it writes at `ck`.
+  void expect_matched_by(Engine& engine, const std::string& ck) const {
+    for (int s = 0; s < kSteps; ++s) {
+      StepStats st = engine.train_step();
+      EXPECT_NEAR(st.loss, stats[s].loss, kLossTol) << "step " << s;
+      EXPECT_NEAR(st.aux_loss, stats[s].aux_loss, kLossTol) << "step " << s;
+      EXPECT_NEAR(st.grad_norm, stats[s].grad_norm, 1e-4 * stats[s].grad_norm) << "step " << s;
+      EXPECT_EQ(st.load, stats[s].load) << "step " << s;
+    }
+    engine.save_checkpoint(ck, StepStats{});
+    if (test::world().rank() == 0) {
+      EXPECT_LT(max_abs_diff(whole_model(engine.config(), ck), params), kWeightTol);
+    }
+    test::world().barrier();
+  }
+};
+
 TEST(TrainParallel, EveryLayoutMatchesOneRank) {
   SharedDir dir;
   Comm& world = test::world();
-  const int steps = 4;
-  auto single = make_single_comm();
-  Engine ref(tiny(dir, 0), *single);
-  std::vector<StepStats> ref_stats;
-  for (int s = 0; s < steps; ++s) ref_stats.push_back(ref.train_step());
-  const std::vector<float> ref_params = ref.model().params_to_host();
-
+  const Reference ref(tiny(dir, 0));
   for (int E = 1; E <= world.size(); E *= 2) {
     if (world.size() % E) continue;
     for (const std::string bucket_mb : {"0", "0.0001"}) {
       SCOPED_TRACE("ranks " + std::to_string(world.size()) + ", expert_parallel " + std::to_string(E) +
                    ", grad_bucket_mb " + bucket_mb);
       Engine engine(tiny(dir, E, bucket_mb), world);
-      for (int s = 0; s < steps; ++s) {
-        StepStats st = engine.train_step();
-        EXPECT_NEAR(st.loss, ref_stats[s].loss, kLossTol) << "step " << s;
-        EXPECT_NEAR(st.aux_loss, ref_stats[s].aux_loss, kLossTol) << "step " << s;
-        EXPECT_NEAR(st.grad_norm, ref_stats[s].grad_norm, 1e-4 * ref_stats[s].grad_norm) << "step " << s;
-        EXPECT_EQ(st.load, ref_stats[s].load) << "step " << s;
-      }
-      const std::string ck = dir.path + "/layout.h5";
-      engine.save_checkpoint(ck, StepStats{});
-      if (world.rank() == 0) {
-        EXPECT_LT(max_abs_diff(whole_model(engine.config(), ck), ref_params), kWeightTol);
-      }
-      world.barrier();
+      ref.expect_matched_by(engine, dir.path + "/layout.h5");
     }
   }
 }
@@ -100,31 +111,11 @@ TEST(TrainParallel, GpusMatchOneGpu) {
   if (cuda_device_count() < world.size())
     GTEST_SKIP() << "needs a GPU per rank: " << cuda_device_count() << " GPU(s) for " << world.size() << " ranks";
   SharedDir dir;
-  auto on_gpu = [&](int expert_parallel) {
-    Config c = tiny(dir, expert_parallel, "0.0001");
-    c.backend = "cuda";
-    return c;
-  };
-  const int steps = 4;
-  auto single = make_single_comm();
-  Engine ref(on_gpu(0), *single);
-  std::vector<StepStats> ref_stats;
-  for (int s = 0; s < steps; ++s) ref_stats.push_back(ref.train_step());
-  const std::vector<float> ref_params = ref.model().params_to_host();
-
-  Engine engine(on_gpu(0), world);
-  for (int s = 0; s < steps; ++s) {
-    StepStats st = engine.train_step();
-    EXPECT_NEAR(st.loss, ref_stats[s].loss, kLossTol) << "step " << s;
-    EXPECT_NEAR(st.aux_loss, ref_stats[s].aux_loss, kLossTol) << "step " << s;
-    EXPECT_EQ(st.load, ref_stats[s].load) << "step " << s;
-  }
-  const std::string ck = dir.path + "/gpus.h5";
-  engine.save_checkpoint(ck, StepStats{});
-  if (world.rank() == 0) {
-    EXPECT_LT(max_abs_diff(whole_model(engine.config(), ck), ref_params), kWeightTol);
-  }
-  world.barrier();
+  Config cfg = tiny(dir, 0, "0.0001");
+  cfg.backend = "cuda";
+  const Reference ref(cfg);
+  Engine engine(cfg, world);
+  ref.expect_matched_by(engine, dir.path + "/gpus.h5");
 }
 
 TEST(TrainParallel, CheckpointOfFourRanksResumesOnTwoAndOne) {
