@@ -110,17 +110,17 @@ TEST(GradSync, StartsEachBucketAfterItsStageAndWaitsForAll) {
   std::vector<float> grads(25);
   std::vector<std::string> log;
   RecordingComm world(4, grads.data(), log, "world"), replicas(2, grads.data(), log, "replicas");
-  GradSync sync(plan_grad_buckets(table(), stages(), 4), world, replicas);
+  GradSync sync(plan_grad_buckets(table(), stages(), 4), grads.data(), world, replicas);
   for (int step = 0; step < 2; ++step) {  // the same again: a step starts from the first bucket
     log.clear();
-    sync.stage_done(grads.data(), 0);
+    sync.stage_done(0);
     EXPECT_TRUE(log.empty()) << "the head alone fills no bucket";
-    sync.stage_done(grads.data(), 1);
+    sync.stage_done(1);
     EXPECT_EQ(log, std::vector<std::string>({"world start 9+4", "world start 3+2", "replicas start 21+4"}));
     log.clear();
-    sync.stage_done(grads.data(), 2);
-    sync.stage_done(grads.data(), 3);
-    sync.finish(grads.data());
+    sync.stage_done(2);
+    sync.stage_done(3);
+    sync.finish();
     EXPECT_EQ(log, std::vector<std::string>(
                        {"world start 5+4", "replicas start 13+8", "world start 0+3", "world wait", "replicas wait"}));
   }
@@ -130,8 +130,8 @@ TEST(GradSync, AStepWithoutStagesStartsEverythingAtTheEnd) {
   std::vector<float> grads(25);
   std::vector<std::string> log;
   RecordingComm world(2, grads.data(), log, "world"), replicas(1, grads.data(), log, "replicas");
-  GradSync sync(plan_grad_buckets(table(), stages(), 4), world, replicas);
-  sync.finish(grads.data());
+  GradSync sync(plan_grad_buckets(table(), stages(), 4), grads.data(), world, replicas);
+  sync.finish();
   // A group of one rank has nothing to sum: its buckets start nothing.
   EXPECT_EQ(log, std::vector<std::string>({"world start 9+4", "world start 3+2", "world start 5+4", "world start 0+3",
                                            "world wait", "replicas wait"}));

@@ -215,9 +215,8 @@ std::vector<std::vector<std::string>> Model<T>::backward_stages() const {
   for (const TensorInfo& t : table_.tensors()) {
     if (t.name == "tok_embedding") {
       stages[L + 1].push_back(t.name);  // tied: the head writes it too, the embedding last
-    } else if (t.name.rfind("layers/", 0) == 0) {
-      const int l = std::stoi(t.name.substr(7));
-      stages[L - l].push_back(t.name);
+    } else if (const std::string layers = "layers/"; t.name.rfind(layers, 0) == 0) {  // layer_prefix(l)
+      stages[L - std::stoi(t.name.substr(layers.size()))].push_back(t.name);
     } else {
       stages[0].push_back(t.name);  // final_norm, lm_head
     }

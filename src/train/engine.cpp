@@ -60,7 +60,7 @@ Engine::Engine(Config cfg, Comm& comm)
   opt_ = std::make_unique<AdamW<float>>(*be_, model_->table(), cfg_.train);
   const auto bucket_elems = static_cast<int64_t>(cfg_.parallel.grad_bucket_mb * (1 << 20) / sizeof(float));
   grad_sync_ = std::make_unique<GradSync>(plan_grad_buckets(model_->table(), model_->backward_stages(), bucket_elems),
-                                          nccl_world_ ? *nccl_world_ : comm_, *groups_.dp);
+                                          model_->grads(), nccl_world_ ? *nccl_world_ : comm_, *groups_.dp);
   inputs_.resize((size_t)local_seqs_ * cfg_.model.seq_len);
   targets_.resize(inputs_.size());
   fail_at_ = rank_step_from_env("DSMOE_FAIL_AT");
@@ -103,7 +103,7 @@ double Engine::micro_batch(int64_t step, int micro, bool training, StepStats* st
   if (!training) return ce;
   // The last micro-batch's backward starts the gradients' all-reduce as it finishes them.
   if (micro + 1 == cfg_.train.micro_batches)
-    model_->backward([this](int stage) { grad_sync_->stage_done(model_->grads(), stage); });
+    model_->backward([this](int stage) { grad_sync_->stage_done(stage); });
   else
     model_->backward();
   stats->aux_loss += r.aux_loss / cfg_.train.micro_batches;
@@ -141,7 +141,7 @@ StepStats Engine::train_step() {
   // and the all-reduce's is its own (the part of it the backward did not hide).
   be_->synchronize();
   const double t_ar = now_seconds();
-  grad_sync_->finish(model_->grads());
+  grad_sync_->finish();
   if (std::find(nan_steps_.begin(), nan_steps_.end(), s) != nan_steps_.end())
     be_->fill(model_->grads(), std::nanf(""), 1);  // a numerical fault, for tests (set on every rank)
   st.grad_norm = grad_norm();

@@ -67,20 +67,20 @@ std::vector<GradBucket> plan_grad_buckets(const ParamTable& table, const std::ve
   return out;
 }
 
-GradSync::GradSync(std::vector<GradBucket> buckets, Comm& world, Comm& replicas)
-    : buckets_(std::move(buckets)), world_(world), replicas_(replicas) {}
+GradSync::GradSync(std::vector<GradBucket> buckets, float* grads, Comm& world, Comm& replicas)
+    : buckets_(std::move(buckets)), grads_(grads), world_(world), replicas_(replicas) {}
 
-void GradSync::start(float* grads, const GradBucket& b) {
+void GradSync::start(const GradBucket& b) {
   Comm& c = b.sharded ? replicas_ : world_;
-  if (c.size() > 1) c.start_allreduce_sum(grads + b.begin, b.size);
+  if (c.size() > 1) c.start_allreduce_sum(grads_ + b.begin, b.size);
 }
 
-void GradSync::stage_done(float* grads, int stage) {
-  for (; next_ < buckets_.size() && buckets_[next_].stage <= stage; ++next_) start(grads, buckets_[next_]);
+void GradSync::stage_done(int stage) {
+  for (; next_ < buckets_.size() && buckets_[next_].stage <= stage; ++next_) start(buckets_[next_]);
 }
 
-void GradSync::finish(float* grads) {
-  for (; next_ < buckets_.size(); ++next_) start(grads, buckets_[next_]);
+void GradSync::finish() {
+  for (; next_ < buckets_.size(); ++next_) start(buckets_[next_]);
   world_.wait_allreduces();
   replicas_.wait_allreduces();
   next_ = 0;

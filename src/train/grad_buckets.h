@@ -31,18 +31,20 @@ std::vector<GradBucket> plan_grad_buckets(const ParamTable& table, const std::ve
 // Starts a step's buckets as the stages finish and waits for all of them.
 class GradSync {
  public:
-  // world: every rank (non-expert gradients), replicas: the ranks holding the same experts.
-  GradSync(std::vector<GradBucket> buckets, Comm& world, Comm& replicas);
+  // grads: the gradient buffer the buckets index; world: every rank (non-expert gradients),
+  // replicas: the ranks holding the same experts.
+  GradSync(std::vector<GradBucket> buckets, float* grads, Comm& world, Comm& replicas);
   const std::vector<GradBucket>& buckets() const { return buckets_; }
   // The backward has finished `stage`: its buckets start (stages arrive in order).
-  void stage_done(float* grads, int stage);
+  void stage_done(int stage);
   // Starts whatever has not started (a step that reported no stages: every bucket) and waits for
-  // every bucket of the step; then grads hold the sums.
-  void finish(float* grads);
+  // every bucket of the step; then the gradients hold the sums.
+  void finish();
 
  private:
-  void start(float* grads, const GradBucket& b);
+  void start(const GradBucket& b);
   std::vector<GradBucket> buckets_;
+  float* grads_;
   Comm &world_, &replicas_;
   size_t next_ = 0;  // the first bucket not yet started this step
 };
