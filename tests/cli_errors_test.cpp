@@ -13,6 +13,7 @@ namespace dsmoe {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using test::run_dsmoe;
 using test::TempDir;
 
@@ -80,6 +81,17 @@ TEST_F(Cli, MissingAndTruncatedDataFiles) {
   r = run_dsmoe("train " + config() + " --set data.path=" + bin);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("short.bin: truncated header"));
+}
+
+TEST_F(Cli, EvaluationLargerThanTheValidationSplitFailsBeforeTraining) {
+  // tiny's corpus: 10 % of its tokens validate, windows of 33 tokens; 1000 x 8 sequences cannot fit.
+  test::RunResult r = run_dsmoe("train " + config() + " --set train.eval_batches=1000");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr(config() + ": train.eval_batches x train.batch_size = 8000 evaluation sequences "
+                                  "of 33 tokens, but the validation split of "));
+  EXPECT_THAT(r.output, HasSubstr("lower train.eval_batches or raise data.val_fraction"));
+  EXPECT_THAT(r.output, Not(HasSubstr("step 1")));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("out/checkpoint.h5")));
 }
 
 TEST_F(Cli, TrainsEvaluatesGeneratesAndRefusesABadCheckpoint) {

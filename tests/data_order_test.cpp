@@ -125,6 +125,10 @@ TEST(EvalStart, ConsecutiveWindowsInTheValidationSplit) {
   EXPECT_EQ(e.rfind("data: evaluation sequence 4 needs tokens [132, 141) but the validation split is "
                     "[100, 133)", 0), 0u) << e;
   EXPECT_NE(e.find("train.eval_batches"), std::string::npos) << e;
+  EXPECT_EQ(eval_windows(split, 8), 4);
+  EXPECT_EQ(eval_windows(Split{100, 32}, 8), 3);  // [124, 133) no longer fits
+  EXPECT_EQ(eval_windows(Split{100, 9}, 8), 1);
+  EXPECT_EQ(eval_windows(Split{100, 8}, 8), 0);
 }
 
 }  // namespace

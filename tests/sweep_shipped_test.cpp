@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "data/batches.h"
 #include "model/flops.h"
 #include "sweep/plan.h"
 #include "util/check.h"
@@ -28,6 +29,13 @@ bool valid(const Config& cfg) {
   }
 }
 
+// Whether the final evaluation of a run on the default corpus (docs/conventions.md: 39,952,321
+// tokens of GCIDE) stays inside the validation split, which Engine checks before training.
+bool evaluation_fits_the_default_corpus(const Config& cfg) {
+  const Split split = split_tokens(39952321, cfg.data.val_fraction, cfg.model.seq_len);
+  return static_cast<int64_t>(cfg.train.eval_batches) * cfg.train.batch_size <= eval_windows(split, cfg.model.seq_len);
+}
+
 std::vector<std::string> variant_names(const SweepPlan& p) {
   std::vector<std::string> out;
   for (const PlannedRun& r : p.runs)
@@ -46,6 +54,8 @@ TEST(SweepShipped, ExperimentsMeetTheirIsoFlopsTolerance) {
       for (const PlannedRun& r : p->runs) {
         EXPECT_LE(std::fabs(r.deviation), p->tolerance) << r.name;
         EXPECT_EQ(r.cfg.backend, p == &cpu ? "cpu" : "cuda") << r.name;
+        EXPECT_EQ(r.cfg.precision, p == &cpu ? "fp32" : "bf16") << r.name;
+        EXPECT_TRUE(evaluation_fits_the_default_corpus(r.cfg)) << r.name;
         if (r.solved_key.empty()) continue;
         // No neighbouring valid value comes nearer the target.
         const double gap = std::fabs(r.count.flops_per_token - p->target);

@@ -70,4 +70,8 @@ int64_t eval_start(const Split& split, int seq_len, int64_t k) {
   return start;
 }
 
+int64_t eval_windows(const Split& split, int seq_len) {
+  return split.n_val < seq_len + 1 ? 0 : (split.n_val - 1) / seq_len;
+}
+
 }  // namespace dsmoe

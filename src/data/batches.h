@@ -49,4 +49,7 @@ void gather_windows(const int32_t* tokens, const std::vector<int64_t>& starts, i
 // the window would run past the validation split, naming train.eval_batches.
 int64_t eval_start(const Split& split, int seq_len, int64_t k);
 
+// How many evaluation windows the validation split holds (the k for which eval_start succeeds).
+int64_t eval_windows(const Split& split, int seq_len);
+
 }  // namespace dsmoe
