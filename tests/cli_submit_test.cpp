@@ -46,6 +46,11 @@ TEST_F(SubmitCli, DryRunPrintsTheFilledScriptAndWritesNothing) {
   EXPECT_THAT(gpu.output, HasSubstr("#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=2\n"));
   EXPECT_THAT(gpu.output, HasSubstr("#SBATCH --signal=B:USR1@300\n"));
   EXPECT_THAT(gpu.output, HasSubstr("#SBATCH --gpus-per-node=2\nset -u\n"));
+
+  const test::RunResult only = submit(exp, "--partition debug --ranks-per-run 2 --only b --dry-run");
+  ASSERT_EQ(only.exit_code, 0) << only.output;
+  EXPECT_THAT(only.output, HasSubstr("#SBATCH --array=0-0\n"));
+  EXPECT_THAT(only.output, HasSubstr("RUNS=('b')\n"));
 }
 
 TEST_F(SubmitCli, RefusesWhatDoesNotFit) {
@@ -62,6 +67,7 @@ TEST_F(SubmitCli, RefusesWhatDoesNotFit) {
       {"--partition debug --ranks-per-run 0", "--ranks-per-run must be >= 1, got 0"},
       {"--partition debug --ranks-per-run 2 --signal-seconds 0", "--signal-seconds must be >= 1, got 0"},
       {"--partition 'a b' --ranks-per-run 2", "--partition 'a b' has whitespace"},
+      {"--partition debug --ranks-per-run 2 --only c", "--only: refuse has no variant 'c' (its variants: a, b)"},
       {"--partition debug --ranks-per-run 2 -- account=ml",
        "extra sbatch option 'account=ml' does not start with -: write options with values as --name=value"},
   };

@@ -124,6 +124,23 @@ TEST_F(SweepCli, ToleranceRefusesASweepUnlessTold) {
   EXPECT_EQ(sweep(exp, runs, "--dry-run --ignore-tolerance").exit_code, 0);
 }
 
+TEST_F(SweepCli, OnlyRunsTheNamedVariants) {
+  const std::string exp = experiment("only", kShort, "iso_flops: {reference: a, tolerance: 0.01}\n", "[1]");
+  test::RunResult r = sweep(exp, runs, "--only b --dry-run");
+  EXPECT_EQ(r.exit_code, 1);  // b is 5.24 % off the target, which a still sets
+  EXPECT_THAT(r.output, HasSubstr("experiment only: 1 runs under"));
+  EXPECT_THAT(r.output, HasSubstr("the reference variant, a"));
+  EXPECT_THAT(r.output, HasSubstr("\nb      "));  // one seed: runs are named as their variants
+  EXPECT_THAT(r.output, Not(HasSubstr("\na      ")));
+  r = sweep(exp, runs, "--only a");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(runs + "/only/a/finished"));
+  EXPECT_FALSE(std::filesystem::exists(runs + "/only/b"));
+  r = sweep(exp, runs, "--only a,c");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("--only: only has no variant 'c' (its variants: a, b)"));
+}
+
 void expect_same_results(const std::string& a, const std::string& b, const std::vector<double>& steps) {
   EXPECT_EQ(test::read_series(b + "/metrics.h5", "train/step"), steps) << b;
   for (const char* series : {"train/loss", "train/aux_loss", "eval/step", "eval/loss", "experts/load", "experts/dropped"})

@@ -116,6 +116,36 @@ TEST(SweepPlan, ToleranceIsEnforcedAndResidualReported) {
   EXPECT_THAT(err, HasSubstr("--ignore-tolerance"));
 }
 
+TEST(SweepPlan, KeepVariantsDropsTheOthersAndTheirFindings) {
+  // The target comes from k, and both variants miss it (as above); keeping `wide` keeps its runs
+  // (two seeds) and its finding, and the target.
+  SweepPlan p = plan(std::string(kIsoBase) +
+                     "seeds: [1, 2]\n"
+                     "iso_flops: {target: 6.0e6, free: moe.top_k, tolerance: 0.02}\n"
+                     "sweep:\n"
+                     "  - name: k\n"
+                     "  - name: wide\n"
+                     "    moe: {expert_hidden: 1024}\n"
+                     "  - name: k2\n");
+  const double target = p.target;
+  keep_variants(p, "wide");
+  ASSERT_EQ(p.runs.size(), 2u);
+  EXPECT_EQ(p.runs[0].name, "wide-s1");
+  EXPECT_EQ(p.runs[1].name, "wide-s2");
+  ASSERT_EQ(p.out_of_tolerance.size(), 1u);
+  EXPECT_THAT(p.out_of_tolerance[0], HasSubstr("wide: "));
+  EXPECT_EQ(p.target, target);
+
+  SweepPlan q = plan(std::string(kIsoBase) + "sweep: [{name: a}, {name: b}, {name: c}]\n");
+  keep_variants(q, "c,a");
+  ASSERT_EQ(q.runs.size(), 2u);  // in the experiment's order
+  EXPECT_EQ(q.runs[0].variant, "a");
+  EXPECT_EQ(q.runs[1].variant, "c");
+  EXPECT_THAT(error_of([&] { keep_variants(q, "a,d"); }),
+              HasSubstr("--only: e has no variant 'd' (its variants: a, c)"));
+  EXPECT_THAT(error_of([&] { keep_variants(q, "a,"); }), HasSubstr("has no variant ''"));
+}
+
 TEST(SweepPlan, SolverErrors) {
   EXPECT_THAT(error_of([] {
                 plan(std::string(kIsoBase) + "iso_flops: {target: 1.0e9, free: model.n_heads}\nsweep: [{name: a}]\n");

@@ -30,17 +30,18 @@ int cmd_submit(int argc, char** argv) {
   for (int i = 2; i < argc; ++i)
     if (!std::strcmp(argv[i], "--")) args_end = i;
   Args args(args_end, argv, 2, {"partition", "ranks-per-run", "nodes", "gpus-per-node", "time", "signal-seconds",
-                               "runs-dir"},
+                               "runs-dir", "only"},
             {"dry-run", "ignore-tolerance"});
   static const char* kUsage =
       "usage: dsmoe submit EXPERIMENT --partition P --ranks-per-run R [--nodes N] [--gpus-per-node G]\n"
       "                    [--time HH:MM:SS] [--signal-seconds S] [--runs-dir DIR] [--dry-run]\n"
-      "                    [--ignore-tolerance] [-- SBATCH_OPTION ...]\n"
+      "                    [--only VARIANT[,VARIANT...]] [--ignore-tolerance] [-- SBATCH_OPTION ...]\n"
       "Submits the unfinished runs of an experiment file as one Slurm job array (jobs/run.sbatch,\n"
       "one array task per run, R ranks each over N nodes, one GPU per rank when G > 0). The script\n"
       "is written to DIR/<experiment>/submit.sbatch (DIR defaults to runs). S seconds (default 120)\n"
       "before the time limit, or when preempted, a run checkpoints and is requeued (docs/slurm.md).\n"
       "  --dry-run  print the script; write and submit nothing\n"
+      "  --only     only these variants' runs, as for dsmoe sweep\n"
       "  -- ...     more sbatch options, each as --name=value (e.g. -- --overcommit --account=a)\n";
   int code = 0;
   if (args.show_usage(args.positional().size() == 1 && args.overrides().empty(), kUsage, &code)) return code;
@@ -56,7 +57,8 @@ int cmd_submit(int argc, char** argv) {
   job.dsmoe = std::filesystem::read_symlink("/proc/self/exe").string();
   DSMOE_CHECK(args.has("ranks-per-run"), "--ranks-per-run is required");
   const std::string root = std::filesystem::absolute(args.get("runs-dir", "runs")).lexically_normal().string();
-  const SweepPlan plan = plan_sweep(load_experiment(args.positional()[0]), root);
+  SweepPlan plan = plan_sweep(load_experiment(args.positional()[0]), root);
+  if (args.has("only")) keep_variants(plan, args.get("only"));
   if (!args.has("ignore-tolerance")) check_tolerance(plan);
   check_slurm_job(plan, job);
 

@@ -10,10 +10,10 @@
 namespace dsmoe {
 
 int cmd_sweep(int argc, char** argv) {
-  Args args(argc, argv, 2, {"runs-dir", "ranks", "stop-after"}, {"dry-run", "json", "ignore-tolerance"});
+  Args args(argc, argv, 2, {"runs-dir", "ranks", "stop-after", "only"}, {"dry-run", "json", "ignore-tolerance"});
   static const char* kUsage =
       "usage: dsmoe sweep EXPERIMENT [--dry-run [--json]] [--runs-dir DIR] [--ranks N]\n"
-      "                   [--stop-after N] [--ignore-tolerance]\n"
+      "                   [--stop-after N] [--only VARIANT[,VARIANT...]] [--ignore-tolerance]\n"
       "Runs every variant x seed of an experiment file (docs/experiments.md), each as\n"
       "`dsmoe train` with out = DIR/<experiment>/<run> (DIR defaults to runs), skipping\n"
       "finished runs and resuming interrupted ones from their checkpoints.\n"
@@ -21,10 +21,12 @@ int cmd_sweep(int argc, char** argv) {
       "                      the iso-FLOPs target, tokens) and run nothing; --json: as JSON\n"
       "  --ranks N           rank budget: runs go at once while their ranks fit in N (default 1)\n"
       "  --stop-after N      each run started stops after N steps (resumable), as train's\n"
+      "  --only V1,V2        only these variants' runs (the iso-FLOPs target stays the experiment's)\n"
       "  --ignore-tolerance  run even if variants differ in FLOPs by more than the tolerance\n";
   int code = 0;
   if (args.show_usage(args.positional().size() == 1 && args.overrides().empty(), kUsage, &code)) return code;
-  const SweepPlan plan = plan_sweep(load_experiment(args.positional()[0]), args.get("runs-dir", "runs"));
+  SweepPlan plan = plan_sweep(load_experiment(args.positional()[0]), args.get("runs-dir", "runs"));
+  if (args.has("only")) keep_variants(plan, args.get("only"));
   if (args.has("dry-run")) {
     std::fputs((args.has("json") ? run_table_json(plan) : run_table_text(plan)).c_str(), stdout);
     std::fflush(stdout);

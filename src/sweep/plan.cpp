@@ -1,5 +1,6 @@
 #include "sweep/plan.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -105,6 +106,34 @@ SweepPlan plan_sweep(const Experiment& exp, const std::string& runs_root) {
     }
   }
   return plan;
+}
+
+void keep_variants(SweepPlan& plan, const std::string& list) {
+  std::vector<std::string> known;
+  for (const PlannedRun& run : plan.runs)
+    if (std::find(known.begin(), known.end(), run.variant) == known.end()) known.push_back(run.variant);
+  std::vector<std::string> wanted;
+  for (size_t at = 0; at <= list.size();) {
+    const size_t end = std::min(list.find(',', at), list.size());
+    const std::string name = list.substr(at, end - at);
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      std::string names;
+      for (const std::string& k : known) names += (names.empty() ? "" : ", ") + k;
+      throw Error(cat("--only: ", plan.experiment, " has no variant '", name, "' (its variants: ", names, ")"));
+    }
+    wanted.push_back(name);
+    at = end + 1;
+  }
+  const auto unwanted = [&](const std::string& variant) {
+    return std::find(wanted.begin(), wanted.end(), variant) == wanted.end();
+  };
+  plan.runs.erase(std::remove_if(plan.runs.begin(), plan.runs.end(), [&](const PlannedRun& r) { return unwanted(r.variant); }),
+                  plan.runs.end());
+  plan.out_of_tolerance.erase(std::remove_if(plan.out_of_tolerance.begin(), plan.out_of_tolerance.end(),
+                                             [&](const std::string& finding) {
+                                               return unwanted(finding.substr(0, finding.rfind(": ")));
+                                             }),
+                              plan.out_of_tolerance.end());
 }
 
 void check_tolerance(const SweepPlan& plan) {

@@ -34,6 +34,11 @@ struct SweepPlan {
 
 SweepPlan plan_sweep(const Experiment& exp, const std::string& runs_root);
 
+// Keeps the runs of the variants named in `list` (comma-separated, as --only takes them) and
+// drops the others, with their tolerance findings; the target stays what the whole experiment
+// sets. Throws naming a variant the experiment does not have, and the ones it has.
+void keep_variants(SweepPlan& plan, const std::string& list);
+
 // Throws naming every variant beyond the tolerance (and how to go ahead anyway).
 void check_tolerance(const SweepPlan& plan);
 
