@@ -30,11 +30,20 @@ std::vector<int64_t> global_shape(const TensorInfo& t) {
   return dims;
 }
 
+// Writes each tensor straight from the buffer where it lies contiguous there; an interleaved
+// pair's tensors go through one scratch vector (fresh gigabyte vectors cost page faults).
 void write_tensors(hid_t file, const std::string& prefix, const ParamTable& table,
                    const std::vector<float>& buf) {
+  std::vector<float> scratch;
   for (const TensorInfo& t : table.tensors()) {
     h5::Handle d = h5::create_dataset(file, prefix + t.name, H5T_IEEE_F32LE, global_shape(t));
-    h5::write_rows(d, H5T_NATIVE_FLOAT, t.expert_first, t.shape, tensor_elements(t, buf.data()).data());
+    const float* elements = buf.data() + t.offset;
+    if (t.stride0 != t.slice()) {
+      scratch.resize(static_cast<size_t>(t.numel));
+      copy_tensor_elements(t, buf.data(), scratch.data());
+      elements = scratch.data();
+    }
+    h5::write_rows(d, H5T_NATIVE_FLOAT, t.expert_first, t.shape, elements);
   }
 }
 
@@ -56,11 +65,16 @@ void read_checked(hid_t file, const std::string& path, const std::vector<int64_t
 void read_tensors(hid_t file, const std::string& prefix, const ParamTable& table,
                   std::vector<float>& buf) {
   buf.assign(static_cast<size_t>(table.size()), 0.0f);
-  std::vector<float> elements;
+  std::vector<float> scratch;  // as in write_tensors
   for (const TensorInfo& t : table.tensors()) {
-    elements.resize(static_cast<size_t>(t.numel));
-    read_checked(file, prefix + t.name, global_shape(t), t.expert_first, t.shape, elements.data());
-    set_tensor_elements(t, elements.data(), buf.data());
+    const std::string path = prefix + t.name;
+    if (t.stride0 == t.slice()) {
+      read_checked(file, path, global_shape(t), t.expert_first, t.shape, buf.data() + t.offset);
+      continue;
+    }
+    scratch.resize(static_cast<size_t>(t.numel));
+    read_checked(file, path, global_shape(t), t.expert_first, t.shape, scratch.data());
+    set_tensor_elements(t, scratch.data(), buf.data());
   }
 }
 

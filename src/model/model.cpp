@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <functional>
 
 #include "model/layout.h"
@@ -98,22 +99,31 @@ void Model<T>::init_params(uint64_t seed) {
       continue;
     }
     const int64_t first = t.expert_first * t.slice();
+#pragma omp parallel for schedule(static)  // each element is a function of its key alone
     for (int64_t i = 0; i < t.numel; ++i)
       host[t.at(i)] = static_cast<T>(cfg_.model.init_std * normal_from_key(hash_key(seed, tensor_id, first + i)));
   }
   to_device(be_, params_.data(), host);
 }
 
+// In float, no converted copy: the buffers are gigabytes for the models of a GPU.
 template <typename T>
 std::vector<float> Model<T>::params_to_host() {
-  std::vector<T> h = to_host(be_, params_.data(), table_.size());
-  return std::vector<float>(h.begin(), h.end());
+  if constexpr (std::is_same_v<T, float>) {
+    return to_host(be_, params_.data(), table_.size());
+  } else {
+    std::vector<T> h = to_host(be_, params_.data(), table_.size());
+    return std::vector<float>(h.begin(), h.end());
+  }
 }
 
 template <typename T>
 void Model<T>::params_from_host(const std::vector<float>& p) {
   DSMOE_ASSERT((int64_t)p.size() == table_.size());
-  to_device(be_, params_.data(), std::vector<T>(p.begin(), p.end()));
+  if constexpr (std::is_same_v<T, float>)
+    to_device(be_, params_.data(), p);
+  else
+    to_device(be_, params_.data(), std::vector<T>(p.begin(), p.end()));
 }
 
 // Zeroed: what the backward only adds to, the norms' weights (RMSNorm's backward) and an untied

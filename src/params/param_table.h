@@ -32,13 +32,18 @@ struct TensorInfo {
   int64_t end() const { return offset + (shape.at(0) - 1) * stride0 + slice(); }
 };
 
-// The tensor's elements in row-major order, out of the buffer, and back into it.
+// The tensor's elements in row-major order, out of the buffer (into out[0, numel)), and back
+// into it.
+template <typename T>
+void copy_tensor_elements(const TensorInfo& t, const T* buf, T* out) {
+  const int64_t row = t.slice();
+  for (int64_t s = 0; s < t.shape.at(0); ++s)
+    std::copy(buf + t.offset + s * t.stride0, buf + t.offset + s * t.stride0 + row, out + s * row);
+}
 template <typename T>
 std::vector<T> tensor_elements(const TensorInfo& t, const T* buf) {
   std::vector<T> out(static_cast<size_t>(t.numel));
-  const int64_t row = t.slice();
-  for (int64_t s = 0; s < t.shape.at(0); ++s)
-    std::copy(buf + t.offset + s * t.stride0, buf + t.offset + s * t.stride0 + row, out.begin() + s * row);
+  copy_tensor_elements(t, buf, out.data());
   return out;
 }
 template <typename T>

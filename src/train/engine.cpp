@@ -217,15 +217,18 @@ double Engine::evaluate() {
   return ce / (static_cast<double>(cfg_.train.eval_batches) * tokens_per_step());
 }
 
-std::vector<float> Engine::gather_model(const std::vector<float>& local, const ParamTable& global) {
+std::vector<float> Engine::gather_model(std::vector<float> local, const ParamTable& global) {
   if (groups_.dp->rank() != 0) return {};  // expert-parallel group 0 holds one full copy
   Comm& ep = *groups_.ep;
+  if (ep.size() == 1) return local;  // this rank's table is the global one
   std::vector<float> full(ep.rank() == 0 ? global.size() : 0);
+  std::vector<float> mine, all;  // reused: fresh vectors of this size cost page faults
   for (const auto& t : model_->table().tensors()) {
-    const std::vector<float> mine = tensor_elements(t, local.data());
+    mine.resize(static_cast<size_t>(t.numel));
+    copy_tensor_elements(t, local.data(), mine.data());
     const TensorInfo& g = global.get(t.name);
     if (t.expert_sharded) {  // the ranks' slices in rank order: the whole tensor
-      std::vector<float> all(ep.rank() == 0 ? g.numel : 0);
+      all.resize(ep.rank() == 0 ? static_cast<size_t>(g.numel) : 0);
       ep.gather(mine.data(), t.numel * (int64_t)sizeof(float), ep.rank() == 0 ? all.data() : nullptr, 0);
       if (ep.rank() == 0) set_tensor_elements(g, all.data(), full.data());
     } else if (ep.rank() == 0) {

@@ -63,7 +63,7 @@ class Engine {
   double grad_norm();
   // This rank's tensors in the layout `global` of the whole model (rank 0 gets the experts of
   // the other ranks of expert-parallel group 0); empty on ranks that do not write.
-  std::vector<float> gather_model(const std::vector<float>& local, const ParamTable& global);
+  std::vector<float> gather_model(std::vector<float> local, const ParamTable& global);
 
   Config cfg_;
   Comm& comm_;
