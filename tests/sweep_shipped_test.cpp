@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "data/batches.h"
 #include "model/flops.h"
@@ -69,6 +72,24 @@ TEST(SweepShipped, ExperimentsMeetTheirIsoFlopsTolerance) {
       }
     }
   }
+}
+
+TEST(SweepShipped, EveryShippedConfigIsValidAndEvaluatesWithinTheDefaultCorpus) {
+  int configs = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(kDir)) {
+    const std::string path = entry.path().string();
+    if (entry.path().extension() != ".yaml" || path.find("_gpu.yaml") != std::string::npos) continue;
+    std::ifstream in(path);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // Experiment files (the test above) and simulation scenarios (dsmoe simulate) are not configs.
+    if (text.find("\nexperiment:") != std::string::npos || text.find("\nsimulate:") != std::string::npos) continue;
+    const Config cfg = load_config(path);
+    EXPECT_TRUE(valid(cfg)) << path;
+    EXPECT_EQ(cfg.data.path, "default") << path;
+    EXPECT_TRUE(evaluation_fits_the_default_corpus(cfg)) << path;
+    ++configs;
+  }
+  EXPECT_EQ(configs, 6);  // quickstart, the 3 paper models, gpu_small, gpu_wide
 }
 
 TEST(SweepShipped, PaperModelsMatchThePublishedSizes) {
