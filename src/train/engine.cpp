@@ -46,14 +46,6 @@ Engine::Engine(Config cfg, Comm& comm)
   resolve_vocab(cfg_, data_);
   validate_config(cfg_, comm_.size());
   split_ = split_tokens(static_cast<int64_t>(data_.tokens.size()), cfg_.data.val_fraction, cfg_.model.seq_len);
-  // Every run evaluates at its last step: a validation split too short for that fails here, not
-  // hours in at the first evaluation.
-  const int64_t eval_seqs = static_cast<int64_t>(cfg_.train.eval_batches) * cfg_.train.batch_size;
-  DSMOE_CHECK(eval_seqs <= eval_windows(split_, cfg_.model.seq_len), cfg_.source,
-              ": train.eval_batches x train.batch_size = ", eval_seqs, " evaluation sequences of ",
-              cfg_.model.seq_len + 1, " tokens, but the validation split of ", data_.source, " (data.val_fraction ",
-              cfg_.data.val_fraction, ": ", split_.n_val, " tokens) holds ", eval_windows(split_, cfg_.model.seq_len),
-              "; lower train.eval_batches or raise data.val_fraction");
   order_ = std::make_unique<TrainOrder>(split_.n_train, cfg_.model.seq_len, cfg_.train.batch_size,
                                         cfg_.data.shuffle, cfg_.seed);
   be_ = make_backend(cfg_.backend, ranks_on_this_node(), cfg_.precision);
@@ -236,6 +228,15 @@ std::vector<float> Engine::gather_model(std::vector<float> local, const ParamTab
     }
   }
   return full;
+}
+
+void Engine::check_evaluation_fits() const {
+  const int64_t eval_seqs = static_cast<int64_t>(cfg_.train.eval_batches) * cfg_.train.batch_size;
+  DSMOE_CHECK(eval_seqs <= eval_windows(split_, cfg_.model.seq_len), cfg_.source,
+              ": train.eval_batches x train.batch_size = ", eval_seqs, " evaluation sequences of ",
+              cfg_.model.seq_len + 1, " tokens, but the validation split of ", data_.source, " (data.val_fraction ",
+              cfg_.data.val_fraction, ": ", split_.n_val, " tokens) holds ", eval_windows(split_, cfg_.model.seq_len),
+              "; lower train.eval_batches or raise data.val_fraction");
 }
 
 void Engine::save_checkpoint(const std::string& path, const StepStats& last) {

@@ -54,6 +54,9 @@ class Engine {
 
   StepStats train_step();  // runs optimizer step number step() and advances it
   double evaluate();       // mean validation cross-entropy (MODEL.md "Data")
+  // Throws, naming the keys, if the validation split holds fewer windows than evaluate() reads.
+  // Training calls it before its first step; a benchmark, which never evaluates, does not.
+  void check_evaluation_fits() const;
 
   void save_checkpoint(const std::string& path, const StepStats& last);
   void load_checkpoint(const std::string& path);  // also sets step()

@@ -59,6 +59,7 @@ ExpertRow expert_row(const Config& cfg, int64_t step, const StepStats& st,
 
 TrainSummary run_training(const Config& cfg_in, Comm& comm, const TrainOptions& opts) {
   Engine engine(cfg_in, comm);
+  engine.check_evaluation_fits();  // every run evaluates at its last step: fail now, not then
   const Config& cfg = engine.config();
   const std::string out = cfg.out;
   std::filesystem::create_directories(out);
