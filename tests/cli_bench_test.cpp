@@ -18,11 +18,17 @@ double number_after(const std::string& json, const std::string& key) {
   return at == std::string::npos ? -1 : std::atof(json.c_str() + at + key.size() + 4);
 }
 
-TEST(CliBench, LastLineIsOneJsonObjectWithTheThroughput) {
+// The tiny model on a small text corpus.
+struct CliBench : ::testing::Test {
   test::TempDir dir;
-  test::write_file(dir.file("corpus.txt"), test::make_corpus(1000, 4));
-  const std::string cfg = dir.file("run.yaml");
-  test::write_file(cfg, test::tiny_yaml(dir.file("corpus.txt"), dir.file("out")));
+  std::string cfg = dir.file("run.yaml");
+  void SetUp() override {
+    test::write_file(dir.file("corpus.txt"), test::make_corpus(1000, 4));
+    test::write_file(cfg, test::tiny_yaml(dir.file("corpus.txt"), dir.file("out")));
+  }
+};
+
+TEST_F(CliBench, LastLineIsOneJsonObjectWithTheThroughput) {
   test::RunResult r = test::run_dsmoe("bench " + cfg + " --steps 2 --warmup 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string last = r.output.substr(r.output.rfind('{'));
@@ -42,13 +48,9 @@ TEST(CliBench, LastLineIsOneJsonObjectWithTheThroughput) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("out"))) << "bench must not write run outputs";
 }
 
-TEST(CliBench, RunsWhereTheValidationSplitIsTooShortToEvaluate) {
+TEST_F(CliBench, RunsWhereTheValidationSplitIsTooShortToEvaluate) {
   // A bench never evaluates, so a small corpus (a quick measurement) is no reason to refuse it;
   // training the same config is refused (cli_errors_test).
-  test::TempDir dir;
-  test::write_file(dir.file("corpus.txt"), test::make_corpus(1000, 4));
-  const std::string cfg = dir.file("run.yaml");
-  test::write_file(cfg, test::tiny_yaml(dir.file("corpus.txt"), dir.file("out")));
   test::RunResult r = test::run_dsmoe("bench " + cfg + " --steps 1 --warmup 0 --set train.eval_batches=1000");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   r = test::run_dsmoe("train " + cfg + " --set train.eval_batches=1000");
