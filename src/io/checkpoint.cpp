@@ -38,7 +38,7 @@ void write_tensors(hid_t file, const std::string& prefix, const ParamTable& tabl
   for (const TensorInfo& t : table.tensors()) {
     h5::Handle d = h5::create_dataset(file, prefix + t.name, H5T_IEEE_F32LE, global_shape(t));
     const float* elements = buf.data() + t.offset;
-    if (t.stride0 != t.slice()) {
+    if (!t.contiguous()) {
       scratch.resize(static_cast<size_t>(t.numel));
       copy_tensor_elements(t, buf.data(), scratch.data());
       elements = scratch.data();
@@ -68,7 +68,7 @@ void read_tensors(hid_t file, const std::string& prefix, const ParamTable& table
   std::vector<float> scratch;  // as in write_tensors
   for (const TensorInfo& t : table.tensors()) {
     const std::string path = prefix + t.name;
-    if (t.stride0 == t.slice()) {
+    if (t.contiguous()) {
       read_checked(file, path, global_shape(t), t.expert_first, t.shape, buf.data() + t.offset);
       continue;
     }

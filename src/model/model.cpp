@@ -1,8 +1,8 @@
 #include "model/model.h"
 
 #include <algorithm>
-#include <type_traits>
 #include <functional>
+#include <type_traits>
 
 #include "model/layout.h"
 #include "moe/experts.h"

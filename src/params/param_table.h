@@ -26,6 +26,7 @@ struct TensorInfo {
   int64_t stride0 = 0;
 
   int64_t slice() const { return numel / shape.at(0); }  // elements of one slice along dim 0
+  bool contiguous() const { return stride0 == slice(); }   // not one of an interleaved pair
   // Where element i (row-major, of this rank's part) lies in the buffer.
   int64_t at(int64_t i) const { return offset + i / slice() * stride0 + i % slice(); }
   // One past the last buffer element the tensor covers.

@@ -80,7 +80,6 @@ SweepPlan plan_sweep(const Experiment& exp, const std::string& runs_root) {
     if (!v.free_key.empty()) solved = solve_iso_flops(rv.cfg, v.free_key, plan.target, v.where + ": " + v.name).value;
     const ModelCount count = count_model(rv.cfg);
     const double deviation = count.flops_per_token / plan.target - 1;
-    if (plan.iso && std::fabs(deviation) > plan.tolerance) plan.out_of_tolerance.push_back(v.name + ": " + percent(deviation));
 
     const std::vector<uint64_t> seeds = exp.seeds.empty() ? std::vector<uint64_t>{rv.cfg.seed} : exp.seeds;
     for (uint64_t seed : seeds) {
@@ -129,17 +128,24 @@ void keep_variants(SweepPlan& plan, const std::string& list) {
   };
   plan.runs.erase(std::remove_if(plan.runs.begin(), plan.runs.end(), [&](const PlannedRun& r) { return unwanted(r.variant); }),
                   plan.runs.end());
-  plan.out_of_tolerance.erase(std::remove_if(plan.out_of_tolerance.begin(), plan.out_of_tolerance.end(),
-                                             [&](const std::string& finding) {
-                                               return unwanted(finding.substr(0, finding.rfind(": ")));
-                                             }),
-                              plan.out_of_tolerance.end());
+}
+
+std::vector<std::string> out_of_tolerance(const SweepPlan& plan) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < plan.runs.size(); ++i) {
+    const PlannedRun& r = plan.runs[i];
+    const bool first_of_variant = i == 0 || plan.runs[i - 1].variant != r.variant;  // a variant's seeds are adjacent
+    if (plan.iso && first_of_variant && std::fabs(r.deviation) > plan.tolerance)
+      out.push_back(r.variant + ": " + percent(r.deviation));
+  }
+  return out;
 }
 
 void check_tolerance(const SweepPlan& plan) {
-  if (plan.out_of_tolerance.empty()) return;
+  const std::vector<std::string> findings = out_of_tolerance(plan);
+  if (findings.empty()) return;
   std::string list;
-  for (const auto& v : plan.out_of_tolerance) list += "\n  " + v;
+  for (const auto& v : findings) list += "\n  " + v;
   throw Error(cat(plan.experiment, ": FLOPs per token differ from the target by more than the tolerance ",
                   percent(plan.tolerance).substr(1), ":", list,
                   "\n(set a free key for these variants, raise iso_flops.tolerance, or pass --ignore-tolerance)"));

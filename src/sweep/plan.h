@@ -29,15 +29,16 @@ struct SweepPlan {
   bool iso = false;         // iso_flops given: the tolerance applies
   double tolerance = 0;
   std::vector<PlannedRun> runs;
-  std::vector<std::string> out_of_tolerance;  // "variant: +3.10 %" for each one beyond the tolerance
 };
 
 SweepPlan plan_sweep(const Experiment& exp, const std::string& runs_root);
 
 // Keeps the runs of the variants named in `list` (comma-separated, as --only takes them) and
-// drops the others, with their tolerance findings; the target stays what the whole experiment
-// sets. Throws naming a variant the experiment does not have, and the ones it has.
+// drops the others; the target stays what the whole experiment sets. Throws naming a variant the experiment does not have, and the ones it has.
 void keep_variants(SweepPlan& plan, const std::string& list);
+
+// "variant: +3.10 %" for each variant of the plan beyond the tolerance, in plan order.
+std::vector<std::string> out_of_tolerance(const SweepPlan& plan);
 
 // Throws naming every variant beyond the tolerance (and how to go ahead anyway).
 void check_tolerance(const SweepPlan& plan);
