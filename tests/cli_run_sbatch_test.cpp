@@ -61,55 +61,55 @@ struct RunSbatch : ::testing::Test, test::SlurmFixture {
 };
 
 TEST_F(RunSbatch, RunsToTheEnd) {
-  ASSERT_EQ(exit_code(start_task(0)), 0) << log("a");
-  EXPECT_THAT(log("a"), HasSubstr("job 7_0 (restart 0)"));
-  EXPECT_THAT(log("a"), HasSubstr("done: 200 steps"));
-  EXPECT_THAT(log("a"), HasSubstr("== done"));
-  EXPECT_EQ(checkpoint_step(exp_dir + "/a"), 200);
-  EXPECT_EQ(test::read_file(exp_dir + "/a/slurm_job"), "7_0\n");
+  ASSERT_EQ(exit_code(start_task(0)), 0) << log("a-s1");
+  EXPECT_THAT(log("a-s1"), HasSubstr("job 7_0 (restart 0)"));
+  EXPECT_THAT(log("a-s1"), HasSubstr("done: 200 steps"));
+  EXPECT_THAT(log("a-s1"), HasSubstr("== done"));
+  EXPECT_EQ(checkpoint_step(exp_dir + "/a-s1"), 200);
+  EXPECT_EQ(test::read_file(exp_dir + "/a-s1/slurm_job"), "7_0\n");
   EXPECT_FALSE(std::filesystem::exists(dir.file("scontrol.args")));
   // Submitted again, the run is left out: its checkpoint is at train.steps.
   const test::RunResult r = test::run_dsmoe("submit " + dir.file("job.yaml") + " --partition debug --ranks-per-run 1 "
                                             "--runs-dir " + runs + " --dry-run");
-  EXPECT_THAT(r.output, HasSubstr("RUNS=('b')\n"));
+  EXPECT_THAT(r.output, HasSubstr("RUNS=('b-s1')\n"));
 }
 
 TEST_F(RunSbatch, Usr1CheckpointsAndRequeuesThenTheRunResumes) {
   const pid_t pid = start_task(1);
-  for (int i = 0; i < 6000 && log("b").find("step 20/200") == std::string::npos; ++i)
+  for (int i = 0; i < 6000 && log("b-s1").find("step 20/200") == std::string::npos; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   kill(pid, SIGUSR1);  // what Slurm sends the batch shell SIGNAL_SECONDS before the time limit
-  ASSERT_EQ(exit_code(pid), 0) << log("b");
-  EXPECT_THAT(log("b"), HasSubstr("== USR1: checkpointing"));
-  EXPECT_THAT(log("b"), HasSubstr("stopping after signal 10"));
-  EXPECT_THAT(log("b"), HasSubstr("== requeueing 7_1"));
+  ASSERT_EQ(exit_code(pid), 0) << log("b-s1");
+  EXPECT_THAT(log("b-s1"), HasSubstr("== USR1: checkpointing"));
+  EXPECT_THAT(log("b-s1"), HasSubstr("stopping after signal 10"));
+  EXPECT_THAT(log("b-s1"), HasSubstr("== requeueing 7_1"));
   EXPECT_EQ(test::read_file(dir.file("scontrol.args")), "requeue 7_1\n");
-  const int64_t step = checkpoint_step(exp_dir + "/b");
+  const int64_t step = checkpoint_step(exp_dir + "/b-s1");
   EXPECT_GE(step, 20);
   EXPECT_LT(step, 200);
 
-  ASSERT_EQ(exit_code(start_task(1)), 0) << log("b");  // the requeued task
-  EXPECT_THAT(log("b"), HasSubstr("resuming from " + exp_dir + "/b/checkpoint.h5 at step " + std::to_string(step)));
-  EXPECT_EQ(checkpoint_step(exp_dir + "/b"), 200);
+  ASSERT_EQ(exit_code(start_task(1)), 0) << log("b-s1");  // the requeued task
+  EXPECT_THAT(log("b-s1"), HasSubstr("resuming from " + exp_dir + "/b-s1/checkpoint.h5 at step " + std::to_string(step)));
+  EXPECT_EQ(checkpoint_step(exp_dir + "/b-s1"), 200);
 }
 
 TEST_F(RunSbatch, ExitCodeZeroWithoutAFinishedRunRequeues) {
   stand_in("srun", "exit 0\n");  // a step that never started its ranks
-  ASSERT_EQ(exit_code(start_task(0)), 0) << log("a");
-  EXPECT_THAT(log("a"), HasSubstr("== exit code 0 but the run is not done"));
+  ASSERT_EQ(exit_code(start_task(0)), 0) << log("a-s1");
+  EXPECT_THAT(log("a-s1"), HasSubstr("== exit code 0 but the run is not done"));
   EXPECT_EQ(test::read_file(dir.file("scontrol.args")), "requeue 7_0\n");
 }
 
 TEST_F(RunSbatch, AFailedRunIsRecordedAndClearedWhenItRunsAgain) {
   std::filesystem::rename(corpus, corpus + ".away");
-  EXPECT_EQ(exit_code(start_task(0)), 1) << log("a");
-  EXPECT_EQ(test::read_file(exp_dir + "/a/failed"), "exit code 1 (job 7_0)\n");
-  EXPECT_THAT(log("a"), HasSubstr("== failed: exit code 1"));
+  EXPECT_EQ(exit_code(start_task(0)), 1) << log("a-s1");
+  EXPECT_EQ(test::read_file(exp_dir + "/a-s1/failed"), "exit code 1 (job 7_0)\n");
+  EXPECT_THAT(log("a-s1"), HasSubstr("== failed: exit code 1"));
 
   std::filesystem::rename(corpus + ".away", corpus);
-  ASSERT_EQ(exit_code(start_task(0)), 0) << log("a");
-  EXPECT_FALSE(std::filesystem::exists(exp_dir + "/a/failed"));
-  EXPECT_EQ(checkpoint_step(exp_dir + "/a"), 200);
+  ASSERT_EQ(exit_code(start_task(0)), 0) << log("a-s1");
+  EXPECT_FALSE(std::filesystem::exists(exp_dir + "/a-s1/failed"));
+  EXPECT_EQ(checkpoint_step(exp_dir + "/a-s1"), 200);
 }
 
 }  // namespace

@@ -1,12 +1,14 @@
-// `dsmoe train` stopped by SIGUSR1 or SIGTERM (Slurm's time-limit warning, preemption): it
-// finishes the step, checkpoints, exits with the requeue code, and a rerun ends bit-identical to
-// a run that never stopped. And the SLURM_NTASKS check on the MPI world.
+// `dsmoe train` stopped by SIGUSR1, SIGTERM or SIGINT (Slurm's time-limit warning, preemption,
+// Ctrl-C): it finishes the step, checkpoints, exits with the requeue code, and a rerun ends
+// bit-identical to a run that never stopped. A second Ctrl-C soon after the first ends the
+// process at once. And the SLURM_NTASKS check on the MPI world.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -108,7 +110,35 @@ TEST_P(StopSignal, CheckpointsExitsToBeRequeuedAndResumesBitIdentically) {
         << series;
 }
 
-INSTANTIATE_TEST_SUITE_P(UsrAndTerm, StopSignal, ::testing::Values(SIGUSR1, SIGTERM));
+INSTANTIATE_TEST_SUITE_P(UsrTermAndInt, StopSignal, ::testing::Values(SIGUSR1, SIGTERM, SIGINT));
+
+// In a child process (the second interrupt ends it): the first SIGINT only asks to stop, the
+// second, within kSecondInterruptSeconds, ends the process with 130 and says what is lost.
+TEST(StopSignals, ASecondInterruptStopsAtOnce) {
+  int err[2];
+  ASSERT_EQ(pipe(err), 0);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(err[1], STDERR_FILENO);
+    StopSignals signals;
+    raise(SIGINT);  // handled before raise returns
+    if (stop_signal() != SIGINT) _exit(1);
+    raise(SIGINT);
+    _exit(2);  // not reached
+  }
+  close(err[1]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  std::string said;
+  char buf[512];
+  for (ssize_t n; (n = read(err[0], buf, sizeof buf)) > 0;) said.append(buf, static_cast<size_t>(n));
+  close(err[0]);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  EXPECT_THAT(said, HasSubstr("interrupt: stopping after this step with a checkpoint (Ctrl-C again within 5 s: stop "
+                              "at once, losing the steps since the last checkpoint)"));
+  EXPECT_THAT(said, HasSubstr("second interrupt: stopping at once; the steps since the last checkpoint are lost"));
+}
 
 struct SlurmTasks : ::testing::Test {
   test::TempDir dir;

@@ -31,7 +31,7 @@ TEST_F(SubmitCli, DryRunPrintsTheFilledScriptAndWritesNothing) {
         "#SBATCH --nodes=1\n", "#SBATCH --ntasks-per-node=2\n", "#SBATCH --requeue\n",
         "#SBATCH --signal=B:USR1@120\n", "#SBATCH --output=" + runs + "/dry/slurm-%A_%a.out\n",
         "#SBATCH --time=00:10:00\n#SBATCH --overcommit\n#SBATCH --account=ml\nset -u\n",
-        "EXPERIMENT_DIR='" + runs + "/dry'\n", "RUNS=('a' 'b')\n", "DSMOE='" + std::string(DSMOE_BIN) + "'\n",
+        "EXPERIMENT_DIR='" + runs + "/dry'\n", "RUNS=('a-s1' 'b-s1')\n", "DSMOE='" + std::string(DSMOE_BIN) + "'\n",
         "srun --mpi=pmix"})
     EXPECT_THAT(r.output, HasSubstr(line));
   EXPECT_THAT(r.output, Not(HasSubstr("{{")));
@@ -50,14 +50,14 @@ TEST_F(SubmitCli, DryRunPrintsTheFilledScriptAndWritesNothing) {
   const test::RunResult only = submit(exp, "--partition debug --ranks-per-run 2 --only b --dry-run");
   ASSERT_EQ(only.exit_code, 0) << only.output;
   EXPECT_THAT(only.output, HasSubstr("#SBATCH --array=0-0\n"));
-  EXPECT_THAT(only.output, HasSubstr("RUNS=('b')\n"));
+  EXPECT_THAT(only.output, HasSubstr("RUNS=('b-s1')\n"));
 }
 
 TEST_F(SubmitCli, RefusesWhatDoesNotFit) {
   const std::string exp = experiment("refuse", 8);
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"--partition debug --ranks-per-run 3",
-       "run a cannot run on 3 ranks: " + exp + ":4: moe.n_routed: moe.n_routed = 4 is not divisible by the "
+       "run a-s1 cannot run on 3 ranks: " + exp + ":5: moe.n_routed: moe.n_routed = 4 is not divisible by the "
        "expert-parallel size 3 (world size 3)"},
       {"--partition debug --ranks-per-run 2 --nodes 4", "--ranks-per-run 2 does not divide evenly over --nodes 4"},
       {"--partition gpu --ranks-per-run 4 --gpus-per-node 2", "4 ranks per node need one GPU each but "
@@ -88,17 +88,18 @@ TEST_F(SubmitCli, SubmitsTheUnfinishedRunsAndWritesWhatRan) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("submitted job 4242: 2 run(s) of go as array tasks 0-1, 2 rank(s) each; script " +
                                   runs + "/go/submit.sbatch"));
-  EXPECT_THAT(r.output, HasSubstr("  4242_1  " + runs + "/go/b/slurm.log\n"));
+  EXPECT_THAT(r.output, HasSubstr("  4242_1  " + runs + "/go/b-s1/slurm.log\n"));
   EXPECT_EQ(test::read_file(dir.file("sbatch.args")), "--parsable " + runs + "/go/submit.sbatch\n");
   EXPECT_EQ(test::read_file(runs + "/go/submit.sbatch"), dry.output);
-  EXPECT_THAT(test::read_file(runs + "/go/b/config.yaml"), HasSubstr("out: " + runs + "/go/b"));
+  EXPECT_THAT(test::read_file(runs + "/go/b-s1/config.yaml"), HasSubstr("out: " + runs + "/go/b-s1"));
+  EXPECT_THAT(test::read_file(runs + "/go/sweep.yaml"), HasSubstr("{name: b-s1, variant: b, seed: 1, steps: 8}"));
 
   // A finished run is left out; with every run finished there is nothing to submit.
-  std::filesystem::copy_file(runs + "/go/a/config.yaml", runs + "/go/a/finished");
+  std::filesystem::copy_file(runs + "/go/a-s1/config.yaml", runs + "/go/a-s1/finished");
   r = submit(exp, "--dry-run " + flags);
   EXPECT_THAT(r.output, HasSubstr("#SBATCH --array=0-0\n"));
-  EXPECT_THAT(r.output, HasSubstr("RUNS=('b')\n"));
-  std::filesystem::copy_file(runs + "/go/b/config.yaml", runs + "/go/b/finished");
+  EXPECT_THAT(r.output, HasSubstr("RUNS=('b-s1')\n"));
+  std::filesystem::copy_file(runs + "/go/b-s1/config.yaml", runs + "/go/b-s1/finished");
   r = submit(exp, flags);
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr("go: all 2 runs are finished; nothing to submit"));
@@ -111,6 +112,9 @@ TEST_F(SubmitCli, ReportsAFailingOrMissingSbatch) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("sbatch: error: invalid partition specified: nope"));
   EXPECT_THAT(r.output, HasSubstr("sbatch " + runs + "/fail/submit.sbatch failed (exit code 1)"));
+  // Nothing was submitted: its runs are not started, not pending.
+  const test::RunResult status = run_dsmoe("status " + runs + "/fail");
+  EXPECT_THAT(status.output, HasSubstr(": 2 runs: 0 done, 0 running, 0 pending, 0 failed, 0 stopped, 2 not started"));
 
   setenv("PATH", bin.c_str(), 1);
   std::filesystem::remove(bin + "/sbatch");

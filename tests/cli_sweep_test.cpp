@@ -1,23 +1,25 @@
-// `dsmoe sweep` and `dsmoe analyze` end to end on tiny runs: the dry-run table, the tolerance
-// check, resuming stopped, killed and failed sweeps to the results of an uninterrupted one, the
-// rank budget, and the analysis table against values computed here from the metrics files.
+// `dsmoe sweep` end to end on tiny runs: the dry-run table, the tolerance check, resuming
+// stopped, interrupted (Ctrl-C, once and twice) and failed sweeps to the results of an
+// uninterrupted one, run folders that keep their run's identity, and the rank budget.
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <map>
+#include <regex>
 #include <sstream>
 #include <thread>
 
+#include "io/checkpoint.h"
 #include "io/h5.h"
-#include "test_util.h"
-#include "train_fixture.h"
+#include "sweep_fixture.h"
 
 namespace dsmoe {
 namespace {
@@ -26,63 +28,8 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using test::run_dsmoe;
 
-
-// CSV text -> one map of column -> field per line after the header.
-std::vector<std::map<std::string, std::string>> read_csv(const std::string& text) {
-  std::vector<std::vector<std::string>> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    std::vector<std::string> fields;
-    std::istringstream ls(line);
-    for (std::string f; std::getline(ls, f, ',');) fields.push_back(f);
-    if (!line.empty() && line.back() == ',') fields.push_back("");
-    lines.push_back(fields);
-  }
-  std::vector<std::map<std::string, std::string>> rows;
-  for (size_t i = 1; i < lines.size(); ++i) {
-    std::map<std::string, std::string> row;
-    for (size_t j = 0; j < lines[0].size(); ++j) row[lines[0][j]] = j < lines[i].size() ? lines[i][j] : "";
-    rows.push_back(row);
-  }
-  return rows;
-}
-
-struct SweepCli : ::testing::Test {
-  test::TempDir dir;
-  std::string corpus = dir.file("corpus.txt");
-  std::string runs = dir.file("runs");
-
-  void SetUp() override {
-    setenv("OMP_NUM_THREADS", "1", 1);  // bit-identical runs whatever runs beside them
-    test::write_file(corpus, test::make_corpus(400, 3));
-  }
-
-  // Two variants (a: top-2 dropless; b: top-1 with capacity, so some pairs drop) x `seeds`.
-  std::string experiment(const std::string& name, const std::string& train, const std::string& extra = "",
-                         const std::string& seeds = "[1, 2]") {
-    const std::string path = dir.file(name + ".yaml");
-    test::write_file(path,
-                     "experiment: " + name + "\nseeds: " + seeds + "\n" + extra +
-                         "base:\n"
-                         "  model: {vocab_size: 256, d_model: 32, n_layers: 2, n_heads: 2, seq_len: 32, "
-                         "first_dense_layers: 1, dense_hidden: 64}\n"
-                         "  moe: {n_routed: 4, n_shared: 1, top_k: 2, expert_hidden: 16}\n"
-                         "  train: {batch_size: 8, lr: 3.0e-3, min_lr: 3.0e-4, warmup_steps: 2, eval_batches: 2, " +
-                         train +
-                         "}\n"
-                         "  data: {path: '" + corpus + "', val_fraction: 0.1}\n"
-                         "sweep:\n"
-                         "  - name: a\n"
-                         "  - name: b\n"
-                         "    moe: {top_k: 1, capacity_factor: 1.0}\n");
-    return path;
-  }
-  test::RunResult sweep(const std::string& exp, const std::string& root, const std::string& flags = "") {
-    return run_dsmoe("sweep " + exp + " --runs-dir " + root + " " + flags);
-  }
-};
-
-const char* kShort = "steps: 8, log_every: 1, eval_every: 4";
+using SweepCli = test::SweepFixture;
+using test::kShort;
 
 TEST_F(SweepCli, DryRunPrintsTheRunTable) {
   const std::string exp = experiment("dry", kShort);
@@ -130,12 +77,14 @@ TEST_F(SweepCli, OnlyRunsTheNamedVariants) {
   EXPECT_EQ(r.exit_code, 1);  // b is 5.24 % off the target, which a still sets
   EXPECT_THAT(r.output, HasSubstr("experiment only: 1 runs under"));
   EXPECT_THAT(r.output, HasSubstr("the reference variant, a"));
-  EXPECT_THAT(r.output, HasSubstr("\nb      "));  // one seed: runs are named as their variants
-  EXPECT_THAT(r.output, Not(HasSubstr("\na      ")));
+  EXPECT_THAT(r.output, HasSubstr("\nb-s1 "));
+  EXPECT_THAT(r.output, Not(HasSubstr("\na-s1 ")));
   r = sweep(exp, runs, "--only a");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_TRUE(std::filesystem::exists(runs + "/only/a/finished"));
-  EXPECT_FALSE(std::filesystem::exists(runs + "/only/b"));
+  EXPECT_TRUE(std::filesystem::exists(runs + "/only/a-s1/finished"));
+  EXPECT_FALSE(std::filesystem::exists(runs + "/only/b-s1"));
+  // sweep.yaml names the whole experiment's runs, for status and analyze.
+  EXPECT_THAT(test::read_file(runs + "/only/sweep.yaml"), HasSubstr("{name: b-s1, variant: b, seed: 1, steps: 8}"));
   r = sweep(exp, runs, "--only a,c");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("--only: only has no variant 'c' (its variants: a, b)"));
@@ -169,52 +118,164 @@ TEST_F(SweepCli, StoppedSweepResumesToTheResultsOfAnUninterruptedOne) {
 
   for (const char* run : {"a-s1", "a-s2", "b-s1", "b-s2"})
     expect_same_results(straight + "/resume/" + run, split + "/resume/" + run, {1, 2, 3, 4, 5, 6, 7, 8});
-  // A changed config is not finished: it runs again (here resuming its checkpoint at step 8).
+  // More steps make the runs unfinished: they resume at step 8, and the schedule change is said.
   r = sweep(experiment("resume", "steps: 10, log_every: 1, eval_every: 4"), split);
+  EXPECT_THAT(r.output, HasSubstr("a-s1: train.steps 8 -> 10: resumes at step 8 with the cosine schedule "
+                                  "recomputed for 10 steps (lr at step 8: 0.0003 before, "));
   EXPECT_THAT(r.output, HasSubstr("[start] a-s1 (resuming at step 8)"));
   EXPECT_THAT(r.output, HasSubstr("4 finished now"));
 }
 
-// Running, not a zombie (whoever adopted the process may not reap it at once).
-bool alive(pid_t pid) {
-  std::string stat;
-  try {
-    stat = test::read_file("/proc/" + std::to_string(pid) + "/stat");
-  } catch (const std::exception&) {
-    return false;  // gone
-  }
-  const size_t paren = stat.rfind(')');
-  return paren == std::string::npos || stat.substr(paren + 2, 1) != "Z";
+// `dsmoe sweep ARGS` as the leader of a process group of its own (as a terminal runs a command),
+// its output in `log`.
+pid_t start_sweep_group(const std::string& args, const std::string& log) {
+  std::string sh = "sh", c = "-c", cmd = "exec " + std::string(DSMOE_BIN) + " sweep " + args;
+  char* argv[] = {sh.data(), c.data(), cmd.data(), nullptr};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+  pid_t pid = -1;
+  const int err = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, environ);
+  posix_spawnattr_destroy(&attr);
+  posix_spawn_file_actions_destroy(&fa);
+  if (err != 0) throw Error("cannot start sh");
+  return pid;
 }
 
-TEST_F(SweepCli, KilledSweepResumesToTheResultsOfAnUninterruptedOne) {
-  const std::string exp = experiment("kill", "steps: 300, log_every: 10, eval_every: 100, checkpoint_every: 10", "",
-                                     "[1]");
-  const std::string straight = dir.file("straight"), killed = dir.file("killed");
+int exit_code_of(pid_t pid) {
+  int status = 0;
+  return waitpid(pid, &status, 0) == pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// The last step a run logged, 0 before it logged one.
+double logged_step(const std::string& run_dir) {
+  try {
+    const std::vector<double> steps = test::read_series(run_dir + "/metrics.h5", "train/step");
+    return steps.empty() ? 0 : steps.back();
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+// The pid of the `dsmoe train` training into `run_dir` (its OUT/running: host, pid, start).
+pid_t train_pid(const std::string& run_dir) {
+  std::istringstream in(test::read_file(run_dir + "/running"));
+  std::string host;
+  pid_t pid = 0;
+  in >> host >> pid;
+  return pid;
+}
+
+struct InterruptCase {
+  int interrupts;  // Ctrl-C pressed once, or twice in a row
+  const char* train;
+};
+
+class SweepInterrupt : public test::SweepFixture, public ::testing::WithParamInterface<InterruptCase> {};
+
+// Ctrl-C in a terminal: SIGINT to the sweep's whole process group. Once: every run stops after
+// its step with a checkpoint (here the only one it writes before the end), the sweep says where,
+// and the next sweep resumes them to exactly the results of an uninterrupted sweep. Twice: the
+// runs are killed at once, the sweep says their progress since the last checkpoint is lost, and
+// the next sweep resumes from those checkpoints, to the same results.
+TEST_P(SweepInterrupt, ResumesToTheResultsOfAnUninterruptedSweep) {
+  const InterruptCase c = GetParam();
+  const std::string exp = experiment("int", c.train, "", "[1]");
+  const std::string straight = dir.file("straight"), cut = dir.file("cut"), log = dir.file("cut.log");
   ASSERT_EQ(sweep(exp, straight, "--ranks 2").exit_code, 0);
 
-  const std::string log = dir.file("killed.log");
-  const pid_t pid = std::stoi(test::run_command(std::string(DSMOE_BIN) + " sweep " + exp + " --runs-dir " + killed +
-                                                " --ranks 2 > " + log + " 2>&1 & echo $!"));
-  const std::string ckpt = killed + "/kill/a/checkpoint.h5";
-  for (int i = 0; i < 3000 && !std::filesystem::exists(ckpt); ++i)
+  const pid_t pid = start_sweep_group(exp + " --runs-dir " + cut + " --ranks 2", log);
+  const std::string a = cut + "/int/a-s1", b = cut + "/int/b-s1";
+  for (int i = 0; i < 6000 && (logged_step(a) < 30 || logged_step(b) < 30); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  ASSERT_TRUE(std::filesystem::exists(ckpt));
-  // Analysis reads the runs while they go.
-  test::RunResult a = run_dsmoe("analyze " + killed + "/kill");
-  EXPECT_EQ(a.exit_code, 0) << a.output;
-  kill(pid, SIGTERM);
-  for (int i = 0; i < 3000 && alive(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  ASSERT_FALSE(alive(pid));
-  EXPECT_THAT(test::read_file(log), HasSubstr("interrupted (signal 15); 2 run(s) stopped"));
-  EXPECT_FALSE(std::filesystem::exists(killed + "/kill/a/finished"));
+  ASSERT_GE(logged_step(a), 30) << test::read_file(log);
+  // Analysis and status read the runs while they go.
+  EXPECT_EQ(run_dsmoe("analyze " + cut + "/int").exit_code, 0);
+  EXPECT_THAT(run_dsmoe("status " + cut + "/int").output, HasSubstr(": 2 runs: 0 done, 2 running"));
+  if (c.interrupts == 1) {
+    kill(-pid, SIGINT);
+  } else {
+    // The runs, frozen, cannot act on the first interrupt before the second comes.
+    for (const std::string& run : {a, b}) kill(train_pid(run), SIGSTOP);
+    kill(-pid, SIGINT);
+    for (int i = 0; i < 3000 && test::read_file(log).find("[interrupt]") == std::string::npos; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    kill(-pid, SIGINT);
+  }
+  EXPECT_EQ(exit_code_of(pid), 128 + SIGINT);
+  const std::string said = test::read_file(log);
+  EXPECT_THAT(said, HasSubstr("[interrupt] signal 2: asking 2 run(s) to stop after their current step"));
+  if (c.interrupts == 1) {
+    for (const std::string& run : {a, b}) {
+      const int64_t step = read_checkpoint_meta(run + "/checkpoint.h5").step;
+      EXPECT_GE(step, 30);  // past the last checkpoint the run would have written itself (none)
+      const std::string name = run.substr(run.rfind('/') + 1);
+      EXPECT_THAT(said, HasSubstr("[stopped] " + name + " at step " + std::to_string(step) + " of 300 (checkpoint)"));
+      EXPECT_THAT(said, HasSubstr("  " + name + " at step " + std::to_string(step) + " of 300\n"));
+    }
+    EXPECT_THAT(said, HasSubstr("interrupted by signal 2: 2 run(s) stopped with a checkpoint, 0 not started"));
+  } else {
+    EXPECT_THAT(said, HasSubstr("[interrupt] second interrupt: killing 2 run(s) at once; their steps since their "
+                                "last checkpoints are lost"));
+    EXPECT_THAT(said, HasSubstr("then at once by a second: 2 run(s) killed"));
+    for (const std::string& run : {a, b}) {
+      const std::string name = run.substr(run.rfind('/') + 1);
+      EXPECT_THAT(said, HasSubstr("  " + name + " killed; resumes from its checkpoint at step " +
+                                  std::to_string(read_checkpoint_meta(run + "/checkpoint.h5").step) + "\n"));
+    }
+  }
+  EXPECT_THAT(said, HasSubstr("`dsmoe sweep " + exp + "` resumes them from their checkpoints"));
+  EXPECT_FALSE(std::filesystem::exists(a + "/finished"));
+  EXPECT_FALSE(std::filesystem::exists(a + "/running"));
 
-  test::RunResult r = sweep(exp, killed, "--ranks 2");
+  const test::RunResult r = sweep(exp, cut, "--ranks 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("(resuming at step "));
+  EXPECT_THAT(r.output, HasSubstr("[start] a-s1 (resuming at step "));
   std::vector<double> steps;
   for (int s = 10; s <= 300; s += 10) steps.push_back(s);
-  for (const char* run : {"a", "b"}) expect_same_results(straight + "/kill/" + run, killed + "/kill/" + run, steps);
+  for (const char* run : {"a-s1", "b-s1"}) expect_same_results(straight + "/int/" + run, cut + "/int/" + run, steps);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    OnceAndTwice, SweepInterrupt,
+    ::testing::Values(InterruptCase{1, "steps: 300, log_every: 10, eval_every: 100"},
+                      InterruptCase{2, "steps: 300, log_every: 10, eval_every: 100, checkpoint_every: 10"}),
+    [](const ::testing::TestParamInfo<InterruptCase>& info) { return info.param.interrupts == 1 ? "Once" : "Twice"; });
+
+// Adding seeds renames nothing and trains nothing twice; a run folder whose run had another
+// config is refused, naming the run and the keys, and nothing starts.
+TEST_F(SweepCli, RunFoldersKeepTheirRunsIdentity) {
+  const std::string exp = experiment("id", kShort, "", "[1]");
+  ASSERT_EQ(sweep(exp, runs).exit_code, 0);
+  test::write_file(exp, std::regex_replace(test::read_file(exp), std::regex("seeds: \\[1\\]"), "seeds: [1, 2]"));
+  test::RunResult r = sweep(exp, runs);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("4 runs, 2 already finished, 2 to run"));
+  EXPECT_THAT(r.output, Not(HasSubstr("[start] a-s1")));
+  const std::vector<std::string> folders = {"a-s1", "a-s2", "b-s1", "b-s2"};
+  std::vector<std::string> found;
+  for (const auto& e : std::filesystem::directory_iterator(runs + "/id"))
+    if (e.is_directory()) found.push_back(e.path().filename().string());
+  std::sort(found.begin(), found.end());
+  EXPECT_EQ(found, folders);
+
+  // b's runs now train another model: their folders hold runs of the old one.
+  test::write_file(exp, std::regex_replace(test::read_file(exp), std::regex("top_k: 1, capacity_factor: 1.0"),
+                                           "top_k: 2, capacity_factor: 1.0"));
+  for (const char* flags : {"", "--dry-run"}) {
+    r = sweep(exp, runs, flags);
+    EXPECT_EQ(r.exit_code, 1) << flags;
+    EXPECT_THAT(r.output, HasSubstr("id: 2 run folder(s) hold a run of another config than the experiment now gives "
+                                    "them (resuming would continue that run under the new settings):\n  " +
+                                    runs + "/id/b-s1 (" + runs + "/id/b-s1/checkpoint.h5):\n    moe.top_k: 1 -> 2\n"));
+    EXPECT_THAT(r.output, HasSubstr("To keep them, give the experiment another name"));
+    EXPECT_THAT(r.output, Not(HasSubstr("[start]")));
+  }
 }
 
 TEST_F(SweepCli, FailedRunDoesNotStopTheOthers) {
@@ -222,10 +283,11 @@ TEST_F(SweepCli, FailedRunDoesNotStopTheOthers) {
   test::write_file(exp, test::read_file(exp) + "  - name: broken\n    data: {path: '" + dir.file("missing.txt") + "'}\n");
   test::RunResult r = sweep(exp, runs);
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.output, HasSubstr("[FAILED] broken"));
+  EXPECT_THAT(r.output, HasSubstr("[FAILED] broken-s1"));
   EXPECT_THAT(r.output, HasSubstr("missing.txt: cannot open data file"));  // the end of its log
   EXPECT_THAT(r.output, HasSubstr("2 finished now, 0 already finished, 0 stopped early, 1 failed"));
-  EXPECT_THAT(r.output, HasSubstr("failed: broken: exit code 1 (see " + runs + "/fail/broken/train.log)"));
+  EXPECT_THAT(r.output, HasSubstr("failed: broken-s1: exit code 1 (see " + runs + "/fail/broken-s1/train.log)"));
+  EXPECT_THAT(run_dsmoe("status " + runs + "/fail").output, HasSubstr(": 3 runs: 2 done, 0 running, 0 pending, 1 failed"));
   r = sweep(exp, runs);  // only the failed run is tried again
   EXPECT_THAT(r.output, HasSubstr("3 runs, 2 already finished, 1 to run"));
 }
@@ -241,145 +303,15 @@ TEST_F(SweepCli, RankBudget) {
   // A run that cannot start fails alone.
   const std::string out = test::run_command("PATH=/nonexistent " + std::string(DSMOE_BIN) + " sweep " + exp +
                                             " --runs-dir " + runs + " --ranks 4 2>&1; echo exit $?");
-  EXPECT_THAT(out, HasSubstr("[FAILED] a: cannot start mpiexec: No such file or directory"));
+  EXPECT_THAT(out, HasSubstr("[FAILED] a-s1: cannot start mpiexec: No such file or directory"));
   EXPECT_THAT(out, HasSubstr("0 finished now, 0 already finished, 0 stopped early, 2 failed"));
   EXPECT_THAT(out, HasSubstr("exit 1\n"));
   r = sweep(exp, runs, "--ranks 4");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("2 to run, 2 at a time (2 rank(s) each)"));
-  h5::Handle f = h5::open_file(runs + "/ranks/a/metrics.h5", H5F_ACC_RDONLY);
+  h5::Handle f = h5::open_file(runs + "/ranks/a-s1/metrics.h5", H5F_ACC_RDONLY);
   ASSERT_TRUE(f.valid());
   EXPECT_EQ(h5::read_attr_int64(f, "world_size"), 2);
-}
-
-// What analyze must print, computed here from the metrics files.
-struct Expected {
-  double final_mean, final_spread, best_mean, mv_mean, mv_max, cv, dropped, tokens_per_s;
-};
-
-Expected expected_for(const std::vector<std::string>& runs) {
-  std::vector<double> finals, bests, mv_means, mv_maxes, cvs, dropped, tps;
-  for (const std::string& run : runs) {
-    const std::string m = run + "/metrics.h5";
-    std::vector<double> eval = test::read_series(m, "eval/loss"), mv = test::read_series(m, "experts/max_violation");
-    std::vector<double> load = test::read_series(m, "experts/load"), drop = test::read_series(m, "experts/dropped");
-    std::vector<double> speed = test::read_series(m, "train/tokens_per_s");
-    finals.push_back(eval.back());
-    bests.push_back(*std::min_element(eval.begin(), eval.end()));
-    double s = 0;
-    for (double x : mv) s += x;
-    mv_means.push_back(s / mv.size());
-    mv_maxes.push_back(*std::max_element(mv.begin(), mv.end()));
-    double cv = 0, total = 0;
-    for (size_t row = 0; row < load.size() / 4; ++row) {  // one MoE layer of 4 experts
-      const double* l = &load[row * 4];
-      const double mean = (l[0] + l[1] + l[2] + l[3]) / 4;
-      double var = 0;
-      for (int i = 0; i < 4; ++i) var += (l[i] - mean) * (l[i] - mean) / 4;
-      cv += std::sqrt(var) / mean;
-      total += 4 * mean;
-    }
-    cvs.push_back(cv / (load.size() / 4));
-    double d = 0;
-    for (double x : drop) d += x;
-    dropped.push_back(d / total);
-    std::sort(speed.begin(), speed.end());
-    tps.push_back(speed.size() % 2 ? speed[speed.size() / 2] : (speed[speed.size() / 2 - 1] + speed[speed.size() / 2]) / 2);
-  }
-  auto mean = [](const std::vector<double>& v) { return (v[0] + v[1]) / 2; };
-  return {mean(finals), std::fabs(finals[0] - finals[1]) / std::sqrt(2.0), mean(bests), mean(mv_means),
-          std::max(mv_maxes[0], mv_maxes[1]), mean(cvs), mean(dropped), mean(tps)};
-}
-
-TEST_F(SweepCli, AnalyzeGivesTheExpectedTable) {
-  const std::string exp = experiment("an", kShort);
-  ASSERT_EQ(sweep(exp, runs).exit_code, 0);
-  const std::string folder = runs + "/an";
-  test::RunResult r = run_dsmoe("analyze " + folder);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("an: 4 runs of 2 variants"));
-  std::map<std::string, Expected> expected = {{"a", expected_for({folder + "/a-s1", folder + "/a-s2"})},
-                                              {"b", expected_for({folder + "/b-s1", folder + "/b-s2"})}};
-  EXPECT_GT(expected["b"].dropped, 0);  // capacity 1.0 with top-1 drops some pairs
-  EXPECT_EQ(expected["a"].dropped, 0);
-
-  const auto rows = read_csv(test::read_file(folder + "/summary.csv"));
-  ASSERT_EQ(rows.size(), 2u);
-  // Ranked by mean final validation loss.
-  const std::string first = expected["a"].final_mean < expected["b"].final_mean ? "a" : "b";
-  EXPECT_EQ(rows[0].at("variant"), first);
-  EXPECT_THAT(r.output, HasSubstr("   1  " + first));
-  for (const auto& row : rows) {
-    const Expected& x = expected.at(row.at("variant"));
-    auto num = [&](const char* col) { return std::stod(row.at(col)); };
-    EXPECT_EQ(num("runs"), 2);
-    EXPECT_DOUBLE_EQ(num("final_val_loss_mean"), x.final_mean);
-    EXPECT_DOUBLE_EQ(num("final_val_loss_spread"), x.final_spread);
-    EXPECT_DOUBLE_EQ(num("best_val_loss_mean"), x.best_mean);
-    EXPECT_DOUBLE_EQ(num("max_violation_mean"), x.mv_mean);
-    EXPECT_DOUBLE_EQ(num("max_violation_max"), x.mv_max);
-    EXPECT_DOUBLE_EQ(num("load_cv"), x.cv);
-    EXPECT_DOUBLE_EQ(num("dropped_fraction"), x.dropped);
-    EXPECT_DOUBLE_EQ(num("tokens_per_s"), x.tokens_per_s);
-    EXPECT_EQ(num("tokens"), 2048);
-    EXPECT_EQ(num("progress"), 1);
-  }
-  // summary.h5 holds the same table and one row per run.
-  {
-    h5::Handle f = h5::open_file(folder + "/summary.h5", H5F_ACC_RDONLY);
-    ASSERT_TRUE(f.valid());
-    EXPECT_EQ(h5::read_attr_string(f, "experiment"), "an");
-  }
-  EXPECT_EQ(test::read_series(folder + "/summary.h5", "variants/final_val_loss_mean")[0], expected[first].final_mean);
-  EXPECT_EQ(test::read_series(folder + "/summary.h5", "runs/seed"), std::vector<double>({1, 2, 1, 2}));
-  EXPECT_EQ(test::read_series(folder + "/summary.h5", "runs/step"), std::vector<double>({8, 8, 8, 8}));
-}
-
-TEST_F(SweepCli, AnalyzeOfRunsWithoutEvalsAndErrors) {
-  const std::string exp = experiment("part", kShort, "", "[1]");
-  ASSERT_EQ(sweep(exp, runs, "--stop-after 3").exit_code, 0);  // no eval before step 4
-  std::filesystem::create_directories(runs + "/part/junk");
-  test::write_file(runs + "/part/junk/metrics.h5", "not hdf5");
-  test::RunResult r = run_dsmoe("analyze " + runs + "/part");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("skipped junk: " + runs + "/part/junk/metrics.h5: cannot open it as HDF5"));
-  const auto rows = read_csv(test::read_file(runs + "/part/summary.csv"));
-  ASSERT_EQ(rows.size(), 2u);
-  EXPECT_EQ(rows[0].at("final_val_loss_mean"), "");
-  EXPECT_EQ(rows[0].at("progress"), "0.375");
-
-  r = run_dsmoe("analyze " + dir.file("nowhere"));
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.output, HasSubstr("nowhere: not a folder (expected runs/<experiment>)"));
-  std::filesystem::create_directories(dir.file("empty"));
-  r = run_dsmoe("analyze " + dir.file("empty"));
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.output, HasSubstr("empty: no run with a readable metrics.h5"));
-}
-
-// A Python with h5py and matplotlib (Debian's python3 first: another python3 may come first on PATH).
-std::string plotting_python() {
-  for (const char* py : {"/usr/bin/python3", "python3"})
-    if (test::run_command(std::string(py) + " -c 'import h5py, matplotlib' >/dev/null 2>&1 && echo ok") == "ok\n")
-      return py;
-  return "";
-}
-
-TEST_F(SweepCli, PlotWritesPngs) {
-  const std::string python = plotting_python();
-  if (python.empty()) GTEST_SKIP() << "no python3 with h5py and matplotlib";
-  ASSERT_EQ(sweep(experiment("plot", kShort, "", "[1]"), runs).exit_code, 0);
-  const std::string plot = python + " " + DSMOE_SOURCE_DIR "/experiments/analysis/plot.py " + runs + "/plot";
-  EXPECT_THAT(test::run_command(plot + " 2>&1"), HasSubstr("summary.h5: missing; run `dsmoe analyze"));
-  ASSERT_EQ(run_dsmoe("analyze " + runs + "/plot").exit_code, 0);
-  const std::string out = test::run_command(plot + " --out " + dir.file("png") + " 2>&1");
-  for (const char* png : {"loss_curves.png", "val_loss.png", "expert_load_a.png", "expert_load_b.png"}) {
-    const std::string path = dir.file("png") + "/" + png;
-    ASSERT_TRUE(std::filesystem::exists(path)) << out;
-    const std::string bytes = test::read_file(path);
-    EXPECT_GT(bytes.size(), 5000u) << png;
-    EXPECT_EQ(bytes.substr(1, 3), "PNG") << png;
-  }
 }
 
 TEST_F(SweepCli, HelpAndBadOptions) {

@@ -34,11 +34,12 @@ struct SlurmFixture {
   }
   ~SlurmFixture() { setenv("PATH", old_path.c_str(), 1); }
 
-  // Runs a and b, and `more_variants` (sweep list entries), of `steps` steps logged every step.
+  // Runs a-s1 and b-s1 (variants a and b, seed 1), and `more_variants` (sweep list entries), of
+  // `steps` steps logged every step.
   // 4 routed experts and 12 sequences a step: 1, 2 or 4 ranks fit, 3 do not.
   std::string experiment(const std::string& name, int steps, const std::string& more_variants = "") const {
     const std::string path = dir.file(name + ".yaml");
-    write_file(path, "experiment: " + name + "\n" +
+    write_file(path, "experiment: " + name + "\nseeds: [1]\n" +
                          "base:\n"
                          "  model: {vocab_size: 256, d_model: 32, n_layers: 2, n_heads: 2, seq_len: 32, "
                          "first_dense_layers: 1, dense_hidden: 64}\n"

@@ -80,22 +80,22 @@ TEST_F(SlurmJobs, AThreeRunSweepRunsToTheEnd) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("3 run(s) of three as array tasks 0-2, 2 rank(s) each"));
   const std::string d = runs + "/three";
-  ASSERT_TRUE(wait_for([&] { return finished(d + "/a", 20) && finished(d + "/b", 20) && finished(d + "/c", 20); }, 240))
-      << slurm("squeue") << log(d + "/a") << log(d + "/b") << log(d + "/c");
-  for (const char* run : {"a", "b", "c"}) {
+  ASSERT_TRUE(wait_for([&] { return finished(d + "/a-s1", 20) && finished(d + "/b-s1", 20) && finished(d + "/c-s1", 20); }, 240))
+      << slurm("squeue") << log(d + "/a-s1") << log(d + "/b-s1") << log(d + "/c-s1");
+  for (const char* run : {"a-s1", "b-s1", "c-s1"}) {
     EXPECT_THAT(log(d + "/" + run), HasSubstr("on 2 rank(s)")) << run;
     EXPECT_EQ(test::read_series(d + "/" + run + "/metrics.h5", "train/step"), one_to(20)) << run;
     EXPECT_EQ(test::read_series(d + "/" + run + "/metrics.h5", "eval/step"), std::vector<double>({20})) << run;
   }
   const test::RunResult s = test::run_dsmoe("status " + d);
-  EXPECT_THAT(s.output, HasSubstr(": 3 runs: 3 done, 0 running, 0 pending, 0 failed, 0 stopped")) << s.output;
+  EXPECT_THAT(s.output, HasSubstr(": 3 runs: 3 done, 0 running, 0 pending, 0 failed, 0 stopped, 0 not started")) << s.output;
 }
 
 TEST_F(SlurmJobs, ARunSignalledAndRequeuedEndsWithTheWeightsOfAnUninterruptedOne) {
   const std::string exp = experiment("rq", 300);
-  const std::string straight = dir.file("straight") + "/rq/a", requeued = runs + "/rq/a";
+  const std::string straight = dir.file("straight") + "/rq/a-s1", requeued = runs + "/rq/a-s1";
   ASSERT_EQ(submit(exp, dir.file("straight")).exit_code, 0);
-  ASSERT_TRUE(wait_for([&] { return finished(straight, 300) && finished(straight + "/../b", 300); }, 240))
+  ASSERT_TRUE(wait_for([&] { return finished(straight, 300) && finished(straight + "/../b-s1", 300); }, 240))
       << log(straight);
 
   const test::RunResult r = submit(exp, runs);
@@ -113,7 +113,7 @@ TEST_F(SlurmJobs, ARunSignalledAndRequeuedEndsWithTheWeightsOfAnUninterruptedOne
       << slurm("squeue");
   std::this_thread::sleep_for(std::chrono::seconds(8));
   EXPECT_EQ(slurm("scontrol update JobId=" + job + "_0 StartTime=now"), "");
-  ASSERT_TRUE(wait_for([&] { return finished(requeued, 300) && finished(runs + "/rq/b", 300); }, 240))
+  ASSERT_TRUE(wait_for([&] { return finished(requeued, 300) && finished(runs + "/rq/b-s1", 300); }, 240))
       << slurm("squeue") << log(requeued);
   EXPECT_THAT(log(requeued), HasSubstr("(restart 1)"));
   EXPECT_THAT(log(requeued), HasSubstr("resuming from " + requeued + "/checkpoint.h5 at step"));
@@ -137,11 +137,11 @@ TEST_F(SlurmJobs, AFailedRunIsReportedFailed) {
   slurm("scontrol release " + job);
   const std::string d = runs + "/broken";
   const auto failed = [&](const std::string& run) { return std::filesystem::exists(d + "/" + run + "/failed"); };
-  ASSERT_TRUE(wait_for([&] { return failed("a") && failed("b"); }, 120))
-      << slurm("squeue") << log(d + "/a");
+  ASSERT_TRUE(wait_for([&] { return failed("a-s1") && failed("b-s1"); }, 120))
+      << slurm("squeue") << log(d + "/a-s1");
   ASSERT_TRUE(wait_for([&] { return slurm("squeue -h -j " + job).empty(); }, 60)) << slurm("squeue");
   const test::RunResult s = test::run_dsmoe("status " + d);
-  EXPECT_THAT(s.output, HasSubstr(": 2 runs: 0 done, 0 running, 0 pending, 2 failed, 0 stopped")) << s.output;
+  EXPECT_THAT(s.output, HasSubstr(": 2 runs: 0 done, 0 running, 0 pending, 2 failed, 0 stopped, 0 not started")) << s.output;
   EXPECT_THAT(s.output, HasSubstr("exit code 1 (job " + job + "_1)")) << s.output;
 }
 

@@ -63,7 +63,7 @@ TEST(SweepExperiment, ListsGridsAndZipsExpandInOrder) {
   };
   EXPECT_EQ(table(e), expected);
   EXPECT_EQ(e.variants[1].where, "e.yaml:7");
-  EXPECT_EQ(e.run_name, "{variant}");
+  EXPECT_EQ(e.run_name, "{variant}-s{seed}");  // also without seeds: the run of a seed keeps its name
   EXPECT_TRUE(e.seeds.empty());
 
   // Settings resolve over the inline base.

@@ -16,10 +16,11 @@ SweepPlan plan(const std::string& text, const std::string& root = "runs") {
   return plan_sweep(parse_experiment(text, "e.yaml"), root);
 }
 
-const PlannedRun& run(const SweepPlan& p, const std::string& name) {
+// The first run of a variant.
+const PlannedRun& run(const SweepPlan& p, const std::string& variant) {
   for (const PlannedRun& r : p.runs)
-    if (r.name == name) return r;
-  throw Error("no run " + name);
+    if (r.variant == variant) return r;
+  throw Error("no run of " + variant);
 }
 
 // Config A: d 64, 3 layers (1 dense of width 256, 2 MoE: 8 routed of width 256, top-2), V 256,
@@ -142,8 +143,19 @@ TEST(SweepPlan, KeepVariantsDropsTheOthersAndTheirFindings) {
   EXPECT_EQ(q.runs[0].variant, "a");
   EXPECT_EQ(q.runs[1].variant, "c");
   EXPECT_THAT(error_of([&] { keep_variants(q, "a,d"); }),
-              HasSubstr("--only: e has no variant 'd' (its variants: a, c)"));
+              HasSubstr("--only: e has no variant 'd' (its variants: a, b, c)"));
   EXPECT_THAT(error_of([&] { keep_variants(q, "a,"); }), HasSubstr("has no variant ''"));
+}
+
+TEST(SweepPlan, BaselineIsTheIsoFlopsReferenceElseTheFirstVariant) {
+  SweepPlan p = plan(std::string(kIsoBase) + "iso_flops: {reference: b, free: moe.top_k}\n"
+                                             "sweep: [{name: a}, {name: b}, {name: c}]\n");
+  EXPECT_EQ(p.baseline, "b");
+  EXPECT_EQ(p.variants, std::vector<std::string>({"a", "b", "c"}));
+  keep_variants(p, "c");  // the experiment's baseline and variants, whatever runs are kept
+  EXPECT_EQ(p.baseline, "b");
+  EXPECT_EQ(p.variants.size(), 3u);
+  EXPECT_EQ(plan(std::string(kIsoBase) + "sweep: [{name: x}, {name: y}]\n").baseline, "x");
 }
 
 TEST(SweepPlan, SolverErrors) {
@@ -173,8 +185,12 @@ TEST(SweepPlan, RunsGetNamesSeedsAndFolders) {
   EXPECT_EQ(outs, std::vector<std::string>({"/tmp/r/e/a-s7", "/tmp/r/e/a-s8", "/tmp/r/e/b-s7", "/tmp/r/e/b-s8"}));
   EXPECT_EQ(configs, std::vector<std::string>({"a", "a", "b", "b"}));
   EXPECT_EQ(seeds, std::vector<uint64_t>({7, 8, 7, 8}));
-  // Without seeds a run keeps its config's seed.
-  EXPECT_EQ(run(plan(std::string(kIsoBase) + "sweep: [{name: a, seed: 3}]\n"), "a").cfg.seed, 3u);
+  // Without seeds a run keeps its config's seed, and its name says which.
+  const PlannedRun& own = run(plan(std::string(kIsoBase) + "sweep: [{name: a, seed: 3}]\n"), "a");
+  EXPECT_EQ(own.cfg.seed, 3u);
+  EXPECT_EQ(own.name, "a-s3");
+  // One seed or several, the run of a seed keeps its name: adding seeds renames nothing.
+  EXPECT_EQ(plan(std::string(kIsoBase) + "seeds: [7]\nsweep: [{name: a}]\n").runs[0].name, "a-s7");
   EXPECT_THAT(error_of([] { plan(std::string(kIsoBase) + "seeds: [1, 2]\nrun_name: 'x{variant}'\nsweep: [{name: a}]\n"); }),
               HasSubstr("e.yaml:5: run_name: runs of a and a are both named 'xa' (use {variant} and {seed})"));
   EXPECT_THAT(error_of([] { plan(std::string(kIsoBase) + "run_name: '{variant}/x'\nsweep: [{name: a}]\n"); }),

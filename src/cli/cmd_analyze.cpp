@@ -1,33 +1,46 @@
 #include <cstdio>
-#include <filesystem>
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "sweep/experiment_dir.h"
 #include "sweep/run_state.h"
 #include "sweep/summary_output.h"
+#include "util/check.h"
 
 namespace dsmoe {
 
 int cmd_analyze(int argc, char** argv) {
-  Args args(argc, argv, 2, {}, {});
+  Args args(argc, argv, 2, {"baseline", "metric", "device-groups"}, {});
   static const char* kUsage =
-      "usage: dsmoe analyze RUNS/EXPERIMENT\n"
-      "Reads the metrics.h5 of every run of a sweep (runs still going too) and prints the variants\n"
-      "ranked by mean final validation loss over seeds, with spread, tokens, tokens/s and expert\n"
-      "balance. Writes the table to EXPERIMENT/summary.csv and EXPERIMENT/summary.h5 (with one row\n"
-      "per run); experiments/analysis/plot.py draws it.\n";
+      "usage: dsmoe analyze RUNS/EXPERIMENT [--metric M] [--baseline VARIANT] [--device-groups D]\n"
+      "Compares the variants of a sweep over their finished seeds (docs/experiments.md, Analysis):\n"
+      "per variant n, mean, sample std, the 95 % t interval of the mean and the per-seed values;\n"
+      "against the baseline the difference over the seeds both have (paired; Welch's interval\n"
+      "where seeds do not pair), its 95 % interval, p, and a verdict: better, worse, or\n"
+      "unresolved (the interval holds 0). Unfinished runs are listed apart and in no statistic.\n"
+      "Expert balance over the last 10 % of each run's steps: global and device-group MaxVio,\n"
+      "dead experts. Reads runs still going too. Writes EXPERIMENT/summary.csv (variants),\n"
+      "EXPERIMENT/runs.csv (runs) and EXPERIMENT/summary.h5 (both; experiments/analysis/plot.py\n"
+      "draws it).\n"
+      "  --metric M           final_val_loss (default), best_val_loss, tokens_per_s, max_violation,\n"
+      "                       device_max_violation, dead_experts or load_cv\n"
+      "  --baseline VARIANT   default: the iso-FLOPs reference, else the experiment's first variant\n"
+      "  --device-groups D    the device groups of the device-level balance, for every run\n"
+      "                       (default: each run's balance.device_groups, else its expert-parallel size)\n";
   int code = 0;
   if (args.show_usage(args.positional().size() == 1 && args.overrides().empty(), kUsage, &code)) return code;
-  const std::string dir = std::filesystem::path(args.positional()[0]).lexically_normal().string();
-  const ExperimentRuns found = read_experiment_runs(dir);
-  const std::vector<VariantSummary> variants = summarize(found.runs);
-  const std::string experiment = std::filesystem::path(dir).filename().string();
-  std::printf("%s: %zu runs of %zu variants\n%s", experiment.c_str(), found.runs.size(), variants.size(),
-              summary_text(variants).c_str());
-  for (const std::string& s : found.skipped) std::printf("skipped %s\n", s.c_str());
-  write_file_atomically(dir + "/summary.csv", summary_csv(variants));
-  write_summary_h5(dir + "/summary.h5", experiment, variants, found.runs);
-  std::printf("wrote %s/summary.csv and %s/summary.h5\n", dir.c_str(), dir.c_str());
+  AnalysisOptions options;
+  options.metric = args.get("metric", options.metric);
+  options.baseline = args.get("baseline", "");
+  options.device_groups = static_cast<int>(args.get_int("device-groups", 0));
+  DSMOE_CHECK(options.device_groups >= 0, "--device-groups must be >= 1");
+  const std::string dir = experiment_dir(args.positional()[0], "analyze");
+  const Analysis a = analyze_experiment(dir, options);
+  std::fputs(analysis_text(a).c_str(), stdout);
+  write_file_atomically(dir + "/summary.csv", variants_csv(a));
+  write_file_atomically(dir + "/runs.csv", runs_csv(a));
+  write_summary_h5(dir + "/summary.h5", a);
+  std::printf("wrote %s/summary.csv, %s/runs.csv and %s/summary.h5\n", dir.c_str(), dir.c_str(), dir.c_str());
   return 0;
 }
 

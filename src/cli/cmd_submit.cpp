@@ -5,6 +5,8 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "sweep/manifest.h"
+#include "sweep/run_identity.h"
 #include "sweep/run_state.h"
 #include "sweep/slurm_job.h"
 #include "util/check.h"
@@ -58,9 +60,11 @@ int cmd_submit(int argc, char** argv) {
   DSMOE_CHECK(args.has("ranks-per-run"), "--ranks-per-run is required");
   const std::string root = std::filesystem::absolute(args.get("runs-dir", "runs")).lexically_normal().string();
   SweepPlan plan = plan_sweep(load_experiment(args.positional()[0]), root);
+  const Manifest manifest = manifest_of(plan, args.positional()[0]);
   if (args.has("only")) keep_variants(plan, args.get("only"));
   if (!args.has("ignore-tolerance")) check_tolerance(plan);
   check_slurm_job(plan, job);
+  for (const std::string& note : check_run_folders(plan)) std::fprintf(stderr, "%s\n", note.c_str());
 
   std::vector<const PlannedRun*> runs;
   for (const PlannedRun& run : plan.runs)
@@ -74,6 +78,7 @@ int cmd_submit(int argc, char** argv) {
     std::fputs(script.c_str(), stdout);
     return 0;
   }
+  write_manifest(plan.dir, manifest);
   for (const PlannedRun* run : runs) write_run_config(run->cfg);
   const std::string path = plan.dir + "/submit.sbatch";
   write_file_atomically(path, script);

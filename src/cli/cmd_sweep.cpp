@@ -3,11 +3,31 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "sweep/manifest.h"
+#include "sweep/run_identity.h"
 #include "sweep/run_table.h"
 #include "sweep/runner.h"
 #include "util/check.h"
 
 namespace dsmoe {
+namespace {
+
+void print_outcome(const SweepPlan& plan, const std::string& experiment_file, const SweepOutcome& out) {
+  std::printf("sweep %s: %d finished now, %d already finished, %d stopped early, %zu failed\n",
+              plan.experiment.c_str(), out.finished, out.already_finished, out.stopped, out.failed.size());
+  for (const std::string& f : out.failed) std::printf("  failed: %s\n", f.c_str());
+  if (out.interrupted_by) {
+    std::printf("interrupted by signal %d%s: %zu run(s) %s, %d not started:\n", out.interrupted_by,
+                out.stopped_at_once ? ", then at once by a second" : "", out.interrupted.size(),
+                out.stopped_at_once ? "killed" : "stopped with a checkpoint", out.not_started);
+    for (const std::string& r : out.interrupted) std::printf("  %s\n", r.c_str());
+    std::printf("`dsmoe sweep %s` resumes them from their checkpoints\n", experiment_file.c_str());
+  }
+  std::printf("status: dsmoe status %s\nanalyze: dsmoe analyze %s\n", plan.dir.c_str(), plan.dir.c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace
 
 int cmd_sweep(int argc, char** argv) {
   Args args(argc, argv, 2, {"runs-dir", "ranks", "stop-after", "only"}, {"dry-run", "json", "ignore-tolerance"});
@@ -15,8 +35,12 @@ int cmd_sweep(int argc, char** argv) {
       "usage: dsmoe sweep EXPERIMENT [--dry-run [--json]] [--runs-dir DIR] [--ranks N]\n"
       "                   [--stop-after N] [--only VARIANT[,VARIANT...]] [--ignore-tolerance]\n"
       "Runs every variant x seed of an experiment file (docs/experiments.md), each as\n"
-      "`dsmoe train` with out = DIR/<experiment>/<run> (DIR defaults to runs), skipping\n"
-      "finished runs and resuming interrupted ones from their checkpoints.\n"
+      "`dsmoe train` with out = DIR/<experiment>/<variant>-s<seed> (DIR defaults to runs),\n"
+      "skipping finished runs and resuming interrupted ones from their checkpoints. A run folder\n"
+      "that holds a run of another config (another seed, another setting) is refused, never\n"
+      "resumed. Ctrl-C stops every run after its step with a checkpoint (a second Ctrl-C within\n"
+      "5 s: at once); the next sweep resumes them. Writes DIR/<experiment>/sweep.yaml (the\n"
+      "experiment's runs, for dsmoe status and dsmoe analyze).\n"
       "  --dry-run           print the run table (parameters, FLOPs/token and deviation from\n"
       "                      the iso-FLOPs target, tokens) and run nothing; --json: as JSON\n"
       "  --ranks N           rank budget: runs go at once while their ranks fit in N (default 1)\n"
@@ -25,12 +49,16 @@ int cmd_sweep(int argc, char** argv) {
       "  --ignore-tolerance  run even if variants differ in FLOPs by more than the tolerance\n";
   int code = 0;
   if (args.show_usage(args.positional().size() == 1 && args.overrides().empty(), kUsage, &code)) return code;
-  SweepPlan plan = plan_sweep(load_experiment(args.positional()[0]), args.get("runs-dir", "runs"));
+  const std::string experiment_file = args.positional()[0];
+  SweepPlan plan = plan_sweep(load_experiment(experiment_file), args.get("runs-dir", "runs"));
+  const Manifest manifest = manifest_of(plan, experiment_file);
   if (args.has("only")) keep_variants(plan, args.get("only"));
   if (args.has("dry-run")) {
     std::fputs((args.has("json") ? run_table_json(plan) : run_table_text(plan)).c_str(), stdout);
     std::fflush(stdout);
     if (!args.has("ignore-tolerance")) check_tolerance(plan);
+    for (const std::string& note : check_run_folders(plan))
+      std::fprintf(args.has("json") ? stderr : stdout, "%s\n", note.c_str());
     return 0;
   }
   DSMOE_CHECK(!args.has("json"), "--json goes with --dry-run");
@@ -42,11 +70,11 @@ int cmd_sweep(int argc, char** argv) {
   options.stop_after = args.get_int("stop-after", 0);
   DSMOE_CHECK(options.rank_budget >= 1, "--ranks must be >= 1");
   DSMOE_CHECK(options.stop_after >= 0, "--stop-after must be >= 0");
+  for (const std::string& note : check_run_folders(plan)) std::printf("%s\n", note.c_str());
+  write_manifest(plan.dir, manifest);
   const SweepOutcome out = run_sweep(plan, options);
-  std::printf("sweep %s: %d finished now, %d already finished, %d stopped early, %zu failed\n",
-              plan.experiment.c_str(), out.finished, out.already_finished, out.stopped, out.failed.size());
-  for (const std::string& f : out.failed) std::printf("  failed: %s\n", f.c_str());
-  std::printf("analyze: dsmoe analyze %s\n", plan.dir.c_str());
+  print_outcome(plan, experiment_file, out);
+  if (out.interrupted_by) return 128 + out.interrupted_by;
   return out.failed.empty() ? 0 : 1;
 }
 

@@ -3,6 +3,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "comm/comm.h"
+#include "train/run_presence.h"
 #include "train/stop_signal.h"
 #include "train/trainer.h"
 #include "util/check.h"
@@ -17,8 +18,11 @@ int cmd_train(int argc, char** argv) {
       "Trains the model of CONFIG (YAML, see shared/spec/CONFIG.md). Writes OUT/metrics.h5,\n"
       "OUT/checkpoint.h5 and OUT/config.yaml; if OUT/checkpoint.h5 exists the run resumes\n"
       "from it and continues exactly as if it had not stopped. --stop-after N ends this\n"
-      "invocation after N steps with a checkpoint (to fit a time slot). SIGUSR1 or SIGTERM\n"
-      "does the same after the current step and exits with code 75 (requeue, docs/slurm.md).\n"
+      "invocation after N steps with a checkpoint (to fit a time slot). Ctrl-C (SIGINT), SIGUSR1\n"
+      "or SIGTERM does the same after the current step and exits with code 75 (requeue,\n"
+      "docs/slurm.md); a second Ctrl-C within 5 s stops at once, losing the steps since the last\n"
+      "checkpoint. While it trains, OUT/running names the process (dsmoe status reads it); an\n"
+      "error is recorded in OUT/failed.\n"
       "A step with a non-finite loss or gradient norm is skipped (no update); more than K\n"
       "(default 10) in a row stop the run with an error. --watchdog S ends the job when a rank\n"
       "makes no progress for S seconds (a stalled or dead rank; default off).\n";
@@ -34,7 +38,13 @@ int cmd_train(int argc, char** argv) {
   opts.watchdog_s = args.get_double("watchdog", 0);
   DSMOE_CHECK(opts.watchdog_s >= 0, "--watchdog must be >= 0");
   StopSignals signals;
-  return run_training(cfg, *comm, opts).stop_signal ? kRequeueExitCode : 0;
+  RunPresence presence(cfg.out, comm->rank() == 0);
+  try {
+    return run_training(cfg, *comm, opts).stop_signal ? kRequeueExitCode : 0;
+  } catch (const std::exception& e) {
+    presence.failed(e.what());
+    throw;
+  }
 }
 
 }  // namespace dsmoe

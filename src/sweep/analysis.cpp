@@ -4,87 +4,189 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <optional>
 
+#include "sweep/experiment_dir.h"
+#include "sweep/manifest.h"
 #include "util/check.h"
+#include "util/format.h"
 
 namespace dsmoe {
 namespace {
 
-// Mean and sample standard deviation of the values that are there (not NaN).
-std::pair<double, double> mean_spread(const std::vector<double>& xs) {
-  std::vector<double> v;
-  for (double x : xs)
-    if (!std::isnan(x)) v.push_back(x);
-  if (v.empty()) return {RunMetrics::kNone, RunMetrics::kNone};
-  double mean = 0, ss = 0;
-  for (double x : v) mean += x / static_cast<double>(v.size());
-  for (double x : v) ss += (x - mean) * (x - mean);
-  return {mean, v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1)) : 0};
+namespace fs = std::filesystem;
+
+std::string metrics_of(const std::string& dir, const std::string& run) { return dir + "/" + run + "/metrics.h5"; }
+
+// Reads one run into `a`, or records why it cannot be read.
+void read_run(Analysis& a, const std::string& run, const AnalysisOptions& opt) {
+  try {
+    a.runs.push_back(read_run_metrics(metrics_of(a.dir, run), run, opt.device_groups));
+  } catch (const Error& e) {
+    a.skipped.push_back(cat(run, ": ", e.what()));
+  }
 }
 
-double largest(const std::vector<double>& xs) {
-  double out = RunMetrics::kNone;
-  for (double x : xs)
-    if (!std::isnan(x)) out = std::isnan(out) ? x : std::max(out, x);
-  return out;
+// The runs the manifest names; folders it does not name are foreign.
+void read_manifest_runs(Analysis& a, const Manifest& m, const AnalysisOptions& opt) {
+  a.experiment = m.experiment;
+  a.order = m.variants;
+  a.baseline = m.baseline;
+  a.baseline_from = m.baseline_from;
+  for (const ManifestRun& run : m.runs) {
+    if (!fs::exists(metrics_of(a.dir, run.name))) {
+      a.not_started.push_back(run.name);
+      continue;
+    }
+    read_run(a, run.name, opt);
+    if (a.runs.empty() || a.runs.back().run != run.name) continue;
+    const RunMetrics& r = a.runs.back();
+    if (r.variant != run.variant || r.seed != run.seed) {
+      a.skipped.push_back(cat(run.name, ": holds variant ", r.variant, " seed ", r.seed, ", the experiment defines ",
+                              run.variant, " seed ", run.seed, " (not analysed)"));
+      a.runs.pop_back();
+    }
+  }
+  for (const std::string& name : run_folders(a.dir)) {
+    const bool defined = std::any_of(m.runs.begin(), m.runs.end(), [&](const ManifestRun& r) { return r.name == name; });
+    if (!defined) a.foreign.push_back(name);
+  }
 }
 
-template <class F>
-std::vector<double> each(const std::vector<const RunMetrics*>& runs, F field) {
+// Without a manifest: every run folder; the same variant and seed twice counts once (the run
+// that got further).
+void read_folder_runs(Analysis& a, const AnalysisOptions& opt) {
+  a.experiment = fs::path(a.dir).filename().string();
+  a.notes.push_back(cat("no sweep.yaml in ", a.dir, " (dsmoe sweep and submit write it): every run folder is ",
+                        "analysed, variants in the order found, runs not started are not known"));
+  for (const std::string& name : run_folders(a.dir))
+    if (fs::exists(metrics_of(a.dir, name))) read_run(a, name, opt);
+  std::vector<RunMetrics> kept;
+  for (const RunMetrics& r : a.runs) {
+    auto same = std::find_if(kept.begin(), kept.end(),
+                             [&](const RunMetrics& k) { return k.variant == r.variant && k.seed == r.seed; });
+    if (same == kept.end()) {
+      kept.push_back(r);
+      continue;
+    }
+    const RunMetrics& dropped = r.step > same->step ? *same : r;
+    a.skipped.push_back(cat(dropped.run, ": the same variant (", r.variant, ") and seed (", r.seed, ") as ",
+                            (&dropped == &r ? same->run : r.run), ", which is counted instead"));
+    if (&dropped == &*same) *same = r;
+  }
+  a.runs = kept;
+  for (const RunMetrics& r : a.runs)
+    if (std::find(a.order.begin(), a.order.end(), r.variant) == a.order.end()) a.order.push_back(r.variant);
+  a.baseline = a.order.empty() ? "" : a.order.front();
+  a.baseline_from = "the first variant found";
+}
+
+std::vector<double> values(const std::vector<const RunMetrics*>& runs, double RunMetrics::*field) {
   std::vector<double> out;
-  for (const RunMetrics* r : runs) out.push_back(field(*r));
+  for (const RunMetrics* r : runs) out.push_back(r->*field);
   return out;
+}
+
+// The comparison of `v` with the baseline `b` over the metric.
+void compare(VariantStats& v, const VariantStats& b, const Metric& metric, double confidence) {
+  std::vector<double> x, y;  // the seeds both have, paired
+  for (const RunMetrics* r : v.runs)
+    for (const RunMetrics* s : b.runs)
+      if (r->seed == s->seed) x.push_back(r->*metric.field), y.push_back(s->*metric.field);
+  if (x.size() >= 2) {
+    v.method = "paired";
+    v.delta = paired_difference(x, y, confidence);
+  } else if (v.runs.size() >= 2 && b.runs.size() >= 2) {
+    v.method = "welch";
+    v.delta = welch_difference(values(v.runs, metric.field), values(b.runs, metric.field), confidence);
+  } else {
+    v.delta.mean = v.value.mean - b.value.mean;
+    v.delta.low = v.delta.high = v.delta.p_value = RunMetrics::kNone;
+    return;  // no interval: no verdict
+  }
+  const bool below = v.delta.high < 0, above = v.delta.low > 0;
+  if (!below && !above) v.verdict = "unresolved";
+  else v.verdict = below == metric.lower_is_better ? "better" : "worse";
 }
 
 }  // namespace
 
-ExperimentRuns read_experiment_runs(const std::string& dir) {
-  namespace fs = std::filesystem;
-  DSMOE_CHECK(fs::is_directory(dir), dir, ": not a folder (expected runs/<experiment>)");
-  std::vector<fs::path> folders;
-  for (const auto& entry : fs::directory_iterator(dir))
-    if (entry.is_directory() && fs::exists(entry.path() / "metrics.h5")) folders.push_back(entry.path());
-  std::sort(folders.begin(), folders.end());
-  ExperimentRuns out;
-  for (const fs::path& folder : folders) {
-    try {
-      out.runs.push_back(read_run_metrics((folder / "metrics.h5").string(), folder.filename().string()));
-    } catch (const Error& e) {
-      out.skipped.push_back(cat(folder.filename().string(), ": ", e.what()));
-    }
+const std::vector<Metric>& analysis_metrics() {
+  static const std::vector<Metric> metrics = {
+      {"final_val_loss", "final validation loss (nats/token)", true, &RunMetrics::final_val_loss},
+      {"best_val_loss", "best validation loss (nats/token)", true, &RunMetrics::best_val_loss},
+      {"tokens_per_s", "training throughput (tokens/s)", false, &RunMetrics::tokens_per_s},
+      {"max_violation", "global MaxVio (max/mean expert load - 1)", true, &RunMetrics::max_violation},
+      {"device_max_violation", "device-group MaxVio (max/mean group load - 1)", true,
+       &RunMetrics::device_max_violation},
+      {"dead_experts", "dead experts (< 1 % of mean load)", true, &RunMetrics::dead_experts},
+      {"load_cv", "expert load CV (std/mean)", true, &RunMetrics::load_cv},
+  };
+  return metrics;
+}
+
+const Metric& find_metric(const std::string& name) {
+  std::vector<std::string> names;
+  for (const Metric& m : analysis_metrics()) {
+    if (name == m.name) return m;
+    names.push_back(m.name);
   }
-  DSMOE_CHECK(!out.runs.empty(), dir, ": no run with a readable metrics.h5",
-              out.skipped.empty() ? "" : cat(" (", out.skipped.front(), ")"));
+  throw Error(cat("--metric: no metric '", name, "' (one of ", join(names, ", "), ")"));
+}
+
+std::vector<const RunMetrics*> Analysis::unfinished() const {
+  std::vector<const RunMetrics*> out;
+  for (const RunMetrics& r : runs)
+    if (!r.finished()) out.push_back(&r);
   return out;
 }
 
-std::vector<VariantSummary> summarize(const std::vector<RunMetrics>& runs) {
-  std::map<std::string, std::vector<const RunMetrics*>> by_variant;
-  for (const RunMetrics& r : runs) by_variant[r.variant].push_back(&r);
-  std::vector<VariantSummary> out;
-  for (const auto& [name, rs] : by_variant) {
-    VariantSummary s;
-    s.variant = name;
-    s.runs = static_cast<double>(rs.size());
-    std::tie(s.final_val_loss_mean, s.final_val_loss_spread) = mean_spread(each(rs, [](auto& r) { return r.final_val_loss; }));
-    std::tie(s.best_val_loss_mean, s.best_val_loss_spread) = mean_spread(each(rs, [](auto& r) { return r.best_val_loss; }));
-    s.tokens = mean_spread(each(rs, [](auto& r) { return static_cast<double>(r.tokens); })).first;
-    s.tokens_per_s = mean_spread(each(rs, [](auto& r) { return r.tokens_per_s; })).first;
-    s.max_violation_mean = mean_spread(each(rs, [](auto& r) { return r.max_violation_mean; })).first;
-    s.max_violation_max = largest(each(rs, [](auto& r) { return r.max_violation_max; }));
-    s.load_cv = mean_spread(each(rs, [](auto& r) { return r.load_cv; })).first;
-    s.dropped_fraction = mean_spread(each(rs, [](auto& r) { return r.dropped_fraction; })).first;
-    s.params_active = static_cast<double>(rs.front()->params_active);
-    s.flops_per_token = rs.front()->flops_per_token;
-    s.progress = mean_spread(each(rs, [](auto& r) { return static_cast<double>(r.step) / r.steps; })).first;
-    out.push_back(s);
+Analysis analyze_experiment(const std::string& dir, const AnalysisOptions& opt) {
+  Analysis a;
+  a.dir = dir;
+  a.metric = &find_metric(opt.metric);
+  a.confidence = opt.confidence;
+  if (const std::optional<Manifest> m = read_manifest(dir)) read_manifest_runs(a, *m, opt);
+  else read_folder_runs(a, opt);
+  DSMOE_CHECK(!a.runs.empty() || !a.not_started.empty(), dir, ": no run with a readable metrics.h5",
+              a.skipped.empty() ? "" : cat(" (", a.skipped.front(), ")"));
+  if (!opt.baseline.empty()) {
+    DSMOE_CHECK(std::find(a.order.begin(), a.order.end(), opt.baseline) != a.order.end(), "--baseline: ",
+                a.experiment, " has no variant '", opt.baseline, "' (its variants: ", join(a.order, ", "), ")");
+    a.baseline = opt.baseline;
+    a.baseline_from = "--baseline";
   }
-  std::stable_sort(out.begin(), out.end(), [](const VariantSummary& a, const VariantSummary& b) {
-    if (std::isnan(a.final_val_loss_mean) || std::isnan(b.final_val_loss_mean))
-      return !std::isnan(a.final_val_loss_mean) && std::isnan(b.final_val_loss_mean);
-    return a.final_val_loss_mean < b.final_val_loss_mean;
+
+  for (const std::string& variant : a.order) {
+    VariantStats v;
+    v.variant = variant;
+    for (const RunMetrics& r : a.runs)
+      if (r.variant == variant && r.finished() && !std::isnan(r.*a.metric->field)) v.runs.push_back(&r);
+    if (v.runs.empty()) {
+      const auto finished = [&](const RunMetrics& r) { return r.variant == variant && r.finished(); };
+      if (std::any_of(a.runs.begin(), a.runs.end(), finished))
+        a.notes.push_back(cat(variant, ": its finished runs have no ", a.metric->name, " (a dense model has no "
+                              "expert balance); not ranked"));
+      continue;
+    }
+    std::sort(v.runs.begin(), v.runs.end(), [](const RunMetrics* x, const RunMetrics* y) { return x->seed < y->seed; });
+    v.value = mean_estimate(values(v.runs, a.metric->field), opt.confidence);
+    a.ranked.push_back(v);
+  }
+  const auto base = std::find_if(a.ranked.begin(), a.ranked.end(), [&](const VariantStats& v) { return v.variant == a.baseline; });
+  if (base == a.ranked.end()) {
+    a.notes.push_back(cat("the baseline ", a.baseline, " has no finished run with a ", a.metric->name,
+                          ": no differences (pass --baseline VARIANT)"));
+  } else {
+    base->method = base->verdict = "baseline";
+    for (VariantStats& v : a.ranked)
+      if (&v != &*base) compare(v, *base, *a.metric, opt.confidence);
+  }
+  const bool lower = a.metric->lower_is_better;
+  std::stable_sort(a.ranked.begin(), a.ranked.end(), [lower](const VariantStats& x, const VariantStats& y) {
+    return lower ? x.value.mean < y.value.mean : x.value.mean > y.value.mean;
   });
-  return out;
+  return a;
 }
 
 }  // namespace dsmoe

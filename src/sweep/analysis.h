@@ -1,37 +1,63 @@
-// `dsmoe analyze`: every run of an experiment folder, grouped by variant (the run config's
-// name), ranked by mean final validation loss; written as a table, CSV and summary.h5.
+// `dsmoe analyze`: the runs of an experiment folder grouped by variant, each variant's metric
+// over its finished seeds (n, mean, sample std, the t interval of the mean), its difference
+// from a baseline variant (paired by seed where seeds pair, else Welch's) with a verdict, and
+// the unfinished, missing and foreign runs reported apart, never in a statistic.
 #pragma once
 #include <string>
 #include <vector>
 
 #include "sweep/run_metrics.h"
+#include "sweep/stats.h"
 
 namespace dsmoe {
 
-struct VariantSummary {
+// A metric runs are compared by.
+struct Metric {
+  const char* name;   // as --metric takes it
+  const char* label;  // for tables and plots
+  bool lower_is_better;
+  double RunMetrics::*field;
+};
+
+const std::vector<Metric>& analysis_metrics();
+// Throws listing the metrics when `name` is none of them.
+const Metric& find_metric(const std::string& name);
+
+struct AnalysisOptions {
+  std::string metric = "final_val_loss";
+  std::string baseline;   // "" = the sweep's (the iso-FLOPs reference, else the first variant)
+  int device_groups = 0;  // > 0: replaces each run's own for the device-level balance
+  double confidence = 0.95;
+};
+
+struct VariantStats {
   std::string variant;
-  double runs = 0;
-  // Validation loss over the variant's seeds: mean and spread (sample standard deviation, 0 for
-  // one seed) of each run's final and best eval.
-  double final_val_loss_mean = RunMetrics::kNone, final_val_loss_spread = RunMetrics::kNone;
-  double best_val_loss_mean = RunMetrics::kNone, best_val_loss_spread = RunMetrics::kNone;
-  double tokens = 0, tokens_per_s = 0;  // means over seeds
-  double max_violation_mean = RunMetrics::kNone;  // mean over seeds of the runs' means
-  double max_violation_max = RunMetrics::kNone;   // largest of any run
-  double load_cv = RunMetrics::kNone, dropped_fraction = RunMetrics::kNone;  // means over seeds
-  double params_active = 0, flops_per_token = 0;
-  double progress = 0;  // mean of step / train.steps
+  std::vector<const RunMetrics*> runs;  // its finished runs, by seed
+  Estimate value;                       // the metric over them
+  // Against the baseline: "paired" (over the seeds both have), "welch", "baseline" (this is
+  // it), or "" (no comparison: fewer than two seeds on a side, or no finished baseline).
+  std::string method;
+  Estimate delta;       // variant - baseline
+  std::string verdict;  // better | worse | unresolved (the interval holds 0) | baseline | ""
 };
 
-struct ExperimentRuns {
-  std::vector<RunMetrics> runs;      // in folder-name order
-  std::vector<std::string> skipped;  // "folder: why" for folders without readable metrics
+struct Analysis {
+  std::string experiment, dir;
+  const Metric* metric = nullptr;
+  double confidence = 0.95;
+  std::string baseline, baseline_from;
+  std::vector<std::string> order;   // the variants in the experiment file's order
+  std::vector<RunMetrics> runs;     // every readable run of the experiment, in that order
+  std::vector<VariantStats> ranked;  // variants with a finished run, best mean first
+  std::vector<std::string> not_started;  // runs the experiment defines without metrics yet
+  std::vector<std::string> foreign;      // run folders the experiment does not define
+  std::vector<std::string> skipped;      // "folder: why" for unreadable metrics
+  std::vector<std::string> notes;        // what the reader must know (no sweep.yaml, ...)
+
+  std::vector<const RunMetrics*> unfinished() const;
 };
 
-// Every sub-folder of `dir` holding a metrics.h5.
-ExperimentRuns read_experiment_runs(const std::string& dir);
-
-// Ranked: lowest mean final validation loss first; variants without an eval yet last.
-std::vector<VariantSummary> summarize(const std::vector<RunMetrics>& runs);
+// `dir`: an experiment folder (see experiment_dir()).
+Analysis analyze_experiment(const std::string& dir, const AnalysisOptions& options);
 
 }  // namespace dsmoe

@@ -104,7 +104,7 @@ Experiment parse_experiment(const std::string& yaml_text, const std::string& sou
     }
   }
   if (const Field* f = find("seeds")) exp.seeds = read_seeds(*f);
-  exp.run_name = exp.seeds.size() > 1 ? "{variant}-s{seed}" : "{variant}";
+  exp.run_name = "{variant}-s{seed}";  // with any number of seeds: adding seeds renames nothing
   exp.run_name_where = source + ": run_name (default)";
   if (const Field* f = find("run_name")) {
     exp.run_name = Reader::scalar(*f);

@@ -32,7 +32,7 @@ struct Experiment {
   Config base;                         // the base config file, or the defaults for an inline base
   std::vector<Setting> base_settings;  // an inline base, applied before every variant's settings
   std::vector<uint64_t> seeds;         // one run per seed; empty: one run with the base's seed
-  std::string run_name;                // template over {variant} and {seed}
+  std::string run_name;                // template over {variant} and {seed}; default {variant}-s{seed}
   std::string run_name_where;
   std::vector<Variant> variants;
   IsoFlops iso;

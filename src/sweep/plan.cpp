@@ -68,6 +68,9 @@ SweepPlan plan_sweep(const Experiment& exp, const std::string& runs_root) {
     plan.target = exp.iso.target;
     plan.target_from = "iso_flops.target";
   }
+  plan.baseline = exp.variants.front().name;
+  plan.baseline_from = "the first variant";
+  if (!exp.iso.reference.empty()) plan.baseline = exp.iso.reference, plan.baseline_from = "the iso-FLOPs reference";
   for (const ResolvedVariant& rv : variants)
     if (rv.variant->name == exp.iso.reference) {
       plan.target = count_model(rv.cfg).flops_per_token;
@@ -76,6 +79,7 @@ SweepPlan plan_sweep(const Experiment& exp, const std::string& runs_root) {
 
   for (ResolvedVariant& rv : variants) {
     const Variant& v = *rv.variant;
+    plan.variants.push_back(v.name);
     int64_t solved = 0;
     if (!v.free_key.empty()) solved = solve_iso_flops(rv.cfg, v.free_key, plan.target, v.where + ": " + v.name).value;
     const ModelCount count = count_model(rv.cfg);
@@ -108,9 +112,7 @@ SweepPlan plan_sweep(const Experiment& exp, const std::string& runs_root) {
 }
 
 void keep_variants(SweepPlan& plan, const std::string& list) {
-  std::vector<std::string> known;
-  for (const PlannedRun& run : plan.runs)
-    if (std::find(known.begin(), known.end(), run.variant) == known.end()) known.push_back(run.variant);
+  const std::vector<std::string>& known = plan.variants;
   std::vector<std::string> wanted;
   for (size_t at = 0; at <= list.size();) {
     const size_t end = std::min(list.find(',', at), list.size());

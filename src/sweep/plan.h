@@ -28,13 +28,17 @@ struct SweepPlan {
   std::string target_from;  // what set it, for the table's header
   bool iso = false;         // iso_flops given: the tolerance applies
   double tolerance = 0;
+  std::vector<std::string> variants;  // every variant of the experiment, in file order
+  std::string baseline;       // what analysis compares against: the iso-FLOPs reference, else the first
+  std::string baseline_from;  // why it is the baseline, for messages
   std::vector<PlannedRun> runs;
 };
 
 SweepPlan plan_sweep(const Experiment& exp, const std::string& runs_root);
 
 // Keeps the runs of the variants named in `list` (comma-separated, as --only takes them) and
-// drops the others; the target stays what the whole experiment sets. Throws naming a variant the experiment does not have, and the ones it has.
+// drops the others; the target, `variants` and the baseline stay what the whole experiment
+// sets. Throws naming a variant the experiment does not have, and the ones it has.
 void keep_variants(SweepPlan& plan, const std::string& list);
 
 // "variant: +3.10 %" for each variant of the plan beyond the tolerance, in plan order.

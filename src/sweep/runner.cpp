@@ -7,16 +7,20 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <thread>
 
 #include "sweep/run_state.h"
+#include "train/run_presence.h"
+#include "train/stop_signal.h"
 #include "util/check.h"
 #include "util/timer.h"
 
@@ -25,28 +29,32 @@ extern char** environ;
 namespace dsmoe {
 namespace {
 
-volatile std::sig_atomic_t g_signal = 0;
+volatile std::sig_atomic_t g_signal = 0;      // the last interrupt
+volatile std::sig_atomic_t g_interrupts = 0;  // how many arrived
 
-void on_signal(int sig) { g_signal = sig; }
+void on_signal(int sig) {
+  g_signal = sig;
+  g_interrupts = g_interrupts + 1;
+}
 
-// Catches SIGINT and SIGTERM while alive, without SA_RESTART, so that waitpid returns EINTR.
+// Catches SIGINT, SIGTERM and SIGHUP (a closed terminal) while alive.
 class SignalCatcher {
  public:
   SignalCatcher() {
     g_signal = 0;
+    g_interrupts = 0;
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int_);
-    sigaction(SIGTERM, &sa, &old_term_);
+    for (int i = 0; i < 3; ++i) sigaction(kSignals[i], &sa, &old_[i]);
   }
   ~SignalCatcher() {
-    sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
+    for (int i = 0; i < 3; ++i) sigaction(kSignals[i], &old_[i], nullptr);
   }
 
  private:
-  struct sigaction old_int_ {}, old_term_ {};
+  static constexpr int kSignals[3] = {SIGINT, SIGTERM, SIGHUP};
+  struct sigaction old_[3] {};
 };
 
 std::string log_path(const PlannedRun& run) { return run.cfg.out + "/train.log"; }
@@ -56,8 +64,8 @@ void say(const std::string& line) {
   std::fflush(stdout);
 }
 
-// Starts `dsmoe train OUT/config.yaml`, its output appended to OUT/train.log. Returns the pid, or
-// -1 with `problem` set.
+// Starts `dsmoe train OUT/config.yaml` as a process group of its own, its output appended to
+// OUT/train.log. Returns the pid, or -1 with `problem` set.
 pid_t start_run(const PlannedRun& run, const RunnerOptions& opt, int ranks, std::string& problem) {
   std::vector<std::string> args;
   if (ranks > 1) args = {opt.mpiexec, "-n", std::to_string(ranks)};
@@ -72,8 +80,13 @@ pid_t start_run(const PlannedRun& run, const RunnerOptions& opt, int ranks, std:
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 1, log_path(run).c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);  // pgroup 0: its own, led by the child
+  posix_spawnattr_setpgroup(&attr, 0);
   pid_t pid = -1;
-  const int err = posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  const int err = posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), environ);
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&fa);
   if (err != 0) problem = cat("cannot start ", args[0], ": ", std::strerror(err));
   return err == 0 ? pid : -1;
@@ -95,12 +108,64 @@ std::string exit_description(int status) {
   return "ended abnormally";
 }
 
+// OUT/failed, unless the run recorded its own error there.
+void record_failure(const PlannedRun& run, const std::string& why) {
+  const std::string path = run.cfg.out + "/failed";
+  if (std::filesystem::exists(path)) return;
+  std::ofstream f(path);
+  f << why << "\n";
+}
+
 // Several runs at once share the cores, unless the user said how many threads to use.
 void share_cores(int runs_at_once, int ranks) {
   if (runs_at_once <= 1 || std::getenv("OMP_NUM_THREADS")) return;
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   setenv("OMP_NUM_THREADS", std::to_string(std::max(1, cores / (runs_at_once * ranks))).c_str(), 1);
 }
+
+std::string seconds_text(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f s", s);
+  return buf;
+}
+
+struct Going {
+  const PlannedRun* run;
+  double started;
+};
+
+// The sweep's answer to interrupts: the first asks the runs to checkpoint and stop, a second
+// soon after kills them; one later than that is taken as a first again.
+class Interrupts {
+ public:
+  bool any() const { return g_interrupts > 0; }
+  bool at_once() const { return at_once_; }
+
+  // Acts on interrupts that arrived since the last call.
+  void handle(const std::map<pid_t, Going>& going) {
+    while (handled_ < g_interrupts) {
+      ++handled_;
+      const double now = now_seconds();
+      if (asked_at_ >= 0 && now - asked_at_ <= kSecondInterruptSeconds) {
+        at_once_ = true;
+        say(cat("[interrupt] second interrupt: killing ", going.size(),
+                " run(s) at once; their steps since their last checkpoints are lost"));
+        for (const auto& [pid, g] : going) kill(-pid, SIGKILL);  // the group: mpiexec and its ranks
+        continue;
+      }
+      asked_at_ = now;
+      say(cat("[interrupt] signal ", g_signal, ": asking ", going.size(),
+              " run(s) to stop after their current step with a checkpoint; starting no more (interrupt again within ",
+              kSecondInterruptSeconds, " s to stop at once, losing the steps since the last checkpoints)"));
+      for (const auto& [pid, g] : going) kill(pid, SIGTERM);  // mpiexec passes it on to the ranks
+    }
+  }
+
+ private:
+  int handled_ = 0;
+  double asked_at_ = -1;
+  bool at_once_ = false;
+};
 
 }  // namespace
 
@@ -122,53 +187,73 @@ SweepOutcome run_sweep(const SweepPlan& plan, const RunnerOptions& opt) {
   share_cores(at_once, plan.ranks);
 
   SignalCatcher signals;
-  std::map<pid_t, std::pair<const PlannedRun*, double>> going;  // pid -> run, start time
-  while (!queue.empty() || !going.empty()) {
-    while (!queue.empty() && static_cast<int>(going.size()) < at_once && !g_signal) {
+  Interrupts interrupts;
+  std::map<pid_t, Going> going;
+  while ((!queue.empty() && !interrupts.any()) || !going.empty()) {
+    while (!queue.empty() && static_cast<int>(going.size()) < at_once && !interrupts.any()) {
       const PlannedRun& run = *queue.front();
       queue.pop_front();
       write_run_config(run.cfg);
       const int64_t from = checkpoint_step(run.cfg);
+      const bool restarts = from == 0 && std::filesystem::exists(run.cfg.out + "/metrics.h5");
       std::string problem;
       const pid_t pid = start_run(run, opt, plan.ranks, problem);
       if (pid < 0) {
         outcome.failed.push_back(cat(run.name, ": ", problem));
+        record_failure(run, problem);
         say(cat("[FAILED] ", run.name, ": ", problem));
         continue;
       }
       going[pid] = {&run, now_seconds()};
-      say(cat("[start] ", run.name, from > 0 ? cat(" (resuming at step ", from, ")") : "", ", log ", log_path(run)));
+      say(cat("[start] ", run.name,
+              from > 0   ? cat(" (resuming at step ", from, ")")
+              : restarts ? " (no checkpoint: starting from step 0; its earlier metrics are replaced)"
+                         : "",
+              ", log ", log_path(run)));
     }
+    interrupts.handle(going);
+    if (going.empty()) continue;
+    // Polled, so that an interrupt arriving just before the wait is acted on within 50 ms.
     int status = 0;
-    const pid_t pid = g_signal || going.empty() ? -1 : waitpid(-1, &status, 0);
-    if (g_signal) {
-      for (const auto& [child, run] : going) kill(child, SIGTERM);
-      for (const auto& [child, run] : going) waitpid(child, nullptr, 0);
-      throw Error(cat("interrupted (signal ", g_signal, "); ", going.size(),
-                      " run(s) stopped: `dsmoe sweep` again resumes them from their checkpoints"));
+    const pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) {
+      DSMOE_CHECK(pid == 0 || errno == EINTR, "waitpid: ", std::strerror(errno));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
     }
-    if (going.empty() || (pid < 0 && errno == EINTR)) continue;
-    DSMOE_ASSERT(pid > 0);
     auto it = going.find(pid);
     if (it == going.end()) continue;  // not one of ours
-    const PlannedRun& run = *it->second.first;
-    const double seconds = now_seconds() - it->second.second;
+    const PlannedRun& run = *it->second.run;
+    const std::string took = seconds_text(now_seconds() - it->second.started);
     going.erase(it);
+    clear_stale_presence(run.cfg.out);
     const int64_t step = checkpoint_step(run.cfg);
-    char took[32];
-    std::snprintf(took, sizeof took, "%.1f s", seconds);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      outcome.failed.push_back(cat(run.name, ": ", exit_description(status), " (see ", log_path(run), ")"));
-      say(cat("[FAILED] ", run.name, " after ", took, ": ", exit_description(status), "; the end of ", log_path(run),
-              ":\n", log_tail(run, 5)));
-    } else if (step >= run.cfg.train.steps) {
+    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (step >= run.cfg.train.steps && (ok || interrupts.any())) {
       mark_finished(run.cfg);
       outcome.finished++;
       say(cat("[done] ", run.name, " in ", took));
+    } else if (interrupts.at_once()) {
+      outcome.interrupted.push_back(cat(run.name, " killed; resumes from its checkpoint at step ", step));
+      say(cat("[killed] ", run.name, " after ", took, "; its last checkpoint is at step ", step));
+    } else if (interrupts.any()) {  // mpiexec reports the ranks' requeue code 75 as a failure
+      outcome.stopped++;
+      outcome.interrupted.push_back(cat(run.name, " at step ", step, " of ", run.cfg.train.steps));
+      say(cat("[stopped] ", run.name, " at step ", step, " of ", run.cfg.train.steps, " (checkpoint) after ", took));
+    } else if (!ok) {
+      outcome.failed.push_back(cat(run.name, ": ", exit_description(status), " (see ", log_path(run), ")"));
+      record_failure(run, cat(exit_description(status), " (see ", log_path(run), ")"));
+      say(cat("[FAILED] ", run.name, " after ", took, ": ", exit_description(status), "; the end of ", log_path(run),
+              ":\n", log_tail(run, 5)));
     } else {
       outcome.stopped++;
       say(cat("[stopped] ", run.name, " at step ", step, " of ", run.cfg.train.steps, " after ", took));
     }
+  }
+  if (interrupts.any()) {
+    outcome.interrupted_by = g_signal;
+    outcome.stopped_at_once = interrupts.at_once();
+    outcome.not_started = static_cast<int>(queue.size());
   }
   return outcome;
 }

@@ -20,12 +20,20 @@ struct RunnerOptions {
 struct SweepOutcome {
   int already_finished = 0;  // skipped
   int finished = 0;          // reached train.steps in this sweep
-  int stopped = 0;           // stopped early by stop_after
+  int stopped = 0;           // stopped early (stop_after, or an interrupt) with a checkpoint
   std::vector<std::string> failed;  // "run: exit code 1 (see OUT/train.log)"
+  int interrupted_by = 0;           // the signal that stopped the sweep, 0 if none
+  bool stopped_at_once = false;     // a second interrupt: runs were killed without a checkpoint
+  std::vector<std::string> interrupted;  // "run at step k of n" for each run the interrupt stopped
+  int not_started = 0;               // runs left in the queue by an interrupt
 };
 
-// Progress goes to stdout, each run's output to OUT/train.log. SIGINT or SIGTERM stops the
-// runs going (they resume next time) and throws.
+// Progress goes to stdout, each run's output to OUT/train.log. The runs are process groups of
+// their own, so a terminal's Ctrl-C reaches only the sweep: on SIGINT or SIGTERM the sweep asks
+// every run going to stop after its step with a checkpoint (SIGTERM to it; mpiexec passes it
+// to the ranks), starts no more, and reports where each stopped; a second SIGINT or SIGTERM
+// within kSecondInterruptSeconds kills them at once (their steps since the last checkpoint are
+// lost, and the report says so).
 SweepOutcome run_sweep(const SweepPlan& plan, const RunnerOptions& options);
 
 }  // namespace dsmoe

@@ -1,22 +1,22 @@
-// The ranked variant table of `dsmoe analyze` as text, CSV, and summary.h5 (which also holds
-// one row per run, for plots).
+// What `dsmoe analyze` writes: the report as text, summary.csv (a row per ranked variant),
+// runs.csv (a row per run, finished or not) and summary.h5 (both tables, the variants' order,
+// the metric and the baseline), which experiments/analysis/plot.py draws.
 #pragma once
 #include <string>
-#include <vector>
 
 #include "sweep/analysis.h"
 
 namespace dsmoe {
 
-std::string summary_text(const std::vector<VariantSummary>& variants);
+std::string analysis_text(const Analysis& a);
 
-// One header line of column names, then one line per variant in rank order; a missing value
-// (no eval yet, no MoE layer) is an empty field.
-std::string summary_csv(const std::vector<VariantSummary>& variants);
+// One header line of column names, then one line per row; a missing value is an empty field.
+std::string variants_csv(const Analysis& a);
+std::string runs_csv(const Analysis& a);
 
-// /variants/<column> in rank order (/variants/variant: names), /runs/<column> in folder order
-// (/runs/run: folder names); root attribute `experiment`. Written to a temporary name and renamed.
-void write_summary_h5(const std::string& path, const std::string& experiment,
-                      const std::vector<VariantSummary>& variants, const std::vector<RunMetrics>& runs);
+// Root attributes experiment, metric, metric_label, lower_is_better, baseline, confidence;
+// /order/variant (the file's order); /variants/<column> (ranked) and /runs/<column>, the
+// columns of the CSVs. Written to a temporary name and renamed.
+void write_summary_h5(const std::string& path, const Analysis& a);
 
 }  // namespace dsmoe

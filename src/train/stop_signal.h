@@ -1,6 +1,9 @@
 // Stopping `dsmoe train` cleanly on request: SIGUSR1 (Slurm's warning before the time limit,
-// see jobs/run.sbatch) or SIGTERM (preemption, scancel) only set a flag; the training loop
-// finishes its step, writes the checkpoint, flushes the metrics and exits with kRequeueExitCode.
+// see jobs/run.sbatch), SIGTERM (preemption, scancel, `dsmoe sweep` stopping its runs) or SIGINT
+// (Ctrl-C in a terminal) only set a flag; the training loop finishes its step, writes the
+// checkpoint, flushes the metrics and exits with kRequeueExitCode. A second SIGINT within
+// kSecondInterruptSeconds of the first ends the process at once (exit code 130), saying that
+// the steps since the last checkpoint are lost.
 #pragma once
 
 namespace dsmoe {
@@ -9,7 +12,10 @@ namespace dsmoe {
 // again" (EX_TEMPFAIL). jobs/run.sbatch requeues the job on it.
 constexpr int kRequeueExitCode = 75;
 
-// While alive, SIGUSR1 and SIGTERM set the stop flag instead of ending the process.
+// How soon a second Ctrl-C must follow the first to stop at once.
+constexpr int kSecondInterruptSeconds = 5;
+
+// While alive, SIGUSR1, SIGTERM and SIGINT set the stop flag instead of ending the process.
 class StopSignals {
  public:
   StopSignals();

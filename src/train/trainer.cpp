@@ -66,6 +66,7 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, const TrainOptions& 
   const std::string ckpt = out + "/checkpoint.h5";
 
   bool resumed = false;
+  const bool had_metrics = std::filesystem::exists(out + "/metrics.h5");
   if (std::filesystem::exists(ckpt)) {
     try {
       engine.load_checkpoint(ckpt);
@@ -101,6 +102,8 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, const TrainOptions& 
            engine.backend().name(), ", ", cfg.train.steps, " steps of ", engine.tokens_per_step(), " tokens");
   print_parameter_table(cfg);
   if (resumed) log_info("resuming from ", ckpt, " at step ", engine.step());
+  else if (had_metrics)
+    log_info("no checkpoint in ", out, ": starting from step 0 (the metrics of the earlier start are replaced)");
 
   TrainSummary summary;
   bool evaluated = false;

@@ -12,4 +12,10 @@ std::string fmt_count(int64_t n) {
   return out;
 }
 
+std::string join(const std::vector<std::string>& parts, const std::string& separator) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) out += (i ? separator : "") + parts[i];
+  return out;
+}
+
 }  // namespace dsmoe
