@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 
@@ -29,7 +30,20 @@ RunInfo moe_info(bool with_bias = true) {
   return info;
 }
 
-TrainRow train_row(int64_t step) {
+// Rank r's values of step `step`: each field its own, so that a swapped column shows.
+RankStats rank_stats(int64_t step, int r) {
+  RankStats s;
+  s.step_time_s = 0.25 + 0.01 * r;
+  s.t_compute = 0.1 + 0.01 * r;
+  s.t_dispatch = 0.02 * r;
+  s.t_combine = 0.03 * r;
+  s.t_allreduce = 0.04 * step;
+  s.expert_rows = 100.0 * step + r;
+  s.tokens_received = 10.0 * step + r;
+  return s;
+}
+
+TrainRow train_row(int64_t step, int ranks = 2) {
   TrainRow r;
   r.step = step;
   r.loss = 10.0 - step;
@@ -43,6 +57,7 @@ TrainRow train_row(int64_t step) {
   r.t_dispatch = 0.02;
   r.t_combine = 0.03;
   r.t_allreduce = 0.04 * step;
+  for (int k = 0; k < ranks; ++k) r.ranks.push_back(rank_stats(step, k));
   return r;
 }
 
@@ -135,6 +150,45 @@ class Reader {
 using I64 = std::vector<int64_t>;
 using F64 = std::vector<double>;
 
+// The train/rank/* datasets and the RankStats field each holds.
+const std::pair<const char*, double RankStats::*> kRankSeries[] = {
+    {"train/rank/step_time_s", &RankStats::step_time_s},   {"train/rank/time/compute", &RankStats::t_compute},
+    {"train/rank/time/dispatch", &RankStats::t_dispatch},  {"train/rank/time/combine", &RankStats::t_combine},
+    {"train/rank/time/allreduce", &RankStats::t_allreduce}, {"train/rank/expert_rows", &RankStats::expert_rows},
+    {"train/rank/tokens_received", &RankStats::tokens_received}};
+
+// Equal, NaN matching NaN.
+void expect_same(const F64& got, const F64& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_TRUE(got[i] == want[i] || (std::isnan(got[i]) && std::isnan(want[i])))
+        << what << "[" << i << "] = " << got[i] << ", expected " << want[i];
+}
+
+struct Written {
+  I64 steps;  // train rows appended, of rank_stats()
+  int ranks;  // by a run of this many ranks
+};
+
+// Every train/rank/* dataset holds the rows `written`, in `columns` columns (NaN past a row's ranks).
+void expect_rank_rows(const Reader& r, const std::vector<Written>& written, int columns) {
+  for (const auto& [series, field] : kRankSeries) {
+    F64 want;
+    for (const Written& w : written)
+      for (int64_t step : w.steps)
+        for (int k = 0; k < columns; ++k) want.push_back(k < w.ranks ? rank_stats(step, k).*field : std::nan(""));
+    const hsize_t rows = want.size() / columns;
+    EXPECT_EQ(r.shape(series), (std::vector<hsize_t>{rows, hsize_t(columns)})) << series;
+    expect_same(r.read<double>(series), want, series);
+  }
+}
+
+// A new file with train rows of steps 1..n on info.world_size ranks.
+void write_train_rows(const std::string& path, const RunInfo& info, int n) {
+  MetricsWriter w(path, info);
+  for (int s = 1; s <= n; ++s) w.append_train(train_row(s, info.world_size));
+}
+
 bool on_path(const char* tool) {
   return std::system((std::string("command -v ") + tool + " >/dev/null 2>&1").c_str()) == 0;
 }
@@ -205,6 +259,20 @@ TEST(Metrics, AppendedRowsReadBack) {
   EXPECT_EQ(load.at(6 + 4), 200.0 + 4);  // step 2, layer 1, expert 1
   EXPECT_EQ(r.read<double>("experts/bias").at(17), -2.5);
   EXPECT_EQ(r.read<double>("experts/max_violation"), (F64{1, 1.1, 2, 2.1, 3, 3.1}));
+  expect_rank_rows(r, {{{1, 2, 3, 4, 5}, 2}}, 2);
+}
+
+TEST(Metrics, TrainRowNeedsAValueOfEveryRank) {
+  TempDir dir;
+  const std::string path = dir.file("metrics.h5");
+  {
+    MetricsWriter w(path, moe_info());
+    const std::string error = test::error_of([&] { w.append_train(train_row(1, 3)); });
+    EXPECT_NE(error.find(path), std::string::npos) << error;
+    EXPECT_NE(error.find("3 ranks' values, expected world_size 2"), std::string::npos) << error;
+  }
+  Reader r(path);
+  EXPECT_EQ(r.shape("train/loss"), std::vector<hsize_t>{0});  // nothing of the row was written
 }
 
 TEST(Metrics, ExpertsDatasetsFollowTheModel) {
@@ -241,7 +309,7 @@ TEST(Metrics, ResumeDropsLaterRows) {
   info.world_size = 4;
   {
     MetricsWriter w(path, info, 3);
-    w.append_train(train_row(4));
+    w.append_train(train_row(4, 4));
   }
   Reader r(path);
   EXPECT_EQ(r.read<int64_t>("train/step"), (I64{1, 2, 3, 4}));
@@ -253,6 +321,39 @@ TEST(Metrics, ResumeDropsLaterRows) {
   EXPECT_EQ(r.shape("experts/load"), (std::vector<hsize_t>{3, 2, 3}));
   EXPECT_EQ(r.shape("experts/dropped"), (std::vector<hsize_t>{3, 2}));
   EXPECT_EQ(r.attr<int64_t>("world_size"), 4);
+  expect_rank_rows(r, {{{1, 2, 3}, 2}, {{4}, 4}}, 4);  // the rows of 2 ranks read NaN in the new columns
+}
+
+TEST(Metrics, ResumeOnFewerRanksPadsTheirRows) {
+  TempDir dir;
+  const std::string path = dir.file("metrics.h5");
+  RunInfo info = moe_info();
+  info.world_size = 4;
+  write_train_rows(path, info, 3);
+  info.world_size = 2;
+  { MetricsWriter(path, info, 2).append_train(train_row(3, 2)); }
+  Reader r(path);
+  EXPECT_EQ(r.read<int64_t>("train/step"), (I64{1, 2, 3}));
+  expect_rank_rows(r, {{{1, 2}, 4}, {{3}, 2}}, 4);
+}
+
+// A file without the train/rank/* datasets (as written before they existed) does not fit: it is
+// replaced by a new file, not extended in place.
+TEST(Metrics, ResumeOfAFileWithoutRankDatasetsStartsOver) {
+  TempDir dir;
+  const std::string path = dir.file("metrics.h5");
+  RunInfo info = moe_info();
+  write_train_rows(path, info, 3);
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  ASSERT_GE(H5Ldelete(f, "train/rank", H5P_DEFAULT), 0);
+  H5Fclose(f);
+  { MetricsWriter(path, info, 2).append_train(train_row(3)); }
+  Reader r(path);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.read<int64_t>("train/step"), (I64{3}));
+  EXPECT_EQ(r.read<double>("train/loss"), (F64{7}));
+  expect_rank_rows(r, {{{3}, 2}}, 2);
 }
 
 TEST(Metrics, ResumeWithoutUsableFileStartsOver) {

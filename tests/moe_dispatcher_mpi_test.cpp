@@ -96,8 +96,15 @@ void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const 
   // Expected rows: from each source rank in order, its tokens for each local expert in order.
   Vec expected, expected_gates;
   std::vector<int> expected_blocks, blocks;  // (expert, rows) flattened
+  int64_t tokens_received = 0;  // tokens of other ranks with a kept pair here: each arrives once
+  auto is_local = [&](int32_t e) { return e >= placement.first() && e < placement.first() + placement.per_rank(); };
   for (int src = 0; src < ep.size(); ++src) {
     const Plan p = plan_of(group_first_rank + src);
+    for (int t = 0; t < p.tokens && src != ep.rank(); ++t) {
+      bool here = false;
+      for (int s = 0; s < p.k; ++s) here = here || (p.kept[t * p.k + s] && is_local(p.sel[t * p.k + s]));
+      tokens_received += here;
+    }
     for (int j = 0; j < placement.per_rank(); ++j) {
       int rows = 0;
       for (int t = 0; t < p.tokens; ++t)
@@ -114,6 +121,8 @@ void check_round_trip(Backend<T>& be, int n_experts, int expert_parallel, const 
   EXPECT_EQ(blocks, expected_blocks);
   const int R = disp.rows();
   EXPECT_EQ(R, static_cast<int>(expected.size()));
+  EXPECT_EQ(disp.stats().expert_rows, static_cast<int64_t>(expected.size()));
+  EXPECT_EQ(disp.stats().tokens_received, tokens_received);
 
   auto as_stored = [&](double v) { return be.bf16_storage() ? (T)bf16_value(bf16_bits((float)v)) : (T)v; };
   Vec x((size_t)mine.tokens * kD);

@@ -177,6 +177,10 @@ TEST(TrainLoop, MetricsFileHasTheSpecLayout) {
                            "train/time/combine", "train/time/allreduce", "train/comm/bytes_sent",
                            "train/comm/recv_imbalance", "experts/step"})
     EXPECT_EQ(h5::shape(h5::open_dataset(f, name)), std::vector<int64_t>({8})) << name;
+  for (const char* name : {"train/rank/step_time_s", "train/rank/time/compute", "train/rank/time/dispatch",
+                           "train/rank/time/combine", "train/rank/time/allreduce", "train/rank/expert_rows",
+                           "train/rank/tokens_received"})
+    EXPECT_EQ(h5::shape(h5::open_dataset(f, name)), std::vector<int64_t>({8, 1})) << name;
   EXPECT_EQ(h5::shape(h5::open_dataset(f, "experts/load")), std::vector<int64_t>({8, 1, 4}));
   EXPECT_EQ(h5::shape(h5::open_dataset(f, "experts/bias")), std::vector<int64_t>({8, 1, 4}));
   EXPECT_EQ(h5::shape(h5::open_dataset(f, "experts/max_violation")), std::vector<int64_t>({8, 1}));

@@ -1,17 +1,21 @@
 // Expert parallelism computes the same model: a tiny config trained at every valid
 // (ranks, expert_parallel) gives the single-rank losses at every step and the same weights,
-// and a checkpoint written by 4 ranks resumes on 2 ranks and on 1.
+// and a checkpoint written by 4 ranks resumes on 2 ranks and on 1. metrics.h5 records every
+// rank's times and expert rows.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <numeric>
 
 #include "backend/cuda_loader.h"
 #include "io/checkpoint.h"
 #include "model/layout.h"
 #include "mpi_test_env.h"
 #include "train/engine.h"
+#include "train/trainer.h"
 #include "train_fixture.h"
 
 namespace dsmoe {
@@ -148,6 +152,85 @@ TEST(TrainParallel, CheckpointOfFourRanksResumesOnTwoAndOne) {
     }
   } else {
     EXPECT_LT(max_abs_diff(resumed.model().params_to_host(), ref_params), kWeightTol);
+  }
+  world.barrier();
+}
+
+// A dataset of metrics.h5 on rank 0: its shape and its values, flattened.
+struct Dataset {
+  std::vector<int64_t> shape;
+  std::vector<double> values;
+  Dataset(const std::string& path, const std::string& name) : values(test::read_series(path, name)) {
+    h5::Handle f = h5::open_file(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ);  // as read_series opens it
+    shape = h5::shape(h5::open_dataset(f, name));
+  }
+  // Row `row` of a [rows, ranks] dataset.
+  std::vector<double> ranks_of(size_t row) const {
+    const size_t n = static_cast<size_t>(shape.at(1));
+    return {values.begin() + row * n, values.begin() + (row + 1) * n};
+  }
+};
+
+double sum_of(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0); }
+double max_of(const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); }
+
+// train/rank/* of a dropless run on `ranks` ranks that logged 2 rows, against what the columns
+// must add up to.
+void expect_rank_columns(const Config& cfg, int ranks, const std::string& path) {
+  const Dataset expert_rows(path, "train/rank/expert_rows"), received(path, "train/rank/tokens_received");
+  const Dataset step_time(path, "train/rank/step_time_s");
+  std::vector<Dataset> phases;
+  for (const char* phase : {"compute", "dispatch", "combine", "allreduce"})
+    phases.emplace_back(path, std::string("train/rank/time/") + phase);
+  std::vector<const Dataset*> all = {&expert_rows, &received, &step_time};
+  for (const Dataset& p : phases) all.push_back(&p);
+  for (const Dataset* d : all) ASSERT_EQ(d->shape, (std::vector<int64_t>{2, ranks}));
+  // Every step computes each of its tokens' top_k selections once, in each MoE layer.
+  const double selections = static_cast<double>(cfg.train.batch_size) * cfg.model.seq_len * cfg.moe.top_k *
+                            cfg.n_moe_layers();
+  const std::vector<double> load = test::read_series(path, "experts/load");
+  const std::vector<double> imbalance = test::read_series(path, "train/comm/recv_imbalance");
+  const size_t experts = load.size() / 2;
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE("row " + std::to_string(i));
+    const std::vector<double> rows_of = expert_rows.ranks_of(i), received_of = received.ranks_of(i);
+    EXPECT_EQ(sum_of(rows_of), selections);
+    EXPECT_EQ(sum_of(std::vector<double>(load.begin() + i * experts, load.begin() + (i + 1) * experts)), selections);
+    EXPECT_NEAR(imbalance.at(i), max_of(rows_of) / (selections / ranks), 1e-12);
+    EXPECT_EQ(sum_of(received_of) > 0, ranks > 1);  // tokens travel when the experts are spread
+    for (int r = 0; r < ranks; ++r) {
+      SCOPED_TRACE("rank " + std::to_string(r));
+      EXPECT_LE(received_of[r], rows_of[r]);  // a token arrives for one row or more
+      double phase_sum = 0;
+      for (const Dataset& p : phases) phase_sum += p.ranks_of(i)[r];
+      EXPECT_NEAR(phase_sum, step_time.ranks_of(i)[r], 1e-9);  // compute is the rest of the step
+    }
+  }
+}
+
+// Each max-over-ranks dataset of metrics.h5 is the max over the columns of its train/rank/* one.
+void expect_max_over_ranks(const std::string& path, const std::string& scalar, const std::string& per_rank) {
+  const std::vector<double> max = test::read_series(path, scalar);
+  const Dataset ranks(path, per_rank);
+  ASSERT_EQ(ranks.shape.at(0), static_cast<int64_t>(max.size())) << per_rank;
+  for (size_t i = 0; i < max.size(); ++i) EXPECT_EQ(max_of(ranks.ranks_of(i)), max[i]) << per_rank << " row " << i;
+}
+
+// `dsmoe train`'s metrics.h5 on the world: a column per rank in train/rank/*, whose max is the
+// matching max-over-ranks dataset, and whose expert rows add up to the step's selections.
+TEST(TrainParallel, MetricsHoldEveryRanksTimesAndRows) {
+  SharedDir dir;
+  Comm& world = test::world();
+  const Config cfg = parse_config(test::tiny_yaml(dir.path + "/corpus.txt", dir.path + "/run"), "tiny.yaml",
+                                  {"parallel.expert_parallel=0", "moe.capacity_factor=0", "train.micro_batches=2",
+                                   "train.steps=3", "train.log_every=2"});
+  run_training(cfg, world);
+  if (world.rank() == 0) {
+    const std::string path = cfg.out + "/metrics.h5";
+    expect_rank_columns(cfg, world.size(), path);
+    expect_max_over_ranks(path, "train/step_time_s", "train/rank/step_time_s");
+    for (const char* phase : {"compute", "dispatch", "combine", "allreduce"})
+      expect_max_over_ranks(path, std::string("train/time/") + phase, std::string("train/rank/time/") + phase);
   }
   world.barrier();
 }

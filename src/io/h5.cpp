@@ -1,5 +1,6 @@
 #include "io/h5.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "util/check.h"
@@ -48,6 +49,13 @@ std::pair<Handle, Handle> select_rows(hid_t dset, int64_t row0, const std::vecto
   Handle mspace = own(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
                       H5Sclose, "cannot create a dataspace");
   return {std::move(fspace), std::move(mspace)};
+}
+
+// Resizes dimension `dim` of a chunked dataset to n (`unit`: what it counts).
+void set_extent(hid_t dset, size_t dim, int64_t n, const char* unit) {
+  std::vector<hsize_t> dims = to_hsize(shape(dset));
+  dims.at(dim) = static_cast<hsize_t>(n);
+  DSMOE_CHECK(H5Dset_extent(dset, dims.data()) >= 0, "cannot resize a dataset to ", n, " ", unit, why());
 }
 
 void write_attr_value(hid_t loc, const std::string& name, hid_t file_type, hid_t mem_type,
@@ -138,7 +146,7 @@ Handle create_group(hid_t loc, const std::string& path) {
 }
 
 Handle create_dataset(hid_t loc, const std::string& path, hid_t file_type,
-                      const std::vector<int64_t>& dims, int64_t extend_rows) {
+                      const std::vector<int64_t>& dims, int64_t extend_rows, bool extend_columns) {
   std::vector<hsize_t> cur = to_hsize(dims), max = cur;
   Handle dcpl = own(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "cannot create a property list");
   if (extend_rows > 0) {
@@ -147,6 +155,12 @@ Handle create_dataset(hid_t loc, const std::string& path, hid_t file_type,
     chunk[0] = static_cast<hsize_t>(extend_rows);
     DSMOE_CHECK(H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()) >= 0,
                 "cannot set the chunking of ", path);
+  }
+  if (extend_columns) {
+    DSMOE_CHECK(extend_rows > 0, "internal: ", path, " extends its columns but not its rows");
+    max.at(1) = H5S_UNLIMITED;
+    const double nan = std::nan("");
+    DSMOE_CHECK(H5Pset_fill_value(dcpl, H5T_NATIVE_DOUBLE, &nan) >= 0, "cannot set the fill value of ", path);
   }
   Handle space = own(H5Screate_simple(static_cast<int>(cur.size()), cur.data(), max.data()),
                      H5Sclose, cat("cannot create the dataspace of ", path));
@@ -189,11 +203,9 @@ void read_rows(hid_t dset, hid_t mem_type, int64_t row0, const std::vector<int64
               "cannot read rows ", row0, "..", row0 + block.at(0), why());
 }
 
-void set_rows(hid_t dset, int64_t rows) {
-  std::vector<hsize_t> dims = to_hsize(shape(dset));
-  dims.at(0) = static_cast<hsize_t>(rows);
-  DSMOE_CHECK(H5Dset_extent(dset, dims.data()) >= 0, "cannot resize a dataset to ", rows, " rows", why());
-}
+void set_rows(hid_t dset, int64_t rows) { set_extent(dset, 0, rows, "rows"); }
+
+void set_columns(hid_t dset, int64_t columns) { set_extent(dset, 1, columns, "columns"); }
 
 void append_row(hid_t dset, hid_t mem_type, const void* row) {
   std::vector<int64_t> block = shape(dset);

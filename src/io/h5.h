@@ -50,9 +50,11 @@ Handle open_group(hid_t loc, const std::string& path);
 Handle create_group(hid_t loc, const std::string& path);  // with missing parent groups
 
 // Creates a dataset (and missing parent groups). extend_rows > 0 makes dim 0 unlimited,
-// chunked by extend_rows rows.
+// chunked by extend_rows rows; extend_columns (with extend_rows, for a float type) makes dim 1
+// unlimited too, and cells that no write reached read as NaN.
 Handle create_dataset(hid_t loc, const std::string& path, hid_t file_type,
-                      const std::vector<int64_t>& dims, int64_t extend_rows = 0);
+                      const std::vector<int64_t>& dims, int64_t extend_rows = 0,
+                      bool extend_columns = false);
 Handle open_dataset(hid_t loc, const std::string& path);
 std::vector<int64_t> shape(hid_t dset);
 std::string shape_str(const std::vector<int64_t>& dims);  // "[64, 32]"
@@ -63,6 +65,7 @@ void write_rows(hid_t dset, hid_t mem_type, int64_t row0, const std::vector<int6
 void read_rows(hid_t dset, hid_t mem_type, int64_t row0, const std::vector<int64_t>& block,
                void* data);
 void set_rows(hid_t dset, int64_t rows);                      // resizes dim 0
+void set_columns(hid_t dset, int64_t columns);                // resizes dim 1
 void append_row(hid_t dset, hid_t mem_type, const void* row);  // one more row
 
 // Attributes; writing replaces an existing attribute of the same name. Strings are stored

@@ -9,6 +9,7 @@
 #include "io/metrics.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <map>
 
@@ -24,6 +25,18 @@ struct Series {
   std::string path;
   bool integer;              // int64, else float64
   std::vector<int64_t> row;  // shape of one row
+  bool per_rank = false;     // row [ranks], widened when a run resumes on more ranks
+};
+
+// The train/rank/* datasets: a RankStats field, a column per rank.
+const std::pair<const char*, double RankStats::*> kRankSeries[] = {
+    {"train/rank/step_time_s", &RankStats::step_time_s},
+    {"train/rank/time/compute", &RankStats::t_compute},
+    {"train/rank/time/dispatch", &RankStats::t_dispatch},
+    {"train/rank/time/combine", &RankStats::t_combine},
+    {"train/rank/time/allreduce", &RankStats::t_allreduce},
+    {"train/rank/expert_rows", &RankStats::expert_rows},
+    {"train/rank/tokens_received", &RankStats::tokens_received},
 };
 
 std::vector<Series> schema(const RunInfo& info) {
@@ -33,6 +46,7 @@ std::vector<Series> schema(const RunInfo& info) {
                            "time/compute", "time/dispatch", "time/combine", "time/allreduce",
                            "comm/bytes_sent", "comm/recv_imbalance"})
     s.push_back({cat("train/", name), false, {}});
+  for (const auto& series : kRankSeries) s.push_back({series.first, false, {info.world_size}, true});
   s.push_back({"eval/step", true, {}});
   s.push_back({"eval/loss", false, {}});
   // A model without MoE layers has no /experts group: a chunked dataset cannot have a
@@ -74,7 +88,7 @@ struct MetricsWriter::Impl {
       std::vector<int64_t> dims{0};
       dims.insert(dims.end(), s.row.begin(), s.row.end());
       dsets[s.path] = h5::create_dataset(file, s.path, s.integer ? H5T_STD_I64LE : H5T_IEEE_F64LE,
-                                         dims, chunk_rows(s.row));
+                                         dims, chunk_rows(s.row), s.per_rank);
     }
   }
 
@@ -95,8 +109,9 @@ struct MetricsWriter::Impl {
         DSMOE_CHECK(h5::exists(file, s.path), "no dataset ", s.path);
         h5::Handle d = h5::open_dataset(file, s.path);
         std::vector<int64_t> dims = h5::shape(d);
-        DSMOE_CHECK(!dims.empty() && std::vector<int64_t>(dims.begin() + 1, dims.end()) == s.row,
-                    s.path, " has shape ", h5::shape_str(dims), ", this run writes rows of ",
+        const bool fits = !dims.empty() && (s.per_rank ? dims.size() == 2
+                                                       : std::vector<int64_t>(dims.begin() + 1, dims.end()) == s.row);
+        DSMOE_CHECK(fits, s.path, " has shape ", h5::shape_str(dims), ", this run writes rows of ",
                     h5::shape_str(s.row));
         dsets[s.path] = std::move(d);
       }
@@ -109,7 +124,10 @@ struct MetricsWriter::Impl {
         auto end = std::find_if(steps.begin(), steps.end(), [&](int64_t st) { return st > after; });
         keep[group_of(s.path)] = end - steps.begin();
       }
-      for (const Series& s : series) h5::set_rows(dsets[s.path], keep.at(group_of(s.path)));
+      for (const Series& s : series) {
+        h5::set_rows(dsets[s.path], keep.at(group_of(s.path)));
+        if (s.per_rank && h5::shape(dsets[s.path])[1] < s.row[0]) h5::set_columns(dsets[s.path], s.row[0]);
+      }
       return true;
     } catch (const Error& e) {
       log_info(path, ": cannot resume (", e.what(), "), starting a new file");
@@ -131,6 +149,13 @@ struct MetricsWriter::Impl {
   void append(const std::string& series, const std::vector<double>& row, size_t n) {
     DSMOE_CHECK(row.size() == n, path, ": ", series, " row has ", row.size(), " values, expected ",
                 n);
+    append(series, H5T_NATIVE_DOUBLE, row.data());
+  }
+  // One value per rank, NaN in the columns past this run's ranks (a run resumed on fewer).
+  void append(const std::string& series, const std::vector<RankStats>& ranks, double RankStats::*field) {
+    std::vector<double> row(static_cast<size_t>(h5::shape(dsets.at(series)).at(1)), std::nan(""));
+    DSMOE_ASSERT(ranks.size() <= row.size());  // reopen() widened it to this run's ranks
+    for (size_t r = 0; r < ranks.size(); ++r) row[r] = ranks[r].*field;
     append(series, H5T_NATIVE_DOUBLE, row.data());
   }
 };
@@ -160,6 +185,8 @@ MetricsWriter::~MetricsWriter() = default;
 
 void MetricsWriter::append_train(const TrainRow& row) {
   Impl& m = *impl_;
+  DSMOE_CHECK(row.ranks.size() == static_cast<size_t>(m.info.world_size), m.path, ": a train row has ",
+              row.ranks.size(), " ranks' values, expected world_size ", m.info.world_size);
   m.append("train/loss", row.loss);
   m.append("train/aux_loss", row.aux_loss);
   m.append("train/lr", row.lr);
@@ -174,6 +201,7 @@ void MetricsWriter::append_train(const TrainRow& row) {
   m.append("train/comm/bytes_sent", row.bytes_sent);
   m.append("train/comm/recv_imbalance", row.recv_imbalance);
   m.append("train/skipped_steps", row.skipped_steps);
+  for (const auto& [series, field] : kRankSeries) m.append(series, row.ranks, field);
   m.append("train/step", row.step);
   m.last_step = row.step;
 }

@@ -20,15 +20,24 @@ struct RunInfo {
   bool with_bias = false;  // bias balancing: /experts/bias exists
 };
 
+// One rank's own values of a step: its column of the train/rank/* datasets.
+struct RankStats {
+  double step_time_s = 0;
+  double t_compute = 0, t_dispatch = 0, t_combine = 0, t_allreduce = 0;
+  double expert_rows = 0;      // (token, expert) rows this rank's experts computed
+  double tokens_received = 0;  // token activations that came from other ranks (once per token and rank)
+};
+
 struct TrainRow {
   int64_t step = 0;  // optimizer steps completed (1-based: the row after step s has step s+1)
   double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0;
   int64_t tokens = 0;  // tokens seen so far
-  double tokens_per_s = 0, step_time_s = 0;
+  double tokens_per_s = 0, step_time_s = 0;                              // step_time_s: max over ranks
   double t_compute = 0, t_dispatch = 0, t_combine = 0, t_allreduce = 0;  // max over ranks
-  double bytes_sent = 0;      // token activations sent to other ranks, mean per rank
-  double recv_imbalance = 1;  // rows received per rank: max / mean over the expert-parallel group
+  double bytes_sent = 0;      // bytes sent to other ranks, mean over ranks
+  double recv_imbalance = 1;  // RankStats::expert_rows: max / mean over ranks
   int64_t skipped_steps = 0;  // steps since the previous row whose update was skipped (non-finite)
+  std::vector<RankStats> ranks;  // [world_size], in rank order
 };
 
 struct ExpertRow {
@@ -44,7 +53,9 @@ class MetricsWriter {
   // Creates `path`, or with `resume_after_step >= 0` opens the existing file and drops rows
   // whose step is greater than it (they are recomputed by the resumed run). All datasets
   // are created before SWMR writing starts. A file that cannot be resumed (missing, not
-  // HDF5, other datasets or shapes) is replaced by a new one.
+  // HDF5, other datasets or shapes) is replaced by a new one. The train/rank/* datasets have
+  // a column per rank of the largest world size of the run: resumed on more ranks, the earlier
+  // rows read NaN in the new columns; on fewer, the new rows do in the columns past them.
   MetricsWriter(const std::string& path, const RunInfo& info, int64_t resume_after_step = -1);
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter&) = delete;

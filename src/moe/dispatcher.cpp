@@ -151,7 +151,8 @@ void Dispatcher<T>::plan(const std::vector<int32_t>& sel, const std::vector<uint
   }
   upload(self_tok_off_, off);
   upload(self_tok_idx_, idx);
-  stats_.rows_received += rows_;
+  stats_.expert_rows += rows_;
+  stats_.tokens_received += recv_units_;
   if (E == 1) return;
 
   upload(unit_token_, unit_token);
@@ -203,7 +204,7 @@ void Dispatcher<T>::plan_local(const int32_t* sel, int tokens, int k) {
   self_off_ = back_rows_ = units_ = recv_units_ = 0;
   for (std::vector<int64_t>* v : {&unit_send_count_, &unit_recv_count_, &pair_send_count_, &pair_recv_count_})
     v->assign(1, 0);
-  stats_.rows_received += rows_;
+  stats_.expert_rows += rows_;
 }
 
 template <typename T>

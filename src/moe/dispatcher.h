@@ -23,8 +23,9 @@
 namespace dsmoe {
 
 struct DispatchStats {
-  int64_t bytes_sent = 0;     // to other ranks, forward and backward
-  int64_t rows_received = 0;  // rows this rank's experts computed
+  int64_t bytes_sent = 0;       // to other ranks, forward and backward
+  int64_t expert_rows = 0;      // (token, expert) rows this rank's experts computed, own tokens' too
+  int64_t tokens_received = 0;  // units: token activations from other ranks, once per token and rank
 };
 
 // Consecutive rows of xe and the expert blocks they form.

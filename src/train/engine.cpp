@@ -145,7 +145,8 @@ StepStats Engine::train_step() {
   if (std::find(nan_steps_.begin(), nan_steps_.end(), s) != nan_steps_.end())
     be_->fill(model_->grads(), std::nanf(""), 1);  // a numerical fault, for tests (set on every rank)
   st.grad_norm = grad_norm();
-  st.t_allreduce = now_seconds() - t_ar;
+  RankStats& own = st.own;
+  own.t_allreduce = now_seconds() - t_ar;
   st.lr = learning_rate(cfg_.train, s);
   // The loss and the norm are global, so every rank skips the same steps: weights, AdamW state
   // and balance bias stay as they were; the data order moves on.
@@ -165,29 +166,30 @@ StepStats Engine::train_step() {
       }
     }
   }
-  double rows = 0;
   for (size_t li = 0; li < n_moe; ++li) {
     MoeLayer<float>& layer = model_->moe_layer(static_cast<int>(li));
-    st.t_dispatch += layer.times().dispatch;
-    st.t_combine += layer.times().combine;
+    own.t_dispatch += layer.times().dispatch;
+    own.t_combine += layer.times().combine;
     st.t_route += layer.times().route;
     st.bytes_sent += static_cast<double>(layer.dispatch_stats().bytes_sent);
-    rows += static_cast<double>(layer.dispatch_stats().rows_received);
+    own.expert_rows += static_cast<double>(layer.dispatch_stats().expert_rows);
+    own.tokens_received += static_cast<double>(layer.dispatch_stats().tokens_received);
   }
-  st.t_step = now_seconds() - t0;
-  st.t_compute = st.t_step - st.t_dispatch - st.t_combine - st.t_allreduce;
-  double maxed[7] = {st.t_step, st.t_compute, st.t_dispatch, st.t_combine, st.t_allreduce, rows, st.t_route};
+  own.step_time_s = now_seconds() - t0;
+  own.t_compute = own.step_time_s - own.t_dispatch - own.t_combine - own.t_allreduce;
+  double maxed[7] = {own.step_time_s, own.t_compute, own.t_dispatch, own.t_combine, own.t_allreduce,
+                     own.expert_rows, st.t_route};
   comm_.allreduce_max(maxed, 7);
-  double summed[2] = {st.bytes_sent, rows};
-  groups_.ep->allreduce_sum(summed, 2);
+  double summed[2] = {st.bytes_sent, own.expert_rows};
+  comm_.allreduce_sum(summed, 2);
   st.t_step = maxed[0];
   st.t_compute = maxed[1];
   st.t_dispatch = maxed[2];
   st.t_combine = maxed[3];
   st.t_allreduce = maxed[4];
   st.t_route = maxed[6];
-  st.bytes_sent = summed[0] / groups_.ep->size();
-  st.recv_imbalance = summed[1] > 0 ? maxed[5] / (summed[1] / groups_.ep->size()) : 1.0;
+  st.bytes_sent = summed[0] / comm_.size();
+  st.recv_imbalance = summed[1] > 0 ? maxed[5] / (summed[1] / comm_.size()) : 1.0;
   step_++;
   return st;
 }

@@ -13,6 +13,7 @@
 #include "data/batches.h"
 #include "data/tokens.h"
 #include "io/checkpoint.h"
+#include "io/metrics.h"
 #include "model/model.h"
 #include "train/grad_buckets.h"
 #include "train/optimizer.h"
@@ -26,8 +27,9 @@ struct StepStats {
   double t_compute = 0, t_dispatch = 0, t_combine = 0, t_allreduce = 0, t_step = 0;  // max over ranks
   double t_route = 0;  // the routers' host work, part of t_compute (max over ranks)
   bool skipped = false;  // non-finite loss or gradient norm: no update was made
-  double bytes_sent = 0;      // token activations sent to other ranks, mean per rank
-  double recv_imbalance = 1;  // rows computed per rank: max / mean over the expert-parallel group
+  double bytes_sent = 0;      // bytes the dispatchers sent to other ranks, mean over ranks
+  double recv_imbalance = 1;  // own.expert_rows: max / mean over ranks
+  RankStats own;              // this rank's own values, of which the times above are the max
 };
 
 // vocab_size 0 takes the data's; an explicit one must cover every token. Throws naming the key.

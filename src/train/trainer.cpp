@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <type_traits>
 
 #include "io/checkpoint.h"
 #include "io/metrics.h"
@@ -53,6 +54,15 @@ ExpertRow expert_row(const Config& cfg, int64_t step, const StepStats& st,
   if (cfg.balance.bias_rate > 0)
     for (const auto& b : bias) row.bias.insert(row.bias.end(), b.begin(), b.end());
   return row;
+}
+
+// Every rank's own values of the step, in rank order, on rank 0 (empty on the others); every rank
+// calls it. Only logged steps need them: one small gather then, none in the other steps.
+std::vector<RankStats> gather_rank_stats(Comm& comm, const RankStats& own) {
+  static_assert(std::is_trivially_copyable_v<RankStats>, "gathered as bytes");
+  std::vector<RankStats> all(comm.rank() == 0 ? static_cast<size_t>(comm.size()) : 0);
+  comm.gather(&own, sizeof own, all.data(), 0);
+  return all;
 }
 
 }  // namespace
@@ -147,11 +157,12 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, const TrainOptions& 
                     (long)cfg.train.steps, st.loss, st.aux_loss, st.lr, st.grad_norm, tok_s,
                     human_duration(per_step * static_cast<double>(cfg.train.steps - s)).c_str());
       log_info(line);
+      std::vector<RankStats> ranks = gather_rank_stats(comm, st.own);
       if (metrics) {
         TrainRow row{s,           st.loss,        st.aux_loss,  st.lr,         st.grad_norm,
                      s * engine.tokens_per_step(), tok_s, st.t_step,    st.t_compute,  st.t_dispatch,
                      st.t_combine, st.t_allreduce,  st.bytes_sent, st.recv_imbalance,
-                     skipped_since_row};
+                     skipped_since_row, std::move(ranks)};
         metrics->append_train(row);
         skipped_since_row = 0;
         if (cfg.n_moe_layers() > 0) metrics->append_experts(expert_row(cfg, s, st, engine.model().bias()));
