@@ -194,6 +194,7 @@ TEST_F(AnalyzeCli, UnfinishedUnstartedAndForeignRunsStayApart) {
   EXPECT_THAT(r.output, HasSubstr("part: 5 runs in " + folder + " (3 finished, 2 unfinished, 1 not started)"));
   EXPECT_THAT(r.output, HasSubstr("unfinished runs (in no statistic above):\n  b-s1  step 3/8  38 %  final_val_loss -"));
   EXPECT_THAT(r.output, HasSubstr("not started: b-s3"));
+  EXPECT_THAT(r.output, HasSubstr("not ranked (no finished run with a final_val_loss): b"));
   EXPECT_THAT(r.output, HasSubstr("run folders the experiment does not define (not analysed): junk, old"));
   const auto variants = test::read_csv(test::read_file(folder + "/summary.csv"));
   ASSERT_EQ(variants.size(), 1u);  // b has no finished run: not ranked

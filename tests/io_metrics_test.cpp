@@ -338,7 +338,7 @@ TEST(Metrics, ResumeOnFewerRanksPadsTheirRows) {
 }
 
 // A file without the train/rank/* datasets (as written before they existed) does not fit: it is
-// replaced by a new file, not extended in place.
+// replaced by a new file, not extended in place, and kept beside it as metrics.h5.replaced.
 TEST(Metrics, ResumeOfAFileWithoutRankDatasetsStartsOver) {
   TempDir dir;
   const std::string path = dir.file("metrics.h5");
@@ -354,6 +354,8 @@ TEST(Metrics, ResumeOfAFileWithoutRankDatasetsStartsOver) {
   EXPECT_EQ(r.read<int64_t>("train/step"), (I64{3}));
   EXPECT_EQ(r.read<double>("train/loss"), (F64{7}));
   expect_rank_rows(r, {{{3}, 2}}, 2);
+  EXPECT_EQ(Reader(path + ".replaced").read<int64_t>("train/step"), (I64{1, 2, 3}));
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
 }
 
 TEST(Metrics, ResumeWithoutUsableFileStartsOver) {
@@ -366,12 +368,43 @@ TEST(Metrics, ResumeWithoutUsableFileStartsOver) {
     ASSERT_TRUE(r.ok()) << name;
     EXPECT_EQ(r.read<int64_t>("train/step"), (I64{6})) << name;
   }
+  EXPECT_EQ(test::read_file(dir.file("garbage.h5.replaced")), std::string(1000, 'g'));  // kept, not lost
   // Another model shape: the old rows do not fit and are dropped.
   info.n_routed = 5;
   { MetricsWriter(dir.file("missing.h5"), info, 6).append_train(train_row(7)); }
   Reader r(dir.file("missing.h5"));
   EXPECT_EQ(r.read<int64_t>("train/step"), (I64{7}));
   EXPECT_EQ(r.shape("experts/load"), (std::vector<hsize_t>{0, 2, 5}));
+}
+
+// `dsmoe status`, `dsmoe analyze` or plot.py may hold the file open (as SWMR readers, in another
+// process) at the moment a run resumes: the run goes on with its rows kept, and the reader reads.
+TEST(Metrics, AReaderHoldingTheFileNeverStopsAResume) {
+  TempDir dir;
+  const std::string path = dir.file("metrics.h5");
+  RunInfo info = moe_info();
+  write_train_rows(path, info, 4);
+  int opened[2], resumed[2];
+  ASSERT_EQ(pipe(opened), 0);
+  ASSERT_EQ(pipe(resumed), 0);
+  pid_t reader = fork_child([&] {
+    Reader r(path, /*swmr=*/true);
+    char c = 'o';
+    if (!r.ok() || write(opened[1], &c, 1) != 1 || read(resumed[0], &c, 1) != 1) return 2;
+    return r.read<int64_t>("train/step").front() == 1 ? 0 : 3;
+  });
+  char c = 0;
+  ASSERT_EQ(read(opened[0], &c, 1), 1);
+  {
+    MetricsWriter w(path, info, 3);
+    w.append_train(train_row(4));
+    w.flush();
+    ASSERT_EQ(write(resumed[1], &c, 1), 1);
+    EXPECT_EQ(wait_exit_code(reader), 0);
+  }
+  EXPECT_EQ(Reader(path).read<int64_t>("train/step"), (I64{1, 2, 3, 4}));
+  EXPECT_FALSE(std::filesystem::exists(path + ".replaced"));
+  for (int fd : {opened[0], opened[1], resumed[0], resumed[1]}) close(fd);
 }
 
 TEST(Metrics, SwmrReaderSeesFlushedRowsWhileWriting) {

@@ -186,7 +186,8 @@ TEST(SweepPlan, RunsGetNamesSeedsAndFolders) {
   EXPECT_EQ(configs, std::vector<std::string>({"a", "a", "b", "b"}));
   EXPECT_EQ(seeds, std::vector<uint64_t>({7, 8, 7, 8}));
   // Without seeds a run keeps its config's seed, and its name says which.
-  const PlannedRun& own = run(plan(std::string(kIsoBase) + "sweep: [{name: a, seed: 3}]\n"), "a");
+  const SweepPlan unseeded = plan(std::string(kIsoBase) + "sweep: [{name: a, seed: 3}]\n");
+  const PlannedRun& own = run(unseeded, "a");
   EXPECT_EQ(own.cfg.seed, 3u);
   EXPECT_EQ(own.name, "a-s3");
   // One seed or several, the run of a seed keeps its name: adding seeds renames nothing.

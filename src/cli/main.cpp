@@ -23,9 +23,11 @@ const char* kUsage =
     "  data prepare [--out PATH] [--force]    prepare the default corpus (GCIDE)\n"
     "  bench CONFIG [--steps N --warmup W]    measure training throughput\n"
     "  sweep EXPERIMENT [--dry-run]           run (or list) the runs of an experiment file\n"
-    "  analyze RUNS/EXPERIMENT                rank a sweep's variants; summary.csv, summary.h5\n"
+    "  analyze RUNS/EXPERIMENT                compare a sweep's variants over seeds (t intervals,\n"
+    "                                         paired differences, verdicts); CSVs, summary.h5\n"
     "  submit EXPERIMENT --partition P ...   the runs as a Slurm job array (sbatch)\n"
-    "  status RUNS/EXPERIMENT                 which runs are done, running, pending or failed\n"
+    "  status RUNS/EXPERIMENT                 every run: done, running, pending, failed, stopped,\n"
+    "                                         not started\n"
     "  simulate CONFIG --gpus G ...           predict step time, traffic and memory at scale\n"
     "\n"
     "`dsmoe <command> --help` describes each command.\n";

@@ -119,6 +119,10 @@ Handle file_access(H5F_libver_t low, H5F_libver_t high) {
   return fapl;
 }
 
+void without_file_locking(hid_t fapl) {
+  DSMOE_CHECK(H5Pset_file_locking(fapl, false, true) >= 0, "cannot turn file locking off");
+}
+
 Handle create_file(const std::string& path, hid_t fapl) {
   return own(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose,
              cat("cannot create ", path));

@@ -40,6 +40,8 @@ class Handle {
 
 // File access list with the given library-version bounds.
 Handle file_access(H5F_libver_t low, H5F_libver_t high);
+// No flock() on open: a writer that readers' shared locks must never stop (metrics.h5).
+void without_file_locking(hid_t fapl);
 Handle create_file(const std::string& path, hid_t fapl = H5P_DEFAULT);  // truncates
 // An invalid Handle when the file cannot be opened (missing, not HDF5, truncated, locked).
 Handle open_file(const std::string& path, unsigned flags, hid_t fapl = H5P_DEFAULT);

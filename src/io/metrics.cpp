@@ -80,10 +80,35 @@ struct MetricsWriter::Impl {
   h5::Handle file;
   std::map<std::string, h5::Handle> dsets;  // by series path; closed before the file
   int64_t last_step = 0;                     // of the last train row (for DSMOE_DISK_FULL)
+  bool created = false;                      // a new file, still under its temporary name
 
-  void create() {
+  void commit() {
+    if (!created) return;
+    std::error_code ec;
+    std::filesystem::rename(path + ".tmp", path, ec);
+    DSMOE_CHECK(!ec, "cannot rename ", path, ".tmp to it: ", ec.message());
+    created = false;
+  }
+
+  // The writer takes no lock: a reader's (dsmoe status, analyze, plot.py) must not stop a run.
+  static h5::Handle writer_access() {
     h5::Handle fapl = h5::file_access(H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
-    file = h5::create_file(path, fapl);
+    h5::without_file_locking(fapl);
+    return fapl;
+  }
+
+  // A new file under a temporary name, renamed over `path` once whole (commit()), so that a
+  // reader of the old file never sees it truncated; an old file that could not be resumed is
+  // kept beside it.
+  void create() {
+    std::error_code ec;
+    if (std::filesystem::exists(path)) {
+      std::filesystem::rename(path, path + ".replaced", ec);
+      DSMOE_CHECK(!ec, "cannot move the file it replaces to ", path, ".replaced: ", ec.message());
+      log_info(path, ": the earlier file is kept as ", path, ".replaced");
+    }
+    file = h5::create_file(path + ".tmp", writer_access());
+    created = true;
     for (const Series& s : schema(info)) {
       std::vector<int64_t> dims{0};
       dims.insert(dims.end(), s.row.begin(), s.row.end());
@@ -97,7 +122,7 @@ struct MetricsWriter::Impl {
   bool reopen(int64_t after) {
     if (!std::filesystem::exists(path)) return false;
     try {
-      h5::Handle fapl = h5::file_access(H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+      h5::Handle fapl = writer_access();
       // Clears the "open for writing" mark a killed SWMR writer leaves, as h5clear does
       // (HDF5 has no public call for it).
       hbool_t clear = true;
@@ -175,6 +200,8 @@ MetricsWriter::MetricsWriter(const std::string& path, const RunInfo& info,
     h5::write_attr_double(f, "flops_per_token", info.flops_per_token);
     h5::write_attr_int(f, "world_size", info.world_size);
     h5::write_attr(f, "backend", info.backend);
+    DSMOE_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0, "cannot write it out");
+    impl_->commit();
     DSMOE_CHECK(H5Fstart_swmr_write(f) >= 0, "cannot start SWMR writing");
   } catch (const Error& e) {
     throw Error(cat(path, ": ", e.what()));

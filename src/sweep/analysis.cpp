@@ -162,13 +162,7 @@ Analysis analyze_experiment(const std::string& dir, const AnalysisOptions& opt) 
     v.variant = variant;
     for (const RunMetrics& r : a.runs)
       if (r.variant == variant && r.finished() && !std::isnan(r.*a.metric->field)) v.runs.push_back(&r);
-    if (v.runs.empty()) {
-      const auto finished = [&](const RunMetrics& r) { return r.variant == variant && r.finished(); };
-      if (std::any_of(a.runs.begin(), a.runs.end(), finished))
-        a.notes.push_back(cat(variant, ": its finished runs have no ", a.metric->name, " (a dense model has no "
-                              "expert balance); not ranked"));
-      continue;
-    }
+    if (v.runs.empty()) continue;
     std::sort(v.runs.begin(), v.runs.end(), [](const RunMetrics* x, const RunMetrics* y) { return x->seed < y->seed; });
     v.value = mean_estimate(values(v.runs, a.metric->field), opt.confidence);
     a.ranked.push_back(v);

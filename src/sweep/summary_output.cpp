@@ -306,6 +306,12 @@ std::string analysis_text(const Analysis& a) {
                " % of each run's steps and cost, means over the finished runs above:\n");
     out += balance_text(a);
   }
+  std::vector<std::string> unranked;
+  for (const std::string& v : a.order)
+    if (std::none_of(a.ranked.begin(), a.ranked.end(), [&](const VariantStats& x) { return x.variant == v; }))
+      unranked.push_back(v);
+  if (!unranked.empty())
+    out += cat("\nnot ranked (no finished run with a ", a.metric->name, "): ", join(unranked, ", "), "\n");
   if (!unfinished.empty()) {
     out += "\nunfinished runs (in no statistic above):\n";
     std::vector<std::vector<std::string>> rows;
