@@ -278,6 +278,19 @@ TEST_F(SweepCli, RunFoldersKeepTheirRunsIdentity) {
   }
 }
 
+TEST_F(SweepCli, ARunWithoutACheckpointSaysItStartsOver) {
+  const std::string exp = experiment("over", kShort, "", "[1]");
+  ASSERT_EQ(sweep(exp, runs, "--stop-after 3 --only a").exit_code, 0);
+  std::filesystem::remove(runs + "/over/a-s1/checkpoint.h5");  // metrics of 3 steps, no checkpoint
+  const test::RunResult r = sweep(exp, runs, "--only a");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("[start] a-s1 (no checkpoint: starting from step 0; its earlier metrics are replaced)"));
+  EXPECT_THAT(test::read_file(runs + "/over/a-s1/train.log"),
+              HasSubstr("no checkpoint in " + runs + "/over/a-s1: starting from step 0"));
+  std::vector<double> steps = {1, 2, 3, 4, 5, 6, 7, 8};
+  EXPECT_EQ(test::read_series(runs + "/over/a-s1/metrics.h5", "train/step"), steps);
+}
+
 TEST_F(SweepCli, FailedRunDoesNotStopTheOthers) {
   const std::string exp = experiment("fail", kShort, "", "[1]");
   test::write_file(exp, test::read_file(exp) + "  - name: broken\n    data: {path: '" + dir.file("missing.txt") + "'}\n");

@@ -222,7 +222,7 @@ def variant_ticks(ax, summary, right_labels):
 def save(fig, path):
     fig.savefig(path)
     plt.close(fig)
-    print(path)
+    print(path, flush=True)
 
 
 # --- The metric ----------------------------------------------------------------------------------

@@ -168,10 +168,10 @@ Analysis analyze_experiment(const std::string& dir, const AnalysisOptions& opt) 
     a.ranked.push_back(v);
   }
   const auto base = std::find_if(a.ranked.begin(), a.ranked.end(), [&](const VariantStats& v) { return v.variant == a.baseline; });
-  if (base == a.ranked.end()) {
+  if (base == a.ranked.end() && !a.ranked.empty()) {
     a.notes.push_back(cat("the baseline ", a.baseline, " has no finished run with a ", a.metric->name,
                           ": no differences (pass --baseline VARIANT)"));
-  } else {
+  } else if (base != a.ranked.end()) {
     base->method = base->verdict = "baseline";
     for (VariantStats& v : a.ranked)
       if (&v != &*base) compare(v, *base, *a.metric, opt.confidence);
