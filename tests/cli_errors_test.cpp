@@ -135,6 +135,41 @@ TEST_F(Cli, TrainsEvaluatesGeneratesAndRefusesABadCheckpoint) {
   EXPECT_THAT(r.output, HasSubstr("none.h5"));
 }
 
+// What a user gets wrong on the command line: each message says what to do instead.
+TEST_F(Cli, MistakesSayWhatToDoInstead) {
+  // A forgotten --set.
+  test::RunResult r = run_dsmoe("train " + config() + " train.steps=3");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("train.steps=3: a config override needs --set before it (--set train.steps=3)"));
+  // An experiment file given to train, a run config given to sweep.
+  const std::string exp = dir.file("exp.yaml");
+  test::write_file(exp, "experiment: e\nsweep:\n  - name: a\n");
+  r = run_dsmoe("train " + exp);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr(exp + ":1: experiment: unknown key: this is an experiment file, not a run "
+                                  "config: run it with `dsmoe sweep FILE`"));
+  r = run_dsmoe("sweep " + config());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr(":1: name: a run config's key: this is a run config, not an experiment file: "
+                                  "train it with `dsmoe train FILE`"));
+
+  // eval's hints name eval's options.
+  ASSERT_EQ(run_dsmoe("train " + config() + " --set train.steps=2 --set train.eval_batches=1").exit_code, 0);
+  const std::string ck = dir.file("out/checkpoint.h5");
+  r = run_dsmoe("eval --checkpoint " + ck + " --batches 100000");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("--batches 100000: the validation split of " + corpus + " holds "));
+  EXPECT_THAT(r.output, HasSubstr("or fewer, or a larger corpus with --data"));
+  EXPECT_THAT(r.output, Not(HasSubstr("train.eval_batches")));
+  std::filesystem::rename(corpus, corpus + ".moved");
+  r = run_dsmoe("eval --checkpoint " + ck);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr(corpus + ": cannot open data file (the data of the checkpoint's run; --data PATH "
+                                  "names another copy or corpus)"));
+  r = run_dsmoe("eval --checkpoint " + ck + " --data " + corpus + ".moved --batches 1");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
 TEST_F(Cli, CudaBackendWithoutAGpuIsRefused) {
   if (std::filesystem::exists("/dev/nvidia0")) GTEST_SKIP() << "this machine has a GPU";
   test::RunResult r = run_dsmoe("train " + config() + " --set backend=cuda");

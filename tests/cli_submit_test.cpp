@@ -47,6 +47,13 @@ TEST_F(SubmitCli, DryRunPrintsTheFilledScriptAndWritesNothing) {
   EXPECT_THAT(gpu.output, HasSubstr("#SBATCH --signal=B:USR1@300\n"));
   EXPECT_THAT(gpu.output, HasSubstr("#SBATCH --gpus-per-node=2\nset -u\n"));
 
+  // Every form sbatch takes: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, UNLIMITED.
+  for (const char* time : {"90", "10:30", "2:00:00", "1-12", "1-2:30", "1-02:30:00", "UNLIMITED"}) {
+    const test::RunResult t = submit(exp, std::string("--partition debug --ranks-per-run 2 --dry-run --time ") + time);
+    EXPECT_EQ(t.exit_code, 0) << time << "\n" << t.output;
+    EXPECT_THAT(t.output, HasSubstr(std::string("#SBATCH --time=") + time + "\n"));
+  }
+
   const test::RunResult only = submit(exp, "--partition debug --ranks-per-run 2 --only b --dry-run");
   ASSERT_EQ(only.exit_code, 0) << only.output;
   EXPECT_THAT(only.output, HasSubstr("#SBATCH --array=0-0\n"));
@@ -68,6 +75,11 @@ TEST_F(SubmitCli, RefusesWhatDoesNotFit) {
       {"--partition debug --ranks-per-run 2 --signal-seconds 0", "--signal-seconds must be >= 1, got 0"},
       {"--partition 'a b' --ranks-per-run 2", "--partition 'a b' has whitespace"},
       {"--partition debug --ranks-per-run 2 --only c", "--only: refuse has no variant 'c' (its variants: a, b)"},
+      {"--partition debug --ranks-per-run 2 --time 1h",
+       "--time 1h: not a time sbatch takes (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED)"},
+      {"--partition debug --ranks-per-run 2 --time 1:2:3:4", "--time 1:2:3:4: not a time sbatch takes"},
+      {"--partition debug --ranks-per-run 2 --time 2:00",
+       "--time 2:00 (120 s) must be longer than --signal-seconds 120"},
       {"--partition debug --ranks-per-run 2 -- account=ml",
        "extra sbatch option 'account=ml' does not start with -: write options with values as --name=value"},
   };

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "config/config_keys.h"
 #include "util/check.h"
 
 namespace dsmoe {
@@ -35,6 +36,9 @@ Args::Args(int argc, char** argv, int first, const std::set<std::string>& option
       else
         values_[name] = value;
     } else {
+      const size_t eq = a.find('=');
+      DSMOE_CHECK(eq == std::string::npos || !config_internal::find_key(a.substr(0, eq)), a,
+                  ": a config override needs --set before it (--set ", a, ")");
       positional_.push_back(a);
     }
   }

@@ -1,4 +1,5 @@
 #include <cstdio>
+#include <memory>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -22,7 +23,18 @@ int cmd_eval(int argc, char** argv) {
   cfg.train.eval_batches = static_cast<int>(args.get_int("batches", cfg.train.eval_batches));
   DSMOE_CHECK(cfg.train.eval_batches > 0, "--batches must be positive");
   auto comm = make_world_comm();
-  Engine engine(cfg, *comm);
+  std::unique_ptr<Engine> made;
+  try {
+    made = std::make_unique<Engine>(cfg, *comm);
+  } catch (const Error& e) {
+    if (args.has("data")) throw;
+    throw Error(cat(e.what(), " (the data of the checkpoint's run; --data PATH names another copy or corpus)"));
+  }
+  Engine& engine = *made;
+  DSMOE_CHECK(cfg.train.eval_batches <= engine.eval_batches_that_fit(), "--batches ", cfg.train.eval_batches,
+              ": the validation split of ", cfg.data.path, " holds ", engine.eval_batches_that_fit(), " batches of ",
+              cfg.train.batch_size, " sequences; pass --batches ", engine.eval_batches_that_fit(),
+              " or fewer, or a larger corpus with --data");
   engine.load_checkpoint(ck);
   const double loss = engine.evaluate();
   char line[160];

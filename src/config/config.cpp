@@ -34,6 +34,9 @@ std::string describe(const YAML::Node& n) {
 }
 
 std::string unknown_key(const std::string& path) {
+  // The top-level keys of an experiment file (docs/experiments.md), which `dsmoe sweep` runs.
+  for (const char* k : {"sweep", "experiment", "seeds", "iso_flops", "run_name", "base"})
+    if (path == k) return "unknown key: this is an experiment file, not a run config: run it with `dsmoe sweep FILE`";
   std::string near = config_internal::suggest_key(path);
   return near.empty() ? "unknown key" : "unknown key (did you mean " + near + "?)";
 }

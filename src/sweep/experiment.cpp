@@ -2,10 +2,12 @@
 // then each sweep entry expanded into variants (sweep_entry.cpp).
 #include "sweep/experiment.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "config/config_keys.h"
 #include "sweep/name_template.h"
 #include "sweep/sweep_entry.h"
 #include "sweep/yaml_reader.h"
@@ -74,6 +76,12 @@ Experiment parse_experiment(const std::string& yaml_text, const std::string& sou
   }
   DSMOE_CHECK(root.IsMap(), source, ": expected a mapping of experiment keys at the top level");
   const std::vector<Field> top = r.fields(root, "");
+  // A run config given by mistake: its keys, and no sweep.
+  if (std::none_of(top.begin(), top.end(), [](const Field& f) { return f.name == "sweep"; }))
+    for (const Field& f : top)
+      DSMOE_CHECK(!config_internal::find_key(f.name) && !config_internal::is_section(f.name), f.at(),
+                  ": a run config's key: this is a run config, not an experiment file: train it with `dsmoe ",
+                  "train FILE` (an experiment file has sweep:, see docs/experiments.md)");
   Reader::expect_only(top, {"experiment", "base", "seeds", "run_name", "ranks", "iso_flops", "sweep"}, "");
   auto find = [&](const std::string& name) -> const Field* {
     for (const Field& f : top)

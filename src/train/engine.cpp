@@ -232,6 +232,10 @@ std::vector<float> Engine::gather_model(std::vector<float> local, const ParamTab
   return full;
 }
 
+int64_t Engine::eval_batches_that_fit() const {
+  return eval_windows(split_, cfg_.model.seq_len) / cfg_.train.batch_size;
+}
+
 void Engine::check_evaluation_fits() const {
   const int64_t eval_seqs = static_cast<int64_t>(cfg_.train.eval_batches) * cfg_.train.batch_size;
   DSMOE_CHECK(eval_seqs <= eval_windows(split_, cfg_.model.seq_len), cfg_.source,

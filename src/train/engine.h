@@ -59,6 +59,8 @@ class Engine {
   // Throws, naming the keys, if the validation split holds fewer windows than evaluate() reads.
   // Training calls it before its first step; a benchmark, which never evaluates, does not.
   void check_evaluation_fits() const;
+  // Whole evaluation batches (of train.batch_size sequences) the validation split holds.
+  int64_t eval_batches_that_fit() const;
 
   void save_checkpoint(const std::string& path, const StepStats& last);
   void load_checkpoint(const std::string& path);  // also sets step()
