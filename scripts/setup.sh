@@ -3,7 +3,7 @@
 # and the Debian packages named as arguments (scripts/sanitize.sh's clang).
 set -euo pipefail
 pkgs=(cmake g++ make libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libyaml-cpp-dev
-      libopenblas-dev libgtest-dev dict-gcide python3-h5py python3-matplotlib "$@")
+      libopenblas-openmp-dev libgtest-dev dict-gcide python3-h5py python3-matplotlib "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -19,4 +19,10 @@ void select_blas_kernels(char** argv) {
   execv("/proc/self/exe", argv);  // on failure, carry on with the kernels we have
 }
 
+void fit_blas_threads() {
+  constexpr int kPthreads = 1;  // openblas_get_parallel(): 0 sequential, 1 pthreads, 2 OpenMP
+  if (openblas_get_parallel() == kPthreads && std::getenv("OPENBLAS_NUM_THREADS") == nullptr)
+    openblas_set_num_threads(1);
+}
+
 }  // namespace dsmoe

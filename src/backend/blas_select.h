@@ -9,4 +9,10 @@ namespace dsmoe {
 // Call first thing in main(). Returns only when no re-exec is needed (or it failed).
 void select_blas_kernels(char** argv);
 
+// A pthread OpenBLAS keeps a thread pool of its own beside OpenMP's: its threads would nest inside
+// our parallel regions and oversubscribe the cores, so it is made single-threaded (unless
+// OPENBLAS_NUM_THREADS says otherwise). The OpenMP OpenBLAS, which the build prefers, shares
+// OpenMP's threads and runs single-threaded inside a parallel region by itself.
+void fit_blas_threads();
+
 }  // namespace dsmoe
