@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plain-PyTorch reference of the dsmoe model and training step, for CPU throughput comparison.
 
-Reads a dsmoe YAML config (keys: /work/shared/spec/CONFIG.md, math: /work/shared/spec/MODEL.md),
+Reads a dsmoe YAML config (keys: docs/config.md, math: docs/model.md, both in this repository),
 builds the same model as an ordinary eager nn.Module (no torch.compile, no fused kernels of our own)
 and times WARMUP + STEPS optimizer steps on random byte tokens.
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import yaml
 
 # ---------------------------------------------------------------------------------------------
-# Config: the keys of CONFIG.md with their defaults; the YAML overrides them.
+# Config: the keys of docs/config.md (not its Extensions) with their defaults; the YAML overrides them.
 
 DEFAULTS = {
     "name": "run",
@@ -122,7 +122,7 @@ def load_config(path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Model (MODEL.md). Linear weights are [out, in], y = x W^T, no biases.
+# Model (docs/model.md). Linear weights are [out, in], y = x W^T, no biases.
 
 
 class RMSNorm(nn.Module):
@@ -318,7 +318,7 @@ class DSMoE(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Training step (MODEL.md "Optimizer and schedule").
+# Training step (docs/model.md, Optimizer and schedule).
 
 
 def lr_at(cfg, s):

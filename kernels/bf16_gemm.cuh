@@ -34,7 +34,7 @@ class Bf16Gemm {
   // be: allocates the copies (so that they count in the peak memory).
   explicit Bf16Gemm(Backend<float>& be);
   ~Bf16Gemm();
-  // The parameter buffer (MODEL.md's flat table): products reading it use a bf16 copy.
+  // The parameter buffer (docs/model.md, Implementation notes): products reading it use a bf16 copy.
   void set_weights(const float* w, int64_t n);
   // Called for every write through the backend: one that touches the parameters outdates the copy.
   void written(const void* p, int64_t bytes);

@@ -277,7 +277,7 @@ class CudaBackend final : public Backend<float> {
     if (bf16_gemm_) bf16_gemm_->written(p, (int64_t)bytes);
   }
 
-  // cos | sin per position, angles in double (MODEL.md), cached on the device per shape.
+  // cos | sin per position, angles in double (docs/model.md, Network), cached on the device per shape.
   const float* rope_table(int seq, int head_dim, double theta) {
     auto key = std::make_tuple(seq, head_dim, theta);
     auto it = rope_cache_.find(key);

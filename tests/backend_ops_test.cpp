@@ -246,7 +246,7 @@ struct AttnShape {
   int d() const { return H * hd; }
 };
 
-// Naive causal attention, written from MODEL.md.
+// Naive causal attention, written from docs/model.md.
 Vec naive_attention(const Vec& qkv, const AttnShape& s) {
   const int d = s.d(), ld = 3 * d;
   Vec out((size_t)s.B * s.T * d, 0.0);

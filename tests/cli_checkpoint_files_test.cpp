@@ -106,7 +106,7 @@ TEST(CheckpointFiles, KeepCheckpointsRotatesAndEachKeptOneLoads) {
   }
   EXPECT_THAT(test::read_file(run.out + "/config.yaml"), HasSubstr("  keep_checkpoints: 3\n"));
 
-  TinyRun plain;  // the default: checkpoint.h5 only, and config.yaml has CONFIG.md's keys only
+  TinyRun plain;  // the default: checkpoint.h5 only, and config.yaml has no extension key (docs/config.md)
   r = plain.train();
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(kept_files(plain.out), std::vector<std::string>{"checkpoint.h5"});

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "config/config.h"
+#include "config/config_keys.h"
 #include "config/scalar.h"
 #include "test_util.h"
 
@@ -18,8 +19,9 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-// The example block of shared/spec/CONFIG.md, verbatim.
-const char* kConfigMd = R"(name: quickstart
+// The config format's example: every key of the format (docs/config.md, without the extensions)
+// at its default, except vocab_size at the 256 that a text file gives.
+const char* kFormatExample = R"(name: quickstart
 seed: 1234
 backend: auto            # auto | cpu | cuda
 precision: fp32          # fp32 | bf16 (bf16: CUDA only; master weights fp32)
@@ -94,37 +96,56 @@ std::set<std::string> key_paths(const YAML::Node& map, const std::string& prefix
   return paths;
 }
 
-TEST(ConfigYaml, DefaultsAreConfigMdExceptVocabFromData) {
+TEST(ConfigYaml, DefaultsAreTheFormatsExceptVocabFromData) {
   Config expected;
-  EXPECT_EQ(expected.model.vocab_size, 0);  // CONFIG.md's 256 is what the data gives for text
+  EXPECT_EQ(expected.model.vocab_size, 0);  // the example's 256 is what the data gives for text
   expected.model.vocab_size = 256;
-  EXPECT_EQ(parse_config(kConfigMd, "CONFIG.md"), expected);
+  EXPECT_EQ(parse_config(kFormatExample, "format example"), expected);
   EXPECT_EQ(parse_config("", "empty.yaml"), Config{});
 }
 
-// The keys dsmoe adds to CONFIG.md's, each documented in docs/conventions.md ("Extensions of
-// CONFIG.md"); the dump has them only when they are not at their default.
+// The keys dsmoe adds to the config format, each documented in docs/config.md (Extensions); the
+// dump has them only when they are not at their default.
 const std::set<std::string> kExtensions = {"train.keep_checkpoints", "parallel.grad_bucket_mb"};
 
-// The dump's keys are CONFIG.md's, plus the documented extensions that are set.
-TEST(ConfigYaml, DumpHasExactlyTheKeysOfConfigMd) {
-  const std::set<std::string> spec = key_paths(YAML::Load(kConfigMd));
-  EXPECT_EQ(key_paths(YAML::Load(to_yaml(Config{}))), spec);
+// The dump's keys are the format's, plus the documented extensions that are set.
+TEST(ConfigYaml, DumpHasExactlyTheFormatsKeys) {
+  const std::set<std::string> format = key_paths(YAML::Load(kFormatExample));
+  EXPECT_EQ(key_paths(YAML::Load(to_yaml(Config{}))), format);
   Config c;
   c.train.keep_checkpoints = 3;
-  std::set<std::string> with = spec;
+  std::set<std::string> with = format;
   with.insert("train.keep_checkpoints");
   EXPECT_EQ(key_paths(YAML::Load(to_yaml(c))), with);
   EXPECT_THAT(to_yaml(c), HasSubstr("\n  checkpoint_every: 0\n  keep_checkpoints: 3\ndata:\n"));
-  // Every key of the dump of a config that sets everything is CONFIG.md's or an extension.
-  std::set<std::string> all = spec;
+  // Every key of the dump of a config that sets everything is the format's or an extension.
+  std::set<std::string> all = format;
   all.insert(kExtensions.begin(), kExtensions.end());
   EXPECT_EQ(key_paths(YAML::Load(to_yaml(every_key_changed()))), all);
-  std::string doc = test::read_file(DSMOE_SOURCE_DIR "/docs/conventions.md");
-  for (const std::string& key : kExtensions) EXPECT_THAT(doc, HasSubstr("`" + key + "`")) << key;
+  std::string doc = test::read_file(DSMOE_SOURCE_DIR "/docs/config.md");
+  for (const std::string& key : kExtensions) EXPECT_THAT(doc, HasSubstr("**`" + key + "`**")) << key;
+  for (const auto& key : config_internal::config_keys())
+    EXPECT_EQ(key.extension, kExtensions.count(key.path) == 1) << key.path;
 }
 
-TEST(ConfigYaml, DumpIsReadableInConfigMdOrder) {
+// docs/config.md's example block is every key at its default, and its table has a row per key.
+TEST(ConfigYaml, DocsListEveryKeyWithItsDefault) {
+  const std::string doc = test::read_file(DSMOE_SOURCE_DIR "/docs/config.md");
+  const size_t begin = doc.find("```yaml\n");
+  ASSERT_NE(begin, std::string::npos);
+  const size_t end = doc.find("```\n", begin + 8);
+  ASSERT_NE(end, std::string::npos);
+  const std::string example = doc.substr(begin + 8, end - begin - 8);
+  EXPECT_EQ(parse_config(example, "docs/config.md"), Config{});
+  std::set<std::string> keys;
+  for (const auto& key : config_internal::config_keys()) {
+    keys.insert(key.path);
+    EXPECT_THAT(doc, HasSubstr("\n| `" + key.path + "` |")) << key.path;
+  }
+  EXPECT_EQ(key_paths(YAML::Load(example)), keys);
+}
+
+TEST(ConfigYaml, DumpIsReadableInTheDocsOrder) {
   std::string y = to_yaml(Config{});
   EXPECT_THAT(y, StartsWith("name: quickstart\nseed: 1234\nbackend: auto\nprecision: fp32\n"
                             "model:\n  vocab_size: 0\n  d_model: 256\n"));

@@ -209,7 +209,7 @@ TEST(Checkpoint, ShardedReadTakesItsExpertRows) {
 }
 
 // A pair added interleaved (the routed experts' w_gate and w_up) is written as two datasets of
-// their own, row-major as MODEL.md lays them out, and reads back into any layout: interleaved,
+// their own, row-major as docs/model.md lays them out, and reads back into any layout: interleaved,
 // one after the other, or a rank's slice of experts.
 TEST(Checkpoint, InterleavedPairsAreTheirOwnTensorsOnDisk) {
   ParamTable paired;

@@ -1,4 +1,4 @@
-// route() on small hand-computed examples (MODEL.md "MoE FFN" and "Balance losses"), and
+// route() on small hand-computed examples (docs/model.md, MoE FFN and Balance losses), and
 // route_backward() against central finite differences in double.
 //
 // Most examples give logits as log(a_i): softmax(log a) = a / sum(a), so the scores are simple

@@ -32,7 +32,7 @@ bool valid(const Config& cfg) {
   }
 }
 
-// Whether the final evaluation of a run on the default corpus (docs/conventions.md: 39,952,321
+// Whether the final evaluation of a run on the default corpus (docs/model.md, Data: 39,952,321
 // tokens of GCIDE) stays inside the validation split, which Engine checks before training.
 bool evaluation_fits_the_default_corpus(const Config& cfg) {
   const Split split = split_tokens(39952321, cfg.data.val_fraction, cfg.model.seq_len);

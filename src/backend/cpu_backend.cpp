@@ -490,7 +490,7 @@ class CpuBackend final : public Backend<T> {
   }
 
  private:
-  // cos|sin per position, angles in double (MODEL.md), cached per shape.
+  // cos|sin per position, angles in double (docs/model.md, Network), cached per shape.
   const std::vector<T>& rope_table(int seq, int head_dim, double theta) {
     std::lock_guard<std::mutex> lock(mu_);
     auto key = std::make_tuple(seq, head_dim, theta);

@@ -1,4 +1,4 @@
-// The run configuration: every key of ../shared/spec/CONFIG.md with its default.
+// The run configuration: every key of docs/config.md with its default.
 // Parsing lives in config.cpp, validation in config_checks.cpp, the resolved dump in
 // config_dump.cpp; all three walk the one key table of config_keys.cpp.
 #pragma once
@@ -61,7 +61,7 @@ struct TrainConfig {
   int64_t eval_every = 100;  // 0 = only at the end
   int eval_batches = 8;
   int64_t checkpoint_every = 0;  // 0 = only at the end
-  // Extension of CONFIG.md (docs/conventions.md): > 0 keeps each checkpoint also as
+  // An extension (docs/config.md, Extensions): > 0 keeps each checkpoint also as
   // checkpoint-<step>.h5, the newest this many of them. 0 = only checkpoint.h5.
   int keep_checkpoints = 0;
 };
@@ -75,7 +75,7 @@ struct DataConfig {
 struct ParallelConfig {
   int expert_parallel = 0;  // 0 = all ranks
   // Gradient all-reduce buckets (MiB), started during the backward; 0: one all-reduce after it
-  // (an extension of CONFIG.md, docs/conventions.md).
+  // (an extension, docs/config.md, Extensions).
   double grad_bucket_mb = 25;
 };
 
@@ -112,10 +112,10 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
 // known. world_size 0 means not known yet: the checks that need it are skipped.
 // Throws naming the key and where it was set.
 void validate_config(const Config& cfg, int world_size = 1);
-// Every key with its resolved value, as YAML text in the CONFIG.md order; parse_config of
-// the result gives back an equal Config. The keys dsmoe adds to CONFIG.md's (documented
-// extensions, docs/conventions.md) appear only when not at their default, so a config that
-// uses none dumps exactly CONFIG.md's keys.
+// Every key with its resolved value, as YAML text in the order of docs/config.md; parse_config
+// of the result gives back an equal Config. The keys dsmoe adds to the config format
+// (docs/config.md, Extensions) appear only when not at their default, so a config that uses
+// none dumps exactly the format's keys.
 std::string to_yaml(const Config& cfg);
 
 // Equal values for every key (source and origin are not compared).

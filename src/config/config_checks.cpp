@@ -22,7 +22,7 @@ int expert_parallel_size(const Config& c, int world) {
   return c.parallel.expert_parallel > 0 ? c.parallel.expert_parallel : world;
 }
 
-// MODEL.md's D; 0 while the world size is not known.
+// The device groups D (docs/model.md, Balance losses); 0 while the world size is not known.
 int device_groups(const Config& c, int world) {
   return c.balance.device_groups > 0 ? c.balance.device_groups : expert_parallel_size(c, world);
 }

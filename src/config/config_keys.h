@@ -1,4 +1,4 @@
-// The one list of config keys, in CONFIG.md order. Parsing, `--set`, the range checks,
+// The one list of config keys, in the order of docs/config.md. Parsing, `--set`, the range checks,
 // the resolved dump and equality all walk it.
 #pragma once
 #include <functional>
@@ -13,7 +13,7 @@ struct Key {
   std::string path;  // "model.d_model"; top-level keys have no dot
   const char* type;  // "an integer", for "expected ..." messages
   bool is_string;
-  bool extension = false;  // not in CONFIG.md (docs/conventions.md): dumped only when set
+  bool extension = false;  // dsmoe's own (docs/config.md, Extensions): dumped only when set
   // Each returns the problem, or "" when there is none.
   std::function<std::string(Config&, const std::string& scalar)> read;
   std::function<std::string(const Config&)> check;  // the key's own range

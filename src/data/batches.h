@@ -1,4 +1,4 @@
-// The spec's data order (MODEL.md "Data"): train/val split, which window each sequence of
+// The data order (docs/model.md, Data): train/val split, which window each sequence of
 // each step reads, and evaluation windows. Pure functions of (config, step), independent of
 // the number of ranks.
 //

@@ -1,4 +1,4 @@
-// Checkpoints in the HDF5 layout of MODEL.md ("Checkpoint (HDF5)"): one file for the whole
+// Checkpoints in the HDF5 layout of docs/model.md, Checkpoint: one file for the whole
 // model, float32, [out, in] layout, experts stacked. Written to "<path>.tmp" and renamed, so a
 // crash never leaves a half-written checkpoint under the real name.
 #pragma once

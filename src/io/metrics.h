@@ -1,5 +1,5 @@
-// metrics.h5 (CONFIG.md "What a run writes"): extendible datasets appended by rank 0 and
-// readable while the run goes on (SWMR); after a crash the file is valid up to the last flush.
+// metrics.h5 (docs/metrics.md): extendible datasets appended by rank 0 and readable while the
+// run goes on (SWMR); after a crash the file is valid up to the last flush.
 #pragma once
 #include <cstdint>
 #include <memory>

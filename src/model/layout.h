@@ -1,4 +1,4 @@
-// The model's tensors, named as in the checkpoint (MODEL.md), in one table.
+// The model's tensors, named as in the checkpoint (docs/model.md, Checkpoint), in one table.
 #pragma once
 #include <string>
 

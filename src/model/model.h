@@ -1,4 +1,4 @@
-// The DeepSeekMoE language model (MODEL.md "Network"): forward and backward over one
+// The DeepSeekMoE language model (docs/model.md, Network): forward and backward over one
 // micro-batch of this rank's sequences, parameters and gradients in contiguous buffers
 // described by one ParamTable.
 #pragma once

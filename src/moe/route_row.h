@@ -1,4 +1,4 @@
-// The router's per-token part (MODEL.md "MoE FFN"): one token's scores, its top-K experts and
+// The router's per-token part (docs/model.md, MoE FFN): one token's scores, its top-K experts and
 // their gates. Plain code that both backends compile: the CPU backend runs it on threads, the
 // CUDA backend (kernels/router.cu) one token per GPU thread, so both choose alike.
 #pragma once

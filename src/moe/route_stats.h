@@ -1,4 +1,4 @@
-// The router's balance statistics and its backward (MODEL.md "Balance losses"), as plain code
+// The router's balance statistics and its backward (docs/model.md, Balance losses), as plain code
 // that both backends compile: the CPU backend runs it on threads, the CUDA backend
 // (kernels/router.cu) on the GPU, so that routing never has to visit the host. Stage 1 below
 // (chunk_statistic) is the host's; the GPU computes the same columns with a block per chunk.

@@ -1,4 +1,4 @@
-// The router (MODEL.md "MoE FFN" and "Balance losses"): scores, top-k selection (with bias,
+// The router (docs/model.md, MoE FFN and Balance losses): scores, top-k selection (with bias,
 // device-limited routing and capacity dropping in global token order), gates, balance
 // statistics and losses, and the backward from gate gradients to router logits.
 // Host-side math over one micro-batch of one layer; statistics are global through Comm.

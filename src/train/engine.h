@@ -55,7 +55,7 @@ class Engine {
   int64_t tokens_per_step() const { return (int64_t)cfg_.train.batch_size * cfg_.model.seq_len; }
 
   StepStats train_step();  // runs optimizer step number step() and advances it
-  double evaluate();       // mean validation cross-entropy (MODEL.md "Data")
+  double evaluate();       // mean validation cross-entropy (docs/model.md, Data)
   // Throws, naming the keys, if the validation split holds fewer windows than evaluate() reads.
   // Training calls it before its first step; a benchmark, which never evaluates, does not.
   void check_evaluation_fits() const;

@@ -1,5 +1,5 @@
 // AdamW as torch.optim.AdamW, global gradient-norm clipping as clip_grad_norm_, and the
-// warmup + cosine/constant learning-rate schedule (MODEL.md "Optimizer and schedule").
+// warmup + cosine/constant learning-rate schedule (docs/model.md, Optimizer and schedule).
 #pragma once
 #include <cstdint>
 
