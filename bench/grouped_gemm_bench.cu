@@ -7,7 +7,7 @@
 // elements show as inf), and the host time of one run() (the TMA kernels encode two tensor maps a
 // problem). Built on request, on an H100:
 //   cmake --build build --target bench_grouped_gemm && ./build/bench_grouped_gemm [reps]
-// (20 reps for the figures in docs/cuda.md).
+// (20 reps for the figures in bench/HISTORY.md).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

@@ -1,6 +1,7 @@
 // The MoE layer's host work on one rank: the router (scores, top-k, statistics), its backward
 // and the dispatcher's plan, for one layer of a given shape (default: gpu_small's, 16,384 tokens,
-// 63 experts, top-7). On GPU runs the device waits for this work at every MoE layer.
+// 63 experts, top-7). GPU runs do this work on the host with several expert-parallel ranks or
+// with capacity dropping; on one GPU without dropping, routing and the plan run on the device.
 //   cmake --build build --target bench_host_routing
 //   OMP_NUM_THREADS=1 ./build/bench_host_routing [TOKENS EXPERTS TOP_K ITERS] [--glibc-default]
 // --glibc-default leaves glibc's handling of freed memory as it is (what keep_freed_host_memory,

@@ -11,9 +11,9 @@
 // DSMOE_GROUPED_GEMM=1 runs them as one grouped GEMM launch per layout instead
 // (kernels/grouped_gemm.cuh: one launch instead of one per problem, wgmma on sm_90a; training
 // was no faster than with cuBLASLt's side-by-side streams, so off; see docs/cuda.md), except
-// problems it does not take (misaligned operands). Problems whose outputs meet (the experts' dx:
-// one product writes it, the next adds to it) run in batch order: on one stream, or in
-// successive grouped launches.
+// problems it does not take (misaligned operands). Problems whose outputs meet (a later product
+// adds to what an earlier one wrote) run in batch order: on one stream, or in successive grouped
+// launches.
 #pragma once
 #include <cublasLt.h>
 #include <cublas_v2.h>

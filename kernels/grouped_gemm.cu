@@ -712,7 +712,6 @@ void encode_map(CUtensorMap* map, const void* p, int contiguous, int rows, int l
 constexpr int kAutoVariant = 100;
 constexpr double kLongK = 640;
 using WgBlock1 = WgConfig<128, 128, 3, 0, 2>;
-using WgBlock1 = WgConfig<128, 128, 3, 0, 2>;
 
 using Launch = void (*)(const GroupedProblem*, const int*, int, int, cudaStream_t);
 template <class C, bool Wgmma>

@@ -152,9 +152,9 @@ TEST_F(CudaVsCpuGroupedGemm, OddShapesInEveryLayout) {
     for (bool tb : {false, true}) check(ps, ta, tb);
 }
 
-// The experts' backward writes dx with one product and adds to it with the next (successive
-// grouped launches; one stream on cuBLASLt); a product whose operands the kernel cannot load 16
-// bytes at a time goes to cuBLASLt in the same batch.
+// A batch where one product writes an output and the next adds to it (successive grouped
+// launches; one stream on cuBLASLt); a product whose operands the kernel cannot load 16 bytes at a
+// time goes to cuBLASLt in the same batch.
 TEST_F(CudaVsCpuGroupedGemm, OrderedOutputsAndMisalignedProblemsInOneBatch) {
   const std::vector<Problem> ps = {{150, 96, 48, 1.f, 0.f},       {150, 96, 48, 1.f, 1.f, /*same_c=*/true},
                                    {33, 40, 24, 1.f, 0.f},        {33, 40, 24, 0.5f, 1.f, /*same_c=*/true},
