@@ -245,7 +245,7 @@ TEST_P(DispatcherMpi, RandomRoutingEveryExpertParallelSize) {
   });
 }
 
-// The plan where the choices are: several chunks of the counting sort (moe/sort_pairs.h), and
+// The plan where the choices are: several chunks of the counting sort (routing/sort_pairs.h), and
 // experts with no rows.
 TEST_P(DispatcherMpi, PlanLocalMatchesWhatTheRanksSend) {
   on_backend([](auto& be) {

@@ -3,9 +3,9 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "data/tokens.h"
+#include "data/vocab.h"
 #include "model/flops.h"
 #include "sim/memory.h"
-#include "train/engine.h"
 
 namespace dsmoe {
 

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "moe/sort_pairs.h"
+#include "routing/sort_pairs.h"
 #include "util/check.h"
 
 namespace dsmoe {

@@ -88,7 +88,7 @@ class MoeLayer {
   Buf<T> logits_, scores_, gate_, row_gate_;
   ActBuf<T> gu_, shared_gu_, shared_act_;
   Buf<int32_t> sel_;
-  Buf<double> partial_, totals_, balance_;  // the router's statistics (moe/route_stats.h)
+  Buf<double> partial_, totals_, balance_;  // the router's statistics (routing/route_stats.h)
   MoeScratch<T>& scratch_;
 };
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "comm/comm.h"
-#include "moe/route_stats.h"
+#include "routing/route_stats.h"
 
 namespace dsmoe {
 
@@ -55,7 +55,7 @@ struct Routing {
   int64_t dropped = 0;
   double aux_loss = 0;          // this layer's balance terms
   double loss_exp = 0, loss_dev = 0, loss_seq = 0, loss_comm = 0;
-  RouteStatsSpec stats;         // how the statistics were taken (moe/route_stats.h)
+  RouteStatsSpec stats;         // how the statistics were taken (routing/route_stats.h)
   std::vector<double> partial;  // [chunks, W] this rank's chunk statistics
   std::vector<double> balance;  // [N + kBalanceLosses] the balance terms' gradient and losses
 };

@@ -5,7 +5,7 @@
 
 #include "model/layout.h"
 #include "moe/placement.h"
-#include "moe/route_stats.h"
+#include "routing/route_stats.h"
 #include "util/check.h"
 
 namespace dsmoe::sim {
@@ -52,7 +52,7 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
   // dx dtmp, dqkv; attention scratch
   double scratch = 2 * R * d + 3 * R * d * low + att;
   double dispatch = 0;
-  // The router's statistics per layer, in doubles (moe/route_stats.h): chunks x W, totals, balance.
+  // The router's statistics per layer, in doubles (routing/route_stats.h): chunks x W, totals, balance.
   const double D = cfg.balance.device_groups > 0 ? cfg.balance.device_groups : ep, W = 2 * N + D;
   const double chunks = std::ceil(R / (cfg.balance.seq_alpha > 0 ? m.seq_len : RouteStatsSpec{}.chunk));
   const double statistics = 2 * (chunks * W + W + 1 + N + kBalanceLosses);

@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "backend/cuda_loader.h"
+#include "data/vocab.h"
 #include "backend/select.h"
 #include "model/layout.h"
 #include "util/check.h"
@@ -30,15 +31,6 @@ Engine::RankStep rank_step_from_env(const char* name) {
 }
 
 }  // namespace
-
-void resolve_vocab(Config& cfg, const TokenData& data) {
-  if (cfg.model.vocab_size == 0) {
-    cfg.model.vocab_size = data.vocab_size;
-    return;
-  }
-  DSMOE_CHECK(cfg.model.vocab_size >= data.vocab_size, cfg.source, ": model.vocab_size: ", cfg.model.vocab_size,
-              " is too small for ", data.source, ", whose largest token is ", data.vocab_size - 1);
-}
 
 Engine::Engine(Config cfg, Comm& comm)
     : cfg_(std::move(cfg)), comm_(comm), groups_(comm, cfg_.parallel.expert_parallel) {

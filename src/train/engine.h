@@ -32,9 +32,6 @@ struct StepStats {
   RankStats own;              // this rank's own values, of which the times above are the max
 };
 
-// vocab_size 0 takes the data's; an explicit one must cover every token. Throws naming the key.
-void resolve_vocab(Config& cfg, const TokenData& data);
-
 class Engine {
  public:
   struct RankStep {  // where a test hook fires
