@@ -10,6 +10,7 @@
 
 #include "backend/cuda_loader.h"
 #include "data/vocab.h"
+#include "util/test_hooks.h"
 #include "backend/select.h"
 #include "model/layout.h"
 #include "util/check.h"
@@ -17,20 +18,6 @@
 #include "util/timer.h"
 
 namespace dsmoe {
-namespace {
-
-// A test hook's RANK:STEP from the environment (none: matches nothing).
-Engine::RankStep rank_step_from_env(const char* name) {
-  Engine::RankStep at;
-  if (const char* f = std::getenv(name)) {
-    long long r = -1, s = -1;
-    DSMOE_CHECK(std::sscanf(f, "%lld:%lld", &r, &s) == 2, name, ": expected RANK:STEP, got '", f, "'");
-    at = {r, s};
-  }
-  return at;
-}
-
-}  // namespace
 
 Engine::Engine(Config cfg, Comm& comm)
     : cfg_(std::move(cfg)), comm_(comm), groups_(comm, cfg_.parallel.expert_parallel) {
@@ -55,20 +42,9 @@ Engine::Engine(Config cfg, Comm& comm)
                                           model_->grads(), nccl_world_ ? *nccl_world_ : comm_, *groups_.dp);
   inputs_.resize((size_t)local_seqs_ * cfg_.model.seq_len);
   targets_.resize(inputs_.size());
-  fail_at_ = rank_step_from_env("DSMOE_FAIL_AT");
-  stall_at_ = rank_step_from_env("DSMOE_STALL_AT");
-  if (const char* f = std::getenv("DSMOE_NAN_AT")) {
-    std::string list(f);
-    for (size_t at = 0; at < list.size();) {
-      size_t end = list.find(',', at);
-      if (end == std::string::npos) end = list.size();
-      char* stop = nullptr;
-      const std::string item = list.substr(at, end - at);
-      nan_steps_.push_back(std::strtoll(item.c_str(), &stop, 10));
-      DSMOE_CHECK(!item.empty() && *stop == '\0', "DSMOE_NAN_AT: expected STEP[,STEP...], got '", f, "'");
-      at = end + 1;
-    }
-  }
+  fail_at_ = test_hooks::fail_at();
+  stall_at_ = test_hooks::stall_at();
+  nan_steps_ = test_hooks::nan_at();
 }
 
 Engine::~Engine() = default;

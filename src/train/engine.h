@@ -17,6 +17,7 @@
 #include "model/model.h"
 #include "train/grad_buckets.h"
 #include "train/optimizer.h"
+#include "util/test_hooks.h"
 
 namespace dsmoe {
 
@@ -34,10 +35,6 @@ struct StepStats {
 
 class Engine {
  public:
-  struct RankStep {  // where a test hook fires
-    int64_t rank = -1, step = -1;
-    bool is(int64_t r, int64_t s) const { return r == rank && s == step; }
-  };
 
   // Loads the data and builds the model (initialized from cfg.seed). cfg.model.vocab_size is
   // resolved from the data.
@@ -83,9 +80,8 @@ class Engine {
   int64_t step_ = 0;
   int local_seqs_ = 0;  // sequences of one micro-batch on this rank
   std::vector<int32_t> inputs_, targets_;
-  RankStep fail_at_;   // DSMOE_FAIL_AT=RANK:STEP: that rank throws there (failure tests)
-  RankStep stall_at_;  // DSMOE_STALL_AT=RANK:STEP: that rank hangs there
-  std::vector<int64_t> nan_steps_;            // DSMOE_NAN_AT=STEP[,STEP...]: NaN gradients there
+  test_hooks::RankStep fail_at_, stall_at_;  // util/test_hooks.h
+  std::vector<int64_t> nan_steps_;  // test_hooks::nan_at()
 };
 
 }  // namespace dsmoe
