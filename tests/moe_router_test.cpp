@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "comm/comm.h"
-#include "moe/router.h"
+#include "moe/router_math.h"
 #include "util/rng.h"
 
 namespace dsmoe {

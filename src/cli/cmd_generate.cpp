@@ -57,7 +57,7 @@ int cmd_generate(int argc, char** argv) {
   Model<float> model(cfg, *be, *comm, 1);
   CheckpointState st = read_checkpoint(ck, model.table(), model.moe_layers(), cfg.moe.n_routed);
   model.params_from_host(st.params);
-  model.bias() = st.bias;
+  model.set_bias(st.bias);
 
   const int T = cfg.model.seq_len, V = cfg.model.vocab_size;
   std::vector<int32_t> context(prompt.begin(), prompt.end());

@@ -67,7 +67,6 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
       moe_.push_back(std::make_unique<MoeLayer<T>>(be, world, *ep, placement_, spec, m.d_model,
                                                    cfg.moe.expert_hidden, cfg.moe.n_shared, static_cast<int>(R),
                                                    moe_scratch_));
-      bias_.emplace_back(cfg.moe.n_routed, 0.0f);
     } else {
       a.ffn_gu.ensure(be, R * 2 * m.dense_hidden);
       a.ffn_act.ensure(be, R * m.dense_hidden);
@@ -185,7 +184,7 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
     if (cfg_.is_moe_layer(l)) {
       RouteContext ctx{tokens_global, opts.token_offset, opts.training, hash_key(opts.noise_key, l)};
       MoeLayer<T>& moe = *moe_[moe_index];
-      moe.forward(next, ln2_, ffn_input(), R, moe_params(l, false), ctx, bias_[moe_index], a.h);
+      moe.forward(next, ln2_, ffn_input(), R, moe_params(l, false), ctx, a.h);
       moe_index++;
     } else {
       SwiGluWeights<T> w{gate_up(pre + "ffn/", false), p(pre + "ffn/w_down"), nullptr, nullptr, d, m.dense_hidden};
@@ -202,8 +201,27 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
   }
   // The balance losses last: a layer's statistics may still be on the device, and bringing them
   // over waits for its work (the loss above has waited for all of it already).
-  for (const auto& moe : moe_) res.aux_loss += moe->routing().aux_loss;
+  for (const auto& moe : moe_) res.aux_loss += moe->router().statistics().aux_loss;
   return res;
+}
+
+template <typename T>
+std::vector<std::vector<float>> Model<T>::bias() const {
+  std::vector<std::vector<float>> out;
+  for (const auto& moe : moe_) out.push_back(moe->router().bias());
+  return out;
+}
+
+template <typename T>
+void Model<T>::set_bias(const std::vector<std::vector<float>>& bias) {
+  DSMOE_ASSERT(bias.size() == moe_.size());
+  for (size_t i = 0; i < moe_.size(); ++i) moe_[i]->router().set_bias(bias[i]);
+}
+
+template <typename T>
+void Model<T>::update_bias(const std::vector<double>& load, double rate) {
+  const size_t N = static_cast<size_t>(cfg_.moe.n_routed);
+  for (size_t i = 0; i < moe_.size(); ++i) moe_[i]->router().update_bias(load.data() + i * N, rate);
 }
 
 // A MoE layer's router reads the FFN norm's output in fp32, the products a bf16 copy (where

@@ -11,7 +11,7 @@ AllToAllFigures bench_all_to_all(Engine& engine, int iters) {
   AllToAllFigures f;
   f.ranks = ep.size();
   if (model.moe_layers().empty() || ep.size() == 1) return f;
-  const Routing<float>& routing = model.moe_layer(0).routing();
+  const Routing<float>& routing = model.routing(0);
   const int d = engine.config().model.d_model, K = engine.config().moe.top_k, tokens = routing.tokens;
 
   Dispatcher<float> disp(be, ep, model.placement(), d);

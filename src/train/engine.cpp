@@ -77,7 +77,7 @@ double Engine::micro_batch(int64_t step, int micro, bool training, StepStats* st
   stats->aux_loss += r.aux_loss / cfg_.train.micro_batches;
   const int N = cfg_.moe.n_routed;
   for (size_t li = 0; li < model_->moe_layers().size(); ++li) {
-    const Routing<float>& rt = model_->moe_layer(static_cast<int>(li)).routing();
+    const Routing<float>& rt = model_->routing(static_cast<int>(li));
     for (int i = 0; i < N; ++i) stats->load[li * N + i] += rt.load[i];
     stats->dropped[li] += static_cast<double>(rt.dropped);
   }
@@ -96,7 +96,7 @@ StepStats Engine::train_step() {
   st.load.assign(n_moe * N, 0.0);
   st.dropped.assign(n_moe, 0.0);
   for (size_t li = 0; li < n_moe; ++li) {
-    model_->moe_layer(static_cast<int>(li)).times() = MoeTimes{};
+    model_->moe_layer(static_cast<int>(li)).reset_times();
     model_->moe_layer(static_cast<int>(li)).dispatch_stats() = DispatchStats{};
   }
 
@@ -124,16 +124,7 @@ StepStats Engine::train_step() {
                  s + 1);
 
   // Auxiliary-loss-free balancing: move each bias toward the mean load.
-  if (cfg_.balance.bias_rate > 0 && !st.skipped) {
-    for (size_t li = 0; li < n_moe; ++li) {
-      double mean = 0;
-      for (int i = 0; i < N; ++i) mean += st.load[li * N + i] / N;
-      for (int i = 0; i < N; ++i) {
-        double diff = mean - st.load[li * N + i];
-        model_->bias()[li][i] += static_cast<float>(cfg_.balance.bias_rate * ((diff > 0) - (diff < 0)));
-      }
-    }
-  }
+  if (cfg_.balance.bias_rate > 0 && !st.skipped) model_->update_bias(st.load, cfg_.balance.bias_rate);
   for (size_t li = 0; li < n_moe; ++li) {
     MoeLayer<float>& layer = model_->moe_layer(static_cast<int>(li));
     own.t_dispatch += layer.times().dispatch;
@@ -239,7 +230,7 @@ void Engine::load_checkpoint(const std::string& path) {
   model_->params_from_host(st.params);
   to_device(*be_, opt_->m(), st.m);
   to_device(*be_, opt_->v(), st.v);
-  for (size_t li = 0; li < st.bias.size(); ++li) model_->bias()[li] = st.bias[li];
+  model_->set_bias(st.bias);
   step_ = st.optimizer_step;
 }
 

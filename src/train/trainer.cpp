@@ -12,7 +12,7 @@
 #include "io/checkpoint.h"
 #include "io/metrics.h"
 #include "model/flops.h"
-#include "moe/router.h"
+#include "moe/router_math.h"
 #include "train/engine.h"
 #include "train/loss_spikes.h"
 #include "train/watchdog.h"
