@@ -68,11 +68,11 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
     const double combine = rows + back;
     acts += 2 * R * N + 2 * pairs + sh_rows * 3 * sh * low + statistics;  // logits, scores, gates, sel, shared gu + act
     acts += grown(pairs * 2 * n, rows * 2 * n) * low + grown(pairs, combine);  // gu; the gates by combine row
-    // Index arrays: pair_row, self_token, self CSR; with ep > 1 the unit lists, CSR and expand.
+    // Index arrays: pair_row, self_token, self CSR; with ep > 1 the token-copy lists and CSRs.
     dispatch += pairs + 2 * std::max(1.0, own) + (R + 1);
     if (ep > 1)
       dispatch += 2 * std::max(1.0, out) + (R + 1) + 2 * std::max(1.0, rows - own) + std::max(1.0, in) + 1 +
-                  std::max(1.0, out) * d + std::max(1.0, in) * d;  // ..., send and unit buffers
+                  std::max(1.0, out) * d + std::max(1.0, in) * d;  // ..., send and token-copy buffers
     s_xe = std::max(s_xe, grown(pairs * d, rows * d));  // rebuilt by the backward, not kept
     s_act = std::max(s_act, grown(pairs * n, rows * n));
     s_dgate = std::max(s_dgate, pairs);
