@@ -4,6 +4,7 @@
 #include <functional>
 #include <type_traits>
 
+#include "backend/linear.h"
 #include "model/layout.h"
 #include "moe/experts.h"
 #include "util/check.h"
@@ -176,10 +177,10 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
     const std::string pre = layer_prefix(l);
     T* next = l + 1 < m.n_layers ? acts_[l + 1].x.data() : xs_final_.data();
     be_.rmsnorm_forward(ln1_, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
-    be_.gemm({false, true, R, 3 * d, d, T(1), ln1_, d, p(pre + "attn/wq"), d, T(0), a.qkv, 3 * d});
+    linear_forward<T>(be_, a.qkv, ln1_, p(pre + "attn/wq"), R, d, 3 * d);
     be_.rope(a.qkv, n_seqs, S, H, hd, m.rope_theta, false);
     be_.attention_forward(a.att, a.att_saved, a.qkv, n_seqs, S, H, hd);
-    be_.gemm({false, true, R, d, d, T(1), a.att, d, p(pre + "attn/wo"), d, T(1), a.h, d, false, a.x});
+    linear_forward<T>(be_, a.h, a.att, p(pre + "attn/wo"), R, d, d, /*residual=*/a.x);
     ffn_norm(l);
     if (cfg_.is_moe_layer(l)) {
       RouteContext ctx{tokens_global, opts.token_offset, opts.training, hash_key(opts.noise_key, l)};
@@ -193,7 +194,7 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
   }
   be_.rmsnorm_forward(ln_f_, rstd_f_, xs_final_, p("final_norm"), R, d, m.norm_eps);
   T* head = m.tie_embeddings ? p("tok_embedding") : p("lm_head");
-  be_.gemm({false, true, R, V, d, T(1), ln_f_, d, head, d, T(0), logits_, V});
+  linear_forward<T>(be_, logits_, ln_f_, head, R, d, V);
   if (targets) {
     be_.copy_bytes_to_device(targets_.data(), targets, (size_t)R * sizeof(int32_t));
     ce_scale_ = opts.loss_scale / static_cast<double>(tokens_global);
@@ -263,9 +264,9 @@ void Model<T>::backward(const std::function<void(int stage)>& stage_done) {
   // logits_ holds dL/dlogits (cross_entropy replaced them).
   T* head = m.tie_embeddings ? p("tok_embedding") : p("lm_head");
   T* dhead = m.tie_embeddings ? g("tok_embedding") : g("lm_head");
-  be_.gemm({false, false, R, d, V, T(1), logits_, V, head, d, T(0), dtmp_, d});
+  linear_backward_input<T>(be_, dtmp_, logits_, head, R, d, V, T(0));
   const T wb = grad_beta_;
-  be_.gemm({true, false, V, d, R, T(1), logits_, V, ln_f_, d, wb, dhead, d});
+  linear_backward_weight<T>(be_, dhead, logits_, ln_f_, R, d, V, wb);
   be_.fill(dx_, T(0), (int64_t)R * d);
   be_.rmsnorm_backward(dx_, g("final_norm"), dtmp_, xs_final_, p("final_norm"), rstd_f_, R, d);
   done(0);
@@ -289,13 +290,13 @@ void Model<T>::backward(const std::function<void(int stage)>& stage_done) {
     be_.rmsnorm_backward(dx_, g(pre + "ffn_norm"), dtmp_, a.h, p(pre + "ffn_norm"), a.rstd2, R, d);
 
     // Attention: h = x + att Wo^T; dx_ holds dL/dh.
-    be_.gemm({false, false, R, d, d, T(1), dx_, d, p(pre + "attn/wo"), d, T(0), dtmp_, d});
-    be_.gemm({true, false, d, d, R, T(1), dx_, d, a.att, d, wb, g(pre + "attn/wo"), d});
+    linear_backward_input<T>(be_, dtmp_, dx_, p(pre + "attn/wo"), R, d, d, T(0));
+    linear_backward_weight<T>(be_, g(pre + "attn/wo"), dx_, a.att, R, d, d, wb);
     be_.attention_backward(dqkv_, att_scratch_, dtmp_, a.qkv, a.att, a.att_saved, n_seqs_, S, H, hd);
     be_.rope(dqkv_, n_seqs_, S, H, hd, m.rope_theta, true);
-    be_.gemm({false, false, R, d, 3 * d, T(1), dqkv_, 3 * d, p(pre + "attn/wq"), d, T(0), dtmp_, d});
+    linear_backward_input<T>(be_, dtmp_, dqkv_, p(pre + "attn/wq"), R, d, 3 * d, T(0));
     be_.rmsnorm_forward(ln1_, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
-    be_.gemm({true, false, 3 * d, d, R, T(1), dqkv_, 3 * d, ln1_, d, wb, g(pre + "attn/wq"), d});
+    linear_backward_weight<T>(be_, g(pre + "attn/wq"), dqkv_, ln1_, R, d, 3 * d, wb);
     be_.rmsnorm_backward(dx_, g(pre + "attn_norm"), dtmp_, a.x, p(pre + "attn_norm"), a.rstd1, R, d);
     done(m.n_layers - l);
   }

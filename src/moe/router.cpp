@@ -1,5 +1,6 @@
 #include "moe/router.h"
 
+#include "backend/linear.h"
 #include "util/check.h"
 #include "util/timer.h"
 
@@ -40,7 +41,7 @@ void Router<T>::update_bias(const double* load, double rate) {
 template <typename T>
 void Router<T>::add_noise(const T* u, const RouterWeights<T>& w, const RouteContext& ctx, int tokens) {
   const int N = spec_.n_experts;
-  be_.gemm({false, true, tokens, N, d_, T(1), u, d_, w.noise_w, d_, T(0), logit_grads_, N, true});
+  linear_forward<T>(be_, logit_grads_, u, w.noise_w, tokens, d_, N, nullptr, Exactness::fp32);
   routing_.noise_pre = to_host(be_, logit_grads_.data(), (int64_t)tokens * N);
   routing_.logits = to_host(be_, logits_.data(), (int64_t)tokens * N);
   add_router_noise(spec_, ctx, routing_);
@@ -70,7 +71,7 @@ void Router<T>::forward(const T* u, int tokens, const RouterWeights<T>& w, const
   u_ = u;
   routing_ = Routing<T>{};
   routing_.tokens = tokens;
-  be_.gemm({false, true, tokens, N, d_, T(1), u, d_, w.router, d_, T(0), logits_, N, true});
+  linear_forward<T>(be_, logits_, u, w.router, tokens, d_, N, nullptr, Exactness::fp32);
   if (ctx.training && spec_.noise > 0) add_noise(u, w, ctx, tokens);
   // Scores, choices, gates and the statistics where the logits are.
   scores_.ensure(be_, (int64_t)tokens * N);
@@ -103,12 +104,12 @@ void Router<T>::backward(T* du, const T* dgate, const RouterWeights<T>& w, const
   const int N = spec_.n_experts, tokens = tokens_;
   Buf<T>& dlogits = logit_grads_;  // [tokens, N]
   be_.router_backward(dlogits, dgate, scores_, sel_, logits_, balance_, partial_, routing_.stats, loss_scale, tokens);
-  be_.gemm({false, false, tokens, d_, N, T(1), dlogits, N, w.router, d_, T(1), du, d_, true});
-  be_.gemm({true, false, N, d_, tokens, T(1), dlogits, N, u_, d_, grad_beta, g.router, d_, true});
+  linear_backward_input<T>(be_, du, dlogits, w.router, tokens, d_, N, T(1), Exactness::fp32);
+  linear_backward_weight<T>(be_, g.router, dlogits, u_, tokens, d_, N, grad_beta, Exactness::fp32);
   if (routing_.noise_pre.empty()) return;
   to_device(be_, dlogits.data(), noise_backward(routing_, to_host(be_, dlogits.data(), (int64_t)tokens * N)));
-  be_.gemm({false, false, tokens, d_, N, T(1), dlogits, N, w.noise_w, d_, T(1), du, d_, true});
-  be_.gemm({true, false, N, d_, tokens, T(1), dlogits, N, u_, d_, grad_beta, g.noise_w, d_, true});
+  linear_backward_input<T>(be_, du, dlogits, w.noise_w, tokens, d_, N, T(1), Exactness::fp32);
+  linear_backward_weight<T>(be_, g.noise_w, dlogits, u_, tokens, d_, N, grad_beta, Exactness::fp32);
 }
 
 template <typename T>
