@@ -13,16 +13,15 @@
 #include "util/log.h"
 
 namespace dsmoe {
+namespace {
 
-int cmd_bench(int argc, char** argv) {
-  Args args(argc, argv, 2, {"steps", "warmup", "json"}, {});
-  static const char* kUsage =
-      "usage: dsmoe bench CONFIG [--steps 5] [--warmup 1] [--json FILE] [--set key=value ...]\n"
-      "Trains WARMUP + STEPS optimizer steps of CONFIG without writing anything and reports\n"
-      "throughput; the last line is one JSON object. --json FILE also writes the measured rates\n"
-      "for `dsmoe simulate --compute-rate FILE` (docs/simulation.md).\n";
-  int code = 0;
-  if (args.show_usage(args.positional().size() == 1, kUsage, &code)) return code;
+const char* kUsage =
+    "usage: dsmoe bench CONFIG [--steps 5] [--warmup 1] [--json FILE] [--set key=value ...]\n"
+    "Trains WARMUP + STEPS optimizer steps of CONFIG without writing anything and reports\n"
+    "throughput; the last line is one JSON object. --json FILE also writes the measured rates\n"
+    "for `dsmoe simulate --compute-rate FILE` (docs/simulation.md).\n";
+
+int run(const Args& args) {
   const int64_t steps = args.get_int("steps", 5), warmup = args.get_int("warmup", 1);
   DSMOE_CHECK(steps > 0 && warmup >= 0, "--steps must be positive and --warmup non-negative");
   Config cfg = load_config(args.positional()[0], args.overrides());
@@ -106,5 +105,17 @@ int cmd_bench(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace
+
+const Command kBenchCommand = {"bench",
+                               "CONFIG [--steps N --warmup W]",
+                               "measure training throughput",
+                               kUsage,
+                               {"steps", "warmup", "json"},
+                               {},
+                               one_input,
+                               run,
+                               false};
 
 }  // namespace dsmoe

@@ -32,14 +32,14 @@ int sample(const float* logits, int vocab, double temperature, int top_k, Rng& r
 
 }  // namespace
 
-int cmd_generate(int argc, char** argv) {
-  Args args(argc, argv, 2, {"checkpoint", "prompt", "max-new-tokens", "temperature", "top-k", "seed", "backend"}, {});
-  static const char* kUsage =
-      "usage: dsmoe generate --checkpoint CK --prompt TEXT [--max-new-tokens 200]\n"
-      "                      [--temperature 0.8] [--top-k 40] [--seed 1] [--backend auto|cpu|cuda]\n"
-      "Continues TEXT (byte-level tokens) with samples from the model; temperature 0 is greedy.\n";
-  int code = 0;
-  if (args.show_usage(args.has("checkpoint"), kUsage, &code)) return code;
+namespace {
+
+const char* kUsage =
+    "usage: dsmoe generate --checkpoint CK --prompt TEXT [--max-new-tokens 200]\n"
+    "                      [--temperature 0.8] [--top-k 40] [--seed 1] [--backend auto|cpu|cuda]\n"
+    "Continues TEXT (byte-level tokens) with samples from the model; temperature 0 is greedy.\n";
+
+int run(const Args& args) {
   const std::string ck = args.get("checkpoint");
   const std::string prompt = args.get("prompt", "\n");
   const int64_t max_new = args.get_int("max-new-tokens", 200);
@@ -79,5 +79,17 @@ int cmd_generate(int argc, char** argv) {
   std::fputc('\n', stdout);
   return 0;
 }
+
+}  // namespace
+
+const Command kGenerateCommand = {"generate",
+                                  "--checkpoint CK --prompt TEXT",
+                                  "sample text from a checkpoint",
+                                  kUsage,
+                                  {"checkpoint", "prompt", "max-new-tokens", "temperature", "top-k", "seed", "backend"},
+                                  {},
+                                  has_checkpoint,
+                                  run,
+                                  false};
 
 }  // namespace dsmoe
