@@ -55,9 +55,10 @@ class Backend {
   virtual size_t peak_bytes() const = 0;
   // Waits until the queued work is done (a GPU runs asynchronously; the CPU is always done).
   virtual void synchronize() {}
-  // Starts the backend's op profile over, if it keeps one (DSMOE_CUDA_PROFILE): `dsmoe bench`
-  // calls it after the warm-up steps, so that the profile shows the steady steps.
-  virtual void reset_profile() {}
+  // Starts (or starts over) the backend's op profile, where it can keep one: `dsmoe bench
+  // --profile` calls it after the warm-up steps, so that the profile shows the steady steps;
+  // it goes to stderr when the backend is destroyed. False: this backend keeps none.
+  virtual bool start_profile() { return false; }
   // The parameter buffer, which changes only through this backend's ops: a backend may keep a
   // low-precision copy of it for its matrix products (bf16 on CUDA).
   virtual void set_weights(const T* /*w*/, int64_t /*n*/) {}
