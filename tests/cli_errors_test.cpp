@@ -178,7 +178,8 @@ TEST_F(Cli, CudaBackendWithoutAGpuIsRefused) {
   if (std::filesystem::exists("/dev/nvidia0")) GTEST_SKIP() << "this machine has a GPU";
   test::RunResult r = run_dsmoe("train " + config() + " --set backend=cuda");
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.output, HasSubstr("backend cuda: "));
+  EXPECT_THAT(r.output, HasSubstr("backend: cuda needs a GPU per rank, but node "));
+  EXPECT_THAT(r.output, HasSubstr(" runs 1 rank(s) and sees 0 GPU(s)"));
 }
 
 TEST_F(Cli, InfoReportsParametersAndFlops) {

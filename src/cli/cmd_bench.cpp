@@ -30,6 +30,7 @@ int run(const Args& args) {
   cfg.train.steps = std::max(cfg.train.steps, steps + warmup);
   auto comm = make_world_comm();
   Engine engine(cfg, *comm);
+  for (const std::string& line : thread_notes(engine.threads())) log_info(line);
   const ModelCount counts = count_model(engine.config());
   const bool profile = args.has("profile");
   DSMOE_CHECK(!profile || engine.backend().start_profile(), "--profile: the ", engine.backend().name(),

@@ -52,8 +52,8 @@ int run(const Args& args) {
 
   Config cfg = config_from_checkpoint(ck);
   cfg.backend = args.get("backend", "auto");  // checkpoints move between backends
-  auto be = make_backend(cfg.backend, 1, cfg.precision);
   auto comm = make_single_comm();
+  auto be = make_backend(cfg.backend, *comm, cfg.precision);
   Model<float> model(cfg, *be, *comm, 1);
   CheckpointState st = read_checkpoint(ck, model.table(), model.moe_layers(), cfg.moe.n_routed);
   model.params_from_host(st.params);

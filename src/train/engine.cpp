@@ -27,7 +27,7 @@ Engine::Engine(Config cfg, Comm& comm)
   split_ = split_tokens(static_cast<int64_t>(data_.tokens.size()), cfg_.data.val_fraction, cfg_.model.seq_len);
   order_ = std::make_unique<TrainOrder>(split_.n_train, cfg_.model.seq_len, cfg_.train.batch_size,
                                         cfg_.data.shuffle, cfg_.seed);
-  be_ = make_backend(cfg_.backend, ranks_on_this_node(), cfg_.precision);
+  be_ = make_backend(cfg_.backend, comm_, cfg_.precision, &threads_);
   if (be_->name() == "cuda" && comm_.size() > 1) {  // tensors move through NCCL, host values through MPI
     nccl_world_ = make_nccl_comm(comm_);
     groups_.ep = make_nccl_comm(std::move(groups_.ep));

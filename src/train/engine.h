@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/threads.h"
 #include "comm/comm.h"
 #include "comm/groups.h"
 #include "config/config.h"
@@ -46,6 +47,7 @@ class Engine {
   Backend<float>& backend() { return *be_; }
   ProcessGroups& groups() { return groups_; }
   int64_t step() const { return step_; }  // optimizer steps taken
+  const ThreadPlan& threads() const { return threads_; }  // the host threads chosen
   int64_t tokens_per_step() const { return (int64_t)cfg_.train.batch_size * cfg_.model.seq_len; }
 
   StepStats train_step();  // runs optimizer step number step() and advances it
@@ -70,6 +72,7 @@ class Engine {
   Comm& comm_;
   ProcessGroups groups_;
   std::unique_ptr<Comm> nccl_world_;  // CUDA on several ranks: the world for tensors
+  ThreadPlan threads_;
   std::unique_ptr<Backend<float>> be_;
   TokenData data_;
   Split split_;
