@@ -2,6 +2,7 @@
 // each binary once per rank count (`name.2ranks` runs `mpiexec -n 2 name`).
 #include <gtest/gtest.h>
 
+#include "backend/threads.h"
 #include "comm/comm.h"
 #include "mpi_test_env.h"
 
@@ -14,6 +15,8 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   auto world = dsmoe::make_world_comm();
   dsmoe::test::g_world = world.get();
+  // The threads dsmoe itself runs: ranks x threads fit the node instead of each rank taking every core.
+  dsmoe::plan_threads(*dsmoe::make_node_comm());
   if (world->rank() != 0) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
