@@ -178,7 +178,7 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
     T* next = l + 1 < m.n_layers ? acts_[l + 1].x.data() : xs_final_.data();
     be_.rmsnorm_forward(ln1_, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
     be_.gemm({false, true, R, 3 * d, d, T(1), ln1_, d, p(pre + "attn/wq"), d, T(0), a.qkv, 3 * d});
-    be_.rope(a.qkv, n_seqs, S, H, hd, m.rope_theta, false);
+    be_.rope(a.qkv, n_seqs, S, H, hd, m.rope_theta, false, 0);
     be_.attention_forward(a.att, a.att_saved, a.qkv, n_seqs, S, H, hd);
     be_.gemm({false, true, R, d, d, T(1), a.att, d, p(pre + "attn/wo"), d, T(1), a.h, d, false, a.x});
     ffn_norm(l);
@@ -274,7 +274,7 @@ void Model<T>::backward(const std::function<void(int stage)>& stage_done) {
     be_.gemm({false, false, R, d, d, T(1), dx_, d, p(pre + "attn/wo"), d, T(0), dtmp_, d});
     be_.gemm({true, false, d, d, R, T(1), dx_, d, a.att, d, wb, g(pre + "attn/wo"), d});
     be_.attention_backward(dqkv_, att_scratch_, dtmp_, a.qkv, a.att, a.att_saved, n_seqs_, S, H, hd);
-    be_.rope(dqkv_, n_seqs_, S, H, hd, m.rope_theta, true);
+    be_.rope(dqkv_, n_seqs_, S, H, hd, m.rope_theta, true, 0);
     be_.gemm({false, false, R, d, 3 * d, T(1), dqkv_, 3 * d, p(pre + "attn/wq"), d, T(0), dtmp_, d});
     be_.rmsnorm_forward(ln1_, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
     be_.gemm({true, false, 3 * d, d, R, T(1), dqkv_, 3 * d, ln1_, d, wb, g(pre + "attn/wq"), d});
