@@ -16,7 +16,7 @@
 #include "backend/cpu_backend.h"
 #include "comm/comm.h"
 #include "moe/dispatcher.h"
-#include "moe/router.h"
+#include "moe/router_math.h"
 #include "util/host_memory.h"
 #include "util/rng.h"
 #include "util/timer.h"

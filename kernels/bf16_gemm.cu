@@ -1,7 +1,6 @@
 #include "kernels/bf16_gemm.cuh"
 
 #include <algorithm>
-#include <cstdlib>
 #include <numeric>
 
 #include "kernels/cuda_check.cuh"
@@ -49,14 +48,6 @@ std::vector<std::pair<int, int>> meeting(const std::vector<GemmArgs<float>>& gs)
         meet.emplace_back(std::max(order[i], order[j]), std::min(order[i], order[j]));
   std::sort(meet.begin(), meet.end());
   return meet;
-}
-
-// The wave of each problem for one launch per wave: the fewest waves such that of two problems
-// whose outputs meet, the earlier in the batch falls in an earlier wave.
-std::vector<int> waves(int n, const std::vector<std::pair<int, int>>& meet) {
-  std::vector<int> wave(n, 0);
-  for (const auto& [later, earlier] : meet) wave[later] = std::max(wave[later], wave[earlier] + 1);
-  return wave;
 }
 
 // The stream of each problem for one launch per problem: problems whose outputs meet (directly or
@@ -186,8 +177,6 @@ Bf16Gemm::Bf16Gemm(Backend<float>& be) : be_(be) {
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa));
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof ob));
     }
-  const char* grouped = std::getenv("DSMOE_GROUPED_GEMM");
-  use_grouped_ = grouped && grouped[0] == '1';
   CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
   for (int i = 0; i < kStreams; ++i) {
     CUDA_CHECK(cudaStreamCreateWithFlags(&streams_[i], cudaStreamNonBlocking));
@@ -270,37 +259,9 @@ void Bf16Gemm::run(const std::vector<GemmArgs<float>>& gs, cudaStream_t s) {
   stage(spans, s);
   if (gs.empty()) return;
   if (gs.size() == 1) return on_streams({&gs[0]}, s);
-  const std::vector<std::pair<int, int>> meet = meeting(gs);
-  if (!use_grouped_) {
-    std::vector<const GemmArgs<float>*> all;
-    for (const GemmArgs<float>& g : gs) all.push_back(&g);
-    return on_streams(all, s, streams(static_cast<int>(gs.size()), meet, kStreams));
-  }
-  const std::vector<int> wave = waves(static_cast<int>(gs.size()), meet);
-  const int n_waves = *std::max_element(wave.begin(), wave.end()) + 1;
-  for (int w = 0; w < n_waves; ++w) {
-    std::vector<GroupedProblem> grouped[2][2];  // by (trans_a, trans_b)
-    std::vector<const GemmArgs<float>*> rest;
-    for (size_t p = 0; p < gs.size(); ++p) {
-      if (wave[p] != w) continue;
-      const GemmArgs<float>& g = gs[p];
-      if (g.c.is_bf16() || g.c_in) {  // the grouped kernel writes fp32 and adds to C only
-        rest.push_back(&g);
-        continue;
-      }
-      const GroupedProblem q{operand(g.a), operand(g.b), g.c.get(), g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.alpha,
-                             g.beta};
-      if (grouped_gemm_fits(q))
-        grouped[g.trans_a][g.trans_b].push_back(q);
-      else
-        rest.push_back(&g);
-    }
-    for (int ta = 0; ta < 2; ++ta)
-      for (int tb = 0; tb < 2; ++tb) grouped_.run(grouped[ta][tb], ta, tb, s);
-    std::vector<int> turns(rest.size());
-    std::iota(turns.begin(), turns.end(), 0);  // a wave's outputs are disjoint: any streams
-    on_streams(rest, s, turns);
-  }
+  std::vector<const GemmArgs<float>*> all;
+  for (const GemmArgs<float>& g : gs) all.push_back(&g);
+  on_streams(all, s, streams(static_cast<int>(gs.size()), meeting(gs), kStreams));
 }
 
 // Problem p on streams_[stream[p] % kStreams] (one problem: on s).

@@ -8,12 +8,9 @@
 // The problems of a batch (one per expert, each too small to fill the GPU) run on kStreams
 // streams side by side, through cuBLASLt with algorithms cached per shape class (the expert row
 // counts change every step, and cuBLAS's own choice costs ~35 us of host time per new shape).
-// DSMOE_GROUPED_GEMM=1 runs them as one grouped GEMM launch per layout instead
-// (kernels/grouped_gemm.cuh: one launch instead of one per problem, wgmma on sm_90a; training
-// was no faster than with cuBLASLt's side-by-side streams, so off; see docs/cuda.md), except
-// problems it does not take (misaligned operands). Problems whose outputs meet (a later product
-// adds to what an earlier one wrote) run in batch order: on one stream, or in successive grouped
-// launches.
+// Problems whose outputs meet (a later product adds to what an earlier one wrote) run in batch
+// order, on one stream. (A grouped GEMM, one launch per batch with wgmma on sm_90a, trained
+// slower than these side-by-side streams and lives in bench/grouped_gemm/.)
 #pragma once
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -25,7 +22,6 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "kernels/grouped_gemm.cuh"
 
 namespace dsmoe::cuda {
 
@@ -67,8 +63,6 @@ class Bf16Gemm {
   Buf<uint8_t> lt_work_;  // kStreams slices, allocated with the first product
   cudaStream_t streams_[kStreams] = {};
   cudaEvent_t fork_ = nullptr, joins_[kStreams] = {};
-  GroupedGemm grouped_;
-  bool use_grouped_ = false;  // DSMOE_GROUPED_GEMM=1: batches through grouped_
   const float* weights_ = nullptr;
   int64_t n_weights_ = 0;
   bool stale_ = true;

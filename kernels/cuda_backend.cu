@@ -86,7 +86,10 @@ class CudaBackend final : public Backend<float> {
   }
   bool bf16_storage() const override { return bf16_; }
   void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
-  void reset_profile() override { prof_.reset(); }
+  bool start_profile() override {
+    prof_.start();
+    return true;
+  }
 
   void fill(float* x, float value, int64_t n) override {
     cuda::OpProfiler::Scope scope(prof_, "fill", stream_);
@@ -316,7 +319,7 @@ class CudaBackend final : public Backend<float> {
     float* table;
   };
   std::vector<RopeTable> rope_cache_;
-  cuda::OpProfiler prof_;  // DSMOE_CUDA_PROFILE=1
+  cuda::OpProfiler prof_;  // on with start_profile() (dsmoe bench --profile)
   std::unique_ptr<cuda::Bf16Gemm> bf16_gemm_;  // precision: bf16
   cuda::StagedUpload uploads_;                 // copy_bytes_to_device's
 };

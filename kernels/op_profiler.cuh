@@ -1,4 +1,4 @@
-// GPU time per backend op, for finding where a step goes (DSMOE_CUDA_PROFILE=1): each op is
+// GPU time per backend op, for finding where a step goes (dsmoe bench --profile): each op is
 // bracketed by CUDA events on its stream; the totals, with the matrix products' achieved FLOP/s,
 // go to stderr when the backend is destroyed. Also the GPU's idle time before each op: from the
 // end of the op before (not nested in another) to this one's start, which the GPU reaches only
@@ -21,10 +21,7 @@ namespace dsmoe::cuda {
 
 class OpProfiler {
  public:
-  OpProfiler() {
-    const char* env = std::getenv("DSMOE_CUDA_PROFILE");
-    on_ = env != nullptr && env[0] != '\0' && env[0] != '0';
-  }
+  OpProfiler() = default;
   ~OpProfiler() {
     if (!on_) return;
     flush();
@@ -34,7 +31,7 @@ class OpProfiler {
     for (const auto& r : rows) all += r.second.ms;
     double idle = 0;
     for (const auto& r : rows) idle += r.second.idle_ms;
-    std::fprintf(stderr, "GPU time per op (DSMOE_CUDA_PROFILE), %.1f ms in all, %.1f ms idle between ops:\n", all,
+    std::fprintf(stderr, "GPU time per op (dsmoe bench --profile), %.1f ms in all, %.1f ms idle between ops:\n", all,
                  idle);
     for (const auto& r : rows) {
       std::fprintf(stderr, "  %-28s %10.2f ms %5.1f %% %8ld calls, host %9.2f ms, idle before %8.2f ms",
@@ -47,11 +44,12 @@ class OpProfiler {
     if (prev_stop_) cudaEventDestroy(prev_stop_);
   }
   bool on() const { return on_; }
-  // Forgets the totals so far (the ops in flight are counted first, then dropped too).
-  void reset() {
-    if (!on_) return;
-    flush();
+  // Profiles from now on, forgetting the totals so far (the ops in flight are counted first,
+  // then dropped too).
+  void start() {
+    if (on_) flush();
     totals_.clear();
+    on_ = true;
   }
 
   // Brackets one op: begin before its launches, end after them, on the stream they use. GPU time

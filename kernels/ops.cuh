@@ -15,10 +15,10 @@ struct RouteStatsSpec;
 
 namespace dsmoe::cuda {
 
-// router.cu: moe/route_row.h for `rows` tokens (backend.h's route_tokens).
+// router.cu: routing/route_row.h for `rows` tokens (backend.h's route_tokens).
 void route_tokens(float* scores, int32_t* sel, float* gate, const float* logits, const float* bias,
                   const RouteRowSpec& spec, int rows, cudaStream_t s);
-// The statistics, balance terms and backward (moe/route_stats.h; backend.h's router_* ops).
+// The statistics, balance terms and backward (routing/route_stats.h; backend.h's router_* ops).
 void router_statistics(double* partial, double* totals, const float* scores, const int32_t* sel,
                        const RouteStatsSpec& spec, int rows, cudaStream_t s);
 void router_balance(double* balance, const double* totals, const RouteStatsSpec& spec, cudaStream_t s);
@@ -26,7 +26,7 @@ void router_backward(float* dlogits, const float* dgate, const float* scores, co
                      const float* logits, const double* balance, const double* partial, const RouteStatsSpec& spec,
                      double loss_scale, int rows, cudaStream_t s);
 
-// sort_pairs.cu: moe/sort_pairs.h (backend.h's sort_pairs).
+// sort_pairs.cu: routing/sort_pairs.h (backend.h's sort_pairs).
 void sort_pairs(int32_t* counts, int32_t* pos, int32_t* row_token, int32_t* token_rows, int32_t* hist,
                 const int32_t* sel, int tokens, int k, int n_experts, cudaStream_t s);
 

@@ -1,11 +1,11 @@
-// The router on the GPU, by the code the CPU backend runs too (moe/route_row.h, moe/route_stats.h):
+// The router on the GPU, by the code the CPU backend runs too (routing/route_row.h, routing/route_stats.h):
 // the per-token part and the backward one thread per token (N scores and the K best in registers
 // and L1: a few hundred operations per token, far below the products around it); the statistics
 // one block per chunk (chunk_statistic's columns, computed its own way), their totals one thread
 // per column, the balance terms one thread.
 #include "kernels/cuda_check.cuh"
 #include "kernels/ops.cuh"
-#include "moe/route_stats.h"
+#include "routing/route_stats.h"
 
 namespace dsmoe::cuda {
 namespace {

@@ -1,4 +1,4 @@
-// The dispatcher's plan on the GPU (moe/sort_pairs.h's chunks and result): one warp per chunk of
+// The dispatcher's plan on the GPU (routing/sort_pairs.h's chunks and result): one warp per chunk of
 // pairs counts and places them, 32 pairs a step, with its counters in shared memory (lanes of a
 // step that share an expert take consecutive rows in lane order: the sort stays stable); one
 // block turns the counts into each chunk's starting rows, a warp per expert; one thread per token
@@ -7,7 +7,7 @@
 
 #include "kernels/cuda_check.cuh"
 #include "kernels/ops.cuh"
-#include "moe/sort_pairs.h"
+#include "routing/sort_pairs.h"
 
 namespace dsmoe::cuda {
 namespace {

@@ -650,7 +650,7 @@ TEST_F(CudaVsCpu, RouteTokensChooseTheSameExperts) {
     }
 }
 
-// The dispatcher's plan (moe/sort_pairs.h): the same stable sort of (token, expert) pairs by
+// The dispatcher's plan (routing/sort_pairs.h): the same stable sort of (token, expert) pairs by
 // expert, over many chunks and a partial one, experts chosen unevenly (some by no pair).
 TEST_F(CudaVsCpu, SortPairsAsTheHost) {
   struct Shape {
@@ -680,7 +680,7 @@ TEST_F(CudaVsCpu, SortPairsAsTheHost) {
   }
 }
 
-// The balance statistics and the router's backward (moe/route_stats.h), from the same choices:
+// The balance statistics and the router's backward (routing/route_stats.h), from the same choices:
 // selection counts exactly, score sums, balance terms and dlogits to rounding; the sequence-wise
 // loss takes its counts per sequence.
 TEST_F(CudaVsCpu, RouterStatisticsAndBackward) {

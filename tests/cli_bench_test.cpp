@@ -48,6 +48,12 @@ TEST_F(CliBench, LastLineIsOneJsonObjectWithTheThroughput) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("out"))) << "bench must not write run outputs";
 }
 
+TEST_F(CliBench, ProfileIsRefusedWhereTheBackendKeepsNone) {
+  const test::RunResult r = test::run_dsmoe("bench " + cfg + " --steps 1 --warmup 0 --profile");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, ::testing::HasSubstr("--profile: the cpu backend keeps no op profile (a GPU run does)"));
+}
+
 TEST_F(CliBench, RunsWhereTheValidationSplitIsTooShortToEvaluate) {
   // A bench never evaluates, so a small corpus (a quick measurement) is no reason to refuse it;
   // training the same config is refused (cli_errors_test).

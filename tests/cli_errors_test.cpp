@@ -141,6 +141,10 @@ TEST_F(Cli, MistakesSayWhatToDoInstead) {
   test::RunResult r = run_dsmoe("train " + config() + " train.steps=3");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, HasSubstr("train.steps=3: a config override needs --set before it (--set train.steps=3)"));
+  // Arguments after -- are only submit's (for sbatch).
+  r = run_dsmoe("info " + config() + " -- --account=a");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("dsmoe info takes no arguments after --"));
   // An experiment file given to train, a run config given to sweep.
   const std::string exp = dir.file("exp.yaml");
   test::write_file(exp, "experiment: e\nsweep:\n  - name: a\n");
@@ -174,7 +178,8 @@ TEST_F(Cli, CudaBackendWithoutAGpuIsRefused) {
   if (std::filesystem::exists("/dev/nvidia0")) GTEST_SKIP() << "this machine has a GPU";
   test::RunResult r = run_dsmoe("train " + config() + " --set backend=cuda");
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.output, HasSubstr("backend cuda: "));
+  EXPECT_THAT(r.output, HasSubstr("backend: cuda needs a GPU per rank, but node "));
+  EXPECT_THAT(r.output, HasSubstr(" runs 1 rank(s) and sees 0 GPU(s)"));
 }
 
 TEST_F(Cli, InfoReportsParametersAndFlops) {

@@ -43,6 +43,21 @@ TEST_F(RankFailure, AnErrorOnOneRankEndsTheJobNamingTheRank) {
   EXPECT_LT(secs, 60);
 }
 
+// Two ranks asking for a GPU each on a node that sees fewer (none on a CPU machine, one on a
+// one-GPU machine): every rank says so, and the job ends at once instead of hanging.
+TEST_F(RankFailure, BackendCudaWithMoreRanksThanGpusStopsEveryRank) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string out = test::run_command("timeout 120 " + mpi(2) + " train " + config +
+                                            " --set backend=cuda 2>&1; echo exit=$?");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("exit=0")));
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("exit=124"))) << "timed out";
+  for (const char* rank : {"rank 0: ", "rank 1: "})
+    EXPECT_THAT(out, ::testing::ContainsRegex(std::string(rank) + "backend: cuda needs a GPU per rank, but node .* "
+                                              "runs 2 rank\\(s\\) and sees [01] GPU\\(s\\)"));
+  EXPECT_LT(secs, 60);
+}
+
 TEST_F(RankFailure, AStalledRankEndsTheJobThroughTheWatchdog) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string out = test::run_command("DSMOE_STALL_AT=1:2 timeout 120 " + mpi(2) + " train " + config +

@@ -64,7 +64,7 @@ TEST_F(SubmitCli, RefusesWhatDoesNotFit) {
   const std::string exp = experiment("refuse", 8);
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"--partition debug --ranks-per-run 3",
-       "run a-s1 cannot run on 3 ranks: " + exp + ":5: moe.n_routed: moe.n_routed = 4 is not divisible by the "
+       "run a-s1 cannot run on 3 ranks: " + exp + ":6: moe.n_routed: moe.n_routed = 4 is not divisible by the "
        "expert-parallel size 3 (world size 3)"},
       {"--partition debug --ranks-per-run 2 --nodes 4", "--ranks-per-run 2 does not divide evenly over --nodes 4"},
       {"--partition gpu --ranks-per-run 4 --gpus-per-node 2", "4 ranks per node need one GPU each but "

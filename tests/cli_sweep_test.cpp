@@ -52,7 +52,7 @@ TEST_F(SweepCli, DryRunPrintsTheRunTable) {
   EXPECT_THAT(r.output, HasSubstr("{\"name\": \"a-s1\", \"variant\": \"a\", \"seed\": 1, \"out\": \"" + runs +
                                   "/dry/a-s1\", \"params_total\": 38688, \"params_active\": 35616, "
                                   "\"flops_per_token\": 175872, \"flops_deviation\": 0, \"tokens\": 2048, "
-                                  "\"solved\": null, \"config\": {\"name\": \"a\", \"seed\": 1, \"backend\": \"auto\""));
+                                  "\"solved\": null, \"config\": {\"name\": \"a\", \"seed\": 1, \"backend\": \"cpu\""));
   EXPECT_THAT(r.output, HasSubstr("\"moe\": {\"n_routed\": 4, \"n_shared\": 1, \"top_k\": 1, \"expert_hidden\": 16, "
                                   "\"score\": \"softmax\", \"norm_topk\": false, \"router_noise\": 0.0, "
                                   "\"capacity_factor\": 1.0, \"route_devices\": 0}"));

@@ -62,8 +62,10 @@ class Generate : public ::testing::TestWithParam<Case> {
   std::unique_ptr<Model<float>> make_model() const {
     auto m = std::make_unique<Model<float>>(cfg, *be, *comm, 1);
     m->init_params(17);
-    for (auto& b : m->bias())
+    std::vector<std::vector<float>> bias = m->bias();
+    for (auto& b : bias)
       for (size_t i = 0; i < b.size(); ++i) b[i] = 0.2f * static_cast<float>(i % 3) - 0.2f;
+    m->set_bias(bias);
     return m;
   }
   std::vector<int32_t> prompt(int n) const {

@@ -229,7 +229,7 @@ class DispatcherMpi : public ::testing::TestWithParam<std::string> {
     if (cuda_device_count() < test::world().size())
       GTEST_SKIP() << "needs a GPU per rank: " << cuda_device_count() << " GPU(s) for " << test::world().size()
                    << " ranks";
-    auto be = make_backend("cuda", ranks_on_this_node());
+    auto be = make_backend("cuda", test::world());
     check(*be);
   }
 };
@@ -245,7 +245,7 @@ TEST_P(DispatcherMpi, RandomRoutingEveryExpertParallelSize) {
   });
 }
 
-// The plan where the choices are: several chunks of the counting sort (moe/sort_pairs.h), and
+// The plan where the choices are: several chunks of the counting sort (routing/sort_pairs.h), and
 // experts with no rows.
 TEST_P(DispatcherMpi, PlanLocalMatchesWhatTheRanksSend) {
   on_backend([](auto& be) {

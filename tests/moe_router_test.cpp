@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "comm/comm.h"
-#include "moe/router.h"
+#include "moe/router_math.h"
 #include "util/rng.h"
 
 namespace dsmoe {
@@ -393,7 +393,7 @@ TEST_F(Router, NoiseIsStandardNormalTimesRate) {
 
 // ---------------------------------------------------------------- max_violation
 
-// The statistics and the backward go by chunks and tokens in a fixed order (moe/route_stats.h):
+// The statistics and the backward go by chunks and tokens in a fixed order (routing/route_stats.h):
 // the same bits on one thread as on two, with the chunks of 256 tokens and with sequences.
 TEST_F(Router, StatisticsDoNotDependOnTheThreadCount) {
   const int N = 8, K = 2, tokens = 1200;

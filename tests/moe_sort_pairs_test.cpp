@@ -1,4 +1,4 @@
-// The counting sort of the dispatcher's plan (moe/sort_pairs.h) against std::stable_sort, over
+// The counting sort of the dispatcher's plan (routing/sort_pairs.h) against std::stable_sort, over
 // several chunks and with dropped pairs; and the CPU backend's sort_pairs op (every pair kept),
 // with each token's rows.
 #include <gtest/gtest.h>
@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "backend/cpu_backend.h"
-#include "moe/sort_pairs.h"
+#include "routing/sort_pairs.h"
 #include "util/rng.h"
 
 namespace dsmoe {

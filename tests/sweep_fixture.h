@@ -53,6 +53,7 @@ struct SweepFixture : ::testing::Test {
     const std::string path = dir.file(name + ".yaml");
     write_file(path, "experiment: " + name + "\nseeds: " + seeds + "\n" + extra +
                          "base:\n"
+                         "  backend: cpu\n"
                          "  model: {vocab_size: 256, d_model: 32, n_layers: 2, n_heads: 2, seq_len: 32, "
                          "first_dense_layers: 1, dense_hidden: 64}\n"
                          "  moe: {n_routed: 4, n_shared: 1, top_k: 2, expert_hidden: 16}\n"

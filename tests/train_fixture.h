@@ -52,8 +52,9 @@ inline double unigram_entropy(const std::string& text) {
   return h;
 }
 
+// A tiny run on the CPU backend (a test for the GPU sets backend: cuda).
 inline std::string tiny_yaml(const std::string& data, const std::string& out) {
-  return "name: tiny\nseed: 5\n"
+  return "name: tiny\nseed: 5\nbackend: cpu\n"
          "model: {vocab_size: 0, d_model: 32, n_layers: 2, n_heads: 2, seq_len: 32, first_dense_layers: 1, "
          "dense_hidden: 64}\n"
          "moe: {n_routed: 4, n_shared: 1, top_k: 2, expert_hidden: 16}\n"

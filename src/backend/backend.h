@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "backend/ptr.h"
-#include "moe/route_stats.h"
-#include "moe/sort_pairs.h"
+#include "routing/route_stats.h"
+#include "routing/sort_pairs.h"
 
 namespace dsmoe {
 
@@ -55,9 +55,10 @@ class Backend {
   virtual size_t peak_bytes() const = 0;
   // Waits until the queued work is done (a GPU runs asynchronously; the CPU is always done).
   virtual void synchronize() {}
-  // Starts the backend's op profile over, if it keeps one (DSMOE_CUDA_PROFILE): `dsmoe bench`
-  // calls it after the warm-up steps, so that the profile shows the steady steps.
-  virtual void reset_profile() {}
+  // Starts (or starts over) the backend's op profile, where it can keep one: `dsmoe bench
+  // --profile` calls it after the warm-up steps, so that the profile shows the steady steps;
+  // it goes to stderr when the backend is destroyed. False: this backend keeps none.
+  virtual bool start_profile() { return false; }
   // The parameter buffer, which changes only through this backend's ops: a backend may keep a
   // low-precision copy of it for its matrix products (bf16 on CUDA).
   virtual void set_weights(const T* /*w*/, int64_t /*n*/) {}
@@ -133,11 +134,11 @@ class Backend {
   // rows of dy are left as they are).
   virtual void combine_rows_backward(Ptr<T> dy, const T* dout, const int32_t* idx, int rows, int k, int d) = 0;
 
-  // The router's per-token part (moe/route_row.h) for `rows` tokens: logits [rows, N] and bias
+  // The router's per-token part (routing/route_row.h) for `rows` tokens: logits [rows, N] and bias
   // [N] -> scores [rows, N], sel [rows, K], gate [rows, K].
   virtual void route_tokens(T* scores, int32_t* sel, T* gate, const T* logits, const float* bias,
                             const RouteRowSpec& spec, int rows) = 0;
-  // Its balance statistics (moe/route_stats.h): scores [rows, N] and sel [rows, K] -> partial
+  // Its balance statistics (routing/route_stats.h): scores [rows, N] and sel [rows, K] -> partial
   // [chunks, W] and this rank's totals [W + 1]; then, from the global totals, balance
   // [N + kBalanceLosses]; and its backward, dgate [rows, K] -> dlogits [rows, N] (logits read by
   // softmax_topk only, partial with the sequence-wise loss only).
@@ -148,7 +149,7 @@ class Backend {
                                const double* balance, const double* partial, const RouteStatsSpec& spec,
                                double loss_scale, int rows) = 0;
 
-  // The dispatcher's plan on one rank, every pair kept (moe/sort_pairs.h): sel [tokens, k] ->
+  // The dispatcher's plan on one rank, every pair kept (routing/sort_pairs.h): sel [tokens, k] ->
   // counts [N] pairs per expert, pos [tokens*k] each pair's row in expert order, row_token
   // [tokens*k] each row's token, token_rows [tokens, k] each token's rows ascending; hist is
   // scratch [sort_chunks(tokens*k), N].

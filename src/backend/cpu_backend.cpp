@@ -11,7 +11,6 @@
 #include <utility>
 
 #include "backend/alloc_tracker.h"
-#include "backend/blas_select.h"
 #include "backend/cpu_blas.h"
 #include "backend/rope_table.h"
 #include "util/bf16.h"
@@ -539,12 +538,6 @@ class CpuBackend final : public Backend<T> {
 };
 
 }  // namespace
-
-void share_cpu_cores(int ranks_on_node) {
-  fit_blas_threads();
-  if (std::getenv("OMP_NUM_THREADS") != nullptr) return;
-  omp_set_num_threads(std::max(1, omp_get_num_procs() / std::max(1, ranks_on_node)));
-}
 
 template <typename T>
 std::unique_ptr<Backend<T>> make_cpu_backend(bool bf16_storage) {

@@ -13,8 +13,4 @@ namespace dsmoe {
 template <typename T>
 std::unique_ptr<Backend<T>> make_cpu_backend(bool bf16_storage = false);
 
-// Shares the cores among the ranks on this machine (OpenMP threads = cores / ranks), unless
-// OMP_NUM_THREADS says otherwise. Oversubscribed spinning threads run many times slower.
-void share_cpu_cores(int ranks_on_node);
-
 }  // namespace dsmoe

@@ -1,13 +1,14 @@
 #include "backend/select.h"
 
-#include <omp.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
-#include <thread>
 
+#include "backend/blas_select.h"
 #include "backend/cpu_backend.h"
 #include "backend/cuda_loader.h"
+#include "backend/threads.h"
 #include "util/check.h"
 #include "util/log.h"
 
@@ -25,20 +26,49 @@ int local_rank() {
   return 0;
 }
 
+std::string host_name() {
+  char name[256] = {};
+  gethostname(name, sizeof name - 1);
+  return name;
+}
+
+// What this node lacks for a GPU per rank, "" when nothing.
+std::string gpu_shortfall(int ranks, int gpus) {
+  if (gpus >= ranks) return "";
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  return cat("node ", host_name(), " runs ", ranks, " rank(s) and sees ", gpus, " GPU(s)",
+             visible ? cat(" (CUDA_VISIBLE_DEVICES=", visible, ")") : std::string());
+}
+
 }  // namespace
 
-std::unique_ptr<Backend<float>> make_backend(const std::string& backend, int ranks_on_node,
-                                             const std::string& precision) {
-  const bool cuda = backend == "cuda" || (backend == "auto" && gpu_device_nodes() && cuda_available());
-  share_cpu_cores(ranks_on_node);  // host threads: the CPU backend's, or the router's beside a GPU
-  if (cuda) {
-    // mpirun binds each of 2 or fewer ranks to one core by default; the router then runs serially.
-    if (omp_get_num_procs() == 1 && std::thread::hardware_concurrency() > 1)
-      log_info("this rank may use 1 CPU core of ", std::thread::hardware_concurrency(),
-               ": give it more (mpirun --bind-to none or --map-by slot:PE=N, srun --cpus-per-task=N)");
+bool use_gpus(const std::string& backend, bool every_node_fits, bool any_gpu, const std::string& shortfall) {
+  if (backend == "cpu") return false;
+  if (every_node_fits) return true;
+  DSMOE_CHECK(backend != "cuda", "backend: cuda needs a GPU per rank, but ",
+              shortfall.empty() ? std::string("another node has fewer GPUs than ranks") : shortfall,
+              ": run at most as many ranks per node as it has GPUs, or set backend: cpu");
+  if (any_gpu)
+    log_info("backend auto: every rank runs on the CPU, since ",
+             shortfall.empty() ? std::string("a node has fewer GPUs than ranks") : shortfall);
+  return false;
+}
+
+std::unique_ptr<Backend<float>> make_backend(const std::string& backend, Comm& world, const std::string& precision,
+                                             ThreadPlan* threads) {
+  fit_blas_threads();
+  std::unique_ptr<Comm> node = make_node_comm();
+  ThreadPlan plan = plan_threads(*node);
+  double over = plan.oversubscribed ? 1 : 0;
+  world.allreduce_max(&over, 1);
+  plan.any_node_oversubscribed = over > 0;
+  if (threads) *threads = plan;
+  const int gpus = backend != "cpu" && gpu_device_nodes() ? cuda_device_count() : 0;
+  const std::string shortfall = gpu_shortfall(node->size(), gpus);
+  double seen[2] = {shortfall.empty() ? 0.0 : 1.0, gpus > 0 ? 1.0 : 0.0};  // a node short of GPUs; a GPU
+  world.allreduce_max(seen, 2);
+  if (use_gpus(backend, seen[0] == 0, seen[1] > 0, shortfall))
     return make_cuda_backend(local_rank(), precision == "bf16");
-  }
-  DSMOE_CHECK(backend != "cuda", "backend: cuda was asked for but is not available");
   DSMOE_CHECK(precision == "fp32", "precision ", precision, " needs the CUDA backend, and this run uses the CPU");
   return make_cpu_backend<float>();
 }

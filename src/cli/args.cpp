@@ -12,6 +12,10 @@ Args::Args(int argc, char** argv, int first, const std::set<std::string>& option
            const std::set<std::string>& flags) {
   for (int i = first; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "--") {
+      rest_.assign(argv + i + 1, argv + argc);
+      break;
+    }
     if (a == "--help" || a == "-h") {
       help_ = true;
     } else if (a.rfind("--", 0) == 0) {

@@ -1,5 +1,6 @@
-// Command-line arguments of one subcommand: positionals, `--name value` options, `--flag`s
-// and repeated `--set key=value` overrides. Unknown options are errors.
+// Command-line arguments of one subcommand: positionals, `--name value` options, `--flag`s,
+// repeated `--set key=value` overrides, and after a `--` the rest, untouched. Unknown options
+// are errors.
 #pragma once
 #include <map>
 #include <set>
@@ -14,6 +15,7 @@ class Args {
   Args(int argc, char** argv, int first, const std::set<std::string>& options, const std::set<std::string>& flags);
   const std::vector<std::string>& positional() const { return positional_; }
   const std::vector<std::string>& overrides() const { return overrides_; }
+  const std::vector<std::string>& rest() const { return rest_; }  // after `--`
   bool has(const std::string& name) const { return values_.count(name) > 0; }
   std::string get(const std::string& name, const std::string& fallback = "") const;
   int64_t get_int(const std::string& name, int64_t fallback) const;
@@ -24,7 +26,7 @@ class Args {
   bool show_usage(bool well_formed, const char* usage, int* exit_code) const;
 
  private:
-  std::vector<std::string> positional_, overrides_;
+  std::vector<std::string> positional_, overrides_, rest_;
   std::map<std::string, std::string> values_;
   bool help_ = false;
 };

@@ -8,27 +8,26 @@
 #include "util/check.h"
 
 namespace dsmoe {
+namespace {
 
-int cmd_analyze(int argc, char** argv) {
-  Args args(argc, argv, 2, {"baseline", "metric", "device-groups"}, {});
-  static const char* kUsage =
-      "usage: dsmoe analyze RUNS/EXPERIMENT [--metric M] [--baseline VARIANT] [--device-groups D]\n"
-      "Compares the variants of a sweep over their finished seeds (docs/experiments.md, Analysis):\n"
-      "per variant n, mean, sample std, the 95 % t interval of the mean and the per-seed values;\n"
-      "against the baseline the difference over the seeds both have (paired; Welch's interval\n"
-      "where seeds do not pair), its 95 % interval, p, and a verdict: better, worse, or\n"
-      "unresolved (the interval holds 0). Unfinished runs are listed apart and in no statistic.\n"
-      "Expert balance over the last 10 % of each run's steps: global and device-group MaxVio,\n"
-      "dead experts. Reads runs still going too. Writes EXPERIMENT/summary.csv (variants),\n"
-      "EXPERIMENT/runs.csv (runs) and EXPERIMENT/summary.h5 (both; experiments/analysis/plot.py\n"
-      "draws it).\n"
-      "  --metric M           final_val_loss (default), best_val_loss, tokens_per_s, max_violation,\n"
-      "                       device_max_violation, dead_experts or load_cv\n"
-      "  --baseline VARIANT   default: the iso-FLOPs reference, else the experiment's first variant\n"
-      "  --device-groups D    the device groups of the device-level balance, for every run\n"
-      "                       (default: each run's balance.device_groups, else its expert-parallel size)\n";
-  int code = 0;
-  if (args.show_usage(args.positional().size() == 1 && args.overrides().empty(), kUsage, &code)) return code;
+const char* kUsage =
+    "usage: dsmoe analyze RUNS/EXPERIMENT [--metric M] [--baseline VARIANT] [--device-groups D]\n"
+    "Compares the variants of a sweep over their finished seeds (docs/experiments.md, Analysis):\n"
+    "per variant n, mean, sample std, the 95 % t interval of the mean and the per-seed values;\n"
+    "against the baseline the difference over the seeds both have (paired; Welch's interval\n"
+    "where seeds do not pair), its 95 % interval, p, and a verdict: better, worse, or\n"
+    "unresolved (the interval holds 0). Unfinished runs are listed apart and in no statistic.\n"
+    "Expert balance over the last 10 % of each run's steps: global and device-group MaxVio,\n"
+    "dead experts. Reads runs still going too. Writes EXPERIMENT/summary.csv (variants),\n"
+    "EXPERIMENT/runs.csv (runs) and EXPERIMENT/summary.h5 (both; experiments/analysis/plot.py\n"
+    "draws it).\n"
+    "  --metric M           final_val_loss (default), best_val_loss, tokens_per_s, max_violation,\n"
+    "                       device_max_violation, dead_experts or load_cv\n"
+    "  --baseline VARIANT   default: the iso-FLOPs reference, else the experiment's first variant\n"
+    "  --device-groups D    the device groups of the device-level balance, for every run\n"
+    "                       (default: each run's balance.device_groups, else its expert-parallel size)\n";
+
+int run(const Args& args) {
   AnalysisOptions options;
   options.metric = args.get("metric", options.metric);
   options.baseline = args.get("baseline", "");
@@ -43,5 +42,17 @@ int cmd_analyze(int argc, char** argv) {
   std::printf("wrote %s/summary.csv, %s/runs.csv and %s/summary.h5\n", dir.c_str(), dir.c_str(), dir.c_str());
   return 0;
 }
+
+}  // namespace
+
+const Command kAnalyzeCommand = {"analyze",
+                                 "RUNS/EXPERIMENT",
+                                 "compare variants over seeds (t intervals, verdicts)",
+                                 kUsage,
+                                 {"baseline", "metric", "device-groups"},
+                                 {},
+                                 one_input_no_set,
+                                 run,
+                                 false};
 
 }  // namespace dsmoe

@@ -13,25 +13,30 @@
 #include "util/log.h"
 
 namespace dsmoe {
+namespace {
 
-int cmd_bench(int argc, char** argv) {
-  Args args(argc, argv, 2, {"steps", "warmup", "json"}, {});
-  static const char* kUsage =
-      "usage: dsmoe bench CONFIG [--steps 5] [--warmup 1] [--json FILE] [--set key=value ...]\n"
-      "Trains WARMUP + STEPS optimizer steps of CONFIG without writing anything and reports\n"
-      "throughput; the last line is one JSON object. --json FILE also writes the measured rates\n"
-      "for `dsmoe simulate --compute-rate FILE` (docs/simulation.md).\n";
-  int code = 0;
-  if (args.show_usage(args.positional().size() == 1, kUsage, &code)) return code;
+const char* kUsage =
+    "usage: dsmoe bench CONFIG [--steps 5] [--warmup 1] [--json FILE] [--profile] [--set key=value ...]\n"
+    "Trains WARMUP + STEPS optimizer steps of CONFIG without writing anything and reports\n"
+    "throughput; the last line is one JSON object. --json FILE also writes the measured rates\n"
+    "for `dsmoe simulate --compute-rate FILE` (docs/simulation.md). --profile (CUDA) prints, at\n"
+    "exit, the GPU and host time per backend op over the steps after the warm-up, and the GPU's\n"
+    "idle time before each op (docs/cuda.md).\n";
+
+int run(const Args& args) {
   const int64_t steps = args.get_int("steps", 5), warmup = args.get_int("warmup", 1);
   DSMOE_CHECK(steps > 0 && warmup >= 0, "--steps must be positive and --warmup non-negative");
   Config cfg = load_config(args.positional()[0], args.overrides());
   cfg.train.steps = std::max(cfg.train.steps, steps + warmup);
   auto comm = make_world_comm();
   Engine engine(cfg, *comm);
+  for (const std::string& line : thread_notes(engine.threads())) log_info(line);
   const ModelCount counts = count_model(engine.config());
+  const bool profile = args.has("profile");
+  DSMOE_CHECK(!profile || engine.backend().start_profile(), "--profile: the ", engine.backend().name(),
+              " backend keeps no op profile (a GPU run does)");
   for (int64_t i = 0; i < warmup; ++i) engine.train_step();
-  engine.backend().reset_profile();
+  if (profile) engine.backend().start_profile();  // over: the steps after the warm-up
   StepStats sum;
   for (int64_t i = 0; i < steps; ++i) {
     StepStats s = engine.train_step();
@@ -106,5 +111,17 @@ int cmd_bench(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace
+
+const Command kBenchCommand = {"bench",
+                               "CONFIG [--steps N --warmup W]",
+                               "measure training throughput",
+                               kUsage,
+                               {"steps", "warmup", "json"},
+                               {"profile"},
+                               one_input,
+                               run,
+                               false};
 
 }  // namespace dsmoe

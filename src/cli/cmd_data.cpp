@@ -6,16 +6,14 @@
 #include "data/tokens.h"
 
 namespace dsmoe {
+namespace {
 
-int cmd_data(int argc, char** argv) {
-  Args args(argc, argv, 2, {"out", "source"}, {"force"});
-  static const char* kUsage =
-      "usage: dsmoe data prepare [--out PATH] [--source FILE] [--force]\n"
-      "Decompresses the GCIDE dictionary (Debian's dict-gcide) into an llm.c-layout token file\n"
-      "(byte-level tokens), by default where `data.path: default` looks for it.\n";
-  int code = 0;
-  const bool prepare = args.positional().size() == 1 && args.positional()[0] == "prepare";
-  if (args.show_usage(prepare, kUsage, &code)) return code;
+const char* kUsage =
+    "usage: dsmoe data prepare [--out PATH] [--source FILE] [--force]\n"
+    "Decompresses the GCIDE dictionary (Debian's dict-gcide) into an llm.c-layout token file\n"
+    "(byte-level tokens), by default where `data.path: default` looks for it.\n";
+
+int run(const Args& args) {
   const std::string out = args.get("out", default_corpus_path());
   if (std::filesystem::exists(out) && !args.has("force")) {
     std::printf("%s already exists (use --force to prepare it again)\n", out.c_str());
@@ -25,5 +23,17 @@ int cmd_data(int argc, char** argv) {
   std::printf("prepared %ld tokens in %s\n", (long)n, out.c_str());
   return 0;
 }
+
+}  // namespace
+
+const Command kDataCommand = {"data",
+                              "prepare [--out PATH] [--force]",
+                              "prepare the default corpus (GCIDE)",
+                              kUsage,
+                              {"out", "source"},
+                              {"force"},
+                              prepare_named,
+                              run,
+                              false};
 
 }  // namespace dsmoe

@@ -7,15 +7,14 @@
 #include "util/log.h"
 
 namespace dsmoe {
+namespace {
 
-int cmd_eval(int argc, char** argv) {
-  Args args(argc, argv, 2, {"checkpoint", "data", "batches", "backend"}, {});
-  static const char* kUsage =
-      "usage: dsmoe eval --checkpoint CK [--data PATH] [--batches N] [--backend auto|cpu|cuda]\n"
-      "Mean validation cross-entropy (nats/token) of a checkpoint, on the validation split of\n"
-      "its own data or of PATH, over N batches (default: the run's train.eval_batches).\n";
-  int code = 0;
-  if (args.show_usage(args.has("checkpoint"), kUsage, &code)) return code;
+const char* kUsage =
+    "usage: dsmoe eval --checkpoint CK [--data PATH] [--batches N] [--backend auto|cpu|cuda]\n"
+    "Mean validation cross-entropy (nats/token) of a checkpoint, on the validation split of\n"
+    "its own data or of PATH, over N batches (default: the run's train.eval_batches).\n";
+
+int run(const Args& args) {
   const std::string ck = args.get("checkpoint");
   Config cfg = config_from_checkpoint(ck);
   if (args.has("data")) cfg.data.path = args.get("data");
@@ -43,5 +42,17 @@ int cmd_eval(int argc, char** argv) {
   log_info(line);
   return 0;
 }
+
+}  // namespace
+
+const Command kEvalCommand = {"eval",
+                              "--checkpoint CK [--data PATH]",
+                              "validation loss of a checkpoint",
+                              kUsage,
+                              {"checkpoint", "data", "batches", "backend"},
+                              {},
+                              has_checkpoint,
+                              run,
+                              false};
 
 }  // namespace dsmoe

@@ -33,18 +33,18 @@ int sample(const float* logits, int vocab, double temperature, int top_k, Rng& r
 
 }  // namespace
 
-int cmd_generate(int argc, char** argv) {
-  Args args(argc, argv, 2, {"checkpoint", "prompt", "max-new-tokens", "temperature", "top-k", "seed", "backend"}, {});
-  static const char* kUsage =
-      "usage: dsmoe generate --checkpoint CK --prompt TEXT [--max-new-tokens 200]\n"
-      "                      [--temperature 0.8] [--top-k 40] [--seed 1] [--backend auto|cpu|cuda]\n"
-      "Continues TEXT (byte-level tokens) with samples from the model; temperature 0 is greedy.\n"
-      "The model sees the last seq_len tokens (docs/model.md, Generation). A KV cache runs the prompt\n"
-      "at once, then each new token's position alone while the text fits in seq_len. Past it the\n"
-      "window slides by a token each time, which moves every token to another position (another\n"
-      "RoPE rotation), so each new token runs the whole window again, as fast as without a cache.\n";
-  int code = 0;
-  if (args.show_usage(args.has("checkpoint"), kUsage, &code)) return code;
+namespace {
+
+const char* kUsage =
+    "usage: dsmoe generate --checkpoint CK --prompt TEXT [--max-new-tokens 200]\n"
+    "                      [--temperature 0.8] [--top-k 40] [--seed 1] [--backend auto|cpu|cuda]\n"
+    "Continues TEXT (byte-level tokens) with samples from the model; temperature 0 is greedy.\n"
+    "The model sees the last seq_len tokens (docs/model.md, Generation). A KV cache runs the prompt\n"
+    "at once, then each new token's position alone while the text fits in seq_len. Past it the\n"
+    "window slides by a token each time, which moves every token to another position (another\n"
+    "RoPE rotation), so each new token runs the whole window again, as fast as without a cache.\n";
+
+int run(const Args& args) {
   const std::string ck = args.get("checkpoint");
   const std::string prompt = args.get("prompt", "\n");
   const int64_t max_new = args.get_int("max-new-tokens", 200);
@@ -57,12 +57,12 @@ int cmd_generate(int argc, char** argv) {
 
   Config cfg = config_from_checkpoint(ck);
   cfg.backend = args.get("backend", "auto");  // checkpoints move between backends
-  auto be = make_backend(cfg.backend, 1, cfg.precision);
   auto comm = make_single_comm();
+  auto be = make_backend(cfg.backend, *comm, cfg.precision);
   Model<float> model(cfg, *be, *comm, 1);
   CheckpointState st = read_checkpoint(ck, model.table(), model.moe_layers(), cfg.moe.n_routed);
   model.params_from_host(st.params);
-  model.bias() = st.bias;
+  model.set_bias(st.bias);
 
   const int V = cfg.model.vocab_size;
   std::vector<int32_t> context(prompt.begin(), prompt.end());
@@ -79,5 +79,17 @@ int cmd_generate(int argc, char** argv) {
   std::fputc('\n', stdout);
   return 0;
 }
+
+}  // namespace
+
+const Command kGenerateCommand = {"generate",
+                                  "--checkpoint CK --prompt TEXT",
+                                  "sample text from a checkpoint",
+                                  kUsage,
+                                  {"checkpoint", "prompt", "max-new-tokens", "temperature", "top-k", "seed", "backend"},
+                                  {},
+                                  has_checkpoint,
+                                  run,
+                                  false};
 
 }  // namespace dsmoe

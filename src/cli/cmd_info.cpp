@@ -3,20 +3,19 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "data/tokens.h"
+#include "data/vocab.h"
 #include "model/flops.h"
 #include "sim/memory.h"
-#include "train/engine.h"
 
 namespace dsmoe {
+namespace {
 
-int cmd_info(int argc, char** argv) {
-  Args args(argc, argv, 2, {}, {});
-  static const char* kUsage =
-      "usage: dsmoe info CONFIG [--set key=value ...]\n"
-      "Parameters (total and activated per token) by component, training FLOPs per token and\n"
-      "the memory a CPU run needs. vocab_size 0 is resolved from the data.\n";
-  int code = 0;
-  if (args.show_usage(args.positional().size() == 1, kUsage, &code)) return code;
+const char* kUsage =
+    "usage: dsmoe info CONFIG [--set key=value ...]\n"
+    "Parameters (total and activated per token) by component, training FLOPs per token and\n"
+    "the memory a CPU run needs. vocab_size 0 is resolved from the data.\n";
+
+int run(const Args& args) {
   Config cfg = load_config(args.positional()[0], args.overrides());
   if (cfg.model.vocab_size == 0) resolve_vocab(cfg, load_tokens(cfg.data.path));
   const ModelCount c = count_model(cfg);
@@ -36,5 +35,11 @@ int cmd_info(int argc, char** argv) {
               sim::rank_memory(cfg, 1, 0, seqs, "cpu", {}).total() / 1048576.0, 16.0 * c.params_total / 1048576.0);
   return 0;
 }
+
+}  // namespace
+
+const Command kInfoCommand = {
+    "info", "CONFIG [--set ...]", "parameters, FLOPs per token, memory estimate", kUsage, {}, {}, one_input, run,
+    false};
 
 }  // namespace dsmoe

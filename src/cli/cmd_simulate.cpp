@@ -70,25 +70,22 @@ int run_scenario(const std::string& path, const Args& args) {
 
 }  // namespace
 
-int cmd_simulate(int argc, char** argv) {
-  Args args(argc, argv, 2,
-            {"gpus", "gpus-per-node", "intra-bw", "inter-bw", "latency", "routing", "compute-rate", "rate-scale",
-             "overlap", "memory-backend", "dispatcher", "out"},
-            {"sweep"});
-  static const char* kUsage =
-      "usage: dsmoe simulate CONFIG --gpus G [--gpus-per-node 8] [--intra-bw 370e9] [--inter-bw 50e9]\n"
-      "                      [--latency 20e-6] [--routing uniform|zipf:S[:SEED]|RUN/metrics.h5[@all]]\n"
-      "                      [--compute-rate FLOPS|BENCH.json] [--rate-scale X] [--overlap on|off]\n"
-      "                      [--memory-backend cpu|cuda] [--dispatcher gpu|node] [--out FILE.h5]\n"
-      "                      [--set key=value ...]\n"
-      "       dsmoe simulate [--sweep] SIMULATION.yaml [--compute-rate ...] [--out FILE.h5]\n"
-      "Predicts one training step of CONFIG on G GPUs: compute per rank (FLOPs model and an achieved\n"
-      "FLOP/s; `dsmoe bench --json` measures it), the dispatcher's bytes and time per link class,\n"
-      "the straggler cost of uneven expert loads, exposed vs overlapped communication, the gradient\n"
-      "allreduce and peak memory per rank. A simulation file compares clusters, routing sources and\n"
-      "config variants in one table. Bandwidths are bytes/s one GPU sends; see docs/simulation.md.\n";
-  int code = 0;
-  if (args.show_usage(args.positional().size() == 1, kUsage, &code)) return code;
+namespace {
+
+const char* kUsage =
+    "usage: dsmoe simulate CONFIG --gpus G [--gpus-per-node 8] [--intra-bw 370e9] [--inter-bw 50e9]\n"
+    "                      [--latency 20e-6] [--routing uniform|zipf:S[:SEED]|RUN/metrics.h5[@all]]\n"
+    "                      [--compute-rate FLOPS|BENCH.json] [--rate-scale X] [--overlap on|off]\n"
+    "                      [--memory-backend cpu|cuda] [--dispatcher gpu|node] [--out FILE.h5]\n"
+    "                      [--set key=value ...]\n"
+    "       dsmoe simulate [--sweep] SIMULATION.yaml [--compute-rate ...] [--out FILE.h5]\n"
+    "Predicts one training step of CONFIG on G GPUs: compute per rank (FLOPs model and an achieved\n"
+    "FLOP/s; `dsmoe bench --json` measures it), the dispatcher's bytes and time per link class,\n"
+    "the straggler cost of uneven expert loads, exposed vs overlapped communication, the gradient\n"
+    "allreduce and peak memory per rank. A simulation file compares clusters, routing sources and\n"
+    "config variants in one table. Bandwidths are bytes/s one GPU sends; see docs/simulation.md.\n";
+
+int run(const Args& args) {
   const std::string path = args.positional()[0];
   if (args.has("sweep") || is_simulation_file(path)) {
     DSMOE_CHECK(is_simulation_file(path), path, ": --sweep needs a simulation file (top-level 'simulate' key)");
@@ -128,5 +125,18 @@ int cmd_simulate(int argc, char** argv) {
   std::printf("wrote %s\n", out.c_str());
   return 0;
 }
+
+}  // namespace
+
+const Command kSimulateCommand = {"simulate",
+                                  "CONFIG --gpus G ...",
+                                  "predict step time, traffic and memory at scale",
+                                  kUsage,
+                                  {"gpus", "gpus-per-node", "intra-bw", "inter-bw", "latency", "routing",
+                                   "compute-rate", "rate-scale", "overlap", "memory-backend", "dispatcher", "out"},
+                                  {"sweep"},
+                                  one_input,
+                                  run,
+                                  false};
 
 }  // namespace dsmoe

@@ -7,24 +7,23 @@
 #include "sweep/run_status.h"
 
 namespace dsmoe {
+namespace {
 
-int cmd_status(int argc, char** argv) {
-  Args args(argc, argv, 2, {}, {});
-  static const char* kUsage =
-      "usage: dsmoe status RUNS/EXPERIMENT\n"
-      "Where each run of an experiment stands, one line each: every run its sweep.yaml names\n"
-      "(written by dsmoe sweep and dsmoe submit), then any other run folder found. States:\n"
-      "  done         its checkpoint reached train.steps\n"
-      "  running      a dsmoe train is training it (locally: OUT/running and its pid; in Slurm:\n"
-      "               squeue), with the last logged step and how long ago metrics.h5 was written\n"
-      "  pending      Slurm holds it (waiting, requeued, suspended)\n"
-      "  failed       its last attempt ended in an error (OUT/failed), with the log's last line\n"
-      "  stopped      checkpointed before the end (a sweep or submit resumes it), or step 0 when\n"
-      "               it wrote metrics but no checkpoint\n"
-      "  not started  nothing trained in its folder yet\n"
-      "Reads the run folders, and squeue and sacct where they answer (docs/slurm.md).\n";
-  int code = 0;
-  if (args.show_usage(args.positional().size() == 1 && args.overrides().empty(), kUsage, &code)) return code;
+const char* kUsage =
+    "usage: dsmoe status RUNS/EXPERIMENT\n"
+    "Where each run of an experiment stands, one line each: every run its sweep.yaml names\n"
+    "(written by dsmoe sweep and dsmoe submit), then any other run folder found. States:\n"
+    "  done         its checkpoint reached train.steps\n"
+    "  running      a dsmoe train is training it (locally: OUT/running and its pid; in Slurm:\n"
+    "               squeue), with the last logged step and how long ago metrics.h5 was written\n"
+    "  pending      Slurm holds it (waiting, requeued, suspended)\n"
+    "  failed       its last attempt ended in an error (OUT/failed), with the log's last line\n"
+    "  stopped      checkpointed before the end (a sweep or submit resumes it), or step 0 when\n"
+    "               it wrote metrics but no checkpoint\n"
+    "  not started  nothing trained in its folder yet\n"
+    "Reads the run folders, and squeue and sacct where they answer (docs/slurm.md).\n";
+
+int run(const Args& args) {
   const ExperimentStatus status = read_run_status(experiment_dir(args.positional()[0], "status"));
   std::map<std::string, int> count;
   for (const RunStatus& r : status.runs) count[r.state]++;
@@ -41,5 +40,17 @@ int cmd_status(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace
+
+const Command kStatusCommand = {"status",
+                                "RUNS/EXPERIMENT",
+                                "where each run stands (done, running, stopped, ...)",
+                                kUsage,
+                                {},
+                                {},
+                                one_input_no_set,
+                                run,
+                                false};
 
 }  // namespace dsmoe

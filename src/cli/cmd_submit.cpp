@@ -27,26 +27,21 @@ std::string sbatch(const std::string& script) {
 
 }  // namespace
 
-int cmd_submit(int argc, char** argv) {
-  int args_end = argc;  // options after `--` go to sbatch
-  for (int i = 2; i < argc; ++i)
-    if (!std::strcmp(argv[i], "--")) args_end = i;
-  Args args(args_end, argv, 2, {"partition", "ranks-per-run", "nodes", "gpus-per-node", "time", "signal-seconds",
-                               "runs-dir", "only"},
-            {"dry-run", "ignore-tolerance"});
-  static const char* kUsage =
-      "usage: dsmoe submit EXPERIMENT --partition P --ranks-per-run R [--nodes N] [--gpus-per-node G]\n"
-      "                    [--time HH:MM:SS] [--signal-seconds S] [--runs-dir DIR] [--dry-run]\n"
-      "                    [--only VARIANT[,VARIANT...]] [--ignore-tolerance] [-- SBATCH_OPTION ...]\n"
-      "Submits the unfinished runs of an experiment file as one Slurm job array (jobs/run.sbatch,\n"
-      "one array task per run, R ranks each over N nodes, one GPU per rank when G > 0). The script\n"
-      "is written to DIR/<experiment>/submit.sbatch (DIR defaults to runs). S seconds (default 120)\n"
-      "before the time limit, or when preempted, a run checkpoints and is requeued (docs/slurm.md).\n"
-      "  --dry-run  print the script; write and submit nothing\n"
-      "  --only     only these variants' runs, as for dsmoe sweep\n"
-      "  -- ...     more sbatch options, each as --name=value (e.g. -- --overcommit --account=a)\n";
-  int code = 0;
-  if (args.show_usage(args.positional().size() == 1 && args.overrides().empty(), kUsage, &code)) return code;
+namespace {
+
+const char* kUsage =
+    "usage: dsmoe submit EXPERIMENT --partition P --ranks-per-run R [--nodes N] [--gpus-per-node G]\n"
+    "                    [--time HH:MM:SS] [--signal-seconds S] [--runs-dir DIR] [--dry-run]\n"
+    "                    [--only VARIANT[,VARIANT...]] [--ignore-tolerance] [-- SBATCH_OPTION ...]\n"
+    "Submits the unfinished runs of an experiment file as one Slurm job array (jobs/run.sbatch,\n"
+    "one array task per run, R ranks each over N nodes, one GPU per rank when G > 0). The script\n"
+    "is written to DIR/<experiment>/submit.sbatch (DIR defaults to runs). S seconds (default 120)\n"
+    "before the time limit, or when preempted, a run checkpoints and is requeued (docs/slurm.md).\n"
+    "  --dry-run  print the script; write and submit nothing\n"
+    "  --only     only these variants' runs, as for dsmoe sweep\n"
+    "  -- ...     more sbatch options, each as --name=value (e.g. -- --overcommit --account=a)\n";
+
+int run(const Args& args) {
 
   SlurmJob job;
   job.partition = args.get("partition");
@@ -55,7 +50,7 @@ int cmd_submit(int argc, char** argv) {
   job.gpus_per_node = static_cast<int>(args.get_int("gpus-per-node", 0));
   job.time = args.get("time");
   job.signal_seconds = static_cast<int>(args.get_int("signal-seconds", job.signal_seconds));
-  job.extra.assign(argv + std::min(args_end + 1, argc), argv + argc);
+  job.extra = args.rest();
   job.dsmoe = std::filesystem::read_symlink("/proc/self/exe").string();
   DSMOE_CHECK(args.has("ranks-per-run"), "--ranks-per-run is required");
   const std::string root = std::filesystem::absolute(args.get("runs-dir", "runs")).lexically_normal().string();
@@ -90,5 +85,18 @@ int cmd_submit(int argc, char** argv) {
   std::printf("status: dsmoe status %s\n", plan.dir.c_str());
   return 0;
 }
+
+}  // namespace
+
+const Command kSubmitCommand = {
+    "submit",
+    "EXPERIMENT --partition P ...",
+    "the runs as a Slurm job array (sbatch)",
+    kUsage,
+    {"partition", "ranks-per-run", "nodes", "gpus-per-node", "time", "signal-seconds", "runs-dir", "only"},
+    {"dry-run", "ignore-tolerance"},
+    one_input_no_set,
+    run,
+    true};
 
 }  // namespace dsmoe

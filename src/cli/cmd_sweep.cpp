@@ -29,26 +29,26 @@ void print_outcome(const SweepPlan& plan, const std::string& experiment_file, co
 
 }  // namespace
 
-int cmd_sweep(int argc, char** argv) {
-  Args args(argc, argv, 2, {"runs-dir", "ranks", "stop-after", "only"}, {"dry-run", "json", "ignore-tolerance"});
-  static const char* kUsage =
-      "usage: dsmoe sweep EXPERIMENT [--dry-run [--json]] [--runs-dir DIR] [--ranks N]\n"
-      "                   [--stop-after N] [--only VARIANT[,VARIANT...]] [--ignore-tolerance]\n"
-      "Runs every variant x seed of an experiment file (docs/experiments.md), each as\n"
-      "`dsmoe train` with out = DIR/<experiment>/<variant>-s<seed> (DIR defaults to runs),\n"
-      "skipping finished runs and resuming interrupted ones from their checkpoints. A run folder\n"
-      "that holds a run of another config (another seed, another setting) is refused, never\n"
-      "resumed. Ctrl-C stops every run after its step with a checkpoint (a second Ctrl-C within\n"
-      "5 s: at once); the next sweep resumes them. Writes DIR/<experiment>/sweep.yaml (the\n"
-      "experiment's runs, for dsmoe status and dsmoe analyze).\n"
-      "  --dry-run           print the run table (parameters, FLOPs/token and deviation from\n"
-      "                      the iso-FLOPs target, tokens) and run nothing; --json: as JSON\n"
-      "  --ranks N           rank budget: runs go at once while their ranks fit in N (default 1)\n"
-      "  --stop-after N      each run started stops after N steps (resumable), as train's\n"
-      "  --only V1,V2        only these variants' runs (the iso-FLOPs target stays the experiment's)\n"
-      "  --ignore-tolerance  run even if variants differ in FLOPs by more than the tolerance\n";
-  int code = 0;
-  if (args.show_usage(args.positional().size() == 1 && args.overrides().empty(), kUsage, &code)) return code;
+namespace {
+
+const char* kUsage =
+    "usage: dsmoe sweep EXPERIMENT [--dry-run [--json]] [--runs-dir DIR] [--ranks N]\n"
+    "                   [--stop-after N] [--only VARIANT[,VARIANT...]] [--ignore-tolerance]\n"
+    "Runs every variant x seed of an experiment file (docs/experiments.md), each as\n"
+    "`dsmoe train` with out = DIR/<experiment>/<variant>-s<seed> (DIR defaults to runs),\n"
+    "skipping finished runs and resuming interrupted ones from their checkpoints. A run folder\n"
+    "that holds a run of another config (another seed, another setting) is refused, never\n"
+    "resumed. Ctrl-C stops every run after its step with a checkpoint (a second Ctrl-C within\n"
+    "5 s: at once); the next sweep resumes them. Writes DIR/<experiment>/sweep.yaml (the\n"
+    "experiment's runs, for dsmoe status and dsmoe analyze).\n"
+    "  --dry-run           print the run table (parameters, FLOPs/token and deviation from\n"
+    "                      the iso-FLOPs target, tokens) and run nothing; --json: as JSON\n"
+    "  --ranks N           rank budget: runs go at once while their ranks fit in N (default 1)\n"
+    "  --stop-after N      each run started stops after N steps (resumable), as train's\n"
+    "  --only V1,V2        only these variants' runs (the iso-FLOPs target stays the experiment's)\n"
+    "  --ignore-tolerance  run even if variants differ in FLOPs by more than the tolerance\n";
+
+int run(const Args& args) {
   const std::string experiment_file = args.positional()[0];
   SweepPlan plan = plan_sweep(load_experiment(experiment_file), args.get("runs-dir", "runs"));
   const Manifest manifest = manifest_of(plan, experiment_file);
@@ -77,5 +77,17 @@ int cmd_sweep(int argc, char** argv) {
   if (out.interrupted_by) return 128 + out.interrupted_by;
   return out.failed.empty() ? 0 : 1;
 }
+
+}  // namespace
+
+const Command kSweepCommand = {"sweep",
+                               "EXPERIMENT [--dry-run]",
+                               "run (or list) the runs of an experiment file",
+                               kUsage,
+                               {"runs-dir", "ranks", "stop-after", "only"},
+                               {"dry-run", "json", "ignore-tolerance"},
+                               one_input_no_set,
+                               run,
+                               false};
 
 }  // namespace dsmoe

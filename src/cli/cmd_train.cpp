@@ -9,25 +9,24 @@
 #include "util/check.h"
 
 namespace dsmoe {
+namespace {
 
-int cmd_train(int argc, char** argv) {
-  Args args(argc, argv, 2, {"stop-after", "max-skipped-steps", "watchdog"}, {});
-  static const char* kUsage =
-      "usage: dsmoe train CONFIG [--set key=value ...] [--stop-after N] [--max-skipped-steps K]\n"
-      "                   [--watchdog SECONDS]\n"
-      "Trains the model of CONFIG (the YAML keys: docs/config.md; the model: docs/model.md).\n"
-      "Writes OUT/metrics.h5, OUT/checkpoint.h5 and OUT/config.yaml; if OUT/checkpoint.h5\n"
-      "exists the run resumes from it and continues exactly as if it had not stopped.\n"
-      "--stop-after N ends this invocation after N steps with a checkpoint (to fit a time slot).\n"
-      "Ctrl-C (SIGINT), SIGUSR1 or SIGTERM does the same after the current step and exits with\n"
-      "code 75 (requeue, docs/slurm.md); a second Ctrl-C within 5 s stops at once, losing the\n"
-      "steps since the last checkpoint. While it trains, OUT/running names the process (dsmoe\n"
-      "status reads it); an error is recorded in OUT/failed.\n"
-      "A step with a non-finite loss or gradient norm is skipped (no update); more than K\n"
-      "(default 10) in a row stop the run with an error. --watchdog S ends the job when a rank\n"
-      "makes no progress for S seconds (a stalled or dead rank; default off).\n";
-  int code = 0;
-  if (args.show_usage(args.positional().size() == 1, kUsage, &code)) return code;
+const char* kUsage =
+    "usage: dsmoe train CONFIG [--set key=value ...] [--stop-after N] [--max-skipped-steps K]\n"
+    "                   [--watchdog SECONDS]\n"
+    "Trains the model of CONFIG (the YAML keys: docs/config.md; the model: docs/model.md).\n"
+    "Writes OUT/metrics.h5, OUT/checkpoint.h5 and OUT/config.yaml; if OUT/checkpoint.h5\n"
+    "exists the run resumes from it and continues exactly as if it had not stopped.\n"
+    "--stop-after N ends this invocation after N steps with a checkpoint (to fit a time slot).\n"
+    "Ctrl-C (SIGINT), SIGUSR1 or SIGTERM does the same after the current step and exits with\n"
+    "code 75 (requeue, docs/slurm.md); a second Ctrl-C within 5 s stops at once, losing the\n"
+    "steps since the last checkpoint. While it trains, OUT/running names the process (dsmoe\n"
+    "status reads it); an error is recorded in OUT/failed.\n"
+    "A step with a non-finite loss or gradient norm is skipped (no update); more than K\n"
+    "(default 10) in a row stop the run with an error. --watchdog S ends the job when a rank\n"
+    "makes no progress for S seconds (a stalled or dead rank; default off).\n";
+
+int run(const Args& args) {
   Config cfg = load_config(args.positional()[0], args.overrides());
   auto comm = make_world_comm();
   TrainOptions opts;
@@ -46,5 +45,17 @@ int cmd_train(int argc, char** argv) {
     throw;
   }
 }
+
+}  // namespace
+
+const Command kTrainCommand = {"train",
+                               "CONFIG [--set key=value ...]",
+                               "train (resumes from OUT/checkpoint.h5 if present)",
+                               kUsage,
+                               {"stop-after", "max-skipped-steps", "watchdog"},
+                               {},
+                               one_input,
+                               run,
+                               false};
 
 }  // namespace dsmoe

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -12,25 +13,25 @@
 
 namespace {
 
-const char* kUsage =
-    "usage: dsmoe <command> [options]\n"
-    "\n"
-    "commands:\n"
-    "  train CONFIG [--set key=value ...]     train (resumes from OUT/checkpoint.h5 if present)\n"
-    "  eval --checkpoint CK [--data PATH]     validation loss of a checkpoint\n"
-    "  generate --checkpoint CK --prompt TEXT sample text from a checkpoint\n"
-    "  info CONFIG [--set ...]                parameters, FLOPs per token, memory estimate\n"
-    "  data prepare [--out PATH] [--force]    prepare the default corpus (GCIDE)\n"
-    "  bench CONFIG [--steps N --warmup W]    measure training throughput\n"
-    "  sweep EXPERIMENT [--dry-run]           run (or list) the runs of an experiment file\n"
-    "  analyze RUNS/EXPERIMENT                compare a sweep's variants over seeds (t intervals,\n"
-    "                                         paired differences, verdicts); CSVs, summary.h5\n"
-    "  submit EXPERIMENT --partition P ...   the runs as a Slurm job array (sbatch)\n"
-    "  status RUNS/EXPERIMENT                 every run: done, running, pending, failed, stopped,\n"
-    "                                         not started\n"
-    "  simulate CONFIG --gpus G ...           predict step time, traffic and memory at scale\n"
-    "\n"
-    "`dsmoe <command> --help` describes each command.\n";
+// `dsmoe --help`: every command, its arguments and what it does.
+std::string usage() {
+  std::string out = "usage: dsmoe <command> [options]\n\ncommands:\n";
+  for (const dsmoe::Command* c : dsmoe::commands()) {
+    std::string line = std::string("  ") + c->name + " " + c->synopsis;
+    line.resize(std::max<size_t>(line.size() + 1, 41), ' ');
+    out += line + c->summary + "\n";
+  }
+  return out + "\n`dsmoe <command> --help` describes each command.\n";
+}
+
+// Parses the command's arguments, prints its usage where asked or needed, and runs it.
+int run_command(const dsmoe::Command& c, int argc, char** argv) {
+  const dsmoe::Args args(argc, argv, 2, c.options, c.flags);
+  DSMOE_CHECK(c.takes_rest || args.rest().empty(), "dsmoe ", c.name, " takes no arguments after --");
+  int code = 0;
+  if (args.show_usage(c.well_formed(args), c.usage, &code)) return code;
+  return c.run(args);
+}
 
 }  // namespace
 
@@ -38,24 +39,18 @@ int main(int argc, char** argv) {
   dsmoe::keep_freed_host_memory();
   dsmoe::select_blas_kernels(argv);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
-    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    std::fputs(usage().c_str(), argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
-  const std::string cmd = argv[1];
+  const std::string name = argv[1];
   int code = 2;
   try {
-    if (cmd == "train") code = dsmoe::cmd_train(argc, argv);
-    else if (cmd == "eval") code = dsmoe::cmd_eval(argc, argv);
-    else if (cmd == "generate") code = dsmoe::cmd_generate(argc, argv);
-    else if (cmd == "info") code = dsmoe::cmd_info(argc, argv);
-    else if (cmd == "data") code = dsmoe::cmd_data(argc, argv);
-    else if (cmd == "bench") code = dsmoe::cmd_bench(argc, argv);
-    else if (cmd == "sweep") code = dsmoe::cmd_sweep(argc, argv);
-    else if (cmd == "analyze") code = dsmoe::cmd_analyze(argc, argv);
-    else if (cmd == "submit") code = dsmoe::cmd_submit(argc, argv);
-    else if (cmd == "status") code = dsmoe::cmd_status(argc, argv);
-    else if (cmd == "simulate") code = dsmoe::cmd_simulate(argc, argv);
-    else std::fprintf(stderr, "dsmoe: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+    const auto& all = dsmoe::commands();
+    const auto it = std::find_if(all.begin(), all.end(), [&](const dsmoe::Command* c) { return name == c->name; });
+    if (it != all.end())
+      code = run_command(**it, argc, argv);
+    else
+      std::fprintf(stderr, "dsmoe: unknown command '%s'\n\n%s", name.c_str(), usage().c_str());
   } catch (const std::exception& e) {
     dsmoe::log_error(e.what());  // names the rank when there are several
     dsmoe::abort_job(1);

@@ -71,6 +71,9 @@ std::unique_ptr<Comm> make_single_comm();
 std::unique_ptr<Comm> make_world_comm();
 // How many ranks of this job share this machine (1 without MPI).
 int ranks_on_this_node();
+// The ranks of this job on this machine, for host values (a single-rank communicator without
+// MPI); make_world_comm() first.
+std::unique_ptr<Comm> make_node_comm();
 // Ends every rank of the job with `code` (MPI_Abort under MPI, exit otherwise).
 [[noreturn]] void abort_job(int code);
 // Finalizes MPI if it was initialized.

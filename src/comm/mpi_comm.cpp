@@ -110,6 +110,7 @@ class MpiComm final : public Comm {
 };
 
 int g_ranks_on_node = 1;
+MPI_Comm g_node = MPI_COMM_NULL;  // the ranks of this machine (freed by MPI_Finalize)
 
 bool launched_by_mpi() {
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"})
@@ -146,14 +147,20 @@ std::unique_ptr<Comm> make_world_comm() {
   auto world = std::make_unique<MpiComm>(MPI_COMM_WORLD, false);
   check_slurm_tasks(world->size());
   set_log_rank(world->rank(), world->size());
-  MPI_Comm node;
-  MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-  MPI_CHECK(MPI_Comm_size(node, &g_ranks_on_node));
-  MPI_Comm_free(&node);
+  if (g_node == MPI_COMM_NULL) {
+    MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &g_node));
+    MPI_Comm_set_errhandler(g_node, MPI_ERRORS_RETURN);
+  }
+  MPI_CHECK(MPI_Comm_size(g_node, &g_ranks_on_node));
   return world;
 }
 
 int ranks_on_this_node() { return g_ranks_on_node; }
+
+std::unique_ptr<Comm> make_node_comm() {
+  if (g_node == MPI_COMM_NULL || !mpi_initialized()) return make_single_comm();
+  return std::make_unique<MpiComm>(g_node, false);
+}
 
 void abort_job(int code) {
   int size = 1;

@@ -123,7 +123,7 @@ const std::vector<CrossCheck>& cross_checks() {
                     " device groups", world_note(from_world, world));
        }},
       {{"moe.route_devices", "balance.device_groups", "parallel.expert_parallel"},
-       [](const Config& c, int world) {  // the chosen groups are a 64-bit mask (moe/route_row.h)
+       [](const Config& c, int world) {  // the chosen groups are a 64-bit mask (routing/route_row.h)
          int d = device_groups(c, world);
          return c.moe.route_devices == 0 || d <= 64
                     ? std::string()

@@ -3,26 +3,18 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <cstdlib>
 
 #include "util/check.h"
+#include "util/test_hooks.h"
 
 namespace dsmoe::h5 {
 
 bool disk_full_requested(const std::string& path, int64_t step) {
-  const char* hook = std::getenv("DSMOE_DISK_FULL");
-  if (!hook || !*hook) return false;
-  const std::string spec(hook);
-  const size_t colon = spec.rfind(':');
-  char* end = nullptr;
-  const long long at = colon == std::string::npos ? 0 : std::strtoll(spec.c_str() + colon + 1, &end, 10);
-  DSMOE_CHECK(colon != std::string::npos && colon > 0 && end && *end == '\0' && end != spec.c_str() + colon + 1,
-              "DSMOE_DISK_FULL: expected FILE:STEP, got '", spec, "'");
-  const std::string name = spec.substr(0, colon);
+  const std::optional<test_hooks::DiskFull> hook = test_hooks::disk_full();
+  if (!hook) return false;
   const size_t slash = path.rfind('/');
   const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-  return base == name && step >= at;
+  return base == hook->file && step >= hook->step;
 }
 
 void fill_disk(hid_t file, const std::string& path) {

@@ -1,7 +1,7 @@
-// Test hook for a full disk: DSMOE_DISK_FULL=NAME:STEP makes the writes of the file named NAME
-// (checkpoint.h5 or metrics.h5, the last component of its path) fail from the write after
-// step STEP on, as they would on a full disk: the file's descriptor is pointed at /dev/full, so
-// HDF5's own writes get ENOSPC from the kernel. Without the variable nothing changes.
+// The full-disk test hook (util/test_hooks.h, DSMOE_DISK_FULL=NAME:STEP): the writes of the file
+// named NAME (checkpoint.h5 or metrics.h5, the last component of its path) fail from the write
+// after step STEP on, as they would on a full disk: the file's descriptor is pointed at
+// /dev/full, so HDF5's own writes get ENOSPC from the kernel.
 #pragma once
 #include <hdf5.h>
 

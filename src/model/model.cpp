@@ -4,6 +4,7 @@
 #include <functional>
 #include <type_traits>
 
+#include "backend/linear.h"
 #include "model/layout.h"
 #include "moe/experts.h"
 #include "util/check.h"
@@ -67,7 +68,6 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
       moe_.push_back(std::make_unique<MoeLayer<T>>(be, world, *ep, placement_, spec, m.d_model,
                                                    cfg.moe.expert_hidden, cfg.moe.n_shared, static_cast<int>(R),
                                                    moe_scratch_));
-      bias_.emplace_back(cfg.moe.n_routed, 0.0f);
     } else {
       a.ffn_gu.ensure(be, R * 2 * m.dense_hidden);
       a.ffn_act.ensure(be, R * m.dense_hidden);
@@ -188,8 +188,27 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
   }
   // The balance losses last: a layer's statistics may still be on the device, and bringing them
   // over waits for its work (the loss above has waited for all of it already).
-  for (const auto& moe : moe_) res.aux_loss += moe->routing().aux_loss;
+  for (const auto& moe : moe_) res.aux_loss += moe->router().statistics().aux_loss;
   return res;
+}
+
+template <typename T>
+std::vector<std::vector<float>> Model<T>::bias() const {
+  std::vector<std::vector<float>> out;
+  for (const auto& moe : moe_) out.push_back(moe->router().bias());
+  return out;
+}
+
+template <typename T>
+void Model<T>::set_bias(const std::vector<std::vector<float>>& bias) {
+  DSMOE_ASSERT(bias.size() == moe_.size());
+  for (size_t i = 0; i < moe_.size(); ++i) moe_[i]->router().set_bias(bias[i]);
+}
+
+template <typename T>
+void Model<T>::update_bias(const std::vector<double>& load, double rate) {
+  const size_t N = static_cast<size_t>(cfg_.moe.n_routed);
+  for (size_t i = 0; i < moe_.size(); ++i) moe_[i]->router().update_bias(load.data() + i * N, rate);
 }
 
 // A new token (n = 1) is one row of every activation: [1, d] through the norms and products, its
@@ -217,7 +236,7 @@ void Model<T>::forward_positions(const int32_t* tokens, int first, int n) {
     if (moe_index >= 0) ctx.earlier_selections = position_selections_[moe_index];
     ffn(l, first, n, ctx);
     if (moe_index >= 0 && cfg_.moe.capacity_factor > 0) {  // (the counts come to the host only for capacity)
-      const std::vector<double>& load = moe_[moe_index]->routing().load;  // this call's selections
+      const std::vector<double>& load = routing(moe_index).load;  // this call's selections
       for (size_t i = 0; i < load.size(); ++i) position_selections_[moe_index][i] += static_cast<int64_t>(load[i]);
     }
   }
@@ -243,8 +262,7 @@ void Model<T>::attention_input(int l, int first, int rows) {
   const std::string pre = layer_prefix(l);
   be_.rmsnorm_forward(ln1_.ptr() + at, a.rstd1.data() + first, a.x.data() + at, p(pre + "attn_norm"), rows, d,
                       m.norm_eps);
-  be_.gemm({false, true, rows, 3 * d, d, T(1), ln1_.ptr() + at, d, p(pre + "attn/wq"), d, T(0),
-            a.qkv.ptr() + 3 * at, 3 * d});
+  linear_forward<T>(be_, a.qkv.ptr() + 3 * at, ln1_.ptr() + at, p(pre + "attn/wq"), rows, d, 3 * d);
 }
 
 // h = x + att Wo^T
@@ -253,8 +271,8 @@ void Model<T>::attention_output(int l, int first, int rows) {
   const int d = cfg_.model.d_model;
   const int64_t at = (int64_t)first * d;
   LayerActs& a = acts_[l];
-  be_.gemm({false, true, rows, d, d, T(1), a.att.ptr() + at, d, p(layer_prefix(l) + "attn/wo"), d, T(1),
-            a.h.data() + at, d, false, a.x.data() + at});
+  linear_forward<T>(be_, a.h.data() + at, a.att.ptr() + at, p(layer_prefix(l) + "attn/wo"), rows, d, d,
+                    /*residual=*/a.x.data() + at);
 }
 
 // The layer's output (the next layer's x, or the final norm's input) = h + FFN(RMSNorm(h)).
@@ -267,9 +285,8 @@ void Model<T>::ffn(int l, int first, int rows, const RouteContext& ctx) {
   T* out = (l + 1 < m.n_layers ? acts_[l + 1].x.data() : xs_final_.data()) + at;
   ffn_norm(l, first, rows);
   if (cfg_.is_moe_layer(l)) {
-    const int i = moe_index_of(l);
-    moe_[i]->forward(out, ln2_.data() + at, ffn_input() + at, rows, moe_params(l, false), ctx, bias_[i],
-                     a.h.data() + at);
+    moe_[moe_index_of(l)]->forward(out, ln2_.data() + at, ffn_input() + at, rows, moe_params(l, false), ctx,
+                                   a.h.data() + at);
   } else {
     const int h = m.dense_hidden;
     const std::string pre = layer_prefix(l);
@@ -289,7 +306,7 @@ void Model<T>::head(int first, int rows) {
   be_.rmsnorm_forward(ln_f_.ptr() + at, rstd_f_.data() + first, xs_final_.data() + at, p("final_norm"), rows, d,
                       m.norm_eps);
   T* w = m.tie_embeddings ? p("tok_embedding") : p("lm_head");
-  be_.gemm({false, true, rows, V, d, T(1), ln_f_.ptr() + at, d, w, d, T(0), logits_.data() + (int64_t)first * V, V});
+  linear_forward<T>(be_, logits_.data() + (int64_t)first * V, ln_f_.ptr() + at, w, rows, d, V);
 }
 
 template <typename T>
@@ -338,9 +355,9 @@ void Model<T>::backward(const std::function<void(int stage)>& stage_done) {
   // logits_ holds dL/dlogits (cross_entropy replaced them).
   T* head = m.tie_embeddings ? p("tok_embedding") : p("lm_head");
   T* dhead = m.tie_embeddings ? g("tok_embedding") : g("lm_head");
-  be_.gemm({false, false, R, d, V, T(1), logits_, V, head, d, T(0), dtmp_, d});
+  linear_backward_input<T>(be_, dtmp_, logits_, head, R, d, V, T(0));
   const T wb = grad_beta_;
-  be_.gemm({true, false, V, d, R, T(1), logits_, V, ln_f_, d, wb, dhead, d});
+  linear_backward_weight<T>(be_, dhead, logits_, ln_f_, R, d, V, wb);
   be_.fill(dx_, T(0), (int64_t)R * d);
   be_.rmsnorm_backward(dx_, g("final_norm"), dtmp_, xs_final_, p("final_norm"), rstd_f_, R, d);
   done(0);
@@ -364,13 +381,13 @@ void Model<T>::backward(const std::function<void(int stage)>& stage_done) {
     be_.rmsnorm_backward(dx_, g(pre + "ffn_norm"), dtmp_, a.h, p(pre + "ffn_norm"), a.rstd2, R, d);
 
     // Attention: h = x + att Wo^T; dx_ holds dL/dh.
-    be_.gemm({false, false, R, d, d, T(1), dx_, d, p(pre + "attn/wo"), d, T(0), dtmp_, d});
-    be_.gemm({true, false, d, d, R, T(1), dx_, d, a.att, d, wb, g(pre + "attn/wo"), d});
+    linear_backward_input<T>(be_, dtmp_, dx_, p(pre + "attn/wo"), R, d, d, T(0));
+    linear_backward_weight<T>(be_, g(pre + "attn/wo"), dx_, a.att, R, d, d, wb);
     be_.attention_backward(dqkv_, att_scratch_, dtmp_, a.qkv, a.att, a.att_saved, n_seqs_, S, H, hd);
     be_.rope(dqkv_, n_seqs_, S, H, hd, m.rope_theta, true, 0);
-    be_.gemm({false, false, R, d, 3 * d, T(1), dqkv_, 3 * d, p(pre + "attn/wq"), d, T(0), dtmp_, d});
+    linear_backward_input<T>(be_, dtmp_, dqkv_, p(pre + "attn/wq"), R, d, 3 * d, T(0));
     be_.rmsnorm_forward(ln1_, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
-    be_.gemm({true, false, 3 * d, d, R, T(1), dqkv_, 3 * d, ln1_, d, wb, g(pre + "attn/wq"), d});
+    linear_backward_weight<T>(be_, g(pre + "attn/wq"), dqkv_, ln1_, R, d, 3 * d, wb);
     be_.rmsnorm_backward(dx_, g(pre + "attn_norm"), dtmp_, a.x, p(pre + "attn_norm"), a.rstd1, R, d);
     done(m.n_layers - l);
   }

@@ -43,8 +43,14 @@ class Model {
   const ParamTable& table() const { return table_; }
   T* params() { return params_; }
   T* grads() { return grads_; }
-  std::vector<std::vector<float>>& bias() { return bias_; }  // per MoE layer, [n_routed]
   const std::vector<int>& moe_layers() const { return moe_layer_ids_; }
+  // The balance bias of each MoE layer's router, [n_routed] each (checkpoints, metrics).
+  std::vector<std::vector<float>> bias() const;
+  void set_bias(const std::vector<std::vector<float>>& bias);
+  // The last forward's routing statistics of MoE layer i (load, dropped pairs, losses).
+  const Routing<T>& routing(int i) const { return moe_[i]->router().statistics(); }
+  // Auxiliary-loss-free balancing after a step: load [moe_layers * n_routed] its selections.
+  void update_bias(const std::vector<double>& load, double rate);
   const MoeLayer<T>& moe_layer(int i) const { return *moe_[i]; }
   MoeLayer<T>& moe_layer(int i) { return *moe_[i]; }
 
@@ -106,7 +112,6 @@ class Model {
   ParamTable table_;
   Buf<T> params_, grads_;
   T grad_beta_ = 0;  // 0: the next backward writes the gradients, 1: it adds to them
-  std::vector<std::vector<float>> bias_;
   std::vector<int> moe_layer_ids_;
   MoeScratch<T> moe_scratch_;                       // shared by the MoE layers, outlives them
   std::vector<std::unique_ptr<MoeLayer<T>>> moe_;  // indexed like moe_layer_ids_

@@ -1,12 +1,15 @@
 // The token dispatcher: permutes (token, expert) pairs into rows grouped by expert, sends
 // them to the rank of the expert-parallel group that holds the expert (all-to-all), and brings
-// the results back. No math; the gates are applied by the experts.
+// the results back. No math; the gates are applied by the experts. Where every row goes is the
+// layout (moe/dispatch_layout.h, computed without communication); the dispatcher exchanges the
+// counts the layout needs, then the rows.
 //
 // Going out, a token's activation travels once per destination rank however many of its
-// experts live there (with device-limited routing at most route_devices ranks), and the
-// receiver copies it to each expert's rows; results come back once per (token, expert) pair.
-// Pairs whose expert lives on this rank never go through the communicator: dispatch gathers
-// their rows straight from x, and combine leaves their results where the experts wrote them.
+// experts live there (a token copy; with device-limited routing at most route_devices ranks),
+// and the receiver copies it to each expert's rows; results come back once per (token, expert)
+// pair. Pairs whose expert lives on this rank never go through the communicator: dispatch
+// gathers their rows straight from x, and combine leaves their results where the experts wrote
+// them.
 // Combine does not unpermute either: pair_row() says where each pair's result lies, and the
 // MoE layer's sum over a token's experts reads it there (the unpermute fused into the sum). The
 // gates travel to the experts' rows and their gradients back (one value a pair), since the
@@ -17,6 +20,7 @@
 
 #include "backend/backend.h"
 #include "comm/comm.h"
+#include "moe/dispatch_layout.h"
 #include "moe/experts.h"
 #include "moe/placement.h"
 
@@ -25,13 +29,7 @@ namespace dsmoe {
 struct DispatchStats {
   int64_t bytes_sent = 0;       // to other ranks, forward and backward
   int64_t expert_rows = 0;      // (token, expert) rows this rank's experts computed, own tokens' too
-  int64_t tokens_received = 0;  // units: token activations from other ranks, once per token and rank
-};
-
-// Consecutive rows of xe and the expert blocks they form.
-struct RowSpan {
-  int first_row = 0;
-  std::vector<RowBlock> blocks;
+  int64_t tokens_received = 0;  // token copies from other ranks (one per token and sending rank)
 };
 
 template <typename T>
@@ -80,10 +78,10 @@ class Dispatcher {
   void combine_gate_grads(T* dgate, T* row_dgate);
   void dispatch_backward(T* dx, Ptr<const T> dxe);  // dx [tokens, d] = sum of its rows of dxe [rows, d]
   DispatchStats& stats() { return stats_; }
-  // Rows sent to / received from each rank (0 for this rank) by the last plan: units (dispatch)
-  // and pairs (combine).
-  const std::vector<int64_t>& unit_send_rows() const { return unit_send_count_; }
-  const std::vector<int64_t>& unit_recv_rows() const { return unit_recv_count_; }
+  // Rows sent to / received from each rank (0 for this rank) by the last plan: token copies
+  // (dispatch) and pairs (combine).
+  const std::vector<int64_t>& copy_send_rows() const { return copy_send_count_; }
+  const std::vector<int64_t>& copy_recv_rows() const { return copy_recv_count_; }
   const std::vector<int64_t>& pair_send_rows() const { return pair_send_count_; }
   const std::vector<int64_t>& pair_recv_rows() const { return pair_recv_count_; }
 
@@ -103,12 +101,13 @@ class Dispatcher {
   void to_experts(Ptr<T> buf, int width);
   template <typename I>
   void upload(Buf<I>& buf, const std::vector<I>& host);
-  void place_received(Ptr<T> xe);  // the received units into their rows of xe
+  void adopt(Layout& layout);         // the plan's layout: its counts here, its indices on the device
+  void place_received(Ptr<T> xe);     // the received token copies into their rows of xe
 
   Backend<T>& be_;
   Comm& ep_;
   ExpertPlacement placement_;
-  int d_, tokens_ = 0, k_ = 0, rows_ = 0, back_rows_ = 0, units_ = 0, recv_units_ = 0;
+  int d_, tokens_ = 0, k_ = 0, rows_ = 0, back_rows_ = 0, copies_sent_ = 0, copies_received_ = 0;
   // This rank's own pairs: rows [self_off_, self_off_ + self_rows_) of xe, row i from token self_token[i].
   int self_off_ = 0, self_rows_ = 0;
   std::vector<RowBlock> blocks_;
@@ -116,19 +115,19 @@ class Dispatcher {
   std::vector<RowSpan> received_spans_;
   Buf<int32_t> self_token_, pair_row_;
   // Pair rows per rank: sent (this rank's pairs, computed there) and received (computed here);
-  // where they lie in xe (recv) and in the combine buffer's tail (send).
+  // where they lie in xe (recv) and in the combine buffer's tail (back).
   std::vector<int64_t> pair_send_count_, pair_recv_count_, pair_recv_off_, pair_back_off_;
-  // Units (one per token and other destination rank), by destination then token: unit_token[u].
-  Buf<int32_t> unit_token_;
-  std::vector<int64_t> unit_send_count_, unit_recv_count_, unit_send_off_, unit_recv_off_;
-  // Gradients back to tokens (CSR over tokens): the returned units, and the own rows of xe.
-  Buf<int32_t> unit_tok_off_, unit_tok_idx_, self_tok_off_, self_tok_idx_;
-  // Receiver: the received rows of xe, in order, copy unit expand[i] (rows before the own
-  // block, then after it); unit_off/unit_idx lists each unit's rows of xe.
-  Buf<int32_t> expand_, unit_off_, unit_idx_;
+  // Token copies per rank, by destination then token: copy_token[c].
+  Buf<int32_t> copy_token_;
+  std::vector<int64_t> copy_send_count_, copy_recv_count_, copy_send_off_, copy_recv_off_;
+  // Gradients back to tokens (CSR over tokens): the returned copies, and the own rows of xe.
+  Buf<int32_t> copy_tok_off_, copy_tok_idx_, self_tok_off_, self_tok_idx_;
+  // Receiver: the received rows of xe, in order, are copy received_copy[i] (rows before the own
+  // block, then after it); copy_row_off/copy_row_idx lists each copy's rows of xe.
+  Buf<int32_t> received_copy_, copy_row_off_, copy_row_idx_;
   Buf<int32_t> counts_, sort_hist_;  // plan_local's
-  // The units going out and coming in: as activations are stored forward, in T backward.
-  Buf<T> send_buf_, units_buf_;
+  // The token copies going out and coming in: as activations are stored forward, in T backward.
+  Buf<T> send_buf_, copies_buf_;
   DispatchStats stats_;
 };
 

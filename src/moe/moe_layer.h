@@ -1,6 +1,6 @@
-// The DeepSeekMoE FFN of one layer (orchestration only): router -> dispatcher -> routed
-// experts (which apply the gates) -> dispatcher -> sum over a token's experts, plus the fused
-// shared experts.
+// The DeepSeekMoE FFN of one layer, as its stages: route (moe/router.h) -> plan (the
+// dispatcher's layout of the expert rows) -> dispatch -> experts (shared and routed, which apply
+// the gates) -> combine (the sum over a token's experts); the backward runs them in reverse.
 #pragma once
 #include <vector>
 
@@ -36,11 +36,11 @@ struct MoeTimes {
 // products read or what products write and elementwise ops read (bf16 under bf16 storage).
 template <typename T>
 struct MoeScratch {
-  Buf<float> bias;
   ActBuf<T> xe, act;
   // yc: the combine buffer forward; backward its gradient dyc, then the experts' dxe.
   ActBuf<T> yc, dgu, dact;
-  Buf<T> dgate, row_dgate, tmp;  // the gates' gradients by pair and by combine row
+  Buf<T> dgate, row_dgate;  // the gates' gradients by pair and by combine row
+  Buf<T> logit_grads;       // the router's (Router::backward)
 };
 
 template <typename T>
@@ -56,39 +56,48 @@ class MoeLayer {
   // storage, which the dispatcher gathers and the shared experts read; else u itself); the
   // router reads u in exact fp32.
   void forward(T* out, const T* u, Ptr<const T> u_low, int tokens, const MoeParams<T>& p, const RouteContext& ctx,
-               const std::vector<float>& bias, const T* residual = nullptr);
+               const T* residual = nullptr);
   // du [tokens, d] = dL/du (written); the parameter gradients written into g (grad_beta 0: the
   // first backward of a step) or added to it (1).
   void backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, double loss_scale,
                 T grad_beta = 1);
-  // The last forward's routing, its global statistics brought to the host on first call.
-  const Routing<T>& routing() const;
-  MoeTimes& times() { return times_; }
+  Router<T>& router() { return router_; }
+  const Router<T>& router() const { return router_; }
+  MoeTimes times() const { return {times_.dispatch, times_.combine, router_.host_seconds()}; }
+  void reset_times();
   // Whether forward computes while tokens travel (on by default; off for measurements).
   void set_overlap(bool on) { overlap_ = on; }
   DispatchStats& dispatch_stats() { return dispatcher_.stats(); }
 
  private:
+  // The forward's stages.
+  void plan(int tokens);
+  void dispatch_start();
+  void shared_experts(T* out, const MoeParams<T>& p, const T* residual, int tokens);
+  void routed_experts(const MoeParams<T>& p, const RowSpan& span);
+  void dispatch_finish();
+  void combine(T* out, int tokens);
+  // The backward's, in reverse.
+  void combine_backward(const T* dout);
+  void routed_experts_backward(const MoeParams<T>& p, const MoeParams<T>& g, T grad_beta);
+  void dispatch_backward(T* du);
+  void shared_experts_backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g, T grad_beta);
+
   SwiGluWeights<T> shared_weights(const MoeParams<T>& p, const MoeParams<T>& g) const;
   SwiGluWeights<T> expert_weights(const MoeParams<T>& p, const MoeParams<T>& g) const;
+  static RouterWeights<T> router_weights(const MoeParams<T>& p) { return {p.router, p.noise_w}; }
 
   Backend<T>& be_;
-  Comm& world_;
-  RouterSpec spec_;
-  int d_, n_, shared_hidden_, n_local_, tokens_ = 0;
+  int d_, n_, shared_hidden_, n_local_, top_k_, tokens_ = 0;
   bool overlap_ = true;
-  const T* u_ = nullptr;
   Ptr<const T> u_low_;
-  mutable Routing<T> routing_;
-  mutable bool statistics_on_host_ = true;
+  Router<T> router_;
   Dispatcher<T> dispatcher_;
-  MoeTimes times_;
+  MoeTimes times_;  // dispatch and combine; the router keeps its own
   // Saved activations; the expert buffers (rows this rank computes) grow as needed. row_gate:
   // the gates by combine row (Dispatcher::dispatch_gates).
-  Buf<T> logits_, scores_, gate_, row_gate_;
+  Buf<T> row_gate_;
   ActBuf<T> gu_, shared_gu_, shared_act_;
-  Buf<int32_t> sel_;
-  Buf<double> partial_, totals_, balance_;  // the router's statistics (moe/route_stats.h)
   MoeScratch<T>& scratch_;
 };
 

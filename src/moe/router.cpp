@@ -1,175 +1,131 @@
 #include "moe/router.h"
 
-#include <algorithm>
-#include <cmath>
-
+#include "backend/linear.h"
 #include "util/check.h"
-#include "util/rng.h"
+#include "util/timer.h"
 
 namespace dsmoe {
 
-ScoreKind parse_score_kind(const std::string& s) {
-  if (s == "softmax") return ScoreKind::softmax;
-  if (s == "softmax_topk") return ScoreKind::softmax_topk;
-  if (s == "sigmoid") return ScoreKind::sigmoid;
-  throw Error("moe.score: unknown score '" + s + "'");
+template <typename T>
+Router<T>::Router(Backend<T>& be, Comm& world, const RouterSpec& spec, int d, int max_tokens, Buf<T>& logit_grads)
+    : be_(be), world_(world), spec_(spec), d_(d), bias_(spec.n_experts, 0.0f), logit_grads_(logit_grads) {
+  const int64_t N = spec.n_experts;
+  logits_.reset(be, max_tokens * N);
+  gate_.reset(be, (int64_t)max_tokens * spec.top_k);
+  logit_grads_.ensure(be, max_tokens * N);
+  bias_dev_.ensure(be, N);
+  to_device(be_, bias_dev_.data(), bias_);
 }
 
-double max_violation(const std::vector<double>& load) {
-  double sum = 0, mx = 0;
-  for (double l : load) {
-    sum += l;
-    mx = std::max(mx, l);
+template <typename T>
+void Router<T>::set_bias(const std::vector<float>& bias) {
+  DSMOE_ASSERT(static_cast<int>(bias.size()) == spec_.n_experts);
+  bias_ = bias;
+  to_device(be_, bias_dev_.data(), bias_);
+}
+
+template <typename T>
+void Router<T>::update_bias(const double* load, double rate) {
+  const int N = spec_.n_experts;
+  double mean = 0;
+  for (int i = 0; i < N; ++i) mean += load[i] / N;
+  for (int i = 0; i < N; ++i) {
+    const double diff = mean - load[i];
+    bias_[i] += static_cast<float>(rate * ((diff > 0) - (diff < 0)));
   }
-  if (sum <= 0) return 0;
-  return mx / (sum / load.size()) - 1.0;
+  to_device(be_, bias_dev_.data(), bias_);
 }
 
-namespace {
-
-double softplus(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
-double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-
-}  // namespace
-
+// logits += r * eps * softplus(u . noise_i) (training with router noise; docs/model.md), on the
+// host: the noise is keyed by global token and expert.
 template <typename T>
-void add_router_noise(const RouterSpec& spec, const RouteContext& ctx, Routing<T>& r) {
-  const int N = spec.n_experts, tokens = r.tokens;
-  r.noise_eps.resize(r.logits.size());
-#pragma omp parallel for schedule(static)
-  for (int t = 0; t < tokens; ++t)
-    for (int i = 0; i < N; ++i) {
-      size_t p = (size_t)t * N + i;
-      double eps = normal_from_key(hash_key(ctx.noise_key, ctx.token_offset + t, i));
-      r.noise_eps[p] = static_cast<T>(spec.noise * eps);
-      r.logits[p] += static_cast<T>(r.noise_eps[p] * softplus(r.noise_pre[p]));
-    }
+void Router<T>::add_noise(const T* u, const RouterWeights<T>& w, const RouteContext& ctx, int tokens) {
+  const int N = spec_.n_experts;
+  linear_forward<T>(be_, logit_grads_, u, w.noise_w, tokens, d_, N, nullptr, Exactness::fp32);
+  routing_.noise_pre = to_host(be_, logit_grads_.data(), (int64_t)tokens * N);
+  routing_.logits = to_host(be_, logits_.data(), (int64_t)tokens * N);
+  add_router_noise(spec_, ctx, routing_);
+  to_device(be_, logits_.data(), routing_.logits);
 }
 
+// Capacity dropping (in global token order) and the statistics of several ranks go through the
+// host; otherwise the totals stay where they are.
 template <typename T>
-Routing<T> route(const RouterSpec& spec, const RouteContext& ctx, std::vector<T> logits, std::vector<T> noise_pre,
-                 const std::vector<float>& bias, Comm& comm) {
-  const int N = spec.n_experts, K = spec.top_k;
-  DSMOE_ASSERT(static_cast<int>(bias.size()) == N);
-  Routing<T> r;
-  r.tokens = static_cast<int>(logits.size() / N);
-  r.logits = std::move(logits);
-  if (ctx.training && spec.noise > 0) {
-    r.noise_pre = std::move(noise_pre);
-    add_router_noise(spec, ctx, r);
+void Router<T>::drop_and_add_up(const RouteContext& ctx, int tokens) {
+  const int K = spec_.top_k, W = routing_.stats.columns();
+  if (!drops() && world_.size() == 1) return;
+  std::vector<double> totals = to_host(be_, totals_.data(), W + 1);
+  if (drops()) {
+    routing_.sel = to_host(be_, sel_.data(), (int64_t)tokens * K);
+    routing_.gate = to_host(be_, gate_.data(), (int64_t)tokens * K);
   }
-  r.scores.resize(r.logits.size());
-  r.sel.resize((size_t)r.tokens * K);
-  r.gate.resize((size_t)r.tokens * K);
-  route_rows(spec.row(), r.logits.data(), bias.data(), r.scores.data(), r.sel.data(), r.gate.data(), r.tokens);
-  route_statistics(spec, ctx, r, comm);
-  return r;
-}
-
-RouteStatsSpec stats_spec(const RouterSpec& spec, const RouteContext& ctx) {
-  RouteStatsSpec s;
-  s.row = spec.row();
-  s.expert_alpha = spec.expert_alpha;
-  s.device_alpha = spec.device_alpha;
-  s.seq_alpha = spec.seq_alpha;
-  s.comm_alpha = spec.comm_alpha;
-  s.seq_len = spec.seq_len;
-  if (spec.seq_alpha > 0) s.chunk = spec.seq_len;
-  s.tokens_global = static_cast<double>(ctx.tokens_global);
-  return s;
+  add_up_statistics(spec_, ctx, totals, routing_, world_);
+  if (drops()) to_device(be_, gate_.data(), routing_.gate);
+  to_device(be_, totals_.data(), totals);
 }
 
 template <typename T>
-void add_up_statistics(const RouterSpec& spec, const RouteContext& ctx, std::vector<double>& totals, Routing<T>& r,
-                       Comm& comm) {
-  const int N = spec.n_experts, K = spec.top_k;
-  const int64_t pairs = (int64_t)r.tokens * K;
-  r.kept.assign(pairs, 1);
-  int64_t dropped = 0;
-  if (spec.capacity_factor > 0) {
-    const int64_t cap = static_cast<int64_t>(std::ceil(spec.capacity_factor * ctx.tokens_global * K / N));
-    std::vector<int64_t> seen(totals.begin(), totals.begin() + N);
-    comm.exscan_sum(seen.data(), N);  // selections of each expert on earlier ranks
-    for (size_t i = 0; i < ctx.earlier_selections.size(); ++i) seen[i] += ctx.earlier_selections[i];
-    for (int64_t p = 0; p < pairs; ++p)
-      if (seen[r.sel[p]]++ >= cap) {
-        r.kept[p] = 0;
-        r.gate[p] = 0;
-        dropped++;
-      }
+void Router<T>::forward(const T* u, int tokens, const RouterWeights<T>& w, const RouteContext& ctx) {
+  const int N = spec_.n_experts, K = spec_.top_k;
+  tokens_ = tokens;
+  u_ = u;
+  routing_ = Routing<T>{};
+  routing_.tokens = tokens;
+  linear_forward<T>(be_, logits_, u, w.router, tokens, d_, N, nullptr, Exactness::fp32);
+  if (ctx.training && spec_.noise > 0) add_noise(u, w, ctx, tokens);
+  // Scores, choices, gates and the statistics where the logits are.
+  scores_.ensure(be_, (int64_t)tokens * N);
+  sel_.ensure(be_, (int64_t)tokens * K);
+  be_.route_tokens(scores_, sel_, gate_, logits_, bias_dev_, spec_.row(), tokens);
+  routing_.stats = stats_spec(spec_, ctx);
+  // Training's sequence-wise loss needs whole sequences on each rank; generation routes the
+  // positions of a sequence a few at a time, and takes no loss.
+  DSMOE_ASSERT(!ctx.training || routing_.stats.seq_alpha <= 0 || tokens % routing_.stats.seq_len == 0);
+  const int W = routing_.stats.columns();
+  partial_.ensure(be_, (int64_t)routing_.stats.chunks(tokens) * W);
+  totals_.ensure(be_, W + 1);
+  balance_.ensure(be_, N + kBalanceLosses);
+  be_.router_statistics(partial_, totals_, scores_, sel_, routing_.stats, tokens);
+  {
+    ScopedTimer host(host_seconds_);
+    drop_and_add_up(ctx, tokens);
+    be_.router_balance(balance_, totals_, routing_.stats);
   }
-  totals.push_back(static_cast<double>(dropped));
-  comm.allreduce_sum(totals.data(), static_cast<int64_t>(totals.size()));
-  r.dropped = static_cast<int64_t>(totals.back());
-  totals.pop_back();
+  statistics_on_host_ = false;
 }
 
 template <typename T>
-void set_statistics(const RouterSpec& spec, const std::vector<double>& totals, std::vector<double> balance,
-                    Routing<T>& r) {
-  r.load.assign(totals.begin(), totals.begin() + spec.n_experts);
-  const double* losses = balance.data() + spec.n_experts;
-  r.loss_exp = losses[kLossExp];
-  r.loss_dev = losses[kLossDev];
-  r.loss_seq = losses[kLossSeq];
-  r.loss_comm = losses[kLossComm];
-  r.aux_loss = losses[kAuxLoss];
-  r.balance = std::move(balance);
+const std::vector<int32_t>& Router<T>::host_choices() {
+  if (routing_.sel.empty()) routing_.sel = to_host(be_, sel_.data(), (int64_t)tokens_ * spec_.top_k);
+  return routing_.sel;
 }
 
 template <typename T>
-void route_statistics(const RouterSpec& spec, const RouteContext& ctx, Routing<T>& r, Comm& comm) {
-  DSMOE_ASSERT(spec.n_experts % spec.device_groups == 0);
-  const RouteStatsSpec s = r.stats = stats_spec(spec, ctx);
-  DSMOE_ASSERT(s.seq_alpha <= 0 || r.tokens % s.seq_len == 0);  // this rank holds whole sequences
-  const int W = s.columns();
-  r.partial.resize((size_t)s.chunks(r.tokens) * W);
-  std::vector<double> totals(W + 1);
-  route_partials_on_host(s, r.scores.data(), r.sel.data(), r.tokens, r.partial.data(), totals.data());
-  add_up_statistics(spec, ctx, totals, r, comm);
-  std::vector<double> balance(spec.n_experts + kBalanceLosses);
-  balance_terms(s, totals.data(), balance.data());
-  set_statistics(spec, totals, std::move(balance), r);
+void Router<T>::backward(T* du, const T* dgate, const RouterWeights<T>& w, const RouterWeights<T>& g,
+                         double loss_scale, T grad_beta) {
+  const int N = spec_.n_experts, tokens = tokens_;
+  Buf<T>& dlogits = logit_grads_;  // [tokens, N]
+  be_.router_backward(dlogits, dgate, scores_, sel_, logits_, balance_, partial_, routing_.stats, loss_scale, tokens);
+  linear_backward_input<T>(be_, du, dlogits, w.router, tokens, d_, N, T(1), Exactness::fp32);
+  linear_backward_weight<T>(be_, g.router, dlogits, u_, tokens, d_, N, grad_beta, Exactness::fp32);
+  if (routing_.noise_pre.empty()) return;
+  to_device(be_, dlogits.data(), noise_backward(routing_, to_host(be_, dlogits.data(), (int64_t)tokens * N)));
+  linear_backward_input<T>(be_, du, dlogits, w.noise_w, tokens, d_, N, T(1), Exactness::fp32);
+  linear_backward_weight<T>(be_, g.noise_w, dlogits, u_, tokens, d_, N, grad_beta, Exactness::fp32);
 }
 
 template <typename T>
-std::vector<T> route_backward(const RouterSpec& spec, const Routing<T>& r, const std::vector<T>& dgate,
-                              double loss_scale, std::vector<T>* dnoise_pre) {
-  std::vector<T> dlogits((size_t)r.tokens * spec.n_experts);
-  route_backward_on_host(r.stats, r.scores.data(), r.sel.data(), r.logits.data(), dgate.data(), r.balance.data(),
-                         r.partial.data(), loss_scale, r.tokens, dlogits.data());
-  if (dnoise_pre && !r.noise_pre.empty()) *dnoise_pre = noise_backward(r, dlogits);
-  return dlogits;
+const Routing<T>& Router<T>::statistics() const {
+  if (!statistics_on_host_) {
+    const int N = spec_.n_experts, W = routing_.stats.columns();
+    set_statistics(spec_, to_host(be_, totals_.data(), W + 1), to_host(be_, balance_.data(), N + kBalanceLosses),
+                   routing_);
+    statistics_on_host_ = true;
+  }
+  return routing_;
 }
 
-template <typename T>
-std::vector<T> noise_backward(const Routing<T>& r, const std::vector<T>& dlogits) {
-  std::vector<T> dnoise(dlogits.size());
-#pragma omp parallel for schedule(static)
-  for (size_t p = 0; p < dlogits.size(); ++p)
-    dnoise[p] = static_cast<T>(dlogits[p] * r.noise_eps[p] * sigmoid(r.noise_pre[p]));
-  return dnoise;
-}
-
-template Routing<float> route(const RouterSpec&, const RouteContext&, std::vector<float>, std::vector<float>,
-                              const std::vector<float>&, Comm&);
-template void add_router_noise(const RouterSpec&, const RouteContext&, Routing<float>&);
-template void add_router_noise(const RouterSpec&, const RouteContext&, Routing<double>&);
-template void route_statistics(const RouterSpec&, const RouteContext&, Routing<float>&, Comm&);
-template void route_statistics(const RouterSpec&, const RouteContext&, Routing<double>&, Comm&);
-template Routing<double> route(const RouterSpec&, const RouteContext&, std::vector<double>, std::vector<double>,
-                               const std::vector<float>&, Comm&);
-template std::vector<float> route_backward(const RouterSpec&, const Routing<float>&, const std::vector<float>&,
-                                           double, std::vector<float>*);
-template std::vector<double> route_backward(const RouterSpec&, const Routing<double>&, const std::vector<double>&,
-                                            double, std::vector<double>*);
-
-#define DSMOE_ROUTER_PARTS(T)                                                                                   \
-  template void add_up_statistics(const RouterSpec&, const RouteContext&, std::vector<double>&, Routing<T>&,   \
-                                  Comm&);                                                                     \
-  template void set_statistics(const RouterSpec&, const std::vector<double>&, std::vector<double>, Routing<T>&);  \
-  template std::vector<T> noise_backward(const Routing<T>&, const std::vector<T>&);
-DSMOE_ROUTER_PARTS(float)
-DSMOE_ROUTER_PARTS(double)
+template class Router<float>;
+template class Router<double>;
 
 }  // namespace dsmoe

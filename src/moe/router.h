@@ -1,105 +1,82 @@
-// The router (docs/model.md, MoE FFN and Balance losses): scores, top-k selection (with bias,
-// device-limited routing and capacity dropping in global token order), gates, balance
-// statistics and losses, and the backward from gate gradients to router logits.
-// Host-side math over one micro-batch of one layer; statistics are global through Comm.
+// The router of one MoE layer (docs/model.md, MoE FFN and Balance losses). It owns the router
+// (and noise) products, the buffers of one micro-batch's routing (logits, scores, choices,
+// gates, statistics), the noise, capacity dropping, the balance losses and the balance bias with
+// its update. forward() routes the tokens where the backend runs (routing/: route_row.h for the
+// choices, route_stats.h for the statistics; the host takes part only for capacity dropping, the
+// statistics of several ranks and the noise); backward() gives the input gradient.
 #pragma once
 #include <cstdint>
-#include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "comm/comm.h"
-#include "moe/route_stats.h"
+#include "moe/router_math.h"
 
 namespace dsmoe {
 
-ScoreKind parse_score_kind(const std::string& s);
-
-struct RouterSpec {
-  int n_experts = 0;       // N
-  int top_k = 0;           // K
-  ScoreKind score = ScoreKind::softmax;
-  bool norm_topk = false;
-  double noise = 0;        // router_noise r (training only)
-  double capacity_factor = 0;
-  int device_groups = 1;   // D (resolved, >= 1)
-  int route_devices = 0;   // M for device-limited routing, 0 = off
-  double expert_alpha = 0, device_alpha = 0, seq_alpha = 0, comm_alpha = 0;
-  int seq_len = 0;         // T, for the sequence-wise loss
-  RouteRowSpec row() const { return {n_experts, top_k, score, norm_topk, device_groups, route_devices}; }
+template <typename T>
+struct RouterWeights {  // pointers into the parameter (or gradient) buffer
+  T* router = nullptr;   // [N, d]
+  T* noise_w = nullptr;  // [N, d], or null without router noise
 };
 
-// Where this rank's tokens sit in the global micro-batch, and the noise key.
-struct RouteContext {
-  int64_t tokens_global = 0;    // Tt
-  int64_t token_offset = 0;     // global index of this rank's first token
-  bool training = false;        // router noise only in training
-  uint64_t noise_key = 0;       // hash of (seed, step, micro-batch, layer)
-  // Selections [N] of each expert by tokens of the micro-batch before this rank's that no rank
-  // routes now (generation with a KV cache: the cached positions), which capacity counts first;
-  // empty: none.
-  std::vector<int64_t> earlier_selections;
+template <typename T>
+class Router {
+ public:
+  // world: every rank (the statistics are global); logit_grads: scratch of max_tokens x N that
+  // the backward may use (shared with the other layers').
+  Router(Backend<T>& be, Comm& world, const RouterSpec& spec, int d, int max_tokens, Buf<T>& logit_grads);
+
+  // Routes u [tokens, d] (exact fp32; kept by the caller until backward): choices() [tokens, K],
+  // best first, and gates() [tokens, K] (0 where capacity dropped the pair) on the device; the
+  // statistics are the global micro-batch's. The balance bias steers the choice only.
+  void forward(const T* u, int tokens, const RouterWeights<T>& w, const RouteContext& ctx);
+  // du [tokens, d] += dL/du through the router, from dgate [tokens, K] = dL/dgate; the weights'
+  // gradients written into g (grad_beta 0) or added to it (1). The loss scale multiplies the
+  // balance terms.
+  void backward(T* du, const T* dgate, const RouterWeights<T>& w, const RouterWeights<T>& g, double loss_scale,
+                T grad_beta);
+
+  Buf<int32_t>& choices() { return sel_; }
+  Buf<T>& gates() { return gate_; }
+  // Capacity dropping: which pairs were kept, and the choices, on the host (the dispatcher's plan
+  // needs them there); empty otherwise.
+  bool drops() const { return spec_.capacity_factor > 0; }
+  const std::vector<int32_t>& host_choices();
+  const std::vector<uint8_t>& kept() const { return routing_.kept; }
+
+  // The last forward's global statistics (load, dropped pairs, losses), brought to the host on
+  // first call.
+  const Routing<T>& statistics() const;
+
+  const std::vector<float>& bias() const { return bias_; }
+  void set_bias(const std::vector<float>& bias);
+  // Auxiliary-loss-free balancing: each expert's bias moves by `rate` toward the mean of `load`
+  // (a step's selections per expert): up when below it, down when above.
+  void update_bias(const double* load, double rate);
+
+  double host_seconds() const { return host_seconds_; }  // the host's part of forward so far
+  void reset_host_seconds() { host_seconds_ = 0; }
+
+ private:
+  void add_noise(const T* u, const RouterWeights<T>& w, const RouteContext& ctx, int tokens);
+  void drop_and_add_up(const RouteContext& ctx, int tokens);
+
+  Backend<T>& be_;
+  Comm& world_;
+  RouterSpec spec_;
+  int d_;
+  int tokens_ = 0;
+  const T* u_ = nullptr;
+  std::vector<float> bias_;  // [N]
+  mutable Routing<T> routing_;
+  mutable bool statistics_on_host_ = true;
+  double host_seconds_ = 0;
+  Buf<T> logits_, scores_, gate_;
+  Buf<int32_t> sel_;
+  Buf<float> bias_dev_;
+  Buf<double> partial_, totals_, balance_;  // the statistics (routing/route_stats.h)
+  Buf<T>& logit_grads_;
 };
-
-// The statistics' spec of one micro-batch (chunks are the sequences with the sequence-wise loss).
-RouteStatsSpec stats_spec(const RouterSpec& spec, const RouteContext& ctx);
-
-template <typename T>
-struct Routing {
-  int tokens = 0;               // local tokens
-  // On the host only where the MoE layer needs them there (route() fills them all):
-  std::vector<T> logits;        // [tokens, N] as scored (noisy in training with noise)
-  std::vector<T> noise_pre;     // [tokens, N] u . noise_i (empty without noise)
-  std::vector<T> noise_eps;     // [tokens, N] r * eps (empty without noise)
-  std::vector<T> scores;        // [tokens, N] s
-  std::vector<int32_t> sel;     // [tokens, K] selected experts, best first
-  std::vector<T> gate;          // [tokens, K] g, 0 where dropped
-  std::vector<uint8_t> kept;    // [tokens, K] 0 = dropped by capacity (for the host plan)
-  // Global statistics of this micro-batch.
-  std::vector<double> load;     // [N] selections per expert (before dropping)
-  int64_t dropped = 0;
-  double aux_loss = 0;          // this layer's balance terms
-  double loss_exp = 0, loss_dev = 0, loss_seq = 0, loss_comm = 0;
-  RouteStatsSpec stats;         // how the statistics were taken (moe/route_stats.h)
-  std::vector<double> partial;  // [chunks, W] this rank's chunk statistics
-  std::vector<double> balance;  // [N + kBalanceLosses] the balance terms' gradient and losses
-};
-
-// logits: [tokens, N] clean router logits u . router_i; noise_pre: u . noise_i or empty.
-// bias: [N] balance bias (selection only). Reads the global statistics through comm.
-template <typename T>
-Routing<T> route(const RouterSpec& spec, const RouteContext& ctx, std::vector<T> logits,
-                 std::vector<T> noise_pre, const std::vector<float>& bias, Comm& comm);
-
-// The same in parts, for a backend that routes on its device: the noise added to r.logits
-// (training with noise; r.noise_pre set); once r holds scores, sel and gate (route_row's), the
-// statistics, capacity dropping and the losses (route_stats.h's stages on host threads).
-template <typename T>
-void add_router_noise(const RouterSpec& spec, const RouteContext& ctx, Routing<T>& r);
-template <typename T>
-void route_statistics(const RouterSpec& spec, const RouteContext& ctx, Routing<T>& r, Comm& comm);
-
-// This rank's totals [W + 1] -> the global micro-batch's, in place, after capacity dropping
-// (each expert keeps the first C tokens of the global micro-batch in token order: reads this
-// rank's counts, the first N totals, ctx.earlier_selections and r.sel; sets r.kept and zeroes
-// the dropped gates of r.gate); r.dropped gets the global number of dropped pairs.
-template <typename T>
-void add_up_statistics(const RouterSpec& spec, const RouteContext& ctx, std::vector<double>& totals, Routing<T>& r,
-                       Comm& comm);
-// r.load, the losses and r.balance from the global totals [W + 1] and balance terms.
-template <typename T>
-void set_statistics(const RouterSpec& spec, const std::vector<double>& totals, std::vector<double> balance,
-                    Routing<T>& r);
-
-// dgate: [tokens, K] dL/dg (0 for dropped pairs). Returns dL/dlogits [tokens, N] (the loss scale
-// multiplies the balance terms) and, with noise, dL/dnoise_pre in *dnoise_pre.
-template <typename T>
-std::vector<T> route_backward(const RouterSpec& spec, const Routing<T>& r, const std::vector<T>& dgate,
-                              double loss_scale, std::vector<T>* dnoise_pre);
-// dL/dnoise_pre [tokens, N] from dL/dlogits (training with noise).
-template <typename T>
-std::vector<T> noise_backward(const Routing<T>& r, const std::vector<T>& dlogits);
-
-// max_i load_i / mean(load) - 1 (0 when no load).
-double max_violation(const std::vector<double>& load);
 
 }  // namespace dsmoe

@@ -5,7 +5,7 @@
 
 #include "model/layout.h"
 #include "moe/placement.h"
-#include "moe/route_stats.h"
+#include "routing/route_stats.h"
 #include "util/check.h"
 
 namespace dsmoe::sim {
@@ -52,7 +52,7 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
   // dx dtmp, dqkv; attention scratch
   double scratch = 2 * R * d + 3 * R * d * low + att;
   double dispatch = 0;
-  // The router's statistics per layer, in doubles (moe/route_stats.h): chunks x W, totals, balance.
+  // The router's statistics per layer, in doubles (routing/route_stats.h): chunks x W, totals, balance.
   const double D = cfg.balance.device_groups > 0 ? cfg.balance.device_groups : ep, W = 2 * N + D;
   const double chunks = std::ceil(R / (cfg.balance.seq_alpha > 0 ? m.seq_len : RouteStatsSpec{}.chunk));
   const double statistics = 2 * (chunks * W + W + 1 + N + kBalanceLosses);
@@ -68,11 +68,11 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
     const double combine = rows + back;
     acts += 2 * R * N + 2 * pairs + sh_rows * 3 * sh * low + statistics;  // logits, scores, gates, sel, shared gu + act
     acts += grown(pairs * 2 * n, rows * 2 * n) * low + grown(pairs, combine);  // gu; the gates by combine row
-    // Index arrays: pair_row, self_token, self CSR; with ep > 1 the unit lists, CSR and expand.
+    // Index arrays: pair_row, self_token, self CSR; with ep > 1 the token-copy lists and CSRs.
     dispatch += pairs + 2 * std::max(1.0, own) + (R + 1);
     if (ep > 1)
       dispatch += 2 * std::max(1.0, out) + (R + 1) + 2 * std::max(1.0, rows - own) + std::max(1.0, in) + 1 +
-                  std::max(1.0, out) * d + std::max(1.0, in) * d;  // ..., send and unit buffers
+                  std::max(1.0, out) * d + std::max(1.0, in) * d;  // ..., send and token-copy buffers
     s_xe = std::max(s_xe, grown(pairs * d, rows * d));  // rebuilt by the backward, not kept
     s_act = std::max(s_act, grown(pairs * n, rows * n));
     s_dgate = std::max(s_dgate, pairs);

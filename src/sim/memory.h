@@ -15,7 +15,7 @@ struct MemoryBreakdown {
   double weights = 0, grads = 0, optimizer = 0;  // fp32 parameters, gradients, AdamW m and v
   double activations = 0;  // saved for backward: per layer, the MoE layers' expert rows, the head
   double scratch = 0;      // backward buffers (shared by all layers) and the attention scratch
-  double dispatch = 0;     // dispatcher: send and receive unit buffers and its index arrays
+  double dispatch = 0;     // dispatcher: send and receive token-copy buffers and its index arrays
   // CUDA with precision bf16: the bf16 copy of the parameters, the bf16 staging of the largest
   // fp32 inputs of one product, cuBLASLt's workspace (kernels/bf16_gemm.cuh) and the attention
   // backward's bf16 copies (kernels/flash_attention.cu). The activations stored in bf16 count in

@@ -75,7 +75,7 @@ LayerTraffic layer_traffic(const TokenModel& tm, const Cluster& c, int ep, doubl
       add(kDispatch, s, dest, tokens * tm.reach[j]);     // s's tokens with an expert on j
       add(kCombine, dest, s, tokens * tm.pairs[j]);      // their results come back per pair
       add(kCombineBwd, s, dest, tokens * tm.pairs[j]);   // pair gradients go out
-      add(kDispatchBwd, dest, s, tokens * tm.reach[j]);  // unit gradients come back
+      add(kDispatchBwd, dest, s, tokens * tm.reach[j]);  // token-copy gradients come back
       t.units_out[s] += tokens * tm.reach[j];
       t.units_in[dest] += tokens * tm.reach[j];
     }

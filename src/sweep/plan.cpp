@@ -6,9 +6,9 @@
 #include <map>
 
 #include "data/tokens.h"
+#include "data/vocab.h"
 #include "sweep/iso_flops.h"
 #include "sweep/name_template.h"
-#include "train/engine.h"
 #include "util/check.h"
 
 namespace dsmoe {

@@ -11,7 +11,7 @@ AllToAllFigures bench_all_to_all(Engine& engine, int iters) {
   AllToAllFigures f;
   f.ranks = ep.size();
   if (model.moe_layers().empty() || ep.size() == 1) return f;
-  const Routing<float>& routing = model.moe_layer(0).routing();
+  const Routing<float>& routing = model.routing(0);
   const int d = engine.config().model.d_model, K = engine.config().moe.top_k, tokens = routing.tokens;
 
   Dispatcher<float> disp(be, ep, model.placement(), d);
@@ -41,12 +41,12 @@ AllToAllFigures bench_all_to_all(Engine& engine, int iters) {
   ep.allreduce_sum(&bytes, 1);
   f.bytes_per_rank = bytes / ep.size();
 
-  // The same two exchanges (units out, pairs back: the same bytes to and from each rank)
+  // The same two exchanges (token copies out, pairs back: the same bytes to and from each rank)
   // between contiguous buffers.
   const int64_t row_bytes = (int64_t)d * xe.ptr().element_bytes();
   Buf<float> local(be, std::max<int64_t>(1, (int64_t)tokens * K * d)), remote(be, std::max(1, disp.rows()) * (int64_t)d);
   f.bare_s = timed([&] {
-    ep.alltoallv(local, disp.unit_send_rows(), remote, disp.unit_recv_rows(), row_bytes);
+    ep.alltoallv(local, disp.copy_send_rows(), remote, disp.copy_recv_rows(), row_bytes);
     ep.alltoallv(remote, disp.pair_recv_rows(), local, disp.pair_send_rows(), row_bytes);
   });
   return f;

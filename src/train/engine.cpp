@@ -9,6 +9,8 @@
 #include <cstdlib>
 
 #include "backend/cuda_loader.h"
+#include "data/vocab.h"
+#include "util/test_hooks.h"
 #include "backend/select.h"
 #include "model/layout.h"
 #include "util/check.h"
@@ -16,29 +18,6 @@
 #include "util/timer.h"
 
 namespace dsmoe {
-namespace {
-
-// A test hook's RANK:STEP from the environment (none: matches nothing).
-Engine::RankStep rank_step_from_env(const char* name) {
-  Engine::RankStep at;
-  if (const char* f = std::getenv(name)) {
-    long long r = -1, s = -1;
-    DSMOE_CHECK(std::sscanf(f, "%lld:%lld", &r, &s) == 2, name, ": expected RANK:STEP, got '", f, "'");
-    at = {r, s};
-  }
-  return at;
-}
-
-}  // namespace
-
-void resolve_vocab(Config& cfg, const TokenData& data) {
-  if (cfg.model.vocab_size == 0) {
-    cfg.model.vocab_size = data.vocab_size;
-    return;
-  }
-  DSMOE_CHECK(cfg.model.vocab_size >= data.vocab_size, cfg.source, ": model.vocab_size: ", cfg.model.vocab_size,
-              " is too small for ", data.source, ", whose largest token is ", data.vocab_size - 1);
-}
 
 Engine::Engine(Config cfg, Comm& comm)
     : cfg_(std::move(cfg)), comm_(comm), groups_(comm, cfg_.parallel.expert_parallel) {
@@ -48,7 +27,7 @@ Engine::Engine(Config cfg, Comm& comm)
   split_ = split_tokens(static_cast<int64_t>(data_.tokens.size()), cfg_.data.val_fraction, cfg_.model.seq_len);
   order_ = std::make_unique<TrainOrder>(split_.n_train, cfg_.model.seq_len, cfg_.train.batch_size,
                                         cfg_.data.shuffle, cfg_.seed);
-  be_ = make_backend(cfg_.backend, ranks_on_this_node(), cfg_.precision);
+  be_ = make_backend(cfg_.backend, comm_, cfg_.precision, &threads_);
   if (be_->name() == "cuda" && comm_.size() > 1) {  // tensors move through NCCL, host values through MPI
     nccl_world_ = make_nccl_comm(comm_);
     groups_.ep = make_nccl_comm(std::move(groups_.ep));
@@ -63,20 +42,9 @@ Engine::Engine(Config cfg, Comm& comm)
                                           model_->grads(), nccl_world_ ? *nccl_world_ : comm_, *groups_.dp);
   inputs_.resize((size_t)local_seqs_ * cfg_.model.seq_len);
   targets_.resize(inputs_.size());
-  fail_at_ = rank_step_from_env("DSMOE_FAIL_AT");
-  stall_at_ = rank_step_from_env("DSMOE_STALL_AT");
-  if (const char* f = std::getenv("DSMOE_NAN_AT")) {
-    std::string list(f);
-    for (size_t at = 0; at < list.size();) {
-      size_t end = list.find(',', at);
-      if (end == std::string::npos) end = list.size();
-      char* stop = nullptr;
-      const std::string item = list.substr(at, end - at);
-      nan_steps_.push_back(std::strtoll(item.c_str(), &stop, 10));
-      DSMOE_CHECK(!item.empty() && *stop == '\0', "DSMOE_NAN_AT: expected STEP[,STEP...], got '", f, "'");
-      at = end + 1;
-    }
-  }
+  fail_at_ = test_hooks::fail_at();
+  stall_at_ = test_hooks::stall_at();
+  nan_steps_ = test_hooks::nan_at();
 }
 
 Engine::~Engine() = default;
@@ -109,7 +77,7 @@ double Engine::micro_batch(int64_t step, int micro, bool training, StepStats* st
   stats->aux_loss += r.aux_loss / cfg_.train.micro_batches;
   const int N = cfg_.moe.n_routed;
   for (size_t li = 0; li < model_->moe_layers().size(); ++li) {
-    const Routing<float>& rt = model_->moe_layer(static_cast<int>(li)).routing();
+    const Routing<float>& rt = model_->routing(static_cast<int>(li));
     for (int i = 0; i < N; ++i) stats->load[li * N + i] += rt.load[i];
     stats->dropped[li] += static_cast<double>(rt.dropped);
   }
@@ -128,7 +96,7 @@ StepStats Engine::train_step() {
   st.load.assign(n_moe * N, 0.0);
   st.dropped.assign(n_moe, 0.0);
   for (size_t li = 0; li < n_moe; ++li) {
-    model_->moe_layer(static_cast<int>(li)).times() = MoeTimes{};
+    model_->moe_layer(static_cast<int>(li)).reset_times();
     model_->moe_layer(static_cast<int>(li)).dispatch_stats() = DispatchStats{};
   }
 
@@ -156,16 +124,7 @@ StepStats Engine::train_step() {
                  s + 1);
 
   // Auxiliary-loss-free balancing: move each bias toward the mean load.
-  if (cfg_.balance.bias_rate > 0 && !st.skipped) {
-    for (size_t li = 0; li < n_moe; ++li) {
-      double mean = 0;
-      for (int i = 0; i < N; ++i) mean += st.load[li * N + i] / N;
-      for (int i = 0; i < N; ++i) {
-        double diff = mean - st.load[li * N + i];
-        model_->bias()[li][i] += static_cast<float>(cfg_.balance.bias_rate * ((diff > 0) - (diff < 0)));
-      }
-    }
-  }
+  if (cfg_.balance.bias_rate > 0 && !st.skipped) model_->update_bias(st.load, cfg_.balance.bias_rate);
   for (size_t li = 0; li < n_moe; ++li) {
     MoeLayer<float>& layer = model_->moe_layer(static_cast<int>(li));
     own.t_dispatch += layer.times().dispatch;
@@ -271,7 +230,7 @@ void Engine::load_checkpoint(const std::string& path) {
   model_->params_from_host(st.params);
   to_device(*be_, opt_->m(), st.m);
   to_device(*be_, opt_->v(), st.v);
-  for (size_t li = 0; li < st.bias.size(); ++li) model_->bias()[li] = st.bias[li];
+  model_->set_bias(st.bias);
   step_ = st.optimizer_step;
 }
 

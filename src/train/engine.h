@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/threads.h"
 #include "comm/comm.h"
 #include "comm/groups.h"
 #include "config/config.h"
@@ -17,6 +18,7 @@
 #include "model/model.h"
 #include "train/grad_buckets.h"
 #include "train/optimizer.h"
+#include "util/test_hooks.h"
 
 namespace dsmoe {
 
@@ -32,15 +34,8 @@ struct StepStats {
   RankStats own;              // this rank's own values, of which the times above are the max
 };
 
-// vocab_size 0 takes the data's; an explicit one must cover every token. Throws naming the key.
-void resolve_vocab(Config& cfg, const TokenData& data);
-
 class Engine {
  public:
-  struct RankStep {  // where a test hook fires
-    int64_t rank = -1, step = -1;
-    bool is(int64_t r, int64_t s) const { return r == rank && s == step; }
-  };
 
   // Loads the data and builds the model (initialized from cfg.seed). cfg.model.vocab_size is
   // resolved from the data.
@@ -52,6 +47,7 @@ class Engine {
   Backend<float>& backend() { return *be_; }
   ProcessGroups& groups() { return groups_; }
   int64_t step() const { return step_; }  // optimizer steps taken
+  const ThreadPlan& threads() const { return threads_; }  // the host threads chosen
   int64_t tokens_per_step() const { return (int64_t)cfg_.train.batch_size * cfg_.model.seq_len; }
 
   StepStats train_step();  // runs optimizer step number step() and advances it
@@ -76,6 +72,7 @@ class Engine {
   Comm& comm_;
   ProcessGroups groups_;
   std::unique_ptr<Comm> nccl_world_;  // CUDA on several ranks: the world for tensors
+  ThreadPlan threads_;
   std::unique_ptr<Backend<float>> be_;
   TokenData data_;
   Split split_;
@@ -86,9 +83,8 @@ class Engine {
   int64_t step_ = 0;
   int local_seqs_ = 0;  // sequences of one micro-batch on this rank
   std::vector<int32_t> inputs_, targets_;
-  RankStep fail_at_;   // DSMOE_FAIL_AT=RANK:STEP: that rank throws there (failure tests)
-  RankStep stall_at_;  // DSMOE_STALL_AT=RANK:STEP: that rank hangs there
-  std::vector<int64_t> nan_steps_;            // DSMOE_NAN_AT=STEP[,STEP...]: NaN gradients there
+  test_hooks::RankStep fail_at_, stall_at_;  // util/test_hooks.h
+  std::vector<int64_t> nan_steps_;  // test_hooks::nan_at()
 };
 
 }  // namespace dsmoe

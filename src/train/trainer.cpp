@@ -12,7 +12,7 @@
 #include "io/checkpoint.h"
 #include "io/metrics.h"
 #include "model/flops.h"
-#include "moe/router.h"
+#include "moe/router_math.h"
 #include "train/engine.h"
 #include "train/loss_spikes.h"
 #include "train/watchdog.h"
@@ -110,6 +110,7 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, const TrainOptions& 
 
   log_info("dsmoe train: ", cfg.name, " (", cfg.source, ") on ", comm.size(), " rank(s), backend ",
            engine.backend().name(), ", ", cfg.train.steps, " steps of ", engine.tokens_per_step(), " tokens");
+  for (const std::string& line : thread_notes(engine.threads())) log_info(line);
   print_parameter_table(cfg);
   if (resumed) log_info("resuming from ", ckpt, " at step ", engine.step());
   else if (had_metrics)

@@ -1,4 +1,4 @@
-#include "kernels/grouped_gemm.cuh"
+#include "bench/grouped_gemm/grouped_gemm.cuh"
 
 #include <cuda.h>
 
@@ -10,7 +10,7 @@
 
 #include "kernels/cuda_check.cuh"
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#include "kernels/grouped_gemm_wgmma.cuh"
+#include "bench/grouped_gemm/grouped_gemm_wgmma.cuh"
 #endif
 
 namespace dsmoe::cuda {

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "kernels/cuda_check.cuh"
-#include "kernels/grouped_gemm.cuh"
+#include "bench/grouped_gemm/grouped_gemm.cuh"
 
 using dsmoe::cuda::GroupedGemm;
 using dsmoe::cuda::GroupedProblem;

@@ -8,7 +8,7 @@
 #pragma once
 #include <cstdint>
 
-#include "moe/route_row.h"
+#include "routing/route_row.h"
 
 namespace dsmoe {
 

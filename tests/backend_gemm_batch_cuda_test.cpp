@@ -1,17 +1,16 @@
-// The grouped GEMM (kernels/grouped_gemm.cu), through the bf16 backend's gemm_batch, which sends
-// batches of aligned problems to it under DSMOE_GROUPED_GEMM=1: every (trans_a, trans_b), odd
-// shapes (m = 1, m = 129, k = 17, tiles cut at every edge, many problems of different m), alpha
-// and beta, against fp64 products of the bf16-rounded inputs on the host; the same batches through
-// cuBLASLt (the default) too. Every kernel (DSMOE_GROUPED_GEMM_WGMMA: 0 the mma.sync one, 1 the
-// cp.async wgmma one, 2 and 3 the TMA ones, unset the choice per batch; 1-3 fall back to 0 where
-// the GPU's code has no wgmma). Skipped where no GPU is visible.
+// The bf16 backend's batched products (gemm_batch: cuBLASLt, the problems on side-by-side
+// streams, those whose outputs meet in batch order): every (trans_a, trans_b), odd shapes (m = 1,
+// m = 129, k = 17, many problems of different m), alpha and beta, unaligned leading dimensions,
+// ordered outputs, against fp64 products of the bf16-rounded inputs on the host. Skipped where
+// no GPU is visible.
 // Tolerance: the inputs are the same bf16 values on both sides, so only the GPU's fp32
 // accumulation differs: each term is exact in fp32 (8-bit significands), the sum's rounding error
 // is at most about k 2^-24 sum |a||b| (typically sqrt(k) times that unit); 1e-5 sum |a||b| + 1e-6.
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "backend/cuda_loader.h"
@@ -40,44 +39,17 @@ struct Problem {
   int cpad = 3;         // C's leading dimension beyond n (odd or even: scalar or paired stores)
 };
 
-class CudaVsCpuGroupedGemm : public ::testing::Test {
+class CudaVsCpuGemmBatch : public ::testing::Test {
  protected:
   void SetUp() override {
     std::string why;
     if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
-    setenv("DSMOE_GROUPED_GEMM", "1", 1);  // read when the backend is made
-    for (int v = 0; v < kVariants; ++v) {
-      if (v < kVariants - 1)
-        setenv("DSMOE_GROUPED_GEMM_WGMMA", std::to_string(v).c_str(), 1);  // read at the first grouped launch
-      else
-        unsetenv("DSMOE_GROUPED_GEMM_WGMMA");  // chosen per batch
-      grouped[v] = make_cuda_backend(0, /*bf16=*/true);
-      run_one(*grouped[v]);
-    }
-    unsetenv("DSMOE_GROUPED_GEMM_WGMMA");
-    unsetenv("DSMOE_GROUPED_GEMM");
-    lt = make_cuda_backend(0, /*bf16=*/true);
-  }
-  // Two small problems through gpu's grouped kernel: it chooses its variant from the environment now.
-  static void run_one(Backend<float>& gpu) {
-    Buf<float> a(gpu, 64 * 64), c(gpu, 2 * 64 * 64);
-    to_device(gpu, a.data(), Vec(64 * 64, 1.f));
-    std::vector<GemmArgs<float>> gs;
-    for (int i = 0; i < 2; ++i)
-      gs.push_back({false, false, 64, 64, 64, 1.f, a.data(), 64, a.data(), 64, 0.f, c.data() + i * 64 * 64, 64});
-    gpu.gemm_batch(gs);
-    to_host(gpu, c.data(), 1);
+    gpu = make_cuda_backend(0, /*bf16=*/true);
   }
 
   void check(const std::vector<Problem>& ps, bool ta, bool tb) {
     SCOPED_TRACE(testing::Message() << "trans_a " << ta << " trans_b " << tb);
-    for (int v = 0; v < kVariants; ++v) {
-      SCOPED_TRACE(testing::Message() << "grouped, DSMOE_GROUPED_GEMM_WGMMA="
-                                      << (v < kVariants - 1 ? std::to_string(v) : "(unset)"));
-      check_on(*grouped[v], ps, ta, tb);
-    }
-    SCOPED_TRACE("cuBLASLt");
-    check_on(*lt, ps, ta, tb);
+    check_on(*gpu, ps, ta, tb);
   }
   // Runs the problems as one batch with layout (ta, tb), each operand in a region of its own at a
   // multiple of 8 elements, and compares every element of C (untouched ones too).
@@ -139,11 +111,10 @@ class CudaVsCpuGroupedGemm : public ::testing::Test {
     for (int64_t i = 0; i < nc; ++i)
       ASSERT_NEAR(got[i], want[i], 1e-5 * bound[i] + 1e-6) << "C element " << i;
   }
-  static constexpr int kVariants = 5;  // 0-3 and unset
-  std::unique_ptr<Backend<float>> grouped[kVariants], lt;
+  std::unique_ptr<Backend<float>> gpu;
 };
 
-TEST_F(CudaVsCpuGroupedGemm, OddShapesInEveryLayout) {
+TEST_F(CudaVsCpuGemmBatch, OddShapesInEveryLayout) {
   std::vector<Problem> ps = {
       {1, 64, 64, 1.f, 0.f},     {129, 64, 17, 1.f, 0.f},   {129, 129, 33, 0.5f, 1.f}, {7, 130, 40, 1.f, 1.f},
       {64, 1, 9, 1.f, 0.f},      {300, 200, 100, 1.f, 0.f}, {131, 257, 31, -2.f, 0.5f}};
@@ -152,10 +123,9 @@ TEST_F(CudaVsCpuGroupedGemm, OddShapesInEveryLayout) {
     for (bool tb : {false, true}) check(ps, ta, tb);
 }
 
-// A batch where one product writes an output and the next adds to it (successive grouped
-// launches; one stream on cuBLASLt); a product whose operands the kernel cannot load 16 bytes at a
-// time goes to cuBLASLt in the same batch.
-TEST_F(CudaVsCpuGroupedGemm, OrderedOutputsAndMisalignedProblemsInOneBatch) {
+// A batch where one product writes an output and the next adds to it (they run on one stream, in
+// order), and a product whose leading dimensions are not multiples of 8.
+TEST_F(CudaVsCpuGemmBatch, OrderedOutputsAndMisalignedProblemsInOneBatch) {
   const std::vector<Problem> ps = {{150, 96, 48, 1.f, 0.f},       {150, 96, 48, 1.f, 1.f, /*same_c=*/true},
                                    {33, 40, 24, 1.f, 0.f},        {33, 40, 24, 0.5f, 1.f, /*same_c=*/true},
                                    {70, 50, 21, 1.f, 0.f, false, 3}, {200, 128, 64, 1.f, 1.f}};
@@ -164,17 +134,16 @@ TEST_F(CudaVsCpuGroupedGemm, OrderedOutputsAndMisalignedProblemsInOneBatch) {
 }
 
 // Shapes of gpu_small's experts (d 1024, hidden 512, a few hundred rows each), long k included.
-TEST_F(CudaVsCpuGroupedGemm, ExpertSizedProblems) {
+TEST_F(CudaVsCpuGemmBatch, ExpertSizedProblems) {
   const std::vector<Problem> ps = {{260, 512, 1024, 1.f, 0.f}, {1024, 128, 260, 1.f, 1.f}, {77, 256, 512, 1.f, 0.f}};
   check(ps, false, true);
   check(ps, false, false);
   check(ps, true, false);
 }
 
-// The edges of the wgmma kernels' tiles (128 x 128, 128 x 256, pairs of 128 x 256 blocks; k steps of
-// 64): m = 1 and around 64, 128 and 256, k from 1 to a few steps and not a multiple of 8 or 64, n at
-// 8 and around 128 and 256, whole tiles with even ldc (paired stores) and beta = 1 on them.
-TEST_F(CudaVsCpuGroupedGemm, WgmmaTileEdges) {
+// Tile edges: m = 1 and around 64, 128 and 256, k from 1 to a few hundred and not a multiple of
+// 8 or 64, n at 8 and around 128 and 256, even and odd ldc, beta = 1.
+TEST_F(CudaVsCpuGemmBatch, TileEdges) {
   std::vector<Problem> ps = {
       {1, 8, 1, 1.f, 0.f},          {2, 129, 7, 1.f, 1.f},          {63, 127, 63, 1.f, 0.f},
       {65, 256, 65, 0.5f, 1.f},     {127, 255, 127, 1.f, 0.f},      {129, 257, 129, 1.f, 0.f},
