@@ -10,13 +10,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <map>
 #include <memory>
-#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "backend/alloc_tracker.h"
 #include "backend/backend.h"
+#include "backend/rope_table.h"
 #include "kernels/bf16_gemm.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/flash_attention.cuh"
@@ -48,7 +48,7 @@ class CudaBackend final : public Backend<float> {
   }
   ~CudaBackend() override {
     bf16_gemm_.reset();
-    for (auto& e : rope_cache_) cudaFree(e.second);
+    for (auto& e : rope_cache_) cudaFree(e.table);
     cudaFree(scalar_);
     cublasDestroy(blas_);
   }
@@ -132,9 +132,11 @@ class CudaBackend final : public Backend<float> {
     cuda::OpProfiler::Scope scope(prof_, "rmsnorm_bwd", stream_);
     cuda::rmsnorm_backward(dx, dw, dout, x, w, rstd, rows, d, stream_);
   }
-  void rope(Ptr<float> qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) override {
+  void rope(Ptr<float> qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse,
+            int first_pos) override {
     cuda::OpProfiler::Scope scope(prof_, "rope", stream_);
-    cuda::rope(qkv, rope_table(seq, head_dim, theta), batch, seq, n_heads, head_dim, inverse, stream_);
+    cuda::rope(qkv, rope_table(first_pos + seq, head_dim, theta), batch, seq, first_pos, n_heads, head_dim, inverse,
+               stream_);
   }
 
   // Fused causal attention (kernels/flash_attention.cu): saved holds one log-sum-exp per
@@ -149,6 +151,11 @@ class CudaBackend final : public Backend<float> {
                          int head_dim) override {
     cuda::OpProfiler::Scope scope(prof_, "attention_fwd", stream_);
     cuda::flash_attention_forward(out, lse, qkv, batch, seq, n_heads, head_dim, bf16_, stream_);
+  }
+  void attention_queries(Ptr<float> out, Ptr<const float> qkv, int first, int n, int n_heads,
+                         int head_dim) override {
+    cuda::OpProfiler::Scope scope(prof_, "attention_queries", stream_);
+    cuda::attention_queries(out, qkv, first, n, n_heads, head_dim, stream_);
   }
   void attention_backward(Ptr<float> dqkv, float* scratch, const float* dout, Ptr<const float> qkv,
                           Ptr<const float> out, const float* lse, int batch, int seq, int n_heads,
@@ -280,23 +287,23 @@ class CudaBackend final : public Backend<float> {
     if (bf16_gemm_) bf16_gemm_->written(p, (int64_t)bytes);
   }
 
-  // cos | sin per position, angles in double (docs/model.md, Network), cached on the device per shape.
-  const float* rope_table(int seq, int head_dim, double theta) {
-    auto key = std::make_tuple(seq, head_dim, theta);
-    auto it = rope_cache_.find(key);
-    if (it != rope_cache_.end()) return it->second;
-    std::vector<float> cs((size_t)seq * head_dim);
-    const int half = head_dim / 2;
-    for (int pos = 0; pos < seq; ++pos)
-      for (int i = 0; i < half; ++i) {
-        const double angle = pos * std::pow(theta, -2.0 * i / head_dim);
-        cs[(size_t)pos * head_dim + i] = static_cast<float>(std::cos(angle));
-        cs[(size_t)pos * head_dim + half + i] = static_cast<float>(std::sin(angle));
+  // cos | sin of positions [0, positions) at least (backend/rope_table.h), cached on the device per
+  // (head_dim, theta); a longer need adds a longer table (the older stay: queued kernels may read them).
+  const float* rope_table(int positions, int head_dim, double theta) {
+    const auto key = std::make_pair(head_dim, theta);
+    int cached = 0;
+    for (auto it = rope_cache_.rbegin(); it != rope_cache_.rend(); ++it)  // the newest of a key is its longest
+      if (it->key == key) {
+        if (it->positions >= positions) return it->table;
+        cached = it->positions;
+        break;
       }
+    const int length = rope_table_length(positions, cached);
+    const std::vector<float> cs = rope_cos_sin<float>(length, head_dim, theta);
     float* dev = nullptr;
     CUDA_CHECK(cudaMalloc(&dev, cs.size() * sizeof(float)));
     CUDA_CHECK(cudaMemcpy(dev, cs.data(), cs.size() * sizeof(float), cudaMemcpyHostToDevice));
-    rope_cache_[key] = dev;
+    rope_cache_.push_back({key, length, dev});
     return dev;
   }
 
@@ -306,7 +313,12 @@ class CudaBackend final : public Backend<float> {
   cudaStream_t stream_ = nullptr;  // the default stream: ops run in order
   double* scalar_ = nullptr;
   AllocTracker allocs_;
-  std::map<std::tuple<int, int, double>, float*> rope_cache_;
+  struct RopeTable {
+    std::pair<int, double> key;  // head_dim, theta
+    int positions;
+    float* table;
+  };
+  std::vector<RopeTable> rope_cache_;
   cuda::OpProfiler prof_;  // on with start_profile() (dsmoe bench --profile)
   std::unique_ptr<cuda::Bf16Gemm> bf16_gemm_;  // precision: bf16
   cuda::StagedUpload uploads_;                 // copy_bytes_to_device's

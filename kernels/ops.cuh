@@ -54,9 +54,15 @@ void rmsnorm_forward(Ptr<float> out, float* rstd, const float* x, const float* w
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
                       int rows, int d, cudaStream_t s);
 
-// rope.cu: cos_sin [seq, head_dim] = cos[half] | sin[half] per position (computed on the host in double).
-void rope(Ptr<float> qkv, const float* cos_sin, int batch, int seq, int n_heads, int head_dim, bool inverse,
-          cudaStream_t s);
+// rope.cu: cos_sin [first_pos + seq, head_dim] = cos[half] | sin[half] per position (computed on the host in
+// double).
+void rope(Ptr<float> qkv, const float* cos_sin, int batch, int seq, int first_pos, int n_heads, int head_dim,
+          bool inverse, cudaStream_t s);
+
+// attention_queries.cu: as Backend::attention_queries (qkv and out stored alike); head_dim up to
+// kFlashMaxHeadDim.
+void attention_queries(Ptr<float> out, Ptr<const float> qkv, int first, int n, int n_heads, int head_dim,
+                       cudaStream_t s);
 
 // embedding.cu
 void embedding_forward(float* out, const int32_t* tokens, const float* table, int rows, int d, cudaStream_t s);

@@ -12,11 +12,11 @@ namespace {
 // the pair index i fastest so that accesses coalesce) are spread over the block's threads. E: the
 // storage of qkv (fp32 or bf16; rotated in fp32).
 template <typename E>
-__global__ void rope_kernel(E* qkv, const float* cos_sin, int rows, int seq, int n_heads, int head_dim,
-                            float sign) {
+__global__ void rope_kernel(E* qkv, const float* cos_sin, int rows, int seq, int first_pos, int n_heads,
+                            int head_dim, float sign) {
   const int half = head_dim / 2, per_part = n_heads * half, d = n_heads * head_dim;
   for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float* cs = cos_sin + static_cast<int64_t>(r % seq) * head_dim;
+    const float* cs = cos_sin + static_cast<int64_t>(first_pos + r % seq) * head_dim;
     E* row = qkv + static_cast<int64_t>(r) * 3 * d;
     for (int t = threadIdx.x; t < 2 * per_part; t += blockDim.x) {
       const int part = t / per_part, h = t % per_part / half, i = t % half;
@@ -34,13 +34,13 @@ __global__ void rope_kernel(E* qkv, const float* cos_sin, int rows, int seq, int
 
 }  // namespace
 
-void rope(Ptr<float> qkv, const float* cos_sin, int batch, int seq, int n_heads, int head_dim, bool inverse,
-          cudaStream_t s) {
+void rope(Ptr<float> qkv, const float* cos_sin, int batch, int seq, int first_pos, int n_heads, int head_dim,
+          bool inverse, cudaStream_t s) {
   const int rows = batch * seq, pairs = 2 * n_heads * (head_dim / 2);
   if (rows <= 0 || pairs <= 0) return;
   with_storage(qkv, [&](auto* q) {
-    rope_kernel<<<std::min(rows, 1 << 16), row_threads(pairs), 0, s>>>(q, cos_sin, rows, seq, n_heads, head_dim,
-                                                                       inverse ? -1.0f : 1.0f);
+    rope_kernel<<<std::min(rows, 1 << 16), row_threads(pairs), 0, s>>>(q, cos_sin, rows, seq, first_pos, n_heads,
+                                                                       head_dim, inverse ? -1.0f : 1.0f);
   });
   CUDA_CHECK(cudaGetLastError());
 }

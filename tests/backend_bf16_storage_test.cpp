@@ -121,8 +121,8 @@ TEST_F(Bf16Storage, RopeAndAttention) {
   const Vec qkv0 = rounded(random(R * 3 * d, 12)), dout = random(R * d, 13);
   Stored qs = stored(qkv0);
   Vec qkv = qkv0;
-  low->rope(qs.p(), B, T, H, hd, 10000.0, false);
-  ref->rope(qkv.data(), B, T, H, hd, 10000.0, false);
+  low->rope(qs.p(), B, T, H, hd, 10000.0, false, 0);
+  ref->rope(qkv.data(), B, T, H, hd, 10000.0, false, 0);
   EXPECT_EQ(values(qs, R * 3 * d), rounded(qkv));
 
   qkv = values(qs, R * 3 * d);

@@ -466,13 +466,13 @@ TEST_F(CudaVsCpu, NormsEmbeddingRopeSwiglu) {
   for (bool inverse : {false, true}) {
     Stored low(*bf16, to_host(*cpu, qkv.c.data(), qkv.n), true);
     const Vec stored = low.read();
-    cpu->rope(qkv.c, B, T, H, hd, 10000.0, inverse);
-    gpu->rope(qkv.g, B, T, H, hd, 10000.0, inverse);
+    cpu->rope(qkv.c, B, T, H, hd, 10000.0, inverse, 0);
+    gpu->rope(qkv.g, B, T, H, hd, 10000.0, inverse, 0);
     expect_same(qkv, "rope");
     // in bf16 storage: the rotation of the stored values, rounded once
     auto ref = twin(stored);
-    cpu->rope(ref.c, B, T, H, hd, 10000.0, inverse);
-    bf16->rope(low.p(), B, T, H, hd, 10000.0, inverse);
+    cpu->rope(ref.c, B, T, H, hd, 10000.0, inverse, 0);
+    bf16->rope(low.p(), B, T, H, hd, 10000.0, inverse, 0);
     const Vec want = rounded_to_bf16(to_host(*cpu, ref.c.data(), ref.n)), got = low.read();
     for (size_t i = 0; i < want.size(); ++i)
       ASSERT_NEAR(got[i], want[i], 1e-6 + std::fabs(want[i]) / 128) << "rope in bf16 storage, element " << i;
@@ -578,6 +578,40 @@ TEST_F(CudaVsCpu, AttentionLongSequenceKeepsRowStatisticsOnly) {
       expect_close(want.out, got.out, 2e-5, "attention out");
       expect_close(want.dqkv, got.dqkv, 1e-4, "dqkv");
     }
+  }
+}
+
+// A KV cache's new rows: their rotation at positions first.., and their queries' attention over
+// the rows before them too, as on the CPU; in bf16 storage, the stored rows' attention (fp32
+// inside) rounded once.
+TEST_F(CudaVsCpu, AttentionQueriesAndRopeFromAFirstPosition) {
+  auto bf16 = make_cuda_backend(0, /*bf16=*/true);
+  struct Case {
+    int first, n, H, hd;
+  };
+  for (const Case& c : {Case{0, 33, 4, 16}, Case{40, 1, 2, 64}, Case{250, 7, 3, 128}, Case{5, 1, 2, 6},
+                        Case{3000, 2, 2, 64}}) {
+    SCOPED_TRACE("first=" + std::to_string(c.first) + " n=" + std::to_string(c.n) + " H=" + std::to_string(c.H) +
+                 " hd=" + std::to_string(c.hd));
+    const int d = c.H * c.hd;
+    const int64_t at = (int64_t)c.first * 3 * d;
+    auto qkv = twin(random((int64_t)(c.first + c.n) * 3 * d, 31, 0.5f)), out = twin(Vec(c.n * d));
+    cpu->rope(qkv.c.data() + at, 1, c.n, c.H, c.hd, 10000.0, false, c.first);
+    gpu->rope(qkv.g.data() + at, 1, c.n, c.H, c.hd, 10000.0, false, c.first);
+    expect_same(qkv, "rope from a first position");
+    cpu->attention_queries(out.c, qkv.c, c.first, c.n, c.H, c.hd);
+    gpu->attention_queries(out.g, qkv.g, c.first, c.n, c.H, c.hd);
+    expect_same(out, "attention_queries");
+
+    const Vec q16 = rounded_to_bf16(to_host(*cpu, qkv.c.data(), qkv.n));
+    auto ref = twin(q16);
+    cpu->attention_queries(out.c, ref.c, c.first, c.n, c.H, c.hd);
+    const Vec want = rounded_to_bf16(to_host(*cpu, out.c.data(), out.n));
+    Stored low_qkv(*bf16, q16, true), low_out(*bf16, Vec(c.n * d), true);
+    bf16->attention_queries(low_out.p(), low_qkv.p(), c.first, c.n, c.H, c.hd);
+    const Vec got = low_out.read();
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-6 + std::fabs(want[i]) / 128) << "bf16 storage, element " << i;
   }
 }
 

@@ -160,7 +160,7 @@ TEST_F(BackendOps, RopeHandValues) {
   const Vec x = {0.3, -1.7, 0.9, 2.2, 5.0, 6.0,    // pos 0: q | k | v
                  1.25, -0.5, -2.0, 0.75, 7.0, 8.0};  // pos 1
   auto qkv = dev(x);
-  be->rope(qkv, 1, 2, 1, 2, 10000.0, false);
+  be->rope(qkv, 1, 2, 1, 2, 10000.0, false, 0);
   Vec y = host(qkv);
   for (int j = 0; j < 6; ++j) EXPECT_DOUBLE_EQ(y[j], x[j]) << "position 0 is the identity";
   const double c = std::cos(1.0), s = std::sin(1.0);
@@ -175,7 +175,7 @@ TEST_F(BackendOps, RopeHandValues) {
   Vec two = x;
   two.insert(two.end(), x.begin(), x.end());
   auto tb = dev(two);
-  be->rope(tb, 2, 2, 1, 2, 10000.0, false);
+  be->rope(tb, 2, 2, 1, 2, 10000.0, false, 0);
   Vec tr = host(tb);
   for (int j = 0; j < 12; ++j) EXPECT_EQ(tr[12 + j], y[j]) << "sequence 1, element " << j;
 
@@ -187,7 +187,7 @@ TEST_F(BackendOps, RopeHandValues) {
   z[row + 2] = 3.0;
   z[row + 3] = 4.0;
   auto zb = dev(z);
-  be->rope(zb, 1, 3, 1, 4, 10000.0, false);
+  be->rope(zb, 1, 3, 1, 4, 10000.0, false, 0);
   Vec zr = host(zb);
   const double a0 = 2.0, a1 = 2.0 * 0.01;
   EXPECT_NEAR(zr[row + 0], 1.0 * std::cos(a0) - 3.0 * std::sin(a0), 1e-15);
@@ -203,7 +203,7 @@ TEST_F(BackendOps, RopeInverseIsTransposeAndInverse) {
   Vec x = random_vec(rng, B * T * 3 * d), w = random_vec(rng, B * T * 3 * d);
   auto rope_of = [&](const Vec& v, bool inverse) {
     auto b = dev(v);
-    be->rope(b, B, T, H, hd, theta, inverse);
+    be->rope(b, B, T, H, hd, theta, inverse, 0);
     return host(b);
   };
   Vec rx = rope_of(x, false), riw = rope_of(w, true);
@@ -232,11 +232,27 @@ TEST_F(BackendOps, RopeBackwardMatchesFiniteDifferences) {
   Vec x = random_vec(rng, B * T * 3 * d), w = random_vec(rng, B * T * 3 * d);
   auto rope_of = [&](const Vec& v, bool inverse) {
     auto b = dev(v);
-    be->rope(b, B, T, H, hd, theta, inverse);
+    be->rope(b, B, T, H, hd, theta, inverse, 0);
     return host(b);
   };
   expect_grad_near(rope_of(w, true), fd_grad([&](const Vec& v) { return dot(w, rope_of(v, false)); }, x),
                    "rope");
+}
+
+// Rows at positions first.. rotate as the same rows of the whole sequence (a KV cache's new rows).
+TEST_F(BackendOps, RopeFromAFirstPositionRotatesAsTheWholeSequence) {
+  const int T = 9, H = 2, hd = 4, d = H * hd, first = 6;
+  Rng rng(24);
+  const Vec x = random_vec(rng, T * 3 * d);
+  auto whole = dev(x);
+  be->rope(whole, 1, T, H, hd, 500.0, false, 0);
+  const Vec want = host(whole);
+  for (int n : {1, T - first}) {  // one row, then the rest (the table grows past the first call's)
+    auto rows = dev(Vec(x.begin() + first * 3 * d, x.begin() + (first + n) * 3 * d));
+    be->rope(rows, 1, n, H, hd, 500.0, false, first);
+    const Vec got = host(rows);
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], want[first * 3 * d + i]) << n << " rows, element " << i;
+  }
 }
 
 // ---------------------------------------------------------------- attention
@@ -322,6 +338,24 @@ TEST_F(BackendOps, AttentionIsCausalAndBatchesAreIndependent) {
   EXPECT_GT(diff, 1e-3) << "later rows must see the change";
   for (int i = s.T; i < s.B * s.T; ++i)
     for (int c = 0; c < d; ++c) EXPECT_EQ(o[i * d + c], base[i * d + c]) << "other sequence, row " << i;
+}
+
+// A KV cache's queries: rows first..first+n-1 of the sequence's attention, from its first + n rows.
+TEST_F(BackendOps, AttentionQueriesAreTheForwardsRows) {
+  AttnShape s;
+  s.B = 1;
+  s.T = 7;
+  const int d = s.d();
+  Rng rng(8);
+  const Vec qkv = random_vec(rng, (size_t)s.T * 3 * d);
+  const Vec want = naive_attention(qkv, s);
+  for (auto [first, n] : {std::pair{0, 7}, {3, 4}, {6, 1}, {2, 1}}) {
+    auto qb = dev(Vec(qkv.begin(), qkv.begin() + (first + n) * 3 * d));
+    Buf<double> out(*be, n * d);
+    be->attention_queries(out, qb, first, n, s.H, s.hd);
+    const Vec got = host(out);
+    for (int i = 0; i < n * d; ++i) EXPECT_NEAR(got[i], want[first * d + i], 1e-13) << first << "+" << n << ", " << i;
+  }
 }
 
 TEST_F(BackendOps, AttentionBackwardMatchesFiniteDifferences) {

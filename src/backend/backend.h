@@ -87,9 +87,11 @@ class Backend {
   virtual void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* rstd,
                                 int rows, int d) = 0;
 
-  // Rotary embedding (rotate-half) on the q and k parts of qkv [B*T, 3*d] in place; inverse=true
-  // rotates back (the backward of the forward rotation).
-  virtual void rope(Ptr<T> qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) = 0;
+  // Rotary embedding (rotate-half) on the q and k parts of qkv [B*T, 3*d] in place, row t of a
+  // sequence at position first_pos + t; inverse=true rotates back (the backward of the forward
+  // rotation).
+  virtual void rope(Ptr<T> qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse,
+                    int first_pos) = 0;
 
   // Causal attention. qkv [B*T, 3d] (q|k|v), out [B*T, d]; `saved` keeps what backward needs
   // (attention_saved_size elements: the [B, H, T, T] probabilities on the CPU, one log-sum-exp
@@ -97,6 +99,11 @@ class Backend {
   virtual int64_t attention_saved_size(int batch, int seq, int n_heads) const = 0;
   virtual void attention_forward(Ptr<T> out, T* saved, Ptr<const T> qkv, int batch, int seq, int n_heads,
                                  int head_dim) = 0;
+  // The same for the queries at positions first..first+n-1 of one sequence only, over its
+  // positions 0..first+n-1 (generation with a KV cache: the earlier ones are cached): qkv
+  // [first+n, 3d] by position, out [n, d] the rows attention_forward writes for those queries.
+  // Nothing is saved: there is no backward.
+  virtual void attention_queries(Ptr<T> out, Ptr<const T> qkv, int first, int n, int n_heads, int head_dim) = 0;
   // dqkv [B*T, 3d] is written; out is attention_forward's; scratch holds attention_scratch_size.
   virtual int64_t attention_scratch_size(int batch, int seq, int n_heads) const = 0;
   virtual void attention_backward(Ptr<T> dqkv, T* scratch, const T* dout, Ptr<const T> qkv, Ptr<const T> out,

@@ -8,10 +8,11 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
-#include <tuple>
+#include <utility>
 
 #include "backend/alloc_tracker.h"
 #include "backend/cpu_blas.h"
+#include "backend/rope_table.h"
 #include "util/bf16.h"
 #include "util/check.h"
 
@@ -58,6 +59,33 @@ int64_t rows_reached(const int32_t* idx, int64_t n) {
   int64_t top = -1;
   for (int64_t i = 0; i < n; ++i) top = std::max<int64_t>(top, idx[i]);
   return top + 1;
+}
+
+// Causal attention of one head, for the queries at positions first..first+n-1 of a sequence over
+// its positions 0..first+n-1. qkv: the head's columns of the sequence's row 0 (rows [*, 3d], q|k|v);
+// probs [n, first+n]: each query's softmax over the positions it sees, zeros after; out [n, d]:
+// the head's columns of the queries' rows.
+template <typename T>
+void causal_attention_head(T* out, T* probs, const T* qkv, int first, int n, int n_heads, int head_dim) {
+  const int d = n_heads * head_dim, ld = 3 * d, keys = first + n;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  cpu::gemm(GemmArgs<T>{false, true, n, keys, head_dim, scale, qkv + (int64_t)first * ld, ld, qkv + d, ld, T(0),
+                        probs, keys});
+  for (int i = 0; i < n; ++i) {
+    T* row = probs + (int64_t)i * keys;
+    const int seen = first + i + 1;
+    T mx = row[0];
+    for (int j = 1; j < seen; ++j) mx = std::max(mx, row[j]);
+    double sum = 0;
+    for (int j = 0; j < seen; ++j) {
+      row[j] = std::exp(row[j] - mx);
+      sum += row[j];
+    }
+    T inv = static_cast<T>(1.0 / sum);
+    for (int j = 0; j < seen; ++j) row[j] *= inv;
+    for (int j = seen; j < keys; ++j) row[j] = 0;
+  }
+  cpu::gemm(GemmArgs<T>{false, false, n, head_dim, keys, T(1), probs, keys, qkv + 2 * d, ld, T(0), out, d});
 }
 
 template <typename T>
@@ -205,20 +233,21 @@ class CpuBackend final : public Backend<T> {
     });
   }
 
-  void rope(Ptr<T> qkv_ptr, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse) override {
+  void rope(Ptr<T> qkv_ptr, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse,
+            int first_pos) override {
     if (qkv_ptr.is_bf16()) {
       std::vector<T> q;
       rope(widened(qkv_ptr, (int64_t)batch * seq * 3 * n_heads * head_dim, q), batch, seq, n_heads, head_dim, theta,
-           inverse);
+           inverse, first_pos);
       return narrow(qkv_ptr, q);
     }
     T* qkv = qkv_ptr.get();
-    const std::vector<T>& cs = rope_table(seq, head_dim, theta);
+    const std::vector<T>& cs = rope_table(first_pos + seq, head_dim, theta);
     const int half = head_dim / 2, d = n_heads * head_dim;
     const T sign = inverse ? T(-1) : T(1);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < (int64_t)batch * seq; ++r) {
-      int pos = static_cast<int>(r % seq);
+      int pos = first_pos + static_cast<int>(r % seq);
       const T* c = cs.data() + (int64_t)pos * head_dim;  // cos[half] | sin[half]
       for (int part = 0; part < 2; ++part) {             // q, then k
         T* row = qkv + r * 3 * d + part * d;
@@ -248,31 +277,28 @@ class CpuBackend final : public Backend<T> {
       attention_forward(widened(out_ptr, rd, o), probs, widened(qkv_ptr, 3 * rd, q), batch, seq, n_heads, head_dim);
       return narrow(out_ptr, o);
     }
-    T* out = out_ptr.get();
-    const T* qkv = qkv_ptr.get();
-    const int d = n_heads * head_dim, ld = 3 * d;
-    const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < batch * n_heads; ++bh) {
-      int b = bh / n_heads, h = bh % n_heads;
-      const T* q = qkv + (int64_t)b * seq * ld + h * head_dim;
-      T* p = probs + (int64_t)bh * seq * seq;
-      cpu::gemm(GemmArgs<T>{false, true, seq, seq, head_dim, scale, q, ld, q + d, ld, T(0), p, seq});
-      for (int i = 0; i < seq; ++i) {
-        T* row = p + (int64_t)i * seq;
-        T mx = row[0];
-        for (int j = 1; j <= i; ++j) mx = std::max(mx, row[j]);
-        double sum = 0;
-        for (int j = 0; j <= i; ++j) {
-          row[j] = std::exp(row[j] - mx);
-          sum += row[j];
-        }
-        T inv = static_cast<T>(1.0 / sum);
-        for (int j = 0; j <= i; ++j) row[j] *= inv;
-        for (int j = i + 1; j < seq; ++j) row[j] = 0;
-      }
-      cpu::gemm(GemmArgs<T>{false, false, seq, head_dim, seq, T(1), p, seq, q + 2 * d, ld, T(0),
-                            out + (int64_t)b * seq * d + h * head_dim, d});
+      const int b = bh / n_heads, h = bh % n_heads;
+      const int64_t d = (int64_t)n_heads * head_dim;
+      causal_attention_head(out_ptr.get() + b * seq * d + h * head_dim, probs + (int64_t)bh * seq * seq,
+                            qkv_ptr.get() + b * seq * 3 * d + h * head_dim, 0, seq, n_heads, head_dim);
+    }
+  }
+  void attention_queries(Ptr<T> out_ptr, Ptr<const T> qkv_ptr, int first, int n, int n_heads,
+                         int head_dim) override {
+    if (out_ptr.is_bf16() || qkv_ptr.is_bf16()) {
+      std::vector<T> o, q;
+      const int64_t d = (int64_t)n_heads * head_dim;
+      attention_queries(widened(out_ptr, n * d, o), widened(qkv_ptr, (first + n) * 3 * d, q), first, n, n_heads,
+                        head_dim);
+      return narrow(out_ptr, o);
+    }
+#pragma omp parallel for schedule(static)
+    for (int h = 0; h < n_heads; ++h) {
+      std::vector<T> probs((size_t)n * (first + n));
+      causal_attention_head(out_ptr.get() + h * head_dim, probs.data(), qkv_ptr.get() + h * head_dim, first, n,
+                            n_heads, head_dim);
     }
   }
 
@@ -489,28 +515,26 @@ class CpuBackend final : public Backend<T> {
   }
 
  private:
-  // cos|sin per position, angles in double (docs/model.md, Network), cached per shape.
-  const std::vector<T>& rope_table(int seq, int head_dim, double theta) {
+  // cos|sin of positions [0, positions) at least (backend/rope_table.h), cached per (head_dim, theta);
+  // a longer need adds a longer table (the older stay: calls may still read them).
+  const std::vector<T>& rope_table(int positions, int head_dim, double theta) {
     std::lock_guard<std::mutex> lock(mu_);
-    auto key = std::make_tuple(seq, head_dim, theta);
-    for (auto& e : rope_cache_)
-      if (e.first == key) return e.second;
-    std::vector<T> cs((size_t)seq * head_dim);
-    int half = head_dim / 2;
-    for (int pos = 0; pos < seq; ++pos)
-      for (int i = 0; i < half; ++i) {
-        double angle = pos * std::pow(theta, -2.0 * i / head_dim);
-        cs[(size_t)pos * head_dim + i] = static_cast<T>(std::cos(angle));
-        cs[(size_t)pos * head_dim + half + i] = static_cast<T>(std::sin(angle));
+    const auto key = std::make_pair(head_dim, theta);
+    int cached = 0;
+    for (auto it = rope_cache_.rbegin(); it != rope_cache_.rend(); ++it)  // the newest of a key is its longest
+      if (it->first == key) {
+        if (it->second.size() >= (size_t)positions * head_dim) return it->second;
+        cached = static_cast<int>(it->second.size() / head_dim);
+        break;
       }
-    rope_cache_.emplace_back(key, std::move(cs));
+    rope_cache_.emplace_back(key, rope_cos_sin<T>(rope_table_length(positions, cached), head_dim, theta));
     return rope_cache_.back().second;
   }
 
   std::mutex mu_;
   AllocTracker allocs_;
   const bool bf16_storage_;
-  std::deque<std::pair<std::tuple<int, int, double>, std::vector<T>>> rope_cache_;  // stable references
+  std::deque<std::pair<std::pair<int, double>, std::vector<T>>> rope_cache_;  // stable references
 };
 
 }  // namespace

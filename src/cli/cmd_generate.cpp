@@ -7,6 +7,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "io/checkpoint.h"
+#include "model/generator.h"
 #include "train/engine.h"
 #include "util/check.h"
 #include "util/rng.h"
@@ -37,7 +38,11 @@ namespace {
 const char* kUsage =
     "usage: dsmoe generate --checkpoint CK --prompt TEXT [--max-new-tokens 200]\n"
     "                      [--temperature 0.8] [--top-k 40] [--seed 1] [--backend auto|cpu|cuda]\n"
-    "Continues TEXT (byte-level tokens) with samples from the model; temperature 0 is greedy.\n";
+    "Continues TEXT (byte-level tokens) with samples from the model; temperature 0 is greedy.\n"
+    "The model sees the last seq_len tokens (docs/model.md, Generation). A KV cache runs the prompt\n"
+    "at once, then each new token's position alone while the text fits in seq_len. Past it the\n"
+    "window slides by a token each time, which moves every token to another position (another\n"
+    "RoPE rotation), so each new token runs the whole window again, as fast as without a cache.\n";
 
 int run(const Args& args) {
   const std::string ck = args.get("checkpoint");
@@ -59,19 +64,14 @@ int run(const Args& args) {
   model.params_from_host(st.params);
   model.set_bias(st.bias);
 
-  const int T = cfg.model.seq_len, V = cfg.model.vocab_size;
+  const int V = cfg.model.vocab_size;
   std::vector<int32_t> context(prompt.begin(), prompt.end());
   for (auto& t : context) t = static_cast<uint8_t>(t);
   std::fputs(prompt.c_str(), stdout);
-  std::vector<int32_t> window(T);
+  Generator generator(model);
   for (int64_t i = 0; i < max_new; ++i) {
-    // The last T tokens, padded after the end; causal attention keeps padding out of them.
-    const int n = static_cast<int>(std::min<size_t>(context.size(), T));
-    std::fill(window.begin(), window.end(), 0);
-    std::copy(context.end() - n, context.end(), window.begin());
-    model.forward(window.data(), nullptr, 1, ForwardOpts{});
-    std::vector<float> logits = model.logits_to_host();
-    const int next = sample(logits.data() + (int64_t)(n - 1) * V, V, temperature, top_k, rng);
+    const std::vector<float> logits = generator.next_logits(context);
+    const int next = sample(logits.data(), V, temperature, top_k, rng);
     context.push_back(next);
     std::fputc(next < 256 ? next : '?', stdout);
     std::fflush(stdout);

@@ -165,36 +165,22 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
   const int S = m.seq_len, d = m.d_model, H = m.n_heads, hd = d / H, V = m.vocab_size;
   const int R = n_seqs * S;
   n_seqs_ = n_seqs;
+  cached_positions_ = 0;  // the rows below are rewritten
   loss_scale_ = opts.loss_scale;
   const int64_t tokens_global = opts.tokens_global > 0 ? opts.tokens_global : R;
   be_.copy_bytes_to_device(tokens_.data(), tokens, (size_t)R * sizeof(int32_t));
 
-  be_.embedding_forward(acts_[0].x, tokens_, p("tok_embedding"), R, d);
-  ForwardResult res;
-  int moe_index = 0;
+  embed(0, R);
   for (int l = 0; l < m.n_layers; ++l) {
     LayerActs& a = acts_[l];
-    const std::string pre = layer_prefix(l);
-    T* next = l + 1 < m.n_layers ? acts_[l + 1].x.data() : xs_final_.data();
-    be_.rmsnorm_forward(ln1_, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
-    linear_forward<T>(be_, a.qkv, ln1_, p(pre + "attn/wq"), R, d, 3 * d);
-    be_.rope(a.qkv, n_seqs, S, H, hd, m.rope_theta, false);
+    attention_input(l, 0, R);
+    be_.rope(a.qkv, n_seqs, S, H, hd, m.rope_theta, false, 0);
     be_.attention_forward(a.att, a.att_saved, a.qkv, n_seqs, S, H, hd);
-    linear_forward<T>(be_, a.h, a.att, p(pre + "attn/wo"), R, d, d, /*residual=*/a.x);
-    ffn_norm(l);
-    if (cfg_.is_moe_layer(l)) {
-      RouteContext ctx{tokens_global, opts.token_offset, opts.training, hash_key(opts.noise_key, l)};
-      MoeLayer<T>& moe = *moe_[moe_index];
-      moe.forward(next, ln2_, ffn_input(), R, moe_params(l, false), ctx, a.h);
-      moe_index++;
-    } else {
-      SwiGluWeights<T> w{gate_up(pre + "ffn/", false), p(pre + "ffn/w_down"), nullptr, nullptr, d, m.dense_hidden};
-      swiglu_experts_forward<T>(be_, w, {{0, R}}, ffn_input(), nullptr, a.ffn_gu, a.ffn_act, next, a.h);
-    }
+    attention_output(l, 0, R);
+    ffn(l, 0, R, RouteContext{tokens_global, opts.token_offset, opts.training, hash_key(opts.noise_key, l), {}});
   }
-  be_.rmsnorm_forward(ln_f_, rstd_f_, xs_final_, p("final_norm"), R, d, m.norm_eps);
-  T* head = m.tie_embeddings ? p("tok_embedding") : p("lm_head");
-  linear_forward<T>(be_, logits_, ln_f_, head, R, d, V);
+  head(0, R);
+  ForwardResult res;
   if (targets) {
     be_.copy_bytes_to_device(targets_.data(), targets, (size_t)R * sizeof(int32_t));
     ce_scale_ = opts.loss_scale / static_cast<double>(tokens_global);
@@ -225,16 +211,121 @@ void Model<T>::update_bias(const std::vector<double>& load, double rate) {
   for (size_t i = 0; i < moe_.size(); ++i) moe_[i]->router().update_bias(load.data() + i * N, rate);
 }
 
+// A new token (n = 1) is one row of every activation: [1, d] through the norms and products, its
+// q, k, v [1, 3d] appended to the cached rows [first, 3d] of qkv, its attention [1, d] over all
+// of them, one token through the router and its experts, and its logits [1, V].
+template <typename T>
+void Model<T>::forward_positions(const int32_t* tokens, int first, int n) {
+  const auto& m = cfg_.model;
+  const int S = m.seq_len, d = m.d_model, H = m.n_heads, hd = d / H;
+  DSMOE_ASSERT(n > 0 && first + n <= S && (first == 0 || first == cached_positions_));
+  if (first == 0) position_selections_.assign(moe_.size(), std::vector<int64_t>(cfg_.moe.n_routed, 0));
+  n_seqs_ = 1;
+  be_.copy_bytes_to_device(tokens_.data() + first, tokens, (size_t)n * sizeof(int32_t));
+
+  embed(first, n);
+  for (int l = 0; l < m.n_layers; ++l) {
+    LayerActs& a = acts_[l];
+    attention_input(l, first, n);
+    be_.rope(a.qkv.ptr() + (int64_t)first * 3 * d, 1, n, H, hd, m.rope_theta, false, first);
+    be_.attention_queries(a.att.ptr() + (int64_t)first * d, a.qkv, first, n, H, hd);
+    attention_output(l, first, n);
+    // Capacity as in a forward of the whole sequence (seq_len tokens), after the cached positions.
+    RouteContext ctx{S, first, false, 0, {}};
+    const int moe_index = cfg_.is_moe_layer(l) ? moe_index_of(l) : -1;
+    if (moe_index >= 0) ctx.earlier_selections = position_selections_[moe_index];
+    ffn(l, first, n, ctx);
+    if (moe_index >= 0 && cfg_.moe.capacity_factor > 0) {  // (the counts come to the host only for capacity)
+      const std::vector<double>& load = routing(moe_index).load;  // this call's selections
+      for (size_t i = 0; i < load.size(); ++i) position_selections_[moe_index][i] += static_cast<int64_t>(load[i]);
+    }
+  }
+  head(first, n);
+  cached_positions_ = first + n;
+}
+
+// The parts of the forward that act on each position alone, on rows [first, first + rows).
+
+template <typename T>
+void Model<T>::embed(int first, int rows) {
+  const int d = cfg_.model.d_model;
+  be_.embedding_forward(acts_[0].x.data() + (int64_t)first * d, tokens_.data() + first, p("tok_embedding"), rows, d);
+}
+
+// qkv = RMSNorm(x) Wqkv^T, before RoPE.
+template <typename T>
+void Model<T>::attention_input(int l, int first, int rows) {
+  const auto& m = cfg_.model;
+  const int d = m.d_model;
+  const int64_t at = (int64_t)first * d;
+  LayerActs& a = acts_[l];
+  const std::string pre = layer_prefix(l);
+  be_.rmsnorm_forward(ln1_.ptr() + at, a.rstd1.data() + first, a.x.data() + at, p(pre + "attn_norm"), rows, d,
+                      m.norm_eps);
+  linear_forward<T>(be_, a.qkv.ptr() + 3 * at, ln1_.ptr() + at, p(pre + "attn/wq"), rows, d, 3 * d);
+}
+
+// h = x + att Wo^T
+template <typename T>
+void Model<T>::attention_output(int l, int first, int rows) {
+  const int d = cfg_.model.d_model;
+  const int64_t at = (int64_t)first * d;
+  LayerActs& a = acts_[l];
+  linear_forward<T>(be_, a.h.data() + at, a.att.ptr() + at, p(layer_prefix(l) + "attn/wo"), rows, d, d,
+                    /*residual=*/a.x.data() + at);
+}
+
+// The layer's output (the next layer's x, or the final norm's input) = h + FFN(RMSNorm(h)).
+template <typename T>
+void Model<T>::ffn(int l, int first, int rows, const RouteContext& ctx) {
+  const auto& m = cfg_.model;
+  const int d = m.d_model;
+  const int64_t at = (int64_t)first * d;
+  LayerActs& a = acts_[l];
+  T* out = (l + 1 < m.n_layers ? acts_[l + 1].x.data() : xs_final_.data()) + at;
+  ffn_norm(l, first, rows);
+  if (cfg_.is_moe_layer(l)) {
+    moe_[moe_index_of(l)]->forward(out, ln2_.data() + at, ffn_input() + at, rows, moe_params(l, false), ctx,
+                                   a.h.data() + at);
+  } else {
+    const int h = m.dense_hidden;
+    const std::string pre = layer_prefix(l);
+    SwiGluWeights<T> w{gate_up(pre + "ffn/", false), p(pre + "ffn/w_down"), nullptr, nullptr, d, h};
+    swiglu_experts_forward<T>(be_, w, {{0, rows}}, ffn_input() + at, nullptr,
+                              a.ffn_gu.ptr() + (int64_t)first * 2 * h, a.ffn_act.ptr() + (int64_t)first * h, out,
+                              a.h.data() + at);
+  }
+}
+
+// logits = RMSNorm(x; final_norm) head^T
+template <typename T>
+void Model<T>::head(int first, int rows) {
+  const auto& m = cfg_.model;
+  const int d = m.d_model, V = m.vocab_size;
+  const int64_t at = (int64_t)first * d;
+  be_.rmsnorm_forward(ln_f_.ptr() + at, rstd_f_.data() + first, xs_final_.data() + at, p("final_norm"), rows, d,
+                      m.norm_eps);
+  T* w = m.tie_embeddings ? p("tok_embedding") : p("lm_head");
+  linear_forward<T>(be_, logits_.data() + (int64_t)first * V, ln_f_.ptr() + at, w, rows, d, V);
+}
+
+template <typename T>
+int Model<T>::moe_index_of(int layer) const {
+  return static_cast<int>(std::lower_bound(moe_layer_ids_.begin(), moe_layer_ids_.end(), layer) -
+                          moe_layer_ids_.begin());
+}
+
 // A MoE layer's router reads the FFN norm's output in fp32, the products a bf16 copy (where
 // activations are stored so); a dense layer needs only the latter.
 template <typename T>
-void Model<T>::ffn_norm(int l) {
-  const auto& m = cfg_.model;
-  const int R = n_seqs_ * m.seq_len, d = m.d_model;
-  LayerActs& a = acts_[l];
-  const T* w = p(layer_prefix(l) + "ffn_norm");
-  if (cfg_.is_moe_layer(l)) be_.rmsnorm_forward(ln2_, a.rstd2, a.h, w, R, d, m.norm_eps);
-  if (!cfg_.is_moe_layer(l) || be_.bf16_storage()) be_.rmsnorm_forward(ffn_input(), a.rstd2, a.h, w, R, d, m.norm_eps);
+void Model<T>::ffn_norm(int l, int first, int rows) {
+  const int d = cfg_.model.d_model;
+  const double eps = cfg_.model.norm_eps;
+  const int64_t at = (int64_t)first * d;
+  const T *h = acts_[l].h.data() + at, *w = p(layer_prefix(l) + "ffn_norm");
+  T* rstd = acts_[l].rstd2.data() + first;
+  if (cfg_.is_moe_layer(l)) be_.rmsnorm_forward(ln2_.data() + at, rstd, h, w, rows, d, eps);
+  if (!cfg_.is_moe_layer(l) || be_.bf16_storage()) be_.rmsnorm_forward(ffn_input() + at, rstd, h, w, rows, d, eps);
 }
 
 template <typename T>
@@ -277,7 +368,7 @@ void Model<T>::backward(const std::function<void(int stage)>& stage_done) {
     const std::string pre = layer_prefix(l);
     // dx_ = dL/d(layer output): the FFN's output gradient, and dL/dh's part through the residual,
     // to which the FFN path's is added in place (and then the same for dL/dx): no copies.
-    ffn_norm(l);  // the forward's values again (rstd rewritten)
+    ffn_norm(l, 0, R);  // the forward's values again (rstd rewritten)
     if (cfg_.is_moe_layer(l)) {
       --moe_index;
       moe_[moe_index]->backward(dtmp_, dx_, moe_params(l, false), moe_params(l, true), loss_scale_, wb);
@@ -293,7 +384,7 @@ void Model<T>::backward(const std::function<void(int stage)>& stage_done) {
     linear_backward_input<T>(be_, dtmp_, dx_, p(pre + "attn/wo"), R, d, d, T(0));
     linear_backward_weight<T>(be_, g(pre + "attn/wo"), dx_, a.att, R, d, d, wb);
     be_.attention_backward(dqkv_, att_scratch_, dtmp_, a.qkv, a.att, a.att_saved, n_seqs_, S, H, hd);
-    be_.rope(dqkv_, n_seqs_, S, H, hd, m.rope_theta, true);
+    be_.rope(dqkv_, n_seqs_, S, H, hd, m.rope_theta, true, 0);
     linear_backward_input<T>(be_, dtmp_, dqkv_, p(pre + "attn/wq"), R, d, 3 * d, T(0));
     be_.rmsnorm_forward(ln1_, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);
     linear_backward_weight<T>(be_, g(pre + "attn/wq"), dqkv_, ln1_, R, d, 3 * d, wb);
@@ -306,8 +397,9 @@ void Model<T>::backward(const std::function<void(int stage)>& stage_done) {
 }
 
 template <typename T>
-std::vector<T> Model<T>::logits_to_host() {
-  return to_host(be_, logits_.data(), (int64_t)n_seqs_ * cfg_.model.seq_len * cfg_.model.vocab_size);
+std::vector<T> Model<T>::logits_row_to_host(int row) {
+  const int V = cfg_.model.vocab_size;
+  return to_host(be_, logits_.data() + (int64_t)row * V, V);
 }
 
 template class Model<float>;

@@ -73,8 +73,17 @@ class Model {
   // The tensors whose gradients the backward finishes, by stage in the order it finishes them:
   // the head (final_norm, an untied lm_head), each layer from the last, the embedding.
   std::vector<std::vector<std::string>> backward_stages() const;
-  // Logits [n_seqs * seq_len, V] of the last forward without targets.
-  std::vector<T> logits_to_host();
+  // Generation with a KV cache (docs/model.md, Generation): positions [first, first + n) of one
+  // sequence `tokens` [n], computed as forward() computes them (no router noise) over the
+  // positions before them that earlier calls cached: every layer's keys and values (the rows of
+  // its qkv activation) and, with capacity, how often each expert was selected (capacity counts
+  // the whole sequence, seq_len tokens, in position order). first = 0 starts a sequence, any
+  // other first must be where the last call ended; a forward() in between clears the cache. No
+  // backward follows.
+  void forward_positions(const int32_t* tokens, int first, int n);
+  // Logits [V] of row `row` (sequence row / seq_len, position row % seq_len) of the last forward
+  // without targets, or of the last forward_positions' sequence.
+  std::vector<T> logits_row_to_host(int row);
 
  private:
   struct LayerActs {  // what one layer keeps for its backward
@@ -86,6 +95,15 @@ class Model {
   T* g(const std::string& name) { return grads_.data() + table_.get(name).offset; }
   T* gate_up(const std::string& prefix, bool grads);
   MoeParams<T> moe_params(int layer, bool grads);
+  int moe_index_of(int layer) const;  // its index in moe_layer_ids_
+  // The forward's parts that act on each position alone, on rows [first, first + rows): the
+  // embedding, the attention's input (qkv before RoPE) and output (h), the FFN (the layer's
+  // output), and the head (logits).
+  void embed(int first, int rows);
+  void attention_input(int l, int first, int rows);
+  void attention_output(int l, int first, int rows);
+  void ffn(int l, int first, int rows, const RouteContext& ctx);
+  void head(int first, int rows);
 
   Config cfg_;
   Backend<T>& be_;
@@ -99,6 +117,9 @@ class Model {
   std::vector<std::unique_ptr<MoeLayer<T>>> moe_;  // indexed like moe_layer_ids_
   std::vector<LayerActs> acts_;
   int max_seqs_, n_seqs_ = 0;
+  int cached_positions_ = 0;  // forward_positions' sequence: positions 0 .. cached_positions_ - 1
+  // With capacity: per MoE layer, the selections [N] of each expert by the cached positions.
+  std::vector<std::vector<int64_t>> position_selections_;
   double loss_scale_ = 1, ce_scale_ = 0;
   Buf<int32_t> tokens_, targets_;
   Buf<T> xs_final_, rstd_f_, logits_, losses_;
@@ -111,8 +132,9 @@ class Model {
   Buf<T> ln2_;
   ActBuf<T> ln2_low_;
   Ptr<T> ffn_input() { return be_.bf16_storage() ? ln2_low_.ptr() : Ptr<T>(ln2_.data()); }
-  // Both, as the FFN of layer l reads them (the same kernel and inputs as the forward's).
-  void ffn_norm(int l);
+  // Both, as the FFN of layer l reads them (the same kernel and inputs as the forward's), for rows
+  // [first, first + rows).
+  void ffn_norm(int l, int first, int rows);
   Buf<T> dx_, dtmp_, att_scratch_;
   ActBuf<T> dqkv_;
 };

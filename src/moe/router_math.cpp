@@ -90,6 +90,7 @@ void add_up_statistics(const RouterSpec& spec, const RouteContext& ctx, std::vec
     const int64_t cap = static_cast<int64_t>(std::ceil(spec.capacity_factor * ctx.tokens_global * K / N));
     std::vector<int64_t> seen(totals.begin(), totals.begin() + N);
     comm.exscan_sum(seen.data(), N);  // selections of each expert on earlier ranks
+    for (size_t i = 0; i < ctx.earlier_selections.size(); ++i) seen[i] += ctx.earlier_selections[i];
     for (int64_t p = 0; p < pairs; ++p)
       if (seen[r.sel[p]]++ >= cap) {
         r.kept[p] = 0;

@@ -36,6 +36,10 @@ struct RouteContext {
   int64_t token_offset = 0;     // global index of this rank's first token
   bool training = false;        // router noise only in training
   uint64_t noise_key = 0;       // hash of (seed, step, micro-batch, layer)
+  // Selections [N] of each expert by tokens of the micro-batch before this rank's that no rank
+  // routes now (generation with a KV cache: the cached positions), which capacity counts first;
+  // empty: none.
+  std::vector<int64_t> earlier_selections;
 };
 
 // The statistics' spec of one micro-batch (chunks are the sequences with the sequence-wise loss).
@@ -78,8 +82,8 @@ void route_statistics(const RouterSpec& spec, const RouteContext& ctx, Routing<T
 
 // This rank's totals [W + 1] -> the global micro-batch's, in place, after capacity dropping
 // (each expert keeps the first C tokens of the global micro-batch in token order: reads this
-// rank's counts, the first N totals, and r.sel; sets r.kept and zeroes the dropped gates of
-// r.gate); r.dropped gets the global number of dropped pairs.
+// rank's counts, the first N totals, ctx.earlier_selections and r.sel; sets r.kept and zeroes
+// the dropped gates of r.gate); r.dropped gets the global number of dropped pairs.
 template <typename T>
 void add_up_statistics(const RouterSpec& spec, const RouteContext& ctx, std::vector<double>& totals, Routing<T>& r,
                        Comm& comm);
