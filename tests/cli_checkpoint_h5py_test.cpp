@@ -39,11 +39,15 @@ struct Runs {
   std::string corpus = dir.file("corpus.txt");
   Runs() { test::write_file(corpus, test::make_corpus(400, 3)); }
   std::string out(const std::string& name) const { return dir.file(name); }
-  // `dsmoe train` of the tiny config into out(name) for 3 steps; the losses of its steps.
-  std::vector<double> train(const std::string& name) const {
+  // `dsmoe train` of the tiny config into out(name) for 3 steps.
+  test::RunResult train(const std::string& name) const {
     const std::string cfg = dir.file(name + ".yaml");
     test::write_file(cfg, test::tiny_yaml(corpus, out(name)));
-    const test::RunResult r = test::run_dsmoe(cat("train ", cfg, " --set train.steps=3 --set train.eval_every=0"));
+    return test::run_dsmoe(cat("train ", cfg, " --set train.steps=3 --set train.eval_every=0"));
+  }
+  // The losses of the steps of train(name).
+  std::vector<double> losses(const std::string& name) const {
+    const test::RunResult r = train(name);
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return test::read_series(out(name) + "/metrics.h5", "train/loss");
   }
@@ -103,10 +107,10 @@ TEST(CheckpointH5py, Step0WrittenByH5pyResumesEvaluatesAndGeneratesLikeDsmoes) {
   ASSERT_EQ(gen_theirs.exit_code, 0) << gen_theirs.output;
   EXPECT_EQ(gen_theirs.output, gen_ours.output);
 
-  const std::vector<double> from_ours = runs.train("ours"), from_theirs = runs.train("h5py");
+  const std::vector<double> from_ours = runs.losses("ours"), from_theirs = runs.losses("h5py");
   EXPECT_EQ(from_theirs.size(), 3u);
   EXPECT_EQ(from_theirs, from_ours);  // bit-identical: the same weights, moments zero
-  EXPECT_EQ(runs.train("fresh"), from_ours);  // and they are the freshly initialized model's
+  EXPECT_EQ(runs.losses("fresh"), from_ours);  // and they are the freshly initialized model's
 }
 
 // A damaged file of superblock version 0: HDF5 parses its metadata without checksums.
@@ -126,6 +130,12 @@ TEST(CheckpointH5py, DamagedVersion0FilesAreRefusedNamingThemWithExitStatus1) {
       EXPECT_THAT(r.output, HasSubstr(damaged + ": ")) << command;
     }
   }
+  const std::string resumed = runs.out("damaged") + "/checkpoint.h5";
+  fs::create_directories(runs.out("damaged"));
+  fs::copy_file(flipped, resumed);
+  const test::RunResult r = runs.train("damaged");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("cannot resume from " + resumed + ": " + resumed + ": "));
 }
 
 }  // namespace

@@ -238,10 +238,7 @@ CheckpointState read_state(hid_t file, const ParamTable& table, const std::vecto
   return s;
 }
 
-// The probe's task (util/isolated.h): in a child process, what read_checkpoint_meta (args =
-// {path}) or read_checkpoint (args = probe_args) makes HDF5 parse, without the plain tensors'
-// bytes (read_state with probe).
-constexpr const char* kProbeTask = "checkpoint-probe";
+constexpr const char* kProbeTask = "checkpoint-probe";  // util/isolated.h
 
 // One tensor as probe_args give it: "<name> <expert_first> <global_dim0> <dims...>".
 std::string tensor_arg(const TensorInfo& t) {
@@ -277,6 +274,8 @@ ParamTable probe_table(std::vector<std::string>::const_iterator first,
   return table;
 }
 
+// The probe, in a child process: what read_checkpoint_meta (args = {path}) or read_checkpoint
+// (args = probe_args) make HDF5 parse, without the plain tensors' bytes (read_state probing).
 void probe(const std::vector<std::string>& args) {
   h5::silence_errors();
   h5::Handle file = open_checkpoint(args.at(0));
@@ -305,10 +304,10 @@ double probe_seconds() {
   return s;
 }
 
-// read() of `path` after checking it before HDF5 parses it (check_before_hdf5) and probing it
-// what read() reads in a child process (probe_request: the probe's args): HDF5's parsers of metadata
-// without checksums (superblock 0 and 1, what h5py writes by default; the global heap of any
-// version) crash or loop on some damaged files, which must end in an error here, not take this
+// read() of `path`, after checking the file before HDF5 parses it (check_before_hdf5) and probing
+// what read() reads in a child process (probe_request: the probe's args). HDF5's parsers of
+// metadata without checksums (superblock 0 and 1, what h5py writes by default; the global heap of
+// any version) crash or loop on some damaged files: that must end in an error here, not take this
 // process down. Errors name the file.
 template <typename F>
 auto load(const std::string& path, const std::vector<std::string>& probe_request, F read) {
