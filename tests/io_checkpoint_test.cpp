@@ -473,7 +473,7 @@ TEST(Checkpoint, Version0FilesLoadAndDamagedOnesAreRefused) {
   const std::string fuzz = DSMOE_SOURCE_DIR "/tests/fuzz/";
   const std::string good = fuzz + "corpus/checkpoint/good.h5", step0 = fuzz + "corpus/checkpoint/h5py_step0.h5";
   const std::string crash = fuzz + "regressions/checkpoint/hdf5-v0-global-heap-index-crash.h5";
-  const std::string loop = fuzz + "regressions/checkpoint/hdf5-v0-attribute-type-loop.h5";
+  const std::string hang = fuzz + "regressions/checkpoint/hdf5-v0-attribute-type-hang.h5";
   const ParamTable table = small_checkpoint_table();
   ASSERT_EQ(read_file(step0).at(8), 0);
   const CheckpointState want = read_checkpoint(good, table, {1}, 4);
@@ -486,14 +486,15 @@ TEST(Checkpoint, Version0FilesLoadAndDamagedOnesAreRefused) {
   EXPECT_EQ(s.meta.config_yaml, want.meta.config_yaml);
   for (double last_step : {s.meta.loss, s.meta.aux_loss, s.meta.lr, s.meta.grad_norm}) EXPECT_EQ(last_step, 0.0);
 
+  ASSERT_TRUE(std::filesystem::exists(crash) && std::filesystem::exists(hang));
   const std::string crashed = read(crash, table);
   EXPECT_EQ(crashed.rfind(crash + ": ", 0), 0u) << crashed;
   ASSERT_EQ(setenv("DSMOE_CHECKPOINT_PROBE_SECONDS", "0.5", 1), 0);
-  const std::string looped = read(loop, table);
+  const std::string hung = read(hang, table);
   ASSERT_EQ(setenv("DSMOE_CHECKPOINT_PROBE_SECONDS", "soon", 1), 0);
   const std::string bad_setting = read(step0, table);
   unsetenv("DSMOE_CHECKPOINT_PROBE_SECONDS");
-  EXPECT_EQ(looped.rfind(loop + ": ", 0), 0u) << looped;
+  EXPECT_EQ(hung.rfind(hang + ": ", 0), 0u) << hung;
   EXPECT_EQ(bad_setting, step0 + ": DSMOE_CHECKPOINT_PROBE_SECONDS=soon is not a positive number of seconds");
 }
 

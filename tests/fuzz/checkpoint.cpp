@@ -15,8 +15,8 @@
 // Found so far (tests/fuzz/regressions/checkpoint/): HDF5 1.10 loops forever on a global heap
 // with a free-space object of size 0 (refused before HDF5 opens the file), leaks memory when it
 // refuses a damaged object header (an HDF5 bug, suppressed in scripts/lsan.supp), and, in
-// superblock 0 files, crashes on an out-of-range global heap index and loops on a damaged
-// attribute type (both refused by the probe).
+// superblock 0 files, crashes on an out-of-range global heap index and does not finish reading
+// an attribute whose datatype is damaged (both refused by the probe).
 #include <cstdlib>
 
 #include "checkpoint_table.h"
