@@ -417,7 +417,7 @@ TEST(Checkpoint, DiskFullHookFailsTheWriteOfThatStep) {
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
 }
 
-// Before HDF5 parses a file: regular, with the signature, superblock version 2 or later.
+// Before HDF5 parses a file: regular, with the signature; any superblock version.
 TEST(Checkpoint, RefusedBeforeHdf5ParsesIt) {
   TempDir dir;
   ParamTable table = small_checkpoint_table();
@@ -428,13 +428,12 @@ TEST(Checkpoint, RefusedBeforeHdf5ParsesIt) {
   EXPECT_EQ(read(folder, table), folder + ": cannot open checkpoint (missing or not an HDF5 file)");
   hid_t f = H5Fcreate(v0.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);  // HDF5's default: superblock 0
   H5Fclose(f);
-  EXPECT_EQ(read(v0, table), v0 + ": not a dsmoe checkpoint (HDF5 superblock version 0; dsmoe writes "
-                                  "version 2 or later, whose metadata carries checksums)");
+  EXPECT_EQ(read(v0, table), v0 + ": not a dsmoe checkpoint");  // read, and no format attribute
   const std::string good = dir.file("good.h5");
   write_checkpoint(good, table, random_state(table, {1}, 4));
   std::string bytes = read_file(good);
   ASSERT_GE(bytes.size(), 9u);
-  EXPECT_GE(static_cast<unsigned char>(bytes[8]), 2);  // what dsmoe writes passes the check
+  EXPECT_GE(static_cast<unsigned char>(bytes[8]), 2);  // dsmoe writes checksummed metadata
   bytes[20] ^= 0x40;  // inside the superblock: its checksum no longer matches
   const std::string flipped = dir.file("flipped.h5");
   test::write_file(flipped, bytes);
@@ -464,6 +463,39 @@ TEST(Checkpoint, RefusedBeforeHdf5ParsesIt) {
                                                    "strings) at byte ", gcol, " holds a free-space object of size 0"));
   err = read(past_path, table);
   EXPECT_EQ(err.rfind(cat(past_path, ": damaged checkpoint: the global heap"), 0), 0u) << err;
+}
+
+// Superblock version 0 (h5py's default; the seeds and regressions of the checkpoint fuzzer):
+// the h5py copy of good.h5 at step 0 without the optional objects loads with its tensors, zero
+// moments and last-step attributes 0; files whose damage crashes or hangs HDF5 1.10 when it
+// parses them are refused, naming the file, and this process goes on.
+TEST(Checkpoint, Version0FilesLoadAndDamagedOnesAreRefused) {
+  const std::string fuzz = DSMOE_SOURCE_DIR "/tests/fuzz/";
+  const std::string good = fuzz + "corpus/checkpoint/good.h5", step0 = fuzz + "corpus/checkpoint/h5py_step0.h5";
+  const std::string crash = fuzz + "regressions/checkpoint/hdf5-v0-global-heap-index-crash.h5";
+  const std::string hang = fuzz + "regressions/checkpoint/hdf5-v0-attribute-type-hang.h5";
+  const ParamTable table = small_checkpoint_table();
+  ASSERT_EQ(read_file(step0).at(8), 0);
+  const CheckpointState want = read_checkpoint(good, table, {1}, 4);
+  const CheckpointState s = read_checkpoint(step0, table, {1}, 4);
+  EXPECT_TRUE(bits_equal(s.params, want.params));
+  EXPECT_EQ(s.m, std::vector<float>(static_cast<size_t>(table.size()), 0.0f));
+  EXPECT_EQ(s.v, s.m);
+  EXPECT_EQ(s.optimizer_step, 0);
+  EXPECT_EQ(s.bias.at(0), std::vector<float>(4, 0.0f));
+  EXPECT_EQ(s.meta.config_yaml, want.meta.config_yaml);
+  for (double last_step : {s.meta.loss, s.meta.aux_loss, s.meta.lr, s.meta.grad_norm}) EXPECT_EQ(last_step, 0.0);
+
+  ASSERT_TRUE(std::filesystem::exists(crash) && std::filesystem::exists(hang));
+  const std::string crashed = read(crash, table);
+  EXPECT_EQ(crashed.rfind(crash + ": ", 0), 0u) << crashed;
+  ASSERT_EQ(setenv("DSMOE_CHECKPOINT_PROBE_SECONDS", "0.5", 1), 0);
+  const std::string hung = read(hang, table);
+  ASSERT_EQ(setenv("DSMOE_CHECKPOINT_PROBE_SECONDS", "soon", 1), 0);
+  const std::string bad_setting = read(step0, table);
+  unsetenv("DSMOE_CHECKPOINT_PROBE_SECONDS");
+  EXPECT_EQ(hung.rfind(hang + ": ", 0), 0u) << hung;
+  EXPECT_EQ(bad_setting, step0 + ": DSMOE_CHECKPOINT_PROBE_SECONDS=soon is not a positive number of seconds");
 }
 
 // keep_checkpoint: checkpoint-<step>.h5 beside the checkpoint, the newest `keep` of them.

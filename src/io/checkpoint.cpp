@@ -8,13 +8,17 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
+#include <sstream>
 
 #include "io/disk_full.h"
 #include "io/h5.h"
 #include "util/check.h"
+#include "util/isolated.h"
 
 namespace dsmoe {
 namespace {
@@ -47,7 +51,9 @@ void write_tensors(hid_t file, const std::string& prefix, const ParamTable& tabl
   }
 }
 
-// Reads this rank's rows of the dataset at `path` after checking its global shape.
+// Reads this rank's rows of the dataset at `path` into dst after checking its global shape.
+// A probe (dst null) reads them only where HDF5 has more to parse than a byte range
+// (h5::plain_float32), and throws them away.
 void read_checked(hid_t file, const std::string& path, const std::vector<int64_t>& want,
                   int64_t row0, const std::vector<int64_t>& block, float* dst) {
   DSMOE_CHECK(h5::exists(file, path), "checkpoint has no tensor ", path);
@@ -55,6 +61,13 @@ void read_checked(hid_t file, const std::string& path, const std::vector<int64_t
   std::vector<int64_t> have = h5::shape(d);
   DSMOE_CHECK(have == want, "tensor ", path, " has shape ", h5::shape_str(have),
               ", the config needs ", h5::shape_str(want));
+  std::vector<float> discarded;
+  if (!dst) {
+    if (h5::plain_float32(d)) return;
+    discarded.resize(static_cast<size_t>(
+        std::accumulate(block.begin(), block.end(), int64_t{1}, std::multiplies<>())));
+    dst = discarded.data();
+  }
   try {
     h5::read_rows(d, H5T_NATIVE_FLOAT, row0, block, dst);
   } catch (const Error& e) {
@@ -62,19 +75,21 @@ void read_checked(hid_t file, const std::string& path, const std::vector<int64_t
   }
 }
 
+// Reads the tensors of `table` under `prefix` into *buf, or probes them (buf null: read_checked).
 void read_tensors(hid_t file, const std::string& prefix, const ParamTable& table,
-                  std::vector<float>& buf) {
-  buf.assign(static_cast<size_t>(table.size()), 0.0f);
+                  std::vector<float>* buf) {
+  if (buf) buf->assign(static_cast<size_t>(table.size()), 0.0f);
   std::vector<float> scratch;  // as in write_tensors
   for (const TensorInfo& t : table.tensors()) {
-    const std::string path = prefix + t.name;
-    if (t.contiguous()) {
-      read_checked(file, path, global_shape(t), t.expert_first, t.shape, buf.data() + t.offset);
-      continue;
+    float* dst = nullptr;
+    if (buf && t.contiguous()) {
+      dst = buf->data() + t.offset;
+    } else if (buf) {
+      scratch.resize(static_cast<size_t>(t.numel));
+      dst = scratch.data();
     }
-    scratch.resize(static_cast<size_t>(t.numel));
-    read_checked(file, path, global_shape(t), t.expert_first, t.shape, scratch.data());
-    set_tensor_elements(t, scratch.data(), buf.data());
+    read_checked(file, prefix + t.name, global_shape(t), t.expert_first, t.shape, dst);
+    if (buf && !t.contiguous()) set_tensor_elements(t, scratch.data(), buf->data());
   }
 }
 
@@ -118,13 +133,19 @@ std::string global_heap_problem(const unsigned char* file, size_t size, size_t a
   return "";
 }
 
+// The size of lengths in the superblock (superblock 0 and 1 keep it 6 bytes after their version,
+// 2 and 3 right after it), 0 when the file is too short to tell.
+unsigned lengths_size(const unsigned char* file, size_t size) {
+  const size_t at = file[8] < 2 ? 14 : 10;
+  return at < size ? file[at] : 0;
+}
+
 // Before HDF5 parses anything: a regular file (not a FIFO that would block) with the HDF5
-// signature at offset 0 and a superblock of version 2 or later, as dsmoe writes them (library
-// version bounds 1.8 and up). From version 2 on, HDF5 verifies the checksums of the superblock
-// and of every object header before it parses them, so damaged metadata is refused instead of
-// being parsed (HDF5's parsers of version 0/1 metadata are not hardened against garbage). The
-// global heap, which has no checksum, is walked here first (global_heap_problem). Reads the
-// whole file once (mapped); loading a checkpoint reads all of it anyway.
+// signature at offset 0, and global heap collections (no checksum in any version of the
+// format) that HDF5 can walk: the one damage known to make HDF5 1.10 loop forever is refused
+// here at once rather than by the probe's timeout (load). Walked where lengths are 8 bytes, as
+// dsmoe and h5py write them. Reads the whole file once (mapped); loading a checkpoint reads all
+// of it anyway.
 void check_before_hdf5(const std::string& path) {
   std::error_code ec;
   DSMOE_CHECK(std::filesystem::is_regular_file(path, ec),
@@ -147,9 +168,7 @@ void check_before_hdf5(const std::string& path) {
   const auto* bytes = static_cast<const unsigned char*>(map);
   DSMOE_CHECK(size >= 9 && std::memcmp(bytes, "\x89HDF\r\n\x1a\n", 8) == 0,
               "cannot open checkpoint (missing or not an HDF5 file)");
-  const int version = bytes[8];
-  DSMOE_CHECK(version >= 2, "not a dsmoe checkpoint (HDF5 superblock version ", version,
-              "; dsmoe writes version 2 or later, whose metadata carries checksums)");
+  if (lengths_size(bytes, size) != 8) return;
   for (const unsigned char* p = bytes; (p = static_cast<const unsigned char*>(
                                             memmem(p, size - (p - bytes), "GCOL", 4))) != nullptr;
        ++p) {
@@ -162,8 +181,6 @@ void check_before_hdf5(const std::string& path) {
 
 // Opens `path` and checks that it is a checkpoint of a supported version.
 h5::Handle open_checkpoint(const std::string& path) {
-  h5::silence_errors();
-  check_before_hdf5(path);
   h5::Handle file = h5::open_file(path, H5F_ACC_RDONLY);
   DSMOE_CHECK(file.valid(), "cannot open checkpoint (missing or not an HDF5 file)");
   bool ours = false;
@@ -177,16 +194,129 @@ h5::Handle open_checkpoint(const std::string& path) {
   return file;
 }
 
+// An optional attribute of the last step taken; 0 where the file has none (written before
+// any step).
+double last_step_attr(hid_t file, const std::string& name) {
+  return h5::has_attr(file, name) ? h5::read_attr_double(file, name) : 0.0;
+}
+
 CheckpointMeta read_meta(hid_t file) {
   CheckpointMeta m;
   m.step = h5::read_attr_int64(file, "step");
   m.tokens_seen = h5::read_attr_int64(file, "tokens_seen");
   m.config_yaml = h5::read_attr_string(file, "config");
-  m.loss = h5::read_attr_double(file, "loss");
-  m.aux_loss = h5::read_attr_double(file, "aux_loss");
-  m.lr = h5::read_attr_double(file, "lr");
-  m.grad_norm = h5::read_attr_double(file, "grad_norm");
+  m.loss = last_step_attr(file, "loss");
+  m.aux_loss = last_step_attr(file, "aux_loss");
+  m.lr = last_step_attr(file, "lr");
+  m.grad_norm = last_step_attr(file, "grad_norm");
   return m;
+}
+
+// The checkpoint in `file`, or, probing, everything HDF5 parses for it with the tensors' values
+// left empty (read_tensors).
+CheckpointState read_state(hid_t file, const ParamTable& table, const std::vector<int>& moe_layers,
+                           int n_routed, bool probe) {
+  auto values = [probe](std::vector<float>& v) { return probe ? nullptr : &v; };
+  CheckpointState s;
+  s.meta = read_meta(file);
+  read_tensors(file, "params/", table, values(s.params));
+  if (h5::exists(file, "optimizer")) {
+    s.optimizer_step = h5::read_attr_int64(h5::open_group(file, "optimizer"), "step");
+    read_tensors(file, "optimizer/m/", table, values(s.m));
+    read_tensors(file, "optimizer/v/", table, values(s.v));
+  } else if (!probe) {
+    s.optimizer_step = s.meta.step;
+    s.m.assign(static_cast<size_t>(table.size()), 0.0f);
+    s.v = s.m;
+  }
+  s.moe_layers = moe_layers;
+  std::vector<int64_t> dims{n_routed};
+  for (int l : moe_layers) {
+    std::vector<float>& b = s.bias.emplace_back(static_cast<size_t>(n_routed), 0.0f);
+    if (h5::exists(file, bias_path(l))) read_checked(file, bias_path(l), dims, 0, dims, b.data());
+  }
+  return s;
+}
+
+constexpr const char* kProbeTask = "checkpoint-probe";  // util/isolated.h
+
+// One tensor as probe_args give it: "<name> <expert_first> <global_dim0> <dims...>".
+std::string tensor_arg(const TensorInfo& t) {
+  std::string arg = cat(t.name, " ", t.expert_first, " ", t.global_dim0);
+  for (int64_t d : t.shape) arg += cat(" ", d);
+  return arg;
+}
+
+// {path, n_routed, the MoE layers ("1,3"), one tensor_arg per tensor of `table`}.
+std::vector<std::string> probe_args(const std::string& path, const ParamTable& table,
+                                    const std::vector<int>& moe_layers, int n_routed) {
+  std::string layers;
+  for (int l : moe_layers) layers += cat(layers.empty() ? "" : ",", l);
+  std::vector<std::string> args{path, std::to_string(n_routed), layers};
+  for (const TensorInfo& t : table.tensors()) args.push_back(tensor_arg(t));
+  return args;
+}
+
+// The table of probe_args' tensors, each a slice of rows of its dataset (what a probe reads of
+// it; how the tensors lie in a buffer does not matter there).
+ParamTable probe_table(std::vector<std::string>::const_iterator first,
+                       std::vector<std::string>::const_iterator last) {
+  ParamTable table;
+  for (; first != last; ++first) {
+    std::istringstream in(*first);
+    std::string name;
+    int64_t expert_first = 0, global_dim0 = 0;
+    std::vector<int64_t> shape;
+    in >> name >> expert_first >> global_dim0;
+    for (int64_t d; in >> d;) shape.push_back(d);
+    table.add(name, shape, true, expert_first, global_dim0);
+  }
+  return table;
+}
+
+// The probe, in a child process: what read_checkpoint_meta (args = {path}) or read_checkpoint
+// (args = probe_args) make HDF5 parse, without the plain tensors' bytes (read_state probing).
+void probe(const std::vector<std::string>& args) {
+  h5::silence_errors();
+  h5::Handle file = open_checkpoint(args.at(0));
+  if (args.size() == 1) {
+    read_meta(file);
+    return;
+  }
+  std::vector<int> moe_layers;
+  std::istringstream layers(args.at(2));
+  for (std::string l; std::getline(layers, l, ',');) moe_layers.push_back(std::stoi(l));
+  read_state(file, probe_table(args.begin() + 3, args.end()), moe_layers, std::stoi(args.at(1)), true);
+}
+
+// This program started as a probe's child runs the probe here, before main, and exits.
+[[maybe_unused]] const bool kProbeChild = serve_isolated(kProbeTask, probe);
+
+// How long the probe may take (DSMOE_CHECKPOINT_PROBE_SECONDS, default 60): it parses the
+// metadata only, milliseconds for a checkpoint on a working file system.
+double probe_seconds() {
+  const char* env = std::getenv("DSMOE_CHECKPOINT_PROBE_SECONDS");
+  if (!env) return 60;
+  char* end = nullptr;
+  const double s = std::strtod(env, &end);
+  DSMOE_CHECK(end != env && *end == '\0' && s > 0, "DSMOE_CHECKPOINT_PROBE_SECONDS=", env,
+              " is not a positive number of seconds");
+  return s;
+}
+
+// read() of `path`, after checking the file before HDF5 parses it (check_before_hdf5) and probing
+// what read() reads in a child process (probe_request: the probe's args). HDF5's parsers of
+// metadata without checksums (superblock 0 and 1, what h5py writes by default; the global heap of
+// any version) crash or loop on some damaged files: that must end in an error here, not take this
+// process down. Errors name the file.
+template <typename F>
+auto load(const std::string& path, const std::vector<std::string>& probe_request, F read) {
+  return naming(path, [&] {
+    check_before_hdf5(path);
+    run_isolated("damaged checkpoint: reading it", probe_seconds(), kProbeTask, probe_request);
+    h5::silence_errors();
+    return read();
+  });
 }
 
 // `path` is the checkpoint's real name (for the DSMOE_DISK_FULL hook); the file written is `tmp`.
@@ -306,32 +436,13 @@ void keep_checkpoint(const std::string& path, int64_t step, int keep) {
 
 CheckpointState read_checkpoint(const std::string& path, const ParamTable& table,
                                 const std::vector<int>& moe_layers, int n_routed) {
-  return naming(path, [&] {
-    h5::Handle file = open_checkpoint(path);
-    CheckpointState s;
-    s.meta = read_meta(file);
-    read_tensors(file, "params/", table, s.params);
-    if (h5::exists(file, "optimizer")) {
-      s.optimizer_step = h5::read_attr_int64(h5::open_group(file, "optimizer"), "step");
-      read_tensors(file, "optimizer/m/", table, s.m);
-      read_tensors(file, "optimizer/v/", table, s.v);
-    } else {
-      s.optimizer_step = s.meta.step;
-      s.m.assign(static_cast<size_t>(table.size()), 0.0f);
-      s.v = s.m;
-    }
-    s.moe_layers = moe_layers;
-    std::vector<int64_t> dims{n_routed};
-    for (int l : moe_layers) {
-      std::vector<float>& b = s.bias.emplace_back(static_cast<size_t>(n_routed), 0.0f);
-      if (h5::exists(file, bias_path(l))) read_checked(file, bias_path(l), dims, 0, dims, b.data());
-    }
-    return s;
+  return load(path, probe_args(path, table, moe_layers, n_routed), [&] {
+    return read_state(open_checkpoint(path), table, moe_layers, n_routed, false);
   });
 }
 
 CheckpointMeta read_checkpoint_meta(const std::string& path) {
-  return naming(path, [&] { return read_meta(open_checkpoint(path)); });
+  return load(path, {path}, [&] { return read_meta(open_checkpoint(path)); });
 }
 
 }  // namespace dsmoe

@@ -14,7 +14,7 @@ struct CheckpointMeta {
   int64_t step = 0;          // optimizer steps taken
   int64_t tokens_seen = 0;
   std::string config_yaml;   // the resolved config
-  double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0;  // of the last step taken
+  double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0;  // of the last step taken (optional: 0)
 };
 
 // What a checkpoint holds for the tensors of `table` (this rank's slices).
@@ -35,6 +35,12 @@ void write_checkpoint(const std::string& path, const ParamTable& table, const Ch
 // and version, and every dataset's shape against the table, throwing an Error that names the
 // file and the tensor (missing, wrong shape) on mismatch. A checkpoint without /optimizer
 // loads with zero moments and optimizer_step = meta.step.
+//
+// Any HDF5 file (superblock 0 and 1, as h5py writes by default, included) is probed in a child
+// process first (this program started again: util/isolated.h), which parses all that the read
+// parses: a damaged file that crashes or hangs HDF5 there is refused with an Error naming it
+// ("damaged checkpoint: reading it crashed (Segmentation fault)"), and this process goes on.
+// So does read_checkpoint_meta.
 CheckpointState read_checkpoint(const std::string& path, const ParamTable& table,
                                 const std::vector<int>& moe_layers, int n_routed);
 

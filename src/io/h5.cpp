@@ -187,6 +187,13 @@ std::vector<int64_t> shape(hid_t dset) {
   return {dims.begin(), dims.end()};
 }
 
+bool plain_float32(hid_t dset) {
+  Handle dcpl = own(H5Dget_create_plist(dset), H5Pclose, "cannot get the properties of a dataset");
+  Handle type = own(H5Dget_type(dset), H5Tclose, "cannot get the type of a dataset");
+  return H5Pget_layout(dcpl) == H5D_CONTIGUOUS && H5Pget_external_count(dcpl) == 0 &&
+         H5Tequal(type, H5T_IEEE_F32LE) > 0;
+}
+
 std::string shape_str(const std::vector<int64_t>& dims) {
   std::string s = "[";
   for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);

@@ -59,6 +59,9 @@ Handle create_dataset(hid_t loc, const std::string& path, hid_t file_type,
                       bool extend_columns = false);
 Handle open_dataset(hid_t loc, const std::string& path);
 std::vector<int64_t> shape(hid_t dset);
+// Whether reading the dataset copies one byte range of its file and nothing more: contiguous
+// storage in that file (no external files), float32 little-endian (no conversion).
+bool plain_float32(hid_t dset);
 std::string shape_str(const std::vector<int64_t>& dims);  // "[64, 32]"
 
 // Rows [row0, row0 + block[0]) of a dataset; block is the shape of the contiguous buffer.
