@@ -1,6 +1,6 @@
 // The shipped experiments plan within their iso-FLOPs tolerance with every solved key at its
-// best value, each CPU experiment has a GPU twin, and the paper's models count within 3 % of
-// the published parameters.
+// best value, each CPU experiment has a GPU twin, the paper's ablations share one recipe with
+// three seeds, and the paper's models count within 3 % of the published parameters.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -70,6 +70,39 @@ TEST(SweepShipped, ExperimentsMeetTheirIsoFlopsTolerance) {
           }
         }
       }
+    }
+  }
+}
+
+// docs/results.md compares these experiments' variants with each other and across files: every run
+// trains the same tokens with the same schedule and evaluates the same tokens, seeds 1-3, and an
+// experiment with an iso-FLOPs reference stays within its tolerance.
+TEST(SweepShipped, PaperAblationsShareOneRecipeWithThreeSeeds) {
+  const Config* first = nullptr;
+  std::vector<SweepPlan> plans;
+  for (const char* name : {"paper_granularity", "paper_shared_isolation", "paper_standard_vs_deepseek", "paper_balance"})
+    plans.push_back(plan_sweep(load_experiment(kDir + name + ".yaml"), "runs"));
+  for (const SweepPlan& p : plans) {
+    if (p.iso) EXPECT_NO_THROW(check_tolerance(p)) << p.experiment;
+    for (const std::string& v : variant_names(p)) {
+      std::vector<uint64_t> seeds;
+      for (const PlannedRun& r : p.runs)
+        if (r.variant == v) seeds.push_back(r.cfg.seed);
+      EXPECT_EQ(seeds, (std::vector<uint64_t>{1, 2, 3})) << p.experiment << " " << v;
+    }
+    for (const PlannedRun& r : p.runs) {
+      if (!first) first = &r.cfg;
+      EXPECT_EQ(r.cfg.backend, "cuda") << r.name;
+      EXPECT_EQ(r.cfg.precision, "bf16") << r.name;
+      EXPECT_EQ(r.tokens, 19660800) << r.name;
+      EXPECT_EQ(r.cfg.train.lr, first->train.lr) << r.name;
+      EXPECT_EQ(r.cfg.train.min_lr, first->train.min_lr) << r.name;
+      EXPECT_EQ(r.cfg.train.warmup_steps, first->train.warmup_steps) << r.name;
+      EXPECT_EQ(r.cfg.train.eval_batches, first->train.eval_batches) << r.name;
+      EXPECT_EQ(r.cfg.data.val_fraction, first->data.val_fraction) << r.name;
+      EXPECT_EQ(r.cfg.model.d_model, first->model.d_model) << r.name;
+      EXPECT_EQ(r.cfg.model.n_layers, first->model.n_layers) << r.name;
+      EXPECT_TRUE(evaluation_fits_the_default_corpus(r.cfg)) << r.name;
     }
   }
 }

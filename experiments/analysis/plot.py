@@ -518,7 +518,7 @@ def draw_load_cell(ax, share, steps, run, norm, cmap):
     mesh = ax.pcolormesh(cell_edges(steps.astype(float)), np.arange(n_routed + 1) - 0.5, share.T,
                          norm=norm, cmap=cmap, rasterized=True)
     ax.yaxis.set_major_locator(MaxNLocator(nbins=min(n_routed, 6), integer=True, steps=[1, 2, 4, 5, 10]))
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=2, integer=True))  # narrow panels: 3 labels at most
     groups = int(run["device_groups"]) if np.isfinite(run["device_groups"]) else 0
     for k in range(1, groups):
         ax.axhline(k * n_routed / groups - 0.5, color=GROUP_LINE, lw=1.4, ls="--")
