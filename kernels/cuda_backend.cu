@@ -225,6 +225,7 @@ class CudaBackend final : public Backend<float> {
     cuda::OpProfiler::Scope scope(prof_, "router_backward", stream_);
     cuda::router_backward(dlogits, dgate, scores, sel, logits, balance, partial, spec, loss_scale, rows, stream_);
   }
+  void written_by_collective(float* x, int64_t n) override { written(x, n * sizeof(float)); }
   void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1, double beta2,
              double eps, double weight_decay, int64_t step, double grad_scale) override {
     cuda::OpProfiler::Scope scope(prof_, "adamw", stream_);

@@ -118,6 +118,16 @@ class NcclComm final : public Comm {
     CUDA_CHECK(cudaEventRecord(reduced_, comm_stream_));
   }
   void wait_allreduces() override { CUDA_CHECK(cudaStreamWaitEvent(stream_, reduced_)); }
+  // One broadcast per rank's block, grouped (blocks may differ in size, which ncclAllGather's
+  // equal counts do not allow), on the backend's stream.
+  void allgather_blocks(float* x, const std::vector<int64_t>& counts, const std::vector<int64_t>& offsets) override {
+    NCCL_CHECK(ncclGroupStart());
+    for (int r = 0; r < size(); ++r)
+      if (counts[r] > 0)
+        NCCL_CHECK(ncclBroadcast(x + offsets[r], x + offsets[r], static_cast<size_t>(counts[r]), ncclFloat, r, comm_,
+                                 stream_));
+    NCCL_CHECK(ncclGroupEnd());
+  }
 
   // Host values.
   void allreduce_sum(double* x, int64_t n) override { host_.allreduce_sum(x, n); }

@@ -25,7 +25,7 @@ declare -A allowed=(
   [io]="config params util"
   [train]="backend comm config data io model moe params routing util"
   [sweep]="config data io model train util"
-  [sim]="config io model moe routing util"
+  [sim]="config io model moe params routing util"
   [cli]="backend comm config data io model sim sweep train util"
 )
 

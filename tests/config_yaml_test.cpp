@@ -106,7 +106,8 @@ TEST(ConfigYaml, DefaultsAreTheFormatsExceptVocabFromData) {
 
 // The keys dsmoe adds to the config format, each documented in docs/config.md (Extensions); the
 // dump has them only when they are not at their default.
-const std::set<std::string> kExtensions = {"train.keep_checkpoints", "parallel.grad_bucket_mb"};
+const std::set<std::string> kExtensions = {"train.keep_checkpoints", "parallel.grad_bucket_mb",
+                                            "parallel.shard_optimizer"};
 
 // The dump's keys are the format's, plus the documented extensions that are set.
 TEST(ConfigYaml, DumpHasExactlyTheFormatsKeys) {
@@ -187,6 +188,7 @@ Config every_key_changed() {
   c.data = {"data/tokens.bin", 0.1, false};
   c.parallel.expert_parallel = 4;
   c.parallel.grad_bucket_mb = 2.5;
+  c.parallel.shard_optimizer = true;
   c.out = "runs/exp: one";
   return c;
 }

@@ -15,7 +15,7 @@ TEST(SimMemory, HandCountOneRank) {
   // Parameters: embedding and head 2 * 16 * 8 = 256, final norm 8, per layer 2 norms + 4 d^2 =
   // 272 (x2), dense FFN 3 * 12 * 8 = 288, router 4 * 8 = 32, shared expert 3 * 6 * 8 = 144,
   // routed experts 4 * 144 = 576: 1848 floats.
-  const MemoryBreakdown m = rank_memory(tiny_sim_config(), 1, 0, 1, "cpu", {});
+  const MemoryBreakdown m = rank_memory(tiny_sim_config(), 1, 0, 1, 1, "cpu", {});
   EXPECT_EQ(m.weights, 1848 * 4);
   EXPECT_EQ(m.grads, 1848 * 4);
   EXPECT_EQ(m.optimizer, 2 * 1848 * 4);
@@ -40,8 +40,8 @@ TEST(SimMemory, ExpertShardAndReceivedRows) {
   // Rank 1 of 2: experts 2 and 3 only (2 * 144 fewer floats), and a routing that brings it 12
   // rows (8 of its own pairs are 3 here), sends 4 units and receives 6.
   RankRows rows{{12}, {3}, {4}, {6}};
-  const MemoryBreakdown one = rank_memory(tiny_sim_config(), 1, 0, 1, "cpu", {});
-  const MemoryBreakdown m = rank_memory(tiny_sim_config(), 2, 1, 1, "cpu", rows);
+  const MemoryBreakdown one = rank_memory(tiny_sim_config(), 1, 0, 1, 1, "cpu", {});
+  const MemoryBreakdown m = rank_memory(tiny_sim_config(), 2, 1, 1, 1, "cpu", rows);
   EXPECT_EQ(m.weights, (1848 - 288) * 4);
   // gu 12 * 12 (grown past the 8 pairs it was made for: 12 > 8 * 1.25), the gates by combine
   // row: 12 rows + the 5 own pairs computed elsewhere = 17; xe, act and yc grow in the scratch.
@@ -55,15 +55,15 @@ TEST(SimMemory, ExpertShardAndReceivedRows) {
 
 TEST(SimMemory, CudaAttentionAndBf16Copies) {
   Config cfg = tiny_sim_config();
-  const MemoryBreakdown cpu = rank_memory(cfg, 1, 0, 1, "cpu", {});
-  const MemoryBreakdown fp32 = rank_memory(cfg, 1, 0, 1, "cuda", {});
+  const MemoryBreakdown cpu = rank_memory(cfg, 1, 0, 1, 1, "cpu", {});
+  const MemoryBreakdown fp32 = rank_memory(cfg, 1, 0, 1, 1, "cuda", {});
   // CUDA saves one log-sum-exp per (sequence, head, query): 8 instead of 32 per layer, and the
   // same for the backward scratch.
   EXPECT_EQ(cpu.activations - fp32.activations, 2 * (32 - 8) * 4);
   EXPECT_EQ(cpu.scratch - fp32.scratch, (32 - 8) * 4);
   EXPECT_EQ(fp32.bf16, 0);
   cfg.precision = "bf16";
-  const MemoryBreakdown bf16 = rank_memory(cfg, 1, 0, 1, "cuda", {});
+  const MemoryBreakdown bf16 = rank_memory(cfg, 1, 0, 1, 1, "cuda", {});
   // 2 bytes per parameter; the largest fp32 input of one product in bf16 (the head's weight
   // gradient: dlogits, R * V = 64 elements); 32 MiB of cuBLASLt workspace; the attention
   // backward's copies: 2 heads x 128 padded rows, each 4 x 16 bf16 and 2 floats (136 bytes).
@@ -100,7 +100,7 @@ TEST(SimMemory, MatchesTheCpuBackendsPeak) {
   opts.tokens_global = R;
   model.forward(tokens.data(), targets.data(), seqs, opts);
   model.backward();
-  const MemoryBreakdown m = rank_memory(cfg, 1, 0, seqs, "cpu", {});
+  const MemoryBreakdown m = rank_memory(cfg, 1, 0, 1, seqs, "cpu", {});
   const double measured = static_cast<double>(be->peak_bytes());
   const double predicted = m.total() - m.optimizer;  // the model alone: no AdamW state here
   EXPECT_NEAR(predicted / measured, 1.0, 0.01) << "predicted " << predicted << ", measured " << measured;

@@ -94,6 +94,7 @@ class RecordingComm final : public Comm {
   using Comm::alltoallv;
   void alltoallv(const void*, const std::vector<int64_t>&, const std::vector<int64_t>&, void*,
                  const std::vector<int64_t>&, const std::vector<int64_t>&, int64_t) override {}
+  void allgather_blocks(float*, const std::vector<int64_t>&, const std::vector<int64_t>&) override {}
   void gather(const void*, int64_t, void*, int) override {}
   void broadcast(void*, int64_t, int) override {}
   void barrier() override {}

@@ -151,7 +151,7 @@ TEST(TrainLoop, MemoryEstimateMatchesWhatTheBackendAllocates) {
     Engine engine(run.config(extra), *comm);
     engine.train_step();
     const double measured = static_cast<double>(engine.backend().peak_bytes());
-    const double estimate = sim::rank_memory(engine.config(), 1, 0, 8, "cpu", {}).total();
+    const double estimate = sim::rank_memory(engine.config(), 1, 0, 1, 8, "cpu", {}).total();
     // The estimate counts the buffers the model allocates; small allocations are rounded up.
     EXPECT_NEAR(estimate, measured, 0.05 * measured);
   }

@@ -16,6 +16,7 @@
 #include "mpi_test_env.h"
 #include "train/engine.h"
 #include "train/trainer.h"
+#include "sim/memory.h"
 #include "train_fixture.h"
 
 namespace dsmoe {
@@ -39,10 +40,11 @@ struct SharedDir {
 
 // bucket_mb: the gradient all-reduce's buckets; 0.0001 MiB (26 values) puts each stage of the
 // backward in buckets of its own, started while the backward goes on.
-Config tiny(const SharedDir& dir, int expert_parallel, const std::string& bucket_mb = "0") {
+Config tiny(const SharedDir& dir, int expert_parallel, const std::string& bucket_mb = "0", bool shard = false) {
   return parse_config(test::tiny_yaml(dir.path + "/corpus.txt", dir.path + "/out"), "tiny.yaml",
                       {"parallel.expert_parallel=" + std::to_string(expert_parallel),
-                       "parallel.grad_bucket_mb=" + bucket_mb, "balance.device_groups=2",
+                       "parallel.grad_bucket_mb=" + bucket_mb, std::string("parallel.shard_optimizer=") + (shard ? "true" : "false"),
+                       "balance.device_groups=2",
                        "balance.device_alpha=0.05", "balance.comm_alpha=0.02", "moe.capacity_factor=1.2",
                        "moe.router_noise=0.2", "train.micro_batches=2"});
 }
@@ -122,25 +124,28 @@ TEST(TrainParallel, GpusMatchOneGpu) {
   ref.expect_matched_by(engine, dir.path + "/gpus.h5");
 }
 
-TEST(TrainParallel, CheckpointOfFourRanksResumesOnTwoAndOne) {
-  Comm& world = test::world();
-  if (world.size() != 4) GTEST_SKIP() << "needs 4 ranks";
-  SharedDir dir;
+// The weights of 6 single-rank steps.
+std::vector<float> six_steps_on_one_rank(const SharedDir& dir) {
   auto single = make_single_comm();
   Engine ref(tiny(dir, 0), *single);
   for (int s = 0; s < 6; ++s) ref.train_step();
-  const std::vector<float> ref_params = ref.model().params_to_host();
+  return ref.model().params_to_host();
+}
 
+// 3 steps of `writer` on the 4 ranks and a checkpoint, resumed by ranks 0-1 as (2, 2) and by ranks
+// 2 and 3 each alone as (1, 1), with the optimizer sharded or not: 3 more steps give `reference`.
+void expect_resumed_on_two_and_one(const SharedDir& dir, const Config& writer, bool resume_sharded,
+                                   const std::vector<float>& reference) {
+  Comm& world = test::world();
   const std::string ck = dir.path + "/at3.h5";
   {
-    Engine four(tiny(dir, 4), world);
+    Engine four(writer, world);
     for (int s = 0; s < 3; ++s) four.train_step();
     four.save_checkpoint(ck, StepStats{});
   }
-  // Ranks 0-1 resume as (2, 2); ranks 2 and 3 each resume alone as (1, 1).
   const bool pair = world.rank() < 2;
   std::unique_ptr<Comm> sub = world.split(pair ? 0 : 1 + world.rank(), world.rank());
-  Engine resumed(tiny(dir, 0), *sub);
+  Engine resumed(tiny(dir, 0, "0", resume_sharded), *sub);
   resumed.load_checkpoint(ck);
   EXPECT_EQ(resumed.step(), 3);
   for (int s = 0; s < 3; ++s) resumed.train_step();
@@ -148,12 +153,79 @@ TEST(TrainParallel, CheckpointOfFourRanksResumesOnTwoAndOne) {
     const std::string out = dir.path + "/pair.h5";
     resumed.save_checkpoint(out, StepStats{});
     if (sub->rank() == 0) {
-      EXPECT_LT(max_abs_diff(whole_model(resumed.config(), out), ref_params), kWeightTol);
+      EXPECT_LT(max_abs_diff(whole_model(resumed.config(), out), reference), kWeightTol);
     }
   } else {
-    EXPECT_LT(max_abs_diff(resumed.model().params_to_host(), ref_params), kWeightTol);
+    EXPECT_LT(max_abs_diff(resumed.model().params_to_host(), reference), kWeightTol);
   }
   world.barrier();
+}
+
+TEST(TrainParallel, CheckpointOfFourRanksResumesOnTwoAndOne) {
+  if (test::world().size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  SharedDir dir;
+  expect_resumed_on_two_and_one(dir, tiny(dir, 4), false, six_steps_on_one_rank(dir));
+}
+
+// The optimizer sharded over the replicas (params/optimizer_shard.h) computes the unsharded run
+// to the bit, in every layout, and each rank's peak memory falls by the moments it no longer
+// keeps: on rank 0, by what the memory model predicts.
+TEST(TrainParallel, ShardedOptimizerMatchesUnshardedToTheBit) {
+  SharedDir dir;
+  Comm& world = test::world();
+  for (int E = 1; E <= world.size(); E *= 2) {
+    if (world.size() % E) continue;
+    for (const std::string bucket_mb : {"0", "0.0001"}) {
+      SCOPED_TRACE("ranks " + std::to_string(world.size()) + ", expert_parallel " + std::to_string(E) +
+                   ", grad_bucket_mb " + bucket_mb);
+      Engine whole(tiny(dir, E, bucket_mb), world), sharded(tiny(dir, E, bucket_mb, true), world);
+      for (int s = 0; s < 4; ++s) {
+        const StepStats a = whole.train_step(), b = sharded.train_step();
+        EXPECT_EQ(a.loss, b.loss) << "step " << s;
+        EXPECT_EQ(a.grad_norm, b.grad_norm) << "step " << s;
+        EXPECT_EQ(a.load, b.load) << "step " << s;
+      }
+      EXPECT_EQ(whole.model().params_to_host(), sharded.model().params_to_host());
+      const std::string ck_whole = dir.path + "/whole.h5", ck_sharded = dir.path + "/sharded.h5";
+      whole.save_checkpoint(ck_whole, StepStats{});
+      sharded.save_checkpoint(ck_sharded, StepStats{});
+      if (world.rank() == 0) {
+        Config c = whole.config();
+        const ParamTable global = build_param_table(c, 0, c.moe.n_routed);
+        const CheckpointState a = read_checkpoint(ck_whole, global, {1}, c.moe.n_routed);
+        const CheckpointState b = read_checkpoint(ck_sharded, global, {1}, c.moe.n_routed);
+        EXPECT_EQ(a.params, b.params);
+        EXPECT_EQ(a.m, b.m);
+        EXPECT_EQ(a.v, b.v);
+      }
+
+      const int64_t size = whole.model().table().size(), kept = sharded.optimizer_shard().state_size;
+      EXPECT_EQ(whole.optimizer_shard().state_size, size);
+      if (world.size() > 1) EXPECT_LT(kept, size);
+      const double drop = static_cast<double>(whole.backend().peak_bytes()) - sharded.backend().peak_bytes();
+      EXPECT_EQ(drop, 2.0 * sizeof(float) * (size - kept));
+      if (world.rank() == 0) {
+        const int seqs = whole.config().train.batch_size / whole.config().train.micro_batches / world.size();
+        const sim::RankRows none;
+        const double predicted = sim::rank_memory(whole.config(), E, 0, world.size() / E, seqs, "cpu", none).optimizer -
+                                 sim::rank_memory(sharded.config(), E, 0, world.size() / E, seqs, "cpu", none).optimizer;
+        EXPECT_EQ(drop, predicted);
+      }
+      world.barrier();
+    }
+  }
+}
+
+// A checkpoint of a sharded optimizer resumes unsharded on other rank counts, and the other way.
+TEST(TrainParallel, ShardedAndUnshardedCheckpointsResumeEachOther) {
+  if (test::world().size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  SharedDir dir;
+  const std::vector<float> reference = six_steps_on_one_rank(dir);
+  for (const bool writer_sharded : {true, false}) {
+    SCOPED_TRACE(writer_sharded ? "written sharded" : "written unsharded");
+    // Expert-parallel 2: two replicas of each expert shard, so both kinds of block are sharded.
+    expect_resumed_on_two_and_one(dir, tiny(dir, 2, "0", writer_sharded), !writer_sharded, reference);
+  }
 }
 
 // A dataset of metrics.h5 on rank 0: its shape and its values, flattened.

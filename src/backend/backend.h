@@ -59,9 +59,12 @@ class Backend {
   // --profile` calls it after the warm-up steps, so that the profile shows the steady steps;
   // it goes to stderr when the backend is destroyed. False: this backend keeps none.
   virtual bool start_profile() { return false; }
-  // The parameter buffer, which changes only through this backend's ops: a backend may keep a
-  // low-precision copy of it for its matrix products (bf16 on CUDA).
+  // The parameter buffer, which changes only through this backend's ops or, announced with
+  // written_by_collective, a collective: a backend may keep a low-precision copy of it for its
+  // matrix products (bf16 on CUDA).
   virtual void set_weights(const T* /*w*/, int64_t /*n*/) {}
+  // A collective (all-gather of updated parameters) has written [x, x + n): copies of it are outdated.
+  virtual void written_by_collective(T* /*x*/, int64_t /*n*/) {}
   // Whether activations that the model marks so (ActBuf) are stored in bf16: the CUDA backend
   // under precision: bf16, whose products round their inputs to bf16 anyway.
   virtual bool bf16_storage() const { return false; }

@@ -32,7 +32,7 @@ int run(const Args& args) {
   const int seqs = cfg.train.batch_size / cfg.train.micro_batches;
   // The memory model of `dsmoe simulate` (docs/simulation.md), for the CPU backend on one rank.
   std::printf("memory estimate (CPU, one rank): %.1f MiB (weights, grads, AdamW: %.1f MiB)\n",
-              sim::rank_memory(cfg, 1, 0, seqs, "cpu", {}).total() / 1048576.0, 16.0 * c.params_total / 1048576.0);
+              sim::rank_memory(cfg, 1, 0, 1, seqs, "cpu", {}).total() / 1048576.0, 16.0 * c.params_total / 1048576.0);
   return 0;
 }
 

@@ -49,6 +49,9 @@ class Comm {
   // completes every one started (in order: every rank starts the same ones in the same order).
   virtual void start_allreduce_sum(float* x, int64_t n) { allreduce_sum(x, n); }
   virtual void wait_allreduces() {}
+  // Every rank's block of a backend tensor to every rank, in place: rank r's block is elements
+  // [offsets[r], offsets[r] + counts[r]) of x.
+  virtual void allgather_blocks(float* x, const std::vector<int64_t>& counts, const std::vector<int64_t>& offsets) = 0;
   // Rank `root` receives every rank's `bytes` bytes, in rank order.
   virtual void gather(const void* send, int64_t bytes, void* recv, int root) = 0;
   // Every rank gets rank `root`'s `bytes` bytes.

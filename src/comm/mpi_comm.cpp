@@ -88,6 +88,14 @@ class MpiComm final : public Comm {
   void gather(const void* send, int64_t bytes, void* recv, int root) override {
     MPI_CHECK(MPI_Gather(send, to_int(bytes, "gather"), MPI_BYTE, recv, to_int(bytes, "gather"), MPI_BYTE, root, comm_));
   }
+  void allgather_blocks(float* x, const std::vector<int64_t>& counts, const std::vector<int64_t>& offsets) override {
+    std::vector<int> c(size_), d(size_);
+    for (int r = 0; r < size_; ++r) {
+      c[r] = to_int(counts[r], "allgather");
+      d[r] = to_int(offsets[r], "allgather displacement");
+    }
+    MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, c.data(), d.data(), MPI_FLOAT, comm_));
+  }
   void broadcast(void* data, int64_t bytes, int root) override {
     MPI_CHECK(MPI_Bcast(data, to_int(bytes, "broadcast"), MPI_BYTE, root, comm_));
   }

@@ -77,6 +77,9 @@ struct ParallelConfig {
   // Gradient all-reduce buckets (MiB), started during the backward; 0: one all-reduce after it
   // (an extension, docs/config.md, Extensions).
   double grad_bucket_mb = 25;
+  // Each rank keeps the AdamW moments of its part of the parameters only (ZeRO-1,
+  // params/optimizer_shard.h; an extension, docs/config.md, Extensions).
+  bool shard_optimizer = false;
 };
 
 struct Config {

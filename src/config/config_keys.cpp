@@ -128,6 +128,7 @@ std::vector<Key> build_keys() {
       DSMOE_KEY(data.shuffle, any),
       DSMOE_KEY(parallel.expert_parallel, at_least(0)),
       extension(DSMOE_KEY(parallel.grad_bucket_mb, at_least(0.0))),
+      extension(DSMOE_KEY(parallel.shard_optimizer, any)),
       DSMOE_KEY(out, non_empty),
   };
 }

@@ -5,6 +5,7 @@
 
 #include "model/layout.h"
 #include "moe/placement.h"
+#include "params/optimizer_shard.h"
 #include "routing/route_stats.h"
 #include "util/check.h"
 
@@ -19,14 +20,19 @@ double grown(double initial, double need) {
 
 }  // namespace
 
-MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, const std::string& backend,
+MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int replicas, int seqs, const std::string& backend,
                             const RankRows& rr) {
   const auto& m = cfg.model;
   const auto& moe = cfg.moe;
   DSMOE_CHECK(backend == "cpu" || backend == "cuda", "memory model: backend must be cpu or cuda, got '", backend, "'");
   DSMOE_CHECK(ep >= 1 && moe.n_routed % ep == 0, "n_routed ", moe.n_routed, " is not divisible by the expert-parallel size ", ep);
   const ExpertPlacement placement{moe.n_routed, ep, ep_rank};
-  const double P = static_cast<double>(build_param_table(cfg, placement.first(), placement.per_rank()).size());
+  const ParamTable table = build_param_table(cfg, placement.first(), placement.per_rank());
+  const double P = static_cast<double>(table.size());
+  const OptimizerShard shard = cfg.parallel.shard_optimizer
+                                   ? shard_over_replicas(table.sharded_begin(), table.size(), ep_rank, ep * replicas, 0,
+                                                         replicas)
+                                   : whole_buffer(table.size());
   const double f = 4;  // bytes per element: fp32 tensors, int32 indices
   const double R = (double)seqs * m.seq_len, d = m.d_model, V = m.vocab_size, dh = m.dense_hidden;
   const double N = moe.n_routed, K = moe.top_k, n = moe.expert_hidden, sh = (double)moe.n_shared * n;
@@ -43,7 +49,7 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, co
 
   MemoryBreakdown mb;
   mb.weights = mb.grads = P * f;
-  mb.optimizer = 2 * P * f;
+  mb.optimizer = 2 * static_cast<double>(shard.state_size) * f;
   // x h, qkv att, rstd x2, saved; the dense FFN's gu and act; the norms' outputs ln1 ln2 (one
   // pair, recomputed by the backward)
   double acts = m.n_layers * (2 * R * d + 4 * R * d * low + 2 * R + att) + Ld * 3 * R * dh * low;

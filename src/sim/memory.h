@@ -12,7 +12,7 @@
 namespace dsmoe::sim {
 
 struct MemoryBreakdown {
-  double weights = 0, grads = 0, optimizer = 0;  // fp32 parameters, gradients, AdamW m and v
+  double weights = 0, grads = 0, optimizer = 0;  // fp32 parameters, gradients, AdamW m and v (this rank's part)
   double activations = 0;  // saved for backward: per layer, the MoE layers' expert rows, the head
   double scratch = 0;      // backward buffers (shared by all layers) and the attention scratch
   double dispatch = 0;     // dispatcher: send and receive token-copy buffers and its index arrays
@@ -32,10 +32,11 @@ struct RankRows {
   std::vector<double> units_in;   // units received
 };
 
-// cfg: the resolved config; ep: expert-parallel size; seqs: sequences of one micro-batch on the
-// rank; backend "cpu" (attention keeps the [B, H, T, T] probabilities) or "cuda" (one
-// log-sum-exp per query). rows: empty means one rank (every pair computed here).
-MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int seqs, const std::string& backend,
+// cfg: the resolved config; ep: expert-parallel size; replicas: copies of each expert shard (the
+// world is ep x replicas ranks; the rank is ep_rank of the first copy); seqs: sequences of one
+// micro-batch on the rank; backend "cpu" (attention keeps the [B, H, T, T] probabilities) or
+// "cuda" (one log-sum-exp per query). rows: empty means one rank (every pair computed here).
+MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int replicas, int seqs, const std::string& backend,
                             const RankRows& rows);
 
 }  // namespace dsmoe::sim

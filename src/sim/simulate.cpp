@@ -126,11 +126,17 @@ SimResult simulate(const Config& cfg, const Cluster& c, const Rates& rates, cons
     return ranks > 1 ? c.latency + 2.0 * (ranks - 1) / ranks * bytes / bw : 0.0;
   };
   r.allreduce_s = ring(G, other_bytes) + ring(G / E, expert_bytes);
+  if (cfg.parallel.shard_optimizer) {  // the updated blocks' all-gather: each rank receives (n - 1) / n
+    auto gather = [&](int ranks, double bytes) {
+      return ranks > 1 ? c.latency + (ranks - 1.0) / ranks * bytes / bw : 0.0;
+    };
+    r.allreduce_s += gather(G, other_bytes) + gather(G / E, expert_bytes);
+  }
 
   r.rank_memory.assign(G, 0.0);
   double best = -1;
   for (int g = 0; g < G; ++g) {
-    const MemoryBreakdown m = rank_memory(cfg, E, g % E, seqs, rates.backend, E > 1 ? rank_rows[g] : RankRows{});
+    const MemoryBreakdown m = rank_memory(cfg, E, g % E, G / E, seqs, rates.backend, E > 1 ? rank_rows[g] : RankRows{});
     r.rank_memory[g] = m.total();
     if (m.total() > best) best = m.total(), r.memory = m, r.memory_rank = g;
   }

@@ -36,7 +36,13 @@ Engine::Engine(Config cfg, Comm& comm)
   local_seqs_ = cfg_.train.batch_size / cfg_.train.micro_batches / comm_.size();
   model_ = std::make_unique<Model<float>>(cfg_, *be_, comm_, local_seqs_, groups_.ep.get());
   model_->init_params(cfg_.seed);
-  opt_ = std::make_unique<AdamW<float>>(*be_, model_->table(), cfg_.train);
+  const ParamTable& table = model_->table();
+  opt_ = std::make_unique<AdamW<float>>(
+      *be_, table, cfg_.train,
+      cfg_.parallel.shard_optimizer
+          ? shard_over_replicas(table.sharded_begin(), table.size(), comm_.rank(), comm_.size(), groups_.dp->rank(),
+                                groups_.dp->size())
+          : whole_buffer(table.size()));
   const auto bucket_elems = static_cast<int64_t>(cfg_.parallel.grad_bucket_mb * (1 << 20) / sizeof(float));
   grad_sync_ = std::make_unique<GradSync>(plan_grad_buckets(model_->table(), model_->backward_stages(), bucket_elems),
                                           model_->grads(), nccl_world_ ? *nccl_world_ : comm_, *groups_.dp);
@@ -119,9 +125,13 @@ StepStats Engine::train_step() {
   // The loss and the norm are global, so every rank skips the same steps: weights, AdamW state
   // and balance bias stay as they were; the data order moves on.
   st.skipped = !std::isfinite(st.loss) || !std::isfinite(st.grad_norm);
-  if (!st.skipped)
+  if (!st.skipped) {
     opt_->update(model_->params(), model_->grads(), st.lr, clip_coefficient(st.grad_norm, cfg_.train.grad_clip),
                  s + 1);
+    const double t_ag = now_seconds();
+    gather_updated_params();
+    own.t_allreduce += now_seconds() - t_ag;
+  }
 
   // Auxiliary-loss-free balancing: move each bias toward the mean load.
   if (cfg_.balance.bias_rate > 0 && !st.skipped) model_->update_bias(st.load, cfg_.balance.bias_rate);
@@ -151,6 +161,28 @@ StepStats Engine::train_step() {
   st.recv_imbalance = summed[1] > 0 ? maxed[5] / (summed[1] / comm_.size()) : 1.0;
   step_++;
   return st;
+}
+
+// A sharded optimizer updated this rank's blocks: every rank gets every block.
+void Engine::gather_updated_params() {
+  const OptimizerShard& sh = opt_->shard();
+  if (!sh.sharded) return;
+  float* p = model_->params();
+  (nccl_world_ ? *nccl_world_ : comm_).allgather_blocks(p, sh.replicated.counts, sh.replicated.offsets);
+  groups_.dp->allgather_blocks(p, sh.experts.counts, sh.experts.offsets);
+  be_->written_by_collective(p, model_->table().size());
+}
+
+// One AdamW moment of every element of this rank's buffer (from every rank's shard: a collective).
+std::vector<float> Engine::whole_moment(float* state) {
+  const OptimizerShard& sh = opt_->shard();
+  std::vector<float> mine = to_host(*be_, state, sh.state_size);
+  if (!sh.sharded) return mine;
+  std::vector<float> whole(static_cast<size_t>(model_->table().size()));
+  place_shard_state(sh, mine, &whole);
+  comm_.allgather_blocks(whole.data(), sh.replicated.counts, sh.replicated.offsets);
+  groups_.dp->host().allgather_blocks(whole.data(), sh.experts.counts, sh.experts.offsets);
+  return whole;
 }
 
 // The norm over all parameters of the whole model, each counted once.
@@ -205,12 +237,11 @@ void Engine::check_evaluation_fits() const {
 }
 
 void Engine::save_checkpoint(const std::string& path, const StepStats& last) {
-  const ParamTable& table = model_->table();
   const ParamTable global = build_param_table(cfg_, 0, cfg_.moe.n_routed);
   CheckpointState st;
   st.params = gather_model(model_->params_to_host(), global);
-  st.m = gather_model(to_host(*be_, opt_->m(), table.size()), global);
-  st.v = gather_model(to_host(*be_, opt_->v(), table.size()), global);
+  st.m = gather_model(whole_moment(opt_->m()), global);
+  st.v = gather_model(whole_moment(opt_->v()), global);
   st.optimizer_step = step_;
   st.bias = model_->bias();
   st.moe_layers = model_->moe_layers();
@@ -228,8 +259,8 @@ void Engine::save_checkpoint(const std::string& path, const StepStats& last) {
 void Engine::load_checkpoint(const std::string& path) {
   CheckpointState st = read_checkpoint(path, model_->table(), model_->moe_layers(), cfg_.moe.n_routed);
   model_->params_from_host(st.params);
-  to_device(*be_, opt_->m(), st.m);
-  to_device(*be_, opt_->v(), st.v);
+  to_device(*be_, opt_->m(), shard_state(opt_->shard(), st.m));
+  to_device(*be_, opt_->v(), shard_state(opt_->shard(), st.v));
   model_->set_bias(st.bias);
   step_ = st.optimizer_step;
 }

@@ -48,6 +48,7 @@ class Engine {
   ProcessGroups& groups() { return groups_; }
   int64_t step() const { return step_; }  // optimizer steps taken
   const ThreadPlan& threads() const { return threads_; }  // the host threads chosen
+  const OptimizerShard& optimizer_shard() const { return opt_->shard(); }
   int64_t tokens_per_step() const { return (int64_t)cfg_.train.batch_size * cfg_.model.seq_len; }
 
   StepStats train_step();  // runs optimizer step number step() and advances it
@@ -64,6 +65,8 @@ class Engine {
  private:
   double micro_batch(int64_t step, int micro, bool training, StepStats* stats);
   double grad_norm();
+  void gather_updated_params();
+  std::vector<float> whole_moment(float* state);
   // This rank's tensors in the layout `global` of the whole model (rank 0 gets the experts of
   // the other ranks of expert-parallel group 0); empty on ranks that do not write.
   std::vector<float> gather_model(std::vector<float> local, const ParamTable& global);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace dsmoe {
 
@@ -20,8 +21,13 @@ double clip_coefficient(double grad_norm, double max_norm) {
 }
 
 template <typename T>
-AdamW<T>::AdamW(Backend<T>& be, const ParamTable& table, const TrainConfig& t)
-    : be_(be), table_(table), cfg_(t), m_(be, table.size()), v_(be, table.size()) {}
+AdamW<T>::AdamW(Backend<T>& be, const ParamTable& table, const TrainConfig& t, OptimizerShard shard)
+    : be_(be),
+      table_(table),
+      cfg_(t),
+      shard_(std::move(shard)),
+      m_(be, shard_.state_size),
+      v_(be, shard_.state_size) {}
 
 template <typename T>
 void AdamW<T>::update(T* params, const T* grads, double lr, double grad_scale, int64_t step_count) {
@@ -32,9 +38,13 @@ void AdamW<T>::update(T* params, const T* grads, double lr, double grad_scale, i
     size_t j = i + 1;
     int64_t end = ts[i].end();
     while (j < ts.size() && ts[j].decay == ts[i].decay && ts[j].offset <= end) end = std::max(end, ts[j++].end());
-    const int64_t at = ts[i].offset, n = end - at;
-    be_.adamw(params + at, grads + at, m_.data() + at, v_.data() + at, n, lr, cfg_.beta1, cfg_.beta2, cfg_.eps,
-              ts[i].decay ? cfg_.weight_decay : 0.0, step_count, grad_scale);
+    for (const OptimizerShard::Range& r : shard_.ranges) {
+      const int64_t lo = std::max(ts[i].offset, r.begin), hi = std::min(end, r.end);
+      if (lo >= hi) continue;
+      const int64_t s = r.state + (lo - r.begin);
+      be_.adamw(params + lo, grads + lo, m_.data() + s, v_.data() + s, hi - lo, lr, cfg_.beta1, cfg_.beta2, cfg_.eps,
+                ts[i].decay ? cfg_.weight_decay : 0.0, step_count, grad_scale);
+    }
     i = j;
   }
 }
