@@ -69,6 +69,23 @@ TEST_F(Simulate, SimulationFile) {
   EXPECT_TRUE(h5::exists(f, "g4/rd2/zipf:1.5/memory"));
 }
 
+// The paper's 16B model on one node of 8 GPUs of 80 GB: 153 GiB per GPU as it is, under 70 GiB
+// with the optimizer sharded and 4 micro-batches, which --gpu-memory finds and names.
+TEST_F(Simulate, GpuMemoryNamesTheFastestSettingThatFits) {
+  test::RunResult r = run_dsmoe("simulate " DSMOE_SOURCE_DIR "/experiments/configs/deepseekmoe_16b.yaml --gpus 8 "
+                                "--gpus-per-node 8 --gpu-memory 80e9 --out " + dir.file("s.h5"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("memory settings against 74.506 GiB per GPU"));
+  const std::string best = "fastest that fits: --set parallel.shard_optimizer=true --set train.micro_batches=4 (";
+  const size_t at = r.output.find(best);
+  ASSERT_NE(at, std::string::npos) << r.output;
+  EXPECT_LT(std::stod(r.output.substr(at + best.size())), 70.0);  // GiB
+  r = run_dsmoe("simulate " + config() + " --gpus 1 --gpu-memory 1000");
+  EXPECT_THAT(r.output, HasSubstr("none fits: the smallest peak is"));
+  EXPECT_THAT(run_dsmoe("simulate " + config() + " --gpus 1 --gpu-memory 0").output,
+              HasSubstr("--gpu-memory must be > 0 bytes"));
+}
+
 TEST_F(Simulate, ErrorsNameTheOptionFileOrKey) {
   const std::string cfg = config();
   EXPECT_THAT(run_dsmoe("simulate " + cfg).output, HasSubstr("--gpus is required"));

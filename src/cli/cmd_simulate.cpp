@@ -77,19 +77,23 @@ const char* kUsage =
     "                      [--latency 20e-6] [--routing uniform|zipf:S[:SEED]|RUN/metrics.h5[@all]]\n"
     "                      [--compute-rate FLOPS|BENCH.json] [--rate-scale X] [--overlap on|off]\n"
     "                      [--memory-backend cpu|cuda] [--dispatcher gpu|node] [--out FILE.h5]\n"
+    "                      [--gpu-memory BYTES]\n"
     "                      [--set key=value ...]\n"
     "       dsmoe simulate [--sweep] SIMULATION.yaml [--compute-rate ...] [--out FILE.h5]\n"
     "Predicts one training step of CONFIG on G GPUs: compute per rank (FLOPs model and an achieved\n"
     "FLOP/s; `dsmoe bench --json` measures it), the dispatcher's bytes and time per link class,\n"
     "the straggler cost of uneven expert loads, exposed vs overlapped communication, the gradient\n"
     "allreduce and peak memory per rank. A simulation file compares clusters, routing sources and\n"
-    "config variants in one table. Bandwidths are bytes/s one GPU sends; see docs/simulation.md.\n";
+    "config variants in one table. Bandwidths are bytes/s one GPU sends; see docs/simulation.md.\n"
+    "--gpu-memory BYTES (e.g. 80e9) also simulates every memory setting (parallel.shard_optimizer,\n"
+    "train.micro_batches) and names the fastest whose peak fits.\n";
 
 int run(const Args& args) {
   const std::string path = args.positional()[0];
   if (args.has("sweep") || is_simulation_file(path)) {
     DSMOE_CHECK(is_simulation_file(path), path, ": --sweep needs a simulation file (top-level 'simulate' key)");
-    for (const char* o : {"gpus", "gpus-per-node", "intra-bw", "inter-bw", "latency", "routing", "overlap", "dispatcher"})
+    for (const char* o :
+         {"gpus", "gpus-per-node", "intra-bw", "inter-bw", "latency", "routing", "overlap", "dispatcher", "gpu-memory"})
       DSMOE_CHECK(!args.has(o), "--", o, " does not apply to a simulation file (set it in ", path, ")");
     return run_scenario(path, args);
   }
@@ -118,8 +122,16 @@ int run(const Args& args) {
   else if (args.get("compute-rate").empty() || rates.compute_from == "given") rates.backend = cfg.backend == "cpu" ? "cpu" : "cuda";
   DSMOE_CHECK(rates.backend == "cpu" || rates.backend == "cuda", "--memory-backend: expected cpu or cuda, got '",
               rates.backend, "'");
-  const sim::SimResult r = run_one(cfg, cluster, rates, args.get("routing", "uniform"));
+  const std::string routing = args.get("routing", "uniform");
+  const sim::SimResult r = run_one(cfg, cluster, rates, routing);
   for (const std::string& line : sim::report_lines(r)) std::printf("%s\n", line.c_str());
+  if (args.has("gpu-memory")) {
+    const double gpu_memory = args.get_double("gpu-memory", 0);
+    const sim::RoutingProfile profile = sim::load_routing(routing, cfg.n_moe_layers(), cfg.moe.n_routed);
+    for (const std::string& line :
+         sim::memory_fit_lines(sim::memory_settings(cfg, cluster, rates, profile, gpu_memory), gpu_memory))
+      std::printf("%s\n", line.c_str());
+  }
   const std::string out = args.get("out", cfg.out + "/simulate.h5");
   sim::write_results(out, {{"g" + std::to_string(cluster.gpus), r}});
   std::printf("wrote %s\n", out.c_str());
@@ -133,7 +145,8 @@ const Command kSimulateCommand = {"simulate",
                                   "predict step time, traffic and memory at scale",
                                   kUsage,
                                   {"gpus", "gpus-per-node", "intra-bw", "inter-bw", "latency", "routing",
-                                   "compute-rate", "rate-scale", "overlap", "memory-backend", "dispatcher", "out"},
+                                   "compute-rate", "rate-scale", "overlap", "memory-backend", "dispatcher", "out",
+                                   "gpu-memory"},
                                   {"sweep"},
                                   one_input,
                                   run,

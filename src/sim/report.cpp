@@ -148,4 +148,30 @@ void write_results(const std::string& path, const std::vector<std::pair<std::str
   DSMOE_CHECK(f.close() >= 0, path, ": cannot write");
 }
 
+std::vector<std::string> memory_fit_lines(const std::vector<MemorySetting>& settings, double gpu_memory_bytes) {
+  constexpr double GiB = 1024.0 * 1024 * 1024;
+  std::vector<std::string> out;
+  char line[256];
+  std::snprintf(line, sizeof line, "memory settings against %.3f GiB per GPU (peak of the largest rank):",
+                gpu_memory_bytes / GiB);
+  out.push_back(line);
+  out.push_back("  shard_optimizer  micro_batches   peak GiB    step ms   tokens/s  fits");
+  const MemorySetting* smallest = nullptr;
+  for (const MemorySetting& m : settings) {
+    std::snprintf(line, sizeof line, "  %-15s  %13d  %9.3f  %9.2f  %9.0f  %s", m.shard_optimizer ? "true" : "false",
+                  m.micro_batches, m.peak_bytes / GiB, m.step_s * 1e3, m.tokens_per_s, m.fits ? "yes" : "no");
+    out.push_back(line);
+    if (!smallest || m.peak_bytes < smallest->peak_bytes) smallest = &m;
+  }
+  if (const MemorySetting* best = fastest_fit(settings)) {
+    std::snprintf(line, sizeof line, "fastest that fits: %s (%.3f GiB, %.2f ms per step)", best->sets().c_str(),
+                  best->peak_bytes / GiB, best->step_s * 1e3);
+  } else if (smallest) {
+    std::snprintf(line, sizeof line, "none fits: the smallest peak is %.3f GiB (%s); more GPUs, a smaller batch or "
+                  "shorter sequences would take less", smallest->peak_bytes / GiB, smallest->sets().c_str());
+  }
+  out.push_back(line);
+  return out;
+}
+
 }  // namespace dsmoe::sim

@@ -4,12 +4,15 @@
 #include <string>
 #include <vector>
 
+#include "sim/memory_fit.h"
 #include "sim/simulate.h"
 
 namespace dsmoe::sim {
 
 std::vector<std::string> report_lines(const SimResult& r);
 std::string table_header();
+// The memory settings' table and the fastest that fits (or, when none does, the smallest peak).
+std::vector<std::string> memory_fit_lines(const std::vector<MemorySetting>& settings, double gpu_memory_bytes);
 std::string table_row(const std::string& label, const SimResult& r);
 
 // Writes each result as group /<label>/ of one new HDF5 file; throws naming the path.

@@ -1,0 +1,80 @@
+// The memory settings' search (sim/memory_fit.h): every valid micro-batch count with the optimizer
+// sharded and not, each the simulation of that config; which fit a given memory; the fastest of
+// those; and the optimizer term of the memory model by hand.
+#include "sim/memory_fit.h"
+
+#include <gtest/gtest.h>
+
+#include "model/layout.h"
+#include "sim_fixture.h"
+#include "util/check.h"
+
+namespace dsmoe::sim {
+namespace {
+
+struct Fit : ::testing::Test {
+  Config cfg = tiny_sim_config();
+  Cluster cluster;
+  Rates rates;
+  Fit() {
+    cfg.train.batch_size = 8;  // 4 sequences per rank on 2 GPUs: 1, 2 or 4 micro-batches
+    cluster.gpus = 2;
+    cluster.gpus_per_node = 2;
+    rates.compute = 1e4;
+    rates.backend = "cpu";
+  }
+  std::vector<MemorySetting> settings(double memory) {
+    return memory_settings(cfg, cluster, rates, load_routing("uniform", 1, 4), memory);
+  }
+};
+
+TEST_F(Fit, EverySettingIsItsOwnSimulation) {
+  const std::vector<MemorySetting> all = settings(1e12);
+  ASSERT_EQ(all.size(), 6u);
+  const int mbs[] = {1, 1, 2, 2, 4, 4};
+  for (size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(all[i].micro_batches, mbs[i]);
+    EXPECT_EQ(all[i].shard_optimizer, i % 2 == 1);
+    Config c = cfg;
+    c.train.micro_batches = all[i].micro_batches;
+    c.parallel.shard_optimizer = all[i].shard_optimizer;
+    const SimResult r = simulate(c, cluster, rates, load_routing("uniform", 1, 4));
+    EXPECT_EQ(all[i].peak_bytes, r.memory.total());
+    EXPECT_EQ(all[i].step_s, r.step_s());
+    EXPECT_TRUE(all[i].fits);
+  }
+  EXPECT_EQ(all[3].sets(), "--set parallel.shard_optimizer=true --set train.micro_batches=2");
+}
+
+// Sharding keeps each rank's blocks of the moments only. The tiny model on 2 ranks, expert-parallel
+// 2: the replicated tensors [0, B) in blocks of ceil(B / 2) rounded up to 64 elements, one replica
+// per expert shard (nothing of the experts is shared), so rank 0 keeps its whole expert part.
+TEST_F(Fit, ShardedOptimizerTermByHand) {
+  const std::vector<MemorySetting> all = settings(1e12);
+  const ParamTable t = build_param_table(cfg, 0, 2);
+  const int64_t replicated = t.sharded_begin(), experts = t.size() - replicated;
+  const int64_t block = (replicated / 2 + (replicated % 2) + 63) / 64 * 64;
+  const int64_t kept = block + experts;  // its expert state starts at the block's end (64-aligned)
+  EXPECT_DOUBLE_EQ(all[0].peak_bytes - all[1].peak_bytes, 8.0 * (t.size() - kept));
+}
+
+TEST_F(Fit, FitsAgainstTheMemoryAndTheFastestOfThem) {
+  const std::vector<MemorySetting> all = settings(1e12);
+  // A memory between two peaks: exactly the settings at or below it fit.
+  double below = all[0].peak_bytes;
+  for (const MemorySetting& s : all) below = std::min(below, s.peak_bytes);
+  const double memory = below + 1;
+  const std::vector<MemorySetting> some = settings(memory);
+  const MemorySetting* best = nullptr;
+  for (const MemorySetting& s : some) {
+    EXPECT_EQ(s.fits, s.peak_bytes <= memory);
+    if (s.fits && (!best || s.step_s < best->step_s)) best = &s;
+  }
+  ASSERT_NE(best, nullptr);
+  EXPECT_EQ(fastest_fit(some), best);
+  EXPECT_EQ(fastest_fit(settings(below / 2)), nullptr);
+  EXPECT_THROW(settings(0), Error);
+}
+
+}  // namespace
+}  // namespace dsmoe::sim
