@@ -106,7 +106,7 @@ TEST(ConfigYaml, DefaultsAreTheFormatsExceptVocabFromData) {
 
 // The keys dsmoe adds to the config format, each documented in docs/config.md (Extensions); the
 // dump has them only when they are not at their default.
-const std::set<std::string> kExtensions = {"train.keep_checkpoints", "parallel.grad_bucket_mb",
+const std::set<std::string> kExtensions = {"train.keep_checkpoints", "train.recompute", "parallel.grad_bucket_mb",
                                             "parallel.shard_optimizer"};
 
 // The dump's keys are the format's, plus the documented extensions that are set.
@@ -189,6 +189,7 @@ Config every_key_changed() {
   c.parallel.expert_parallel = 4;
   c.parallel.grad_bucket_mb = 2.5;
   c.parallel.shard_optimizer = true;
+  c.train.recompute = "attention";
   c.out = "runs/exp: one";
   return c;
 }

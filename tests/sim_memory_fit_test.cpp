@@ -30,20 +30,31 @@ struct Fit : ::testing::Test {
 
 TEST_F(Fit, EverySettingIsItsOwnSimulation) {
   const std::vector<MemorySetting> all = settings(1e12);
-  ASSERT_EQ(all.size(), 6u);
-  const int mbs[] = {1, 1, 2, 2, 4, 4};
+  ASSERT_EQ(all.size(), 12u);  // micro-batches 1, 2, 4 x recompute none, attention x sharded or not
   for (size_t i = 0; i < all.size(); ++i) {
-    EXPECT_EQ(all[i].micro_batches, mbs[i]);
+    EXPECT_EQ(all[i].micro_batches, 1 << (i / 4));
+    EXPECT_EQ(all[i].recompute, i % 4 < 2 ? "none" : "attention");
     EXPECT_EQ(all[i].shard_optimizer, i % 2 == 1);
     Config c = cfg;
     c.train.micro_batches = all[i].micro_batches;
+    c.train.recompute = all[i].recompute;
     c.parallel.shard_optimizer = all[i].shard_optimizer;
     const SimResult r = simulate(c, cluster, rates, load_routing("uniform", 1, 4));
     EXPECT_EQ(all[i].peak_bytes, r.memory.total());
     EXPECT_EQ(all[i].step_s, r.step_s());
     EXPECT_TRUE(all[i].fits);
   }
-  EXPECT_EQ(all[3].sets(), "--set parallel.shard_optimizer=true --set train.micro_batches=2");
+  EXPECT_EQ(all[7].sets(), "--set train.recompute=attention --set parallel.shard_optimizer=true --set train.micro_batches=2");
+}
+
+// Recomputing the attention costs its forward again: per token and layer, the qkv product
+// (2 x 3 d^2) and the causal scores and values (2 d seq_len) at the compute rate.
+TEST_F(Fit, RecomputeCostsTheAttentionForward) {
+  const std::vector<MemorySetting> all = settings(1e12);
+  const double d = cfg.model.d_model, tokens = 4 * cfg.model.seq_len;  // 4 sequences per rank
+  const double flops = cfg.model.n_layers * (2 * 3 * d * d + 2 * d * cfg.model.seq_len) * tokens;
+  EXPECT_NEAR(all[2].step_s - all[0].step_s, flops / rates.compute, 1e-12);
+  EXPECT_LT(all[2].peak_bytes, all[0].peak_bytes);
 }
 
 // Sharding keeps each rank's blocks of the moments only. The tiny model on 2 ranks, expert-parallel

@@ -36,6 +36,17 @@ TEST(SimMemory, HandCountOneRank) {
   EXPECT_EQ(m.total(), 4 * 1848 * 4 + 1096 * 4 + 544 * 4 + 29 * 4);
 }
 
+// train.recompute: attention keeps one layer's qkv, att and attention probabilities, not both's:
+// (4 R d + 32) fewer floats, R = 4, d = 8.
+TEST(SimMemory, RecomputedAttentionKeepsOneLayersSet) {
+  Config cfg = tiny_sim_config();
+  const MemoryBreakdown stored = rank_memory(cfg, 1, 0, 1, 1, "cpu", {});
+  cfg.train.recompute = "attention";
+  const MemoryBreakdown recomputed = rank_memory(cfg, 1, 0, 1, 1, "cpu", {});
+  EXPECT_EQ(stored.activations - recomputed.activations, (4 * 4 * 8 + 32) * 4);
+  EXPECT_EQ(stored.total() - recomputed.total(), (4 * 4 * 8 + 32) * 4);
+}
+
 TEST(SimMemory, ExpertShardAndReceivedRows) {
   // Rank 1 of 2: experts 2 and 3 only (2 * 144 fewer floats), and a routing that brings it 12
   // rows (8 of its own pairs are 3 here), sends 4 units and receives 6.
@@ -78,32 +89,36 @@ TEST(SimMemory, CudaAttentionAndBf16Copies) {
 }
 
 TEST(SimMemory, MatchesTheCpuBackendsPeak) {
-  Config cfg = tiny_sim_config();
-  cfg.model.d_model = 64;
-  cfg.model.seq_len = 32;
-  cfg.model.vocab_size = 256;
-  cfg.model.n_layers = 3;
-  cfg.model.dense_hidden = 128;
-  cfg.moe.n_routed = 8;
-  cfg.moe.expert_hidden = 32;
-  const int seqs = 4;
-  auto be = make_cpu_backend<float>();
-  auto comm = make_single_comm();
-  Model<float> model(cfg, *be, *comm, seqs);
-  model.init_params(3);
-  const int R = seqs * cfg.model.seq_len;
-  std::vector<int32_t> tokens(R), targets(R);
-  Rng rng(11);
-  for (int i = 0; i < R; ++i) tokens[i] = rng.below(256), targets[i] = rng.below(256);
-  ForwardOpts opts;
-  opts.training = true;
-  opts.tokens_global = R;
-  model.forward(tokens.data(), targets.data(), seqs, opts);
-  model.backward();
-  const MemoryBreakdown m = rank_memory(cfg, 1, 0, 1, seqs, "cpu", {});
-  const double measured = static_cast<double>(be->peak_bytes());
-  const double predicted = m.total() - m.optimizer;  // the model alone: no AdamW state here
-  EXPECT_NEAR(predicted / measured, 1.0, 0.01) << "predicted " << predicted << ", measured " << measured;
+  for (const char* recompute : {"none", "attention"}) {
+    SCOPED_TRACE(std::string("train.recompute ") + recompute);
+    Config cfg = tiny_sim_config();
+    cfg.model.d_model = 64;
+    cfg.model.seq_len = 32;
+    cfg.model.vocab_size = 256;
+    cfg.model.n_layers = 3;
+    cfg.model.dense_hidden = 128;
+    cfg.moe.n_routed = 8;
+    cfg.moe.expert_hidden = 32;
+    cfg.train.recompute = recompute;
+    const int seqs = 4;
+    auto be = make_cpu_backend<float>();
+    auto comm = make_single_comm();
+    Model<float> model(cfg, *be, *comm, seqs);
+    model.init_params(3);
+    const int R = seqs * cfg.model.seq_len;
+    std::vector<int32_t> tokens(R), targets(R);
+    Rng rng(11);
+    for (int i = 0; i < R; ++i) tokens[i] = rng.below(256), targets[i] = rng.below(256);
+    ForwardOpts opts;
+    opts.training = true;
+    opts.tokens_global = R;
+    model.forward(tokens.data(), targets.data(), seqs, opts);
+    model.backward();
+    const MemoryBreakdown m = rank_memory(cfg, 1, 0, 1, seqs, "cpu", {});
+    const double measured = static_cast<double>(be->peak_bytes());
+    const double predicted = m.total() - m.optimizer;  // the model alone: no AdamW state here
+    EXPECT_NEAR(predicted / measured, 1.0, 0.01) << "predicted " << predicted << ", measured " << measured;
+  }
 }
 
 }  // namespace

@@ -83,7 +83,9 @@ TEST(SweepShipped, PaperAblationsShareOneRecipeWithThreeSeeds) {
   for (const char* name : {"paper_granularity", "paper_shared_isolation", "paper_standard_vs_deepseek", "paper_balance"})
     plans.push_back(plan_sweep(load_experiment(kDir + name + ".yaml"), "runs"));
   for (const SweepPlan& p : plans) {
-    if (p.iso) EXPECT_NO_THROW(check_tolerance(p)) << p.experiment;
+    if (p.iso) {
+      EXPECT_NO_THROW(check_tolerance(p)) << p.experiment;
+    }
     for (const std::string& v : variant_names(p)) {
       std::vector<uint64_t> seeds;
       for (const PlannedRun& r : p.runs)

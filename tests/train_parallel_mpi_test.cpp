@@ -201,7 +201,9 @@ TEST(TrainParallel, ShardedOptimizerMatchesUnshardedToTheBit) {
 
       const int64_t size = whole.model().table().size(), kept = sharded.optimizer_shard().state_size;
       EXPECT_EQ(whole.optimizer_shard().state_size, size);
-      if (world.size() > 1) EXPECT_LT(kept, size);
+      if (world.size() > 1) {
+        EXPECT_LT(kept, size);
+      }
       const double drop = static_cast<double>(whole.backend().peak_bytes()) - sharded.backend().peak_bytes();
       EXPECT_EQ(drop, 2.0 * sizeof(float) * (size - kept));
       if (world.rank() == 0) {

@@ -57,6 +57,7 @@ int run(const Args& args) {
 
   Config cfg = config_from_checkpoint(ck);
   cfg.backend = args.get("backend", "auto");  // checkpoints move between backends
+  cfg.train.recompute = "none";  // the cache keeps every layer's keys and values
   auto comm = make_single_comm();
   auto be = make_backend(cfg.backend, *comm, cfg.precision);
   Model<float> model(cfg, *be, *comm, 1);

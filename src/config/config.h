@@ -64,6 +64,10 @@ struct TrainConfig {
   // An extension (docs/config.md, Extensions): > 0 keeps each checkpoint also as
   // checkpoint-<step>.h5, the newest this many of them. 0 = only checkpoint.h5.
   int keep_checkpoints = 0;
+  // An extension: "attention" keeps one layer's attention activations (qkv, the attention output
+  // and its saved statistics) instead of every layer's, and the backward recomputes each layer's
+  // from its input; the gradients are the same to the bit. "none" keeps them all.
+  std::string recompute = "none";
 };
 
 struct DataConfig {

@@ -54,13 +54,18 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
     moe_scratch_.dact.ensure(be, R * m.dense_hidden);
   }
   acts_.resize(m.n_layers);
+  recompute_attention_ = cfg.train.recompute == "attention";
+  auto allocate = [&](AttentionActs& at) {
+    at.qkv.ensure(be, R * 3 * d);
+    at.att.ensure(be, R * d);
+    at.saved.reset(be, saved);
+  };
+  if (recompute_attention_) allocate(shared_attention_);
   for (int l = 0; l < m.n_layers; ++l) {
     LayerActs& a = acts_[l];
     a.x.reset(be, R * d);
     a.rstd1.reset(be, R);
-    a.qkv.ensure(be, R * 3 * d);
-    a.att.ensure(be, R * d);
-    a.att_saved.reset(be, saved);
+    if (!recompute_attention_) allocate(a.attention);
     a.h.reset(be, R * d);
     a.rstd2.reset(be, R);
     if (cfg.is_moe_layer(l)) {
@@ -162,7 +167,7 @@ template <typename T>
 ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, int n_seqs, const ForwardOpts& opts) {
   const auto& m = cfg_.model;
   DSMOE_ASSERT(n_seqs > 0 && n_seqs <= max_seqs_);
-  const int S = m.seq_len, d = m.d_model, H = m.n_heads, hd = d / H, V = m.vocab_size;
+  const int S = m.seq_len, V = m.vocab_size;
   const int R = n_seqs * S;
   n_seqs_ = n_seqs;
   cached_positions_ = 0;  // the rows below are rewritten
@@ -172,10 +177,7 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
 
   embed(0, R);
   for (int l = 0; l < m.n_layers; ++l) {
-    LayerActs& a = acts_[l];
-    attention_input(l, 0, R);
-    be_.rope(a.qkv, n_seqs, S, H, hd, m.rope_theta, false, 0);
-    be_.attention_forward(a.att, a.att_saved, a.qkv, n_seqs, S, H, hd);
+    attend(l);
     attention_output(l, 0, R);
     ffn(l, 0, R, RouteContext{tokens_global, opts.token_offset, opts.training, hash_key(opts.noise_key, l), {}});
   }
@@ -219,13 +221,15 @@ void Model<T>::forward_positions(const int32_t* tokens, int first, int n) {
   const auto& m = cfg_.model;
   const int S = m.seq_len, d = m.d_model, H = m.n_heads, hd = d / H;
   DSMOE_ASSERT(n > 0 && first + n <= S && (first == 0 || first == cached_positions_));
+  DSMOE_CHECK(!recompute_attention_, "generation caches every layer's keys and values: build the model with "
+              "train.recompute: none");
   if (first == 0) position_selections_.assign(moe_.size(), std::vector<int64_t>(cfg_.moe.n_routed, 0));
   n_seqs_ = 1;
   be_.copy_bytes_to_device(tokens_.data() + first, tokens, (size_t)n * sizeof(int32_t));
 
   embed(first, n);
   for (int l = 0; l < m.n_layers; ++l) {
-    LayerActs& a = acts_[l];
+    AttentionActs& a = attention(l);
     attention_input(l, first, n);
     be_.rope(a.qkv.ptr() + (int64_t)first * 3 * d, 1, n, H, hd, m.rope_theta, false, first);
     be_.attention_queries(a.att.ptr() + (int64_t)first * d, a.qkv, first, n, H, hd);
@@ -252,6 +256,17 @@ void Model<T>::embed(int first, int rows) {
   be_.embedding_forward(acts_[0].x.data() + (int64_t)first * d, tokens_.data() + first, p("tok_embedding"), rows, d);
 }
 
+// Layer l's attention over the whole batch: qkv, RoPE, the attention's output and saved statistics.
+template <typename T>
+void Model<T>::attend(int l) {
+  const auto& m = cfg_.model;
+  const int hd = m.d_model / m.n_heads;
+  AttentionActs& a = attention(l);
+  attention_input(l, 0, n_seqs_ * m.seq_len);
+  be_.rope(a.qkv, n_seqs_, m.seq_len, m.n_heads, hd, m.rope_theta, false, 0);
+  be_.attention_forward(a.att, a.saved, a.qkv, n_seqs_, m.seq_len, m.n_heads, hd);
+}
+
 // qkv = RMSNorm(x) Wqkv^T, before RoPE.
 template <typename T>
 void Model<T>::attention_input(int l, int first, int rows) {
@@ -262,7 +277,7 @@ void Model<T>::attention_input(int l, int first, int rows) {
   const std::string pre = layer_prefix(l);
   be_.rmsnorm_forward(ln1_.ptr() + at, a.rstd1.data() + first, a.x.data() + at, p(pre + "attn_norm"), rows, d,
                       m.norm_eps);
-  linear_forward<T>(be_, a.qkv.ptr() + 3 * at, ln1_.ptr() + at, p(pre + "attn/wq"), rows, d, 3 * d);
+  linear_forward<T>(be_, attention(l).qkv.ptr() + 3 * at, ln1_.ptr() + at, p(pre + "attn/wq"), rows, d, 3 * d);
 }
 
 // h = x + att Wo^T
@@ -271,7 +286,7 @@ void Model<T>::attention_output(int l, int first, int rows) {
   const int d = cfg_.model.d_model;
   const int64_t at = (int64_t)first * d;
   LayerActs& a = acts_[l];
-  linear_forward<T>(be_, a.h.data() + at, a.att.ptr() + at, p(layer_prefix(l) + "attn/wo"), rows, d, d,
+  linear_forward<T>(be_, a.h.data() + at, attention(l).att.ptr() + at, p(layer_prefix(l) + "attn/wo"), rows, d, d,
                     /*residual=*/a.x.data() + at);
 }
 
@@ -380,10 +395,13 @@ void Model<T>::backward(const std::function<void(int stage)>& stage_done) {
     }
     be_.rmsnorm_backward(dx_, g(pre + "ffn_norm"), dtmp_, a.h, p(pre + "ffn_norm"), a.rstd2, R, d);
 
-    // Attention: h = x + att Wo^T; dx_ holds dL/dh.
+    // Attention: h = x + att Wo^T; dx_ holds dL/dh. Recomputed, it is the forward's to the bit:
+    // the same kernels on the same inputs.
+    if (recompute_attention_) attend(l);
+    AttentionActs& at = attention(l);
     linear_backward_input<T>(be_, dtmp_, dx_, p(pre + "attn/wo"), R, d, d, T(0));
-    linear_backward_weight<T>(be_, g(pre + "attn/wo"), dx_, a.att, R, d, d, wb);
-    be_.attention_backward(dqkv_, att_scratch_, dtmp_, a.qkv, a.att, a.att_saved, n_seqs_, S, H, hd);
+    linear_backward_weight<T>(be_, g(pre + "attn/wo"), dx_, at.att, R, d, d, wb);
+    be_.attention_backward(dqkv_, att_scratch_, dtmp_, at.qkv, at.att, at.saved, n_seqs_, S, H, hd);
     be_.rope(dqkv_, n_seqs_, S, H, hd, m.rope_theta, true, 0);
     linear_backward_input<T>(be_, dtmp_, dqkv_, p(pre + "attn/wq"), R, d, 3 * d, T(0));
     be_.rmsnorm_forward(ln1_, a.rstd1, a.x, p(pre + "attn_norm"), R, d, m.norm_eps);

@@ -86,11 +86,17 @@ class Model {
   std::vector<T> logits_row_to_host(int row);
 
  private:
+  struct AttentionActs {  // qkv after RoPE, the attention's output and what its backward needs
+    Buf<T> saved;
+    ActBuf<T> qkv, att;  // only products, RoPE and the attention read them
+  };
   struct LayerActs {  // what one layer keeps for its backward
-    Buf<T> x, rstd1, att_saved, h, rstd2;
-    ActBuf<T> qkv, att;         // only products, RoPE and the attention read them
+    Buf<T> x, rstd1, h, rstd2;
+    AttentionActs attention;    // empty under train.recompute: attention (shared_attention_ instead)
     ActBuf<T> ffn_gu, ffn_act;  // dense layers
   };
+  // Layer l's attention activations: its own, or with recompute the one set all layers share.
+  AttentionActs& attention(int l) { return recompute_attention_ ? shared_attention_ : acts_[l].attention; }
   T* p(const std::string& name) { return params_.data() + table_.get(name).offset; }
   T* g(const std::string& name) { return grads_.data() + table_.get(name).offset; }
   T* gate_up(const std::string& prefix, bool grads);
@@ -100,6 +106,7 @@ class Model {
   // embedding, the attention's input (qkv before RoPE) and output (h), the FFN (the layer's
   // output), and the head (logits).
   void embed(int first, int rows);
+  void attend(int l);
   void attention_input(int l, int first, int rows);
   void attention_output(int l, int first, int rows);
   void ffn(int l, int first, int rows, const RouteContext& ctx);
@@ -116,6 +123,8 @@ class Model {
   MoeScratch<T> moe_scratch_;                       // shared by the MoE layers, outlives them
   std::vector<std::unique_ptr<MoeLayer<T>>> moe_;  // indexed like moe_layer_ids_
   std::vector<LayerActs> acts_;
+  bool recompute_attention_ = false;
+  AttentionActs shared_attention_;
   int max_seqs_, n_seqs_ = 0;
   int cached_positions_ = 0;  // forward_positions' sequence: positions 0 .. cached_positions_ - 1
   // With capacity: per MoE layer, the selections [N] of each expert by the cached positions.

@@ -50,9 +50,11 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int replicas
   MemoryBreakdown mb;
   mb.weights = mb.grads = P * f;
   mb.optimizer = 2 * static_cast<double>(shard.state_size) * f;
-  // x h, qkv att, rstd x2, saved; the dense FFN's gu and act; the norms' outputs ln1 ln2 (one
+  // x h, rstd x2 per layer; qkv att and the attention's saved tensor per layer, or one set with
+  // train.recompute: attention; the dense FFN's gu and act; the norms' outputs ln1 ln2 (one
   // pair, recomputed by the backward)
-  double acts = m.n_layers * (2 * R * d + 4 * R * d * low + 2 * R + att) + Ld * 3 * R * dh * low;
+  const int attention_sets = cfg.train.recompute == "attention" ? 1 : m.n_layers;
+  double acts = m.n_layers * (2 * R * d + 2 * R) + attention_sets * (4 * R * d * low + att) + Ld * 3 * R * dh * low;
   acts += R * d * low + R * d + (bf16 ? R * d * low : 0);  // ... and ln2's copy as the products read it
   acts += 2 * R + R * d + R * d * low + R + R * V + R;  // tokens, targets; xs_final, ln_f, rstd_f, logits, losses
   // dx dtmp, dqkv; attention scratch

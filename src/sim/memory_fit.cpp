@@ -5,8 +5,8 @@
 namespace dsmoe::sim {
 
 std::string MemorySetting::sets() const {
-  return std::string("--set parallel.shard_optimizer=") + (shard_optimizer ? "true" : "false") +
-         " --set train.micro_batches=" + std::to_string(micro_batches);
+  return "--set train.recompute=" + recompute + " --set parallel.shard_optimizer=" +
+         (shard_optimizer ? "true" : "false") + " --set train.micro_batches=" + std::to_string(micro_batches);
 }
 
 std::vector<MemorySetting> memory_settings(const Config& cfg, const Cluster& cluster, const Rates& rates,
@@ -16,19 +16,23 @@ std::vector<MemorySetting> memory_settings(const Config& cfg, const Cluster& clu
   std::vector<MemorySetting> out;
   for (int mb = 1; mb <= seqs_per_rank; ++mb) {
     if (seqs_per_rank % mb) continue;  // every micro-batch gives each rank the same sequences
-    for (const bool shard : {false, true}) {
-      Config c = cfg;
-      c.train.micro_batches = mb;
-      c.parallel.shard_optimizer = shard;
-      const SimResult r = simulate(c, cluster, rates, routing);
-      MemorySetting s;
-      s.shard_optimizer = shard;
-      s.micro_batches = mb;
-      s.peak_bytes = r.memory.total();
-      s.step_s = r.step_s();
-      s.tokens_per_s = r.tokens_per_s();
-      s.fits = s.peak_bytes <= gpu_memory_bytes;
-      out.push_back(s);
+    for (const char* recompute : {"none", "attention"}) {
+      for (const bool shard : {false, true}) {
+        Config c = cfg;
+        c.train.micro_batches = mb;
+        c.train.recompute = recompute;
+        c.parallel.shard_optimizer = shard;
+        const SimResult r = simulate(c, cluster, rates, routing);
+        MemorySetting s;
+        s.recompute = recompute;
+        s.shard_optimizer = shard;
+        s.micro_batches = mb;
+        s.peak_bytes = r.memory.total();
+        s.step_s = r.step_s();
+        s.tokens_per_s = r.tokens_per_s();
+        s.fits = s.peak_bytes <= gpu_memory_bytes;
+        out.push_back(s);
+      }
     }
   }
   return out;

@@ -1,7 +1,8 @@
 // Which memory settings make a config fit a GPU's memory: every combination of the settings that
-// trade memory for time (parallel.shard_optimizer off and on; train.micro_batches from 1 up to a
-// sequence per rank per micro-batch), simulated on the same cluster and routing, with the largest
-// rank's peak memory, the step time and whether it fits (docs/simulation.md "Fitting memory").
+// trade memory for time (train.recompute none and attention; parallel.shard_optimizer off and on;
+// train.micro_batches from 1 up to a sequence per rank per micro-batch), simulated on the same
+// cluster and routing, with the largest rank's peak memory, the step time and whether it fits
+// (docs/simulation.md "Fitting memory").
 #pragma once
 #include <string>
 #include <vector>
@@ -12,6 +13,7 @@
 namespace dsmoe::sim {
 
 struct MemorySetting {
+  std::string recompute = "none";
   bool shard_optimizer = false;
   int micro_batches = 1;
   double peak_bytes = 0;  // the largest rank's
@@ -21,7 +23,8 @@ struct MemorySetting {
   std::string sets() const;
 };
 
-// In order of micro-batches, then off before on. cfg must be valid for cluster.gpus ranks.
+// In order of micro-batches, then recompute none before attention, then the optimizer unsharded
+// before sharded. cfg must be valid for cluster.gpus ranks.
 std::vector<MemorySetting> memory_settings(const Config& cfg, const Cluster& cluster, const Rates& rates,
                                            const RoutingProfile& routing, double gpu_memory_bytes);
 

@@ -155,10 +155,11 @@ std::vector<std::string> memory_fit_lines(const std::vector<MemorySetting>& sett
   std::snprintf(line, sizeof line, "memory settings against %.3f GiB per GPU (peak of the largest rank):",
                 gpu_memory_bytes / GiB);
   out.push_back(line);
-  out.push_back("  shard_optimizer  micro_batches   peak GiB    step ms   tokens/s  fits");
+  out.push_back("  recompute  shard_optimizer  micro_batches   peak GiB    step ms   tokens/s  fits");
   const MemorySetting* smallest = nullptr;
   for (const MemorySetting& m : settings) {
-    std::snprintf(line, sizeof line, "  %-15s  %13d  %9.3f  %9.2f  %9.0f  %s", m.shard_optimizer ? "true" : "false",
+    std::snprintf(line, sizeof line, "  %-9s  %-15s  %13d  %9.3f  %9.2f  %9.0f  %s", m.recompute.c_str(),
+                  m.shard_optimizer ? "true" : "false",
                   m.micro_batches, m.peak_bytes / GiB, m.step_s * 1e3, m.tokens_per_s, m.fits ? "yes" : "no");
     out.push_back(line);
     if (!smallest || m.peak_bytes < smallest->peak_bytes) smallest = &m;

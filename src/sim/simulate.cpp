@@ -62,7 +62,12 @@ SimResult simulate(const Config& cfg, const Cluster& c, const Rates& rates, cons
   r.flops_per_token = count.flops_per_token;
   const double d = cfg.model.d_model, n = cfg.moe.expert_hidden, sh = (double)cfg.moe.n_shared * n;
   const double expert_flops_per_row = 6.0 * 3 * d * n;  // forward + backward of one (token, expert) pair
-  r.dense_s = (count.flops_per_token - expert_flops_per_row * K * Lm) * r.tokens_per_rank / rates.compute;
+  // train.recompute: attention runs each layer's qkv product and attention forward again in the
+  // backward (forward FLOPs: 2 per weight, and 2 d seq_len for the causal scores and values).
+  const double recompute_flops =
+      cfg.train.recompute == "attention" ? cfg.model.n_layers * (2.0 * 3 * d * d + 2.0 * d * cfg.model.seq_len) : 0;
+  r.dense_s =
+      (count.flops_per_token - expert_flops_per_row * K * Lm + recompute_flops) * r.tokens_per_rank / rates.compute;
 
   std::map<std::vector<double>, TokenModel> models;  // recorded profiles repeat over layers
   std::vector<std::vector<double>> expert_s(Lm);

@@ -60,9 +60,10 @@ std::string lr_text(double lr) {
 
 bool result_neutral_key(const std::string& key) {
   // `out` may be written relative or absolute (sweep or submit); the folder is the same. A sharded
-  // optimizer updates every element as an unsharded one does (params/optimizer_shard.h).
+  // optimizer updates every element as an unsharded one does (params/optimizer_shard.h), and
+  // recomputed activations are the stored ones.
   for (const char* k : {"name", "out", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                        "parallel.shard_optimizer"})
+                        "train.recompute", "parallel.shard_optimizer"})
     if (key == k) return true;
   return false;
 }

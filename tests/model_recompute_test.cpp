@@ -1,0 +1,93 @@
+// train.recompute: attention keeps one layer's attention activations and recomputes each layer's
+// in the backward: the same losses and gradients to the bit as keeping them all (double precision,
+// every routing variant, two micro-batches accumulating), the backend's peak memory smaller by
+// exactly the layers' sets it no longer keeps, and generation refused (its cache needs them all).
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <vector>
+
+#include "backend/cpu_backend.h"
+#include "model/model.h"
+#include "model_variants.h"
+#include "util/check.h"
+#include "util/rng.h"
+
+namespace dsmoe {
+namespace {
+
+constexpr int kSeqs = 3;
+
+struct Trained {
+  std::vector<double> losses;
+  std::vector<double> grads;
+  size_t peak = 0;
+};
+
+// Two micro-batches' forward and backward of the tiny model; the peak is of its own backend.
+Trained train_two_micro_batches(Config cfg) {
+  auto be = make_cpu_backend<double>();
+  auto comm = make_single_comm();
+  Model<double> model(cfg, *be, *comm, kSeqs);
+  model.init_params(42);
+  const int R = kSeqs * cfg.model.seq_len;
+  Rng rng(7);
+  Trained out;
+  model.zero_grads();
+  for (int micro = 0; micro < 2; ++micro) {
+    std::vector<int32_t> tokens(R), targets(R);
+    for (int i = 0; i < R; ++i) {
+      tokens[i] = static_cast<int32_t>(rng.below(cfg.model.vocab_size));
+      targets[i] = static_cast<int32_t>(rng.below(cfg.model.vocab_size));
+    }
+    ForwardOpts opts;
+    opts.training = true;
+    opts.noise_key = 99 + micro;
+    opts.loss_scale = 0.5;
+    const ForwardResult r = model.forward(tokens.data(), targets.data(), kSeqs, opts);
+    out.losses.push_back(r.ce_sum);
+    out.losses.push_back(r.aux_loss);
+    model.backward();
+  }
+  out.grads = to_host(*be, model.grads(), model.table().size());
+  out.peak = be->peak_bytes();
+  return out;
+}
+
+class Recompute : public ::testing::TestWithParam<test::Case> {};
+
+TEST_P(Recompute, AttentionGivesTheStoredGradientsToTheBitInLessMemory) {
+  Config cfg = test::tiny_config();
+  GetParam().edit(cfg);
+  const Trained stored = train_two_micro_batches(cfg);
+  cfg.train.recompute = "attention";
+  const Trained recomputed = train_two_micro_batches(cfg);
+  EXPECT_EQ(recomputed.losses, stored.losses);
+  EXPECT_EQ(recomputed.grads, stored.grads);
+  // Per layer, qkv [R, 3d], the attention's output [R, d] and its saved tensor: all but one set.
+  const auto& m = cfg.model;
+  const int64_t R = (int64_t)kSeqs * m.seq_len;
+  const int64_t saved = make_cpu_backend<double>()->attention_saved_size(kSeqs, m.seq_len, m.n_heads);
+  EXPECT_EQ(stored.peak - recomputed.peak, (m.n_layers - 1) * (4 * R * m.d_model + saved) * sizeof(double));
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, Recompute, ::testing::ValuesIn(test::model_variants()), test::variant_name);
+
+TEST(Recompute, GenerationNeedsEveryLayersKeysAndValues) {
+  Config cfg = test::tiny_config();
+  cfg.train.recompute = "attention";
+  auto be = make_cpu_backend<float>();
+  auto comm = make_single_comm();
+  Model<float> model(cfg, *be, *comm, 1);
+  model.init_params(1);
+  const int32_t token = 3;
+  try {
+    model.forward_positions(&token, 0, 1);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("train.recompute: none"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace dsmoe
