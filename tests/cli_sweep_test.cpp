@@ -247,6 +247,28 @@ INSTANTIATE_TEST_SUITE_P(
                       InterruptCase{2, "steps: 300, log_every: 10, eval_every: 100, checkpoint_every: 10"}),
     [](const ::testing::TestParamInfo<InterruptCase>& info) { return info.param.interrupts == 1 ? "Once" : "Twice"; });
 
+// A job's wall-clock limit: --time-limit stops the sweep as a first Ctrl-C does (the run going
+// checkpoints, no more start) and exits 75; the next sweep goes on from the checkpoint.
+TEST_F(SweepCli, TimeLimitStopsWithACheckpointAndTheNextSweepGoesOn) {
+  // A run takes several seconds here (about 1.5 ms a step), so the limit comes during the first.
+  const std::string exp = experiment("limit", "steps: 4000, log_every: 100, eval_every: 4000", "", "[1]");
+  const std::string runs = dir.file("runs");
+  test::RunResult r = sweep(exp, runs, "--time-limit 2");
+  ASSERT_EQ(r.exit_code, 75) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("[time limit] 2 s: asking 1 run(s) to stop after their current step"));
+  const int64_t step = read_checkpoint_meta(runs + "/limit/a-s1/checkpoint.h5").step;
+  EXPECT_GT(step, 0);
+  EXPECT_LT(step, 4000);
+  EXPECT_THAT(r.output, HasSubstr("[stopped] a-s1 at step " + std::to_string(step) + " of 4000 (checkpoint)"));
+  EXPECT_THAT(r.output, HasSubstr("stopped by the time limit: 1 run(s) stopped with a checkpoint, 1 not started"));
+  EXPECT_THAT(r.output, HasSubstr("`dsmoe sweep " + exp + "` resumes them from their checkpoints"));
+  r = sweep(exp, runs);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("[start] a-s1 (resuming at step " + std::to_string(step) + ")"));
+  EXPECT_THAT(r.output, HasSubstr("2 finished now"));
+  EXPECT_THAT(sweep(exp, runs, "--time-limit 0").output, HasSubstr("--time-limit must be > 0 seconds"));
+}
+
 // Adding seeds renames nothing and trains nothing twice; a run folder whose run had another
 // config is refused, naming the run and the keys, and nothing starts.
 TEST_F(SweepCli, RunFoldersKeepTheirRunsIdentity) {

@@ -135,11 +135,21 @@ struct Going {
 };
 
 // The sweep's answer to interrupts: the first asks the runs to checkpoint and stop, a second
-// soon after kills them; one later than that is taken as a first again.
+// soon after kills them; one later than that is taken as a first again. The time limit acts as a
+// first interrupt.
 class Interrupts {
  public:
-  bool any() const { return g_interrupts > 0; }
+  bool any() const { return g_interrupts > 0 || time_limit_; }
   bool at_once() const { return at_once_; }
+  bool time_limit() const { return time_limit_; }
+
+  void reach_time_limit(const std::map<pid_t, Going>& going, double seconds) {
+    time_limit_ = true;
+    asked_at_ = now_seconds();
+    say(cat("[time limit] ", seconds, " s: asking ", going.size(),
+            " run(s) to stop after their current step with a checkpoint; starting no more"));
+    for (const auto& [pid, g] : going) kill(pid, SIGTERM);
+  }
 
   // Acts on interrupts that arrived since the last call.
   void handle(const std::map<pid_t, Going>& going) {
@@ -164,7 +174,7 @@ class Interrupts {
  private:
   int handled_ = 0;
   double asked_at_ = -1;
-  bool at_once_ = false;
+  bool at_once_ = false, time_limit_ = false;
 };
 
 }  // namespace
@@ -189,7 +199,10 @@ SweepOutcome run_sweep(const SweepPlan& plan, const RunnerOptions& opt) {
   SignalCatcher signals;
   Interrupts interrupts;
   std::map<pid_t, Going> going;
+  const double began = now_seconds();
   while ((!queue.empty() && !interrupts.any()) || !going.empty()) {
+    if (opt.time_limit_s > 0 && !interrupts.any() && now_seconds() - began >= opt.time_limit_s)
+      interrupts.reach_time_limit(going, opt.time_limit_s);
     while (!queue.empty() && static_cast<int>(going.size()) < at_once && !interrupts.any()) {
       const PlannedRun& run = *queue.front();
       queue.pop_front();
@@ -252,6 +265,7 @@ SweepOutcome run_sweep(const SweepPlan& plan, const RunnerOptions& opt) {
   }
   if (interrupts.any()) {
     outcome.interrupted_by = g_signal;
+    outcome.time_limit = interrupts.time_limit();
     outcome.stopped_at_once = interrupts.at_once();
     outcome.not_started = static_cast<int>(queue.size());
   }

@@ -14,6 +14,7 @@ struct RunnerOptions {
   std::string exe;          // the dsmoe executable
   int rank_budget = 1;      // ranks in use at once, over all runs going
   int64_t stop_after = 0;   // > 0: each run started stops after that many steps, resumable
+  double time_limit_s = 0;  // > 0: after this many seconds the sweep stops as on a first interrupt
   std::string mpiexec = "mpiexec";
 };
 
@@ -25,7 +26,8 @@ struct SweepOutcome {
   int interrupted_by = 0;           // the signal that stopped the sweep, 0 if none
   bool stopped_at_once = false;     // a second interrupt: runs were killed without a checkpoint
   std::vector<std::string> interrupted;  // "run at step k of n" for each run the interrupt stopped
-  int not_started = 0;               // runs left in the queue by an interrupt
+  int not_started = 0;               // runs left in the queue by an interrupt or the time limit
+  bool time_limit = false;           // the time limit stopped it (interrupted_by stays 0)
 };
 
 // Progress goes to stdout, each run's output to OUT/train.log. The runs are process groups of
