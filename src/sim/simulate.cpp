@@ -127,16 +127,14 @@ SimResult simulate(const Config& cfg, const Cluster& c, const Rates& rates, cons
   const double expert_bytes = 4.0 * (table.size() - table.sharded_begin());
   const double other_bytes = 4.0 * table.sharded_begin();
   const double bw = G <= c.gpus_per_node ? c.intra_bw : c.inter_bw;
-  auto ring = [&](int ranks, double bytes) {
-    return ranks > 1 ? c.latency + 2.0 * (ranks - 1) / ranks * bytes / bw : 0.0;
+  // A ring collective over `ranks` in which each rank moves `passes` x (n - 1) / n of the bytes:
+  // 2 for an allreduce, 1 for an all-gather.
+  auto ring = [&](int ranks, double bytes, double passes) {
+    return ranks > 1 ? c.latency + passes * (ranks - 1.0) / ranks * bytes / bw : 0.0;
   };
-  r.allreduce_s = ring(G, other_bytes) + ring(G / E, expert_bytes);
-  if (cfg.parallel.shard_optimizer) {  // the updated blocks' all-gather: each rank receives (n - 1) / n
-    auto gather = [&](int ranks, double bytes) {
-      return ranks > 1 ? c.latency + (ranks - 1.0) / ranks * bytes / bw : 0.0;
-    };
-    r.allreduce_s += gather(G, other_bytes) + gather(G / E, expert_bytes);
-  }
+  r.allreduce_s = ring(G, other_bytes, 2) + ring(G / E, expert_bytes, 2);
+  if (cfg.parallel.shard_optimizer)  // the updated blocks' all-gathers
+    r.allreduce_s += ring(G, other_bytes, 1) + ring(G / E, expert_bytes, 1);
 
   r.rank_memory.assign(G, 0.0);
   double best = -1;

@@ -145,10 +145,8 @@ class Interrupts {
 
   void reach_time_limit(const std::map<pid_t, Going>& going, double seconds) {
     time_limit_ = true;
-    asked_at_ = now_seconds();
-    say(cat("[time limit] ", seconds, " s: asking ", going.size(),
-            " run(s) to stop after their current step with a checkpoint; starting no more"));
-    for (const auto& [pid, g] : going) kill(pid, SIGTERM);
+    ask_to_stop(going, cat("[time limit] ", seconds, " s: asking ", going.size(),
+                           " run(s) to stop after their current step with a checkpoint; starting no more"));
   }
 
   // Acts on interrupts that arrived since the last call.
@@ -163,15 +161,21 @@ class Interrupts {
         for (const auto& [pid, g] : going) kill(-pid, SIGKILL);  // the group: mpiexec and its ranks
         continue;
       }
-      asked_at_ = now;
-      say(cat("[interrupt] signal ", g_signal, ": asking ", going.size(),
-              " run(s) to stop after their current step with a checkpoint; starting no more (interrupt again within ",
-              kSecondInterruptSeconds, " s to stop at once, losing the steps since the last checkpoints)"));
-      for (const auto& [pid, g] : going) kill(pid, SIGTERM);  // mpiexec passes it on to the ranks
+      ask_to_stop(going, cat("[interrupt] signal ", g_signal, ": asking ", going.size(),
+                             " run(s) to stop after their current step with a checkpoint; starting no more (interrupt "
+                             "again within ",
+                             kSecondInterruptSeconds, " s to stop at once, losing the steps since the last checkpoints)"));
     }
   }
 
  private:
+  // Every run checkpoints after its step and exits; a second interrupt soon after kills them.
+  void ask_to_stop(const std::map<pid_t, Going>& going, const std::string& message) {
+    asked_at_ = now_seconds();
+    say(message);
+    for (const auto& [pid, g] : going) kill(pid, SIGTERM);  // mpiexec passes it on to the ranks
+  }
+
   int handled_ = 0;
   double asked_at_ = -1;
   bool at_once_ = false, time_limit_ = false;

@@ -44,7 +44,7 @@ Engine::Engine(Config cfg, Comm& comm)
                                 groups_.dp->size())
           : whole_buffer(table.size()));
   const auto bucket_elems = static_cast<int64_t>(cfg_.parallel.grad_bucket_mb * (1 << 20) / sizeof(float));
-  grad_sync_ = std::make_unique<GradSync>(plan_grad_buckets(model_->table(), model_->backward_stages(), bucket_elems),
+  grad_sync_ = std::make_unique<GradSync>(plan_grad_buckets(table, model_->backward_stages(), bucket_elems),
                                           model_->grads(), nccl_world_ ? *nccl_world_ : comm_, *groups_.dp);
   inputs_.resize((size_t)local_seqs_ * cfg_.model.seq_len);
   targets_.resize(inputs_.size());
