@@ -191,6 +191,17 @@ TEST_F(Cli, InfoReportsParametersAndFlops) {
   EXPECT_THAT(r.output, HasSubstr("12,007,680"));
   EXPECT_THAT(r.output, HasSubstr("3,750,144"));
   EXPECT_THAT(r.output, HasSubstr("2.367e+07"));
+  // Memory at each recompute setting (quickstart: backend auto, so CPU and CUDA rows). On the
+  // CPU, recompute attention keeps one layer's q, k, v, attention output (4 R d) and
+  // probabilities (B H T T) instead of four: 3 x (4 x 8192 x 256 + 32 x 4 x 256 x 256) floats
+  // = 192 MiB less.
+  auto total = [&](const std::string& row) {
+    const size_t at = r.output.find(row);
+    EXPECT_NE(at, std::string::npos) << row << " missing in\n" << r.output;
+    return at == std::string::npos ? 0.0 : std::stod(r.output.substr(at + row.size()));
+  };
+  EXPECT_NEAR(total("cpu        recompute none") - total("cpu        recompute attention"), 192.0, 0.11);
+  EXPECT_GT(total("cuda fp32  recompute none"), total("cuda fp32  recompute attention"));
 }
 
 }  // namespace

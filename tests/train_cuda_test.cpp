@@ -1,12 +1,14 @@
 // A few training steps on the GPU (fp32) match the CPU backend's losses and weights, bf16 stays
-// within a band of them, and a checkpoint written on one backend loads on the other. Skipped
-// where no GPU is visible.
+// within a band of them, a checkpoint written on one backend loads on the other, and
+// train.recompute: attention trains as keeping the activations does in less memory, the amount
+// the memory model predicts. Skipped where no GPU is visible.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "backend/cuda_loader.h"
 #include "comm/comm.h"
+#include "sim/memory.h"
 #include "train/engine.h"
 #include "train_fixture.h"
 
@@ -68,6 +70,52 @@ TEST(TrainCuda, Bf16StaysWithinABandOfFp32) {
   }
   EXPECT_LT(last, first) << "bf16 training makes progress";
   EXPECT_NEAR(fp32.evaluate(), bf16.evaluate(), 2e-2 * fp32.evaluate());
+}
+
+// The recomputed attention runs the forward's kernels on the forward's inputs, so its weights
+// differ from the stored path's no more than a second stored run's do (bitwise where the GPU's
+// reductions are deterministic). The peak memory falls by what the memory model says.
+TEST(TrainCuda, RecomputedAttentionTrainsAsStoredInLessMemory) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
+  test::TempDir dir;
+  test::write_file(dir.file("corpus.txt"), test::make_corpus(2000, 11));
+  auto comm = make_single_comm();
+  for (const char* precision : {"fp32", "bf16"}) {
+    auto config = [&](const char* recompute) {
+      return parse_config(test::tiny_yaml(dir.file("corpus.txt"), dir.file("out")), "tiny.yaml",
+                          {"backend=cuda", std::string("precision=") + precision,
+                           std::string("train.recompute=") + recompute, "train.micro_batches=2"});
+    };
+    struct Run {
+      std::vector<double> losses;
+      std::vector<float> params;
+      double peak = 0, predicted = 0;
+    };
+    auto train = [&](const char* recompute) {
+      Engine e(config(recompute), *comm);
+      Run r;
+      for (int s = 0; s < 3; ++s) r.losses.push_back(e.train_step().loss);
+      r.params = e.model().params_to_host();
+      r.peak = static_cast<double>(e.backend().peak_bytes());
+      const int seqs = e.config().train.batch_size / e.config().train.micro_batches;
+      r.predicted = sim::rank_memory(e.config(), 1, 0, 1, seqs, "cuda", {}).total();
+      return r;
+    };
+    const Run stored = train("none"), again = train("none"), recomputed = train("attention");
+    auto worst = [&](const Run& a) {
+      double w = 0;
+      for (size_t i = 0; i < a.params.size(); ++i) w = std::max(w, (double)std::fabs(a.params[i] - stored.params[i]));
+      for (size_t i = 0; i < a.losses.size(); ++i) w = std::max(w, std::fabs(a.losses[i] - stored.losses[i]));
+      return w;
+    };
+    EXPECT_LE(worst(recomputed), worst(again)) << precision;
+    EXPECT_LT(recomputed.peak, stored.peak) << precision;
+    EXPECT_NEAR(stored.peak - recomputed.peak, stored.predicted - recomputed.predicted,
+                0.05 * (stored.predicted - recomputed.predicted))
+        << precision;
+    EXPECT_NEAR(recomputed.predicted, recomputed.peak, 0.05 * recomputed.peak) << precision;
+  }
 }
 
 }  // namespace

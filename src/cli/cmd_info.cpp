@@ -1,4 +1,5 @@
 #include <cstdio>
+#include <string>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -10,10 +11,44 @@
 namespace dsmoe {
 namespace {
 
+std::string format_mib(double mib) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", mib);
+  return buf;
+}
+
 const char* kUsage =
     "usage: dsmoe info CONFIG [--set key=value ...]\n"
     "Parameters (total and activated per token) by component, training FLOPs per token and\n"
-    "the memory a CPU run needs. vocab_size 0 is resolved from the data.\n";
+    "the memory one rank needs at each train.recompute setting (the model of dsmoe simulate).\n"
+    "vocab_size 0 is resolved from the data.\n";
+
+// The memory model of `dsmoe simulate` (docs/simulation.md) for one rank at each train.recompute
+// setting, on the config's backend (both where it is auto). Sharding the optimizer needs
+// replicas: simulate --gpus N --gpu-memory B tables every setting on N ranks.
+void print_memory(const Config& cfg) {
+  const int seqs = cfg.train.batch_size / cfg.train.micro_batches;
+  std::printf("memory of one rank (micro-batch of %d sequences; dsmoe simulate --gpus N --gpu-memory B for N ranks):\n",
+              seqs);
+  const double MiB = 1048576.0;
+  for (const std::string backend : {"cpu", "cuda"}) {
+    if (cfg.backend != "auto" && cfg.backend != backend) continue;
+    const std::string label = backend == "cuda" ? "cuda " + cfg.precision : backend;
+    for (const char* recompute : {"none", "attention"}) {
+      Config c = cfg;
+      c.train.recompute = recompute;
+      const sim::MemoryBreakdown m = sim::rank_memory(c, 1, 0, 1, seqs, backend, {});
+      std::string bf16 = m.bf16 > 0 ? " + bf16 copies " + format_mib(m.bf16 / MiB) : "";
+      std::printf("  %-10s recompute %-9s %12s MiB = weights %s + grads %s + AdamW %s + activations %s + scratch %s"
+                  " + dispatch %s%s%s\n",
+                  label.c_str(), recompute, format_mib(m.total() / MiB).c_str(), format_mib(m.weights / MiB).c_str(),
+                  format_mib(m.grads / MiB).c_str(), format_mib(m.optimizer / MiB).c_str(),
+                  format_mib(m.activations / MiB).c_str(), format_mib(m.scratch / MiB).c_str(),
+                  format_mib(m.dispatch / MiB).c_str(), bf16.c_str(),
+                  cfg.train.recompute == recompute ? "  (this config)" : "");
+    }
+  }
+}
 
 int run(const Args& args) {
   Config cfg = load_config(args.positional()[0], args.overrides());
@@ -29,10 +64,7 @@ int run(const Args& args) {
   std::printf("training FLOPs per token (forward + backward): %.4g\n", c.flops_per_token);
   std::printf("training FLOPs per step: %.4g (%d tokens)\n",
               c.flops_per_token * cfg.train.batch_size * cfg.model.seq_len, cfg.train.batch_size * cfg.model.seq_len);
-  const int seqs = cfg.train.batch_size / cfg.train.micro_batches;
-  // The memory model of `dsmoe simulate` (docs/simulation.md), for the CPU backend on one rank.
-  std::printf("memory estimate (CPU, one rank): %.1f MiB (weights, grads, AdamW: %.1f MiB)\n",
-              sim::rank_memory(cfg, 1, 0, 1, seqs, "cpu", {}).total() / 1048576.0, 16.0 * c.params_total / 1048576.0);
+  print_memory(cfg);
   return 0;
 }
 
