@@ -1,9 +1,11 @@
-// train.recompute: attention keeps one layer's attention activations and recomputes each layer's
-// in the backward: the same losses and gradients to the bit as keeping them all (double precision,
-// every routing variant, two micro-batches accumulating), the backend's peak memory smaller by
-// exactly the layers' sets it no longer keeps, and generation refused (its cache needs them all).
+// train.recompute attention, moe and full keep one layer's attention activations, experts' gate and
+// up products, or both, and recompute each layer's in the backward: the same losses and gradients
+// to the bit as keeping them all (double precision, every routing variant, two micro-batches
+// accumulating), the backend's peak memory smaller by exactly the layers' sets it no longer keeps,
+// and generation refused where it needs every layer's keys and values.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -56,19 +58,28 @@ Trained train_two_micro_batches(Config cfg) {
 
 class Recompute : public ::testing::TestWithParam<test::Case> {};
 
-TEST_P(Recompute, AttentionGivesTheStoredGradientsToTheBitInLessMemory) {
+TEST_P(Recompute, EverySettingGivesTheStoredGradientsToTheBitInLessMemory) {
   Config cfg = test::tiny_config();
   GetParam().edit(cfg);
   const Trained stored = train_two_micro_batches(cfg);
-  cfg.train.recompute = "attention";
-  const Trained recomputed = train_two_micro_batches(cfg);
-  EXPECT_EQ(recomputed.losses, stored.losses);
-  EXPECT_EQ(recomputed.grads, stored.grads);
-  // Per layer, qkv [R, 3d], the attention's output [R, d] and its saved tensor: all but one set.
   const auto& m = cfg.model;
-  const int64_t R = (int64_t)kSeqs * m.seq_len;
+  const int64_t R = (int64_t)kSeqs * m.seq_len, n = cfg.moe.expert_hidden, sh = (int64_t)cfg.moe.n_shared * n;
+  // attention: per layer, qkv [R, 3d], the attention's output [R, d] and its saved tensor, all but
+  // one set. moe: per MoE layer, the routed experts' gu [R top_k, 2n] and the shared experts' gu
+  // and act [R, 3 sh], all but one set.
   const int64_t saved = make_cpu_backend<double>()->attention_saved_size(kSeqs, m.seq_len, m.n_heads);
-  EXPECT_EQ(stored.peak - recomputed.peak, (m.n_layers - 1) * (4 * R * m.d_model + saved) * sizeof(double));
+  const int64_t attention = (m.n_layers - 1) * (4 * R * m.d_model + saved);
+  const int64_t experts = std::max(cfg.n_moe_layers() - 1, 0) * (R * cfg.moe.top_k * 2 * n + R * 3 * sh);
+  for (const char* setting : {"attention", "moe", "full"}) {
+    SCOPED_TRACE(setting);
+    cfg.train.recompute = setting;
+    const Trained recomputed = train_two_micro_batches(cfg);
+    EXPECT_EQ(recomputed.losses, stored.losses);
+    EXPECT_EQ(recomputed.grads, stored.grads);
+    const std::string s = setting;
+    const int64_t saving = (s == "moe" ? 0 : attention) + (s == "attention" ? 0 : experts);
+    EXPECT_EQ(stored.peak - recomputed.peak, saving * sizeof(double));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, Recompute, ::testing::ValuesIn(test::model_variants()), test::variant_name);

@@ -1,5 +1,5 @@
 // The memory settings' search (sim/memory_fit.h): every valid micro-batch count with the optimizer
-// sharded and not, each the simulation of that config; which fit a given memory; the fastest of
+// sharded and not, at each recompute setting, each the simulation of that config; which fit a given memory; the fastest of
 // those; and the optimizer term of the memory model by hand.
 #include "sim/memory_fit.h"
 
@@ -30,10 +30,10 @@ struct Fit : ::testing::Test {
 
 TEST_F(Fit, EverySettingIsItsOwnSimulation) {
   const std::vector<MemorySetting> all = settings(1e12);
-  ASSERT_EQ(all.size(), 12u);  // micro-batches 1, 2, 4 x recompute none, attention x sharded or not
+  ASSERT_EQ(all.size(), 24u);  // micro-batches 1, 2, 4 x recompute none, attention, moe, full x sharded or not
   for (size_t i = 0; i < all.size(); ++i) {
-    EXPECT_EQ(all[i].micro_batches, 1 << (i / 4));
-    EXPECT_EQ(all[i].recompute, i % 4 < 2 ? "none" : "attention");
+    EXPECT_EQ(all[i].micro_batches, 1 << (i / 8));
+    EXPECT_EQ(all[i].recompute, kRecomputeSettings[i % 8 / 2]);
     EXPECT_EQ(all[i].shard_optimizer, i % 2 == 1);
     Config c = cfg;
     c.train.micro_batches = all[i].micro_batches;
@@ -44,7 +44,7 @@ TEST_F(Fit, EverySettingIsItsOwnSimulation) {
     EXPECT_EQ(all[i].step_s, r.step_s());
     EXPECT_TRUE(all[i].fits);
   }
-  EXPECT_EQ(all[7].sets(), "--set train.recompute=attention --set parallel.shard_optimizer=true --set train.micro_batches=2");
+  EXPECT_EQ(all[11].sets(), "--set train.recompute=attention --set parallel.shard_optimizer=true --set train.micro_batches=2");
 }
 
 // Recomputing the attention costs its forward again: per token and layer, the qkv product
@@ -55,6 +55,19 @@ TEST_F(Fit, RecomputeCostsTheAttentionForward) {
   const double flops = cfg.model.n_layers * (2 * 3 * d * d + 2 * d * cfg.model.seq_len) * tokens;
   EXPECT_NEAR(all[2].step_s - all[0].step_s, flops / rates.compute, 1e-12);
   EXPECT_LT(all[2].peak_bytes, all[0].peak_bytes);
+}
+
+// Recomputing the experts costs their gate and up products again (2 FLOPs per weight): per token
+// and MoE layer, 4 d Ks n for the shared experts, and per routed row 4 d n; with uniform routing
+// each of the 2 ranks computes top_k rows per token of its own (the expert time is the slowest
+// rank's). full costs both recomputations.
+TEST_F(Fit, RecomputeCostsTheExpertsGateAndUpProducts) {
+  const std::vector<MemorySetting> all = settings(1e12);
+  const double d = cfg.model.d_model, n = cfg.moe.expert_hidden, tokens = 4 * cfg.model.seq_len;
+  const double flops = cfg.n_moe_layers() * (4 * d * cfg.moe.n_shared * n + cfg.moe.top_k * 4 * d * n) * tokens;
+  EXPECT_NEAR(all[4].step_s - all[0].step_s, flops / rates.compute, 1e-12);
+  EXPECT_NEAR(all[6].step_s - all[0].step_s, (all[2].step_s - all[0].step_s) + flops / rates.compute, 1e-12);
+  EXPECT_LE(all[4].peak_bytes, all[0].peak_bytes);
 }
 
 // Sharding keeps each rank's blocks of the moments only. The tiny model on 2 ranks, expert-parallel

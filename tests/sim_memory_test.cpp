@@ -5,6 +5,7 @@
 #include "backend/cpu_backend.h"
 #include "model/model.h"
 #include "sim/memory.h"
+#include "sim/memory_fit.h"
 #include "util/rng.h"
 #include "sim_fixture.h"
 
@@ -45,6 +46,22 @@ TEST(SimMemory, RecomputedAttentionKeepsOneLayersSet) {
   const MemoryBreakdown recomputed = rank_memory(cfg, 1, 0, 1, 1, "cpu", {});
   EXPECT_EQ(stored.activations - recomputed.activations, (4 * 4 * 8 + 32) * 4);
   EXPECT_EQ(stored.total() - recomputed.total(), (4 * 4 * 8 + 32) * 4);
+}
+
+// train.recompute: moe keeps one MoE layer's routed gu (8 pairs x 12) and shared gu and act
+// (3 x 4 x 6), in the scratch, instead of each layer's: with 3 layers (2 MoE), the activations
+// lose both layers' sets and the scratch gains one. full adds the attention's saving.
+TEST(SimMemory, RecomputedExpertsKeepOneLayersSet) {
+  Config cfg = tiny_sim_config();
+  cfg.model.n_layers = 3;
+  const MemoryBreakdown stored = rank_memory(cfg, 1, 0, 1, 1, "cpu", {});
+  cfg.train.recompute = "moe";
+  const MemoryBreakdown moe = rank_memory(cfg, 1, 0, 1, 1, "cpu", {});
+  EXPECT_EQ(stored.activations - moe.activations, 2 * (96 + 72) * 4);
+  EXPECT_EQ(moe.scratch - stored.scratch, (96 + 72) * 4);
+  cfg.train.recompute = "full";
+  const MemoryBreakdown full = rank_memory(cfg, 1, 0, 1, 1, "cpu", {});
+  EXPECT_EQ(stored.total() - full.total(), (96 + 72) * 4 + 2 * (4 * 4 * 8 + 32) * 4);
 }
 
 TEST(SimMemory, ExpertShardAndReceivedRows) {
@@ -89,7 +106,7 @@ TEST(SimMemory, CudaAttentionAndBf16Copies) {
 }
 
 TEST(SimMemory, MatchesTheCpuBackendsPeak) {
-  for (const char* recompute : {"none", "attention"}) {
+  for (const char* recompute : kRecomputeSettings) {
     SCOPED_TRACE(std::string("train.recompute ") + recompute);
     Config cfg = tiny_sim_config();
     cfg.model.d_model = 64;

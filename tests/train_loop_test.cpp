@@ -150,7 +150,7 @@ TEST(TrainLoop, MemoryEstimateMatchesWhatTheBackendAllocates) {
   auto comm = make_single_comm();
   for (const std::vector<std::string>& extra : std::vector<std::vector<std::string>>{
            {}, {"model.d_model=64", "moe.top_k=3", "moe.n_shared=2"}, {"train.micro_batches=2"},
-           {"train.recompute=attention"}}) {
+           {"train.recompute=attention"}, {"train.recompute=moe"}, {"train.recompute=full", "train.micro_batches=2"}}) {
     Engine engine(run.config(extra), *comm);
     engine.train_step();
     const double measured = static_cast<double>(engine.backend().peak_bytes());

@@ -66,7 +66,8 @@ struct TrainConfig {
   int keep_checkpoints = 0;
   // An extension: "attention" keeps one layer's attention activations (qkv, the attention output
   // and its saved statistics) instead of every layer's, and the backward recomputes each layer's
-  // from its input; the gradients are the same to the bit. "none" keeps them all.
+  // from its input; "moe" does the same for the experts' gate and up products (and the shared
+  // experts' activation); "full" both. The gradients are the same to the bit. "none" keeps them all.
   std::string recompute = "none";
 };
 

@@ -123,7 +123,7 @@ std::vector<Key> build_keys() {
       DSMOE_KEY(train.eval_batches, at_least(1)),
       DSMOE_KEY(train.checkpoint_every, at_least(0)),
       extension(DSMOE_KEY(train.keep_checkpoints, at_least(0))),
-      extension(DSMOE_KEY(train.recompute, one_of({"none", "attention"}))),
+      extension(DSMOE_KEY(train.recompute, one_of({"none", "attention", "moe", "full"}))),
       DSMOE_KEY(data.path, non_empty),
       DSMOE_KEY(data.val_fraction, unit_interval(false)),
       DSMOE_KEY(data.shuffle, any),

@@ -3,24 +3,35 @@
 namespace dsmoe {
 
 template <typename T>
+void swiglu_experts_gate_up(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
+                            Ptr<const T> x, Ptr<T> gu) {
+  const int d = w.d, n = w.hidden;
+  const int64_t wsz = (int64_t)n * d;
+  std::vector<GemmArgs<T>> up;
+  int64_t off = 0;
+  for (const RowBlock& b : blocks) {
+    if (b.rows > 0)
+      up.push_back({false, true, b.rows, 2 * n, d, T(1), x + off * d, d, w.w_gate_up + b.expert * 2 * wsz, d, T(0),
+                    gu + off * 2 * n, 2 * n});
+    off += b.rows;
+  }
+  be.gemm_batch(up);
+}
+
+template <typename T>
 void swiglu_experts_forward(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
                             Ptr<const T> x, const T* scale, Ptr<T> gu, Ptr<T> act, Ptr<T> y, const T* residual) {
   const int d = w.d, n = w.hidden;
   const int64_t wsz = (int64_t)n * d;
-  std::vector<GemmArgs<T>> up, down;
+  std::vector<GemmArgs<T>> down;
   int64_t off = 0;
   for (const RowBlock& b : blocks) {
-    const int m = b.rows;
-    const int64_t e = b.expert;
-    if (m > 0) {
-      up.push_back({false, true, m, 2 * n, d, T(1), x + off * d, d, w.w_gate_up + e * 2 * wsz, d, T(0),
-                    gu + off * 2 * n, 2 * n});
-      down.push_back({false, true, m, d, n, T(1), act + off * n, n, w.w_down + e * wsz, n, T(residual ? 1 : 0),
-                      y + off * d, d, false, residual ? residual + off * d : nullptr});
-    }
-    off += m;
+    if (b.rows > 0)
+      down.push_back({false, true, b.rows, d, n, T(1), act + off * n, n, w.w_down + b.expert * wsz, n,
+                      T(residual ? 1 : 0), y + off * d, d, false, residual ? residual + off * d : nullptr});
+    off += b.rows;
   }
-  be.gemm_batch(up);
+  swiglu_experts_gate_up(be, w, blocks, x, gu);
   be.swiglu_forward(act, gu, scale, static_cast<int>(off), n);
   be.gemm_batch(down);
 }
@@ -61,6 +72,10 @@ void swiglu_experts_backward(Backend<T>& be, const SwiGluWeights<T>& w, const st
   be.gemm_batch(second);
 }
 
+template void swiglu_experts_gate_up(Backend<float>&, const SwiGluWeights<float>&, const std::vector<RowBlock>&,
+                                     Ptr<const float>, Ptr<float>);
+template void swiglu_experts_gate_up(Backend<double>&, const SwiGluWeights<double>&, const std::vector<RowBlock>&,
+                                     Ptr<const double>, Ptr<double>);
 template void swiglu_experts_forward(Backend<float>&, const SwiGluWeights<float>&, const std::vector<RowBlock>&,
                                      Ptr<const float>, const float*, Ptr<float>, Ptr<float>, Ptr<float>,
                                      const float*);

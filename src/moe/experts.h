@@ -29,6 +29,12 @@ struct SwiGluWeights {
   int groups = 1;   // experts (dim 0 of the weights), for the zeros of those without rows
 };
 
+// x [rows, d] -> gu [rows, 2*hidden] (gate | up): the products of the forward's first step, alone
+// for a backward that recomputes gu (train.recompute: moe) with the forward's kernels.
+template <typename T>
+void swiglu_experts_gate_up(Backend<T>& be, const SwiGluWeights<T>& w, const std::vector<RowBlock>& blocks,
+                            Ptr<const T> x, Ptr<T> gu);
+
 // x [rows, d] -> gu [rows, 2*hidden] (gate | up), act [rows, hidden], y [rows, d]. scale [rows]
 // (null: 1) multiplies each row's activation before the down product: the routed experts'
 // gates, applied on the experts' side, so that a row's result is already gate-weighted. With a

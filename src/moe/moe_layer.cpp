@@ -9,10 +9,13 @@ namespace dsmoe {
 
 template <typename T>
 MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlacement& placement, const RouterSpec& spec,
-                      int d, int expert_hidden, int n_shared, int max_tokens, MoeScratch<T>& scratch)
+                      int d, int expert_hidden, int n_shared, int max_tokens, MoeScratch<T>& scratch,
+                      bool recompute_experts)
     : be_(be), d_(d), n_(expert_hidden), shared_hidden_(n_shared * expert_hidden), n_local_(placement.per_rank()),
-      top_k_(spec.top_k), router_(be, world, spec, d, max_tokens, scratch.logit_grads),
-      dispatcher_(be, ep, placement, d), scratch_(scratch) {
+      top_k_(spec.top_k), recompute_experts_(recompute_experts), router_(be, world, spec, d, max_tokens, scratch.logit_grads),
+      dispatcher_(be, ep, placement, d), scratch_(scratch), gu_(recompute_experts ? scratch.gu : own_gu_),
+      shared_gu_(recompute_experts ? scratch.shared_gu : own_shared_gu_),
+      shared_act_(recompute_experts ? scratch.shared_act : own_shared_act_) {
   const int64_t pairs = (int64_t)max_tokens * spec.top_k;
   const int64_t shared_rows = shared_hidden_ > 0 ? max_tokens : 0;
   shared_gu_.ensure(be, shared_rows * 2 * shared_hidden_);
@@ -109,6 +112,14 @@ void MoeLayer<T>::shared_experts(T* out, const MoeParams<T>& p, const T* residua
     be_.fill(out, T(0), (int64_t)tokens * d_);
 }
 
+// The gate and up products of one span of rows again, as routed_experts computed them.
+template <typename T>
+void MoeLayer<T>::routed_gate_up(const MoeParams<T>& p, const RowSpan& span) {
+  const int64_t r = span.first_row;
+  swiglu_experts_gate_up<T>(be_, expert_weights(p, MoeParams<T>{}), span.blocks, scratch_.xe.ptr() + r * d_,
+                            gu_.ptr() + r * 2 * n_);
+}
+
 // The routed experts on one span of rows: gated outputs into the combine buffer.
 template <typename T>
 void MoeLayer<T>::routed_experts(const MoeParams<T>& p, const RowSpan& span) {
@@ -152,10 +163,16 @@ void MoeLayer<T>::combine_backward(const T* dout) {
 }
 
 // The expert rows' inputs and activations rebuilt (not kept from forward: a gather and an
-// elementwise pass), then the experts' backward: dxe into yc, the gates' gradients by row.
+// elementwise pass; with recompute_experts also gu, by the forward's products span by span), then
+// the experts' backward: dxe into yc, the gates' gradients by row.
 template <typename T>
 void MoeLayer<T>::routed_experts_backward(const MoeParams<T>& p, const MoeParams<T>& g, T grad_beta) {
   dispatcher_.redispatch(scratch_.xe, u_low_);  // xe and act were sized for these rows by forward
+  if (recompute_experts_) {
+    gu_.ensure(be_, dispatcher_.rows() * 2 * n_);
+    routed_gate_up(p, dispatcher_.own_span());
+    for (const RowSpan& span : dispatcher_.received_spans()) routed_gate_up(p, span);
+  }
   be_.swiglu_forward(scratch_.act, gu_, row_gate_, static_cast<int>(dispatcher_.rows()), n_);
   SwiGluWeights<T> experts = expert_weights(p, g);
   experts.g_beta = grad_beta;
@@ -179,6 +196,10 @@ template <typename T>
 void MoeLayer<T>::shared_experts_backward(T* du, const T* dout, const MoeParams<T>& p, const MoeParams<T>& g,
                                           T grad_beta) {
   if (shared_hidden_ == 0) return;
+  if (recompute_experts_) {
+    swiglu_experts_gate_up<T>(be_, shared_weights(p, MoeParams<T>{}), {{0, tokens_}}, u_low_, shared_gu_);
+    be_.swiglu_forward(shared_act_, shared_gu_, nullptr, tokens_, shared_hidden_);
+  }
   SwiGluWeights<T> shared = shared_weights(p, g);
   shared.g_beta = grad_beta;
   swiglu_experts_backward<T>(be_, shared, {{0, tokens_}}, u_low_, nullptr, shared_gu_, shared_act_, dout, nullptr,

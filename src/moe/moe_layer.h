@@ -41,6 +41,10 @@ struct MoeScratch {
   ActBuf<T> yc, dgu, dact;
   Buf<T> dgate, row_dgate;  // the gates' gradients by pair and by combine row
   Buf<T> logit_grads;       // the router's (Router::backward)
+  // With train.recompute: moe, the expert activations every layer would keep (the routed and
+  // shared experts' gate and up products gu, the shared experts' act): one set, which each
+  // layer's backward refills from the layer's inputs with the forward's products.
+  ActBuf<T> gu, shared_gu, shared_act;
 };
 
 template <typename T>
@@ -49,10 +53,10 @@ class MoeLayer {
   // world: every rank (routing statistics are global); ep: the expert-parallel group that
   // exchanges tokens; placement: the routed experts held here.
   MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlacement& placement, const RouterSpec& spec, int d,
-           int expert_hidden, int n_shared, int max_tokens, MoeScratch<T>& scratch);
+           int expert_hidden, int n_shared, int max_tokens, MoeScratch<T>& scratch, bool recompute_experts = false);
   // out [tokens, d] = residual + MoE(u) (residual [tokens, d], null: none; it may be out itself);
   // u [tokens, d] must hold the same values at backward (the model
-  // recomputes it there). u_low: u as the experts' products read it (a bf16 copy under bf16
+  // recomputes it there; the experts' recomputation reads it too). u_low: u as the experts' products read it (a bf16 copy under bf16
   // storage, which the dispatcher gathers and the shared experts read; else u itself); the
   // router reads u in exact fp32.
   void forward(T* out, const T* u, Ptr<const T> u_low, int tokens, const MoeParams<T>& p, const RouteContext& ctx,
@@ -75,6 +79,7 @@ class MoeLayer {
   void dispatch_start();
   void shared_experts(T* out, const MoeParams<T>& p, const T* residual, int tokens);
   void routed_experts(const MoeParams<T>& p, const RowSpan& span);
+  void routed_gate_up(const MoeParams<T>& p, const RowSpan& span);
   void dispatch_finish();
   void combine(T* out, int tokens);
   // The backward's, in reverse.
@@ -90,15 +95,20 @@ class MoeLayer {
   Backend<T>& be_;
   int d_, n_, shared_hidden_, n_local_, top_k_, tokens_ = 0;
   bool overlap_ = true;
+  bool recompute_experts_ = false;
   Ptr<const T> u_low_;
   Router<T> router_;
   Dispatcher<T> dispatcher_;
   MoeTimes times_;  // dispatch and combine; the router keeps its own
   // Saved activations; the expert buffers (rows this rank computes) grow as needed. row_gate:
-  // the gates by combine row (Dispatcher::dispatch_gates).
+  // the gates by combine row (Dispatcher::dispatch_gates). gu_, shared_gu_ and shared_act_ are
+  // this layer's own, or with recompute_experts the scratch's (own_* then stay empty).
   Buf<T> row_gate_;
-  ActBuf<T> gu_, shared_gu_, shared_act_;
+  ActBuf<T> own_gu_, own_shared_gu_, own_shared_act_;
   MoeScratch<T>& scratch_;
+  ActBuf<T>& gu_;
+  ActBuf<T>& shared_gu_;
+  ActBuf<T>& shared_act_;
 };
 
 }  // namespace dsmoe

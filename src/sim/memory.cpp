@@ -51,9 +51,12 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int replicas
   mb.weights = mb.grads = P * f;
   mb.optimizer = 2 * static_cast<double>(shard.state_size) * f;
   // x h, rstd x2 per layer; qkv att and the attention's saved tensor per layer, or one set with
-  // train.recompute: attention; the dense FFN's gu and act; the norms' outputs ln1 ln2 (one
-  // pair, recomputed by the backward)
-  const int attention_sets = cfg.train.recompute == "attention" ? 1 : m.n_layers;
+  // train.recompute attention or full; the dense FFN's gu and act; the norms' outputs ln1 ln2
+  // (one pair, recomputed by the backward)
+  const std::string& recompute = cfg.train.recompute;
+  const int attention_sets = recompute == "attention" || recompute == "full" ? 1 : m.n_layers;
+  // train.recompute moe or full: the experts' gu (and the shared experts' act) once, in scratch.
+  const bool recompute_experts = recompute == "moe" || recompute == "full";
   double acts = m.n_layers * (2 * R * d + 2 * R) + attention_sets * (4 * R * d * low + att) + Ld * 3 * R * dh * low;
   acts += R * d * low + R * d + (bf16 ? R * d * low : 0);  // ... and ln2's copy as the products read it
   acts += 2 * R + R * d + R * d * low + R + R * V + R;  // tokens, targets; xs_final, ln_f, rstd_f, logits, losses
@@ -65,6 +68,7 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int replicas
   const double chunks = std::ceil(R / (cfg.balance.seq_alpha > 0 ? m.seq_len : RouteStatsSpec{}.chunk));
   const double statistics = 2 * (chunks * W + W + 1 + N + kBalanceLosses);
   double s_xe = 0, s_act = 0, s_dgate = 0, s_row_dgate = 0, s_yc = 0, s_tmp = 0;  // dyc and dxe: in yc
+  double s_gu = 0;  // the routed experts' gu, when recomputed
   // dgu and dact serve the dense FFN's backward too, which sizes them first (model.cpp).
   double s_dgu = Ld > 0 ? R * 2 * dh : 0, s_dact = Ld > 0 ? R * dh : 0;
   const double sized_dgu = s_dgu, sized_dact = s_dact;
@@ -74,8 +78,12 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int replicas
     const double out = rr.rows.empty() ? 0 : rr.units_out[l], in = rr.rows.empty() ? 0 : rr.units_in[l];
     const double back = pairs - own;  // this rank's pairs computed elsewhere
     const double combine = rows + back;
-    acts += 2 * R * N + 2 * pairs + sh_rows * 3 * sh * low + statistics;  // logits, scores, gates, sel, shared gu + act
-    acts += grown(pairs * 2 * n, rows * 2 * n) * low + grown(pairs, combine);  // gu; the gates by combine row
+    acts += 2 * R * N + 2 * pairs + statistics + grown(pairs, combine);  // logits, scores, gates, sel; gates by row
+    const double gu = grown(pairs * 2 * n, rows * 2 * n);
+    if (recompute_experts)
+      s_gu = std::max(s_gu, gu);
+    else
+      acts += (gu + sh_rows * 3 * sh) * low;  // the routed experts' gu; the shared experts' gu and act
     // Index arrays: pair_row, self_token, self CSR; with ep > 1 the token-copy lists and CSRs.
     dispatch += pairs + 2 * std::max(1.0, own) + (R + 1);
     if (ep > 1)
@@ -91,6 +99,7 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int replicas
     s_tmp = std::max(s_tmp, R * N);
   }
   scratch += (s_xe + s_act + s_yc + s_dgu + s_dact) * low + s_dgate + s_row_dgate + s_tmp;
+  if (recompute_experts && Lm > 0) scratch += (s_gu + sh_rows * 3 * sh) * low;
   if (bf16) {
     // The inputs stored in fp32 that one product (or batch) reads, rounded into the workspace:
     // the head's gradient products read dlogits [R, V]; the output projection's read dL/dh, the

@@ -16,7 +16,7 @@ std::vector<MemorySetting> memory_settings(const Config& cfg, const Cluster& clu
   std::vector<MemorySetting> out;
   for (int mb = 1; mb <= seqs_per_rank; ++mb) {
     if (seqs_per_rank % mb) continue;  // every micro-batch gives each rank the same sequences
-    for (const char* recompute : {"none", "attention"}) {
+    for (const char* recompute : kRecomputeSettings) {
       for (const bool shard : {false, true}) {
         Config c = cfg;
         c.train.micro_batches = mb;

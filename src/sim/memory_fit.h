@@ -1,5 +1,5 @@
 // Which memory settings make a config fit a GPU's memory: every combination of the settings that
-// trade memory for time (train.recompute none and attention; parallel.shard_optimizer off and on;
+// trade memory for time (each train.recompute setting; parallel.shard_optimizer off and on;
 // train.micro_batches from 1 up to a sequence per rank per micro-batch), simulated on the same
 // cluster and routing, with the largest rank's peak memory, the step time and whether it fits
 // (docs/simulation.md "Fitting memory").
@@ -23,7 +23,10 @@ struct MemorySetting {
   std::string sets() const;
 };
 
-// In order of micro-batches, then recompute none before attention, then the optimizer unsharded
+// The train.recompute settings, from keeping everything to recomputing the most.
+inline constexpr const char* kRecomputeSettings[] = {"none", "attention", "moe", "full"};
+
+// In order of micro-batches, then recompute as kRecomputeSettings, then the optimizer unsharded
 // before sharded. cfg must be valid for cluster.gpus ranks.
 std::vector<MemorySetting> memory_settings(const Config& cfg, const Cluster& cluster, const Rates& rates,
                                            const RoutingProfile& routing, double gpu_memory_bytes);

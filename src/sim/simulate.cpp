@@ -62,10 +62,17 @@ SimResult simulate(const Config& cfg, const Cluster& c, const Rates& rates, cons
   r.flops_per_token = count.flops_per_token;
   const double d = cfg.model.d_model, n = cfg.moe.expert_hidden, sh = (double)cfg.moe.n_shared * n;
   const double expert_flops_per_row = 6.0 * 3 * d * n;  // forward + backward of one (token, expert) pair
-  // train.recompute: attention runs each layer's qkv product and attention forward again in the
-  // backward (forward FLOPs: 2 per weight, and 2 d seq_len for the causal scores and values).
+  // Recomputation in the backward (forward FLOPs: 2 per weight). train.recompute attention or
+  // full: each layer's qkv product and attention forward (2 d seq_len for the causal scores and
+  // values); moe or full: the experts' gate and up products, 4 d n per routed row and 4 d Ks n per
+  // token for the shared experts.
+  const std::string& recompute = cfg.train.recompute;
+  const bool attention_again = recompute == "attention" || recompute == "full";
+  const bool experts_again = recompute == "moe" || recompute == "full";
   const double recompute_flops =
-      cfg.train.recompute == "attention" ? cfg.model.n_layers * (2.0 * 3 * d * d + 2.0 * d * cfg.model.seq_len) : 0;
+      (attention_again ? cfg.model.n_layers * (2.0 * 3 * d * d + 2.0 * d * cfg.model.seq_len) : 0) +
+      (experts_again ? Lm * 4.0 * d * sh : 0);
+  const double routed_flops_per_row = expert_flops_per_row + (experts_again ? 4.0 * d * n : 0);
   r.dense_s =
       (count.flops_per_token - expert_flops_per_row * K * Lm + recompute_flops) * r.tokens_per_rank / rates.compute;
 
@@ -92,7 +99,7 @@ SimResult simulate(const Config& cfg, const Cluster& c, const Rates& rates, cons
     expert_s[l].resize(G);
     double rows_max = 0, rows_sum = 0, own_min = 1e300;
     for (int g = 0; g < G; ++g) {
-      expert_s[l][g] = mb * lt.rows[g] * expert_flops_per_row / rates.compute;
+      expert_s[l][g] = mb * lt.rows[g] * routed_flops_per_row / rates.compute;
       r.rank_expert_rows[g] += mb * lt.rows[g];
       rows_max = std::max(rows_max, lt.rows[g]);
       rows_sum += lt.rows[g];
