@@ -18,7 +18,7 @@ __global__ void route_tokens_kernel(float* scores, int32_t* sel, float* gate, co
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= rows) return;
   const int64_t N = spec.n_experts, K = spec.top_k;
-  route_row(spec, logits + t * N, bias, scores + t * N, sel + t * K, gate + t * K);
+  route_row(spec, logits + t * N, bias, scores + t * N, sel + t * K, gate + t * K, t);
 }
 
 // One block per chunk (chunk_statistic's columns): the counts of selections and of tokens per

@@ -48,6 +48,19 @@ TEST_F(CliBench, LastLineIsOneJsonObjectWithTheThroughput) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("out"))) << "bench must not write run outputs";
 }
 
+// --force-balance is said on the report and in the JSON; training refuses the setting.
+TEST_F(CliBench, ForcedBalanceIsReportedAndOnlyForBenchmarks) {
+  test::RunResult r = test::run_dsmoe("bench " + cfg + " --steps 1 --warmup 0 --force-balance");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, ::testing::HasSubstr("(routing forced to balance): "));
+  EXPECT_THAT(r.output, ::testing::HasSubstr("\"force_balance\": true}"));
+  r = test::run_dsmoe("bench " + cfg + " --steps 1 --warmup 0");
+  EXPECT_THAT(r.output, ::testing::HasSubstr("\"force_balance\": false}"));
+  r = test::run_dsmoe("train " + cfg + " --set moe.force_balance=true");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, ::testing::HasSubstr(cfg + ": moe.force_balance ignores the router's choices"));
+}
+
 TEST_F(CliBench, ProfileIsRefusedWhereTheBackendKeepsNone) {
   const test::RunResult r = test::run_dsmoe("bench " + cfg + " --steps 1 --warmup 0 --profile");
   EXPECT_EQ(r.exit_code, 1);

@@ -106,8 +106,8 @@ TEST(ConfigYaml, DefaultsAreTheFormatsExceptVocabFromData) {
 
 // The keys dsmoe adds to the config format, each documented in docs/config.md (Extensions); the
 // dump has them only when they are not at their default.
-const std::set<std::string> kExtensions = {"train.keep_checkpoints", "train.recompute", "parallel.grad_bucket_mb",
-                                            "parallel.shard_optimizer"};
+const std::set<std::string> kExtensions = {"moe.force_balance", "train.keep_checkpoints", "train.recompute",
+                                            "parallel.grad_bucket_mb", "parallel.shard_optimizer"};
 
 // The dump's keys are the format's, plus the documented extensions that are set.
 TEST(ConfigYaml, DumpHasExactlyTheFormatsKeys) {
@@ -166,7 +166,7 @@ Config every_key_changed() {
   c.backend = "cuda";
   c.precision = "bf16";
   c.model = {50257, 384, 6, 8, 512, 0, 1536, 500000.0, 1.0 / 3.0, true, 0.1 + 0.2};
-  c.moe = {64, 2, 6, 96, "sigmoid", true, 1e-300, 1.25, 2};
+  c.moe = {64, 2, 6, 96, "sigmoid", true, 1e-300, 1.25, 2, true};
   c.balance = {0.003, 0.05, 8, 1e-4, 0.02, 0.001};
   c.train = {int64_t(1) << 40,
              64,

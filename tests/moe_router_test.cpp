@@ -153,6 +153,22 @@ TEST_F(Router, NormTopkRenormalizesSoftmaxGates) {
   expect_vec_near(r.scores, {0.125, 0.25, 0.5, 0.125}, 1e-15, "scores are not renormalized");
 }
 
+// moe.force_balance (benchmarks): token t's experts are (t K + k) mod N whatever the logits, and
+// the gates are computed as usual from those experts' scores. N = 3, K = 2, three tokens: every
+// expert twice.
+TEST_F(Router, ForceBalanceIsARoundRobinWithTheUsualGates) {
+  auto spec = make_spec(3, 2);
+  spec.force_balance = true;
+  // Scores [1, 2, 5] / 8 twice, then [6, 1, 1] / 8; experts {0, 1}, {2, 0}, {1, 2}.
+  auto r = run(spec, logs({{1, 2, 5}, {1, 2, 5}, {6, 1, 1}}));
+  EXPECT_EQ(r.sel, (Sel{0, 1, 2, 0, 1, 2}));
+  EXPECT_EQ(r.load, (Vec{2, 2, 2}));
+  expect_vec_near(r.gate, {0.125, 0.25, 0.625, 0.125, 0.125, 0.125}, 1e-15, "gates are the chosen scores");
+  spec.norm_topk = true;
+  auto n = run(spec, logs({{1, 2, 5}, {1, 2, 5}, {6, 1, 1}}));
+  expect_vec_near(n.gate, {1.0 / 3, 2.0 / 3, 5.0 / 6, 1.0 / 6, 0.5, 0.5}, 1e-15, "renormalized");
+}
+
 // ---------------------------------------------------------------- balance statistics
 
 // Four tokens over N = 4 experts, two sequences of two tokens, D = 2 groups {0, 1}, {2, 3}.

@@ -161,6 +161,23 @@ TEST(TrainLoop, MemoryEstimateMatchesWhatTheBackendAllocates) {
   }
 }
 
+// moe.force_balance (dsmoe bench --force-balance): every expert of every layer gets the same
+// rows each step (the tiny model's tokens per micro-batch times top_k divide by N), and the step
+// still trains.
+TEST(TrainLoop, ForcedBalanceGivesEveryExpertTheSameRows) {
+  TinyRun run;
+  auto comm = make_single_comm();
+  Engine engine(run.config({"moe.force_balance=true"}), *comm);
+  const int N = engine.config().moe.n_routed;
+  for (int s = 0; s < 2; ++s) {
+    const StepStats st = engine.train_step();
+    ASSERT_EQ(st.load.size() % N, 0u);
+    const double rows = static_cast<double>(engine.tokens_per_step()) * engine.config().moe.top_k / N;
+    for (double l : st.load) EXPECT_EQ(l, rows) << "step " << s;
+    EXPECT_TRUE(std::isfinite(st.loss));
+  }
+}
+
 TEST(TrainLoop, MetricsFileHasTheSpecLayout) {
   TinyRun run;
   auto comm = make_single_comm();

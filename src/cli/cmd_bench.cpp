@@ -16,17 +16,21 @@ namespace dsmoe {
 namespace {
 
 const char* kUsage =
-    "usage: dsmoe bench CONFIG [--steps 5] [--warmup 1] [--json FILE] [--profile] [--set key=value ...]\n"
+    "usage: dsmoe bench CONFIG [--steps 5] [--warmup 1] [--json FILE] [--profile] [--force-balance]\n"
+    "                   [--set key=value ...]\n"
     "Trains WARMUP + STEPS optimizer steps of CONFIG without writing anything and reports\n"
     "throughput; the last line is one JSON object. --json FILE also writes the measured rates\n"
     "for `dsmoe simulate --compute-rate FILE` (docs/simulation.md). --profile (CUDA) prints, at\n"
     "exit, the GPU and host time per backend op over the steps after the warm-up, and the GPU's\n"
-    "idle time before each op (docs/cuda.md).\n";
+    "idle time before each op (docs/cuda.md). --force-balance (moe.force_balance) gives every\n"
+    "expert the same rows whatever the router says, as the forced-balance figures other\n"
+    "frameworks publish; compare it with the same config's learned routing.\n";
 
 int run(const Args& args) {
   const int64_t steps = args.get_int("steps", 5), warmup = args.get_int("warmup", 1);
   DSMOE_CHECK(steps > 0 && warmup >= 0, "--steps must be positive and --warmup non-negative");
   Config cfg = load_config(args.positional()[0], args.overrides());
+  if (args.has("force-balance")) cfg.moe.force_balance = true;
   cfg.train.steps = std::max(cfg.train.steps, steps + warmup);
   auto comm = make_world_comm();
   Engine engine(cfg, *comm);
@@ -65,7 +69,8 @@ int run(const Args& args) {
   if (comm->rank() != 0) return 0;
   // MFU as llm.c reports it: against the GPUs' dense bf16 peak (H100 and H200: 989 TFLOP/s each).
   const double mfu = engine.backend().name() == "cuda" ? flops / (989e12 * comm->size()) : 0.0;
-  std::printf("%s: %.0f tokens/s, %.1f ms/step, %.1f GFLOP/s achieved", cfg.name.c_str(), tok_s, ms, flops / 1e9);
+  std::printf("%s%s: %.0f tokens/s, %.1f ms/step, %.1f GFLOP/s achieved", cfg.name.c_str(),
+              cfg.moe.force_balance ? " (routing forced to balance)" : "", tok_s, ms, flops / 1e9);
   if (mfu > 0) std::printf(", MFU %.1f%%", 100 * mfu);
   std::printf("\n");
   std::printf(
@@ -93,13 +98,13 @@ int run(const Args& args) {
       "\"max_rss_bytes\": %ld, \"backend\": \"%s\", \"world_size\": %d, \"steps\": %ld, \"warmup\": %ld, "
       "\"ms_compute\": %.3f, \"ms_dispatch\": %.3f, \"ms_combine\": %.3f, \"ms_allreduce\": %.3f, "
       "\"bytes_sent_per_step\": %.0f, \"a2a_bytes_per_rank\": %.0f, \"a2a_dispatcher_ms\": %.4f, "
-      "\"a2a_bare_ms\": %.4f, \"ms_per_step_without_overlap\": %.3f}\n",
+      "\"a2a_bare_ms\": %.4f, \"ms_per_step_without_overlap\": %.3f, \"force_balance\": %s}\n",
       cfg.name.c_str(), tok_s, ms, counts.flops_per_token, flops, mfu, (long)counts.params_total,
       (long)counts.params_active, engine.backend().peak_bytes(), (long)ru.ru_maxrss * 1024,
       engine.backend().name().c_str(), comm->size(), (long)steps, (long)warmup, 1e3 * sum.t_compute / steps,
       1e3 * sum.t_dispatch / steps, 1e3 * sum.t_combine / steps, 1e3 * sum.t_allreduce / steps,
       sum.bytes_sent / steps, a2a.bytes_per_rank,
-      1e3 * a2a.dispatcher_s, 1e3 * a2a.bare_s, 1e3 * ov.without_s);
+      1e3 * a2a.dispatcher_s, 1e3 * a2a.bare_s, 1e3 * ov.without_s, cfg.moe.force_balance ? "true" : "false");
   if (args.has("json")) {
     const double per = 1e3 / steps;
     sim::write_bench_record(args.get("json"), {cfg.name, engine.backend().name(), sim::device_description(engine.backend().name()),
@@ -119,7 +124,7 @@ const Command kBenchCommand = {"bench",
                                "measure training throughput",
                                kUsage,
                                {"steps", "warmup", "json"},
-                               {"profile"},
+                               {"profile", "force-balance"},
                                one_input,
                                run,
                                false};

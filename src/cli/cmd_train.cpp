@@ -28,6 +28,8 @@ const char* kUsage =
 
 int run(const Args& args) {
   Config cfg = load_config(args.positional()[0], args.overrides());
+  DSMOE_CHECK(!cfg.moe.force_balance, args.positional()[0], ": moe.force_balance ignores the router's choices, so the "
+              "model would not learn to route; it is for dsmoe bench (--force-balance)");
   auto comm = make_world_comm();
   TrainOptions opts;
   opts.stop_after = args.get_int("stop-after", 0);

@@ -33,6 +33,9 @@ struct MoeConfig {
   double router_noise = 0.0;
   double capacity_factor = 0.0;   // 0 = dropless
   int route_devices = 0;          // > 0: device-limited routing
+  // An extension for benchmarks (dsmoe bench --force-balance): every expert gets the same rows,
+  // token t's experts (t K + k) mod N whatever the router says; dsmoe train refuses it.
+  bool force_balance = false;
 };
 
 struct BalanceConfig {

@@ -100,6 +100,7 @@ std::vector<Key> build_keys() {
       DSMOE_KEY(moe.router_noise, at_least(0.0)),
       DSMOE_KEY(moe.capacity_factor, at_least(0.0)),
       DSMOE_KEY(moe.route_devices, at_least(0)),
+      extension(DSMOE_KEY(moe.force_balance, any)),
       DSMOE_KEY(balance.expert_alpha, at_least(0.0)),
       DSMOE_KEY(balance.device_alpha, at_least(0.0)),
       DSMOE_KEY(balance.device_groups, at_least(0)),

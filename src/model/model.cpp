@@ -27,6 +27,7 @@ RouterSpec router_spec(const Config& cfg, int expert_parallel_size) {
   s.seq_alpha = cfg.balance.seq_alpha;
   s.comm_alpha = cfg.balance.comm_alpha;
   s.seq_len = cfg.model.seq_len;
+  s.force_balance = cfg.moe.force_balance;
   return s;
 }
 

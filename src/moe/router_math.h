@@ -27,7 +27,10 @@ struct RouterSpec {
   int route_devices = 0;   // M for device-limited routing, 0 = off
   double expert_alpha = 0, device_alpha = 0, seq_alpha = 0, comm_alpha = 0;
   int seq_len = 0;         // T, for the sequence-wise loss
-  RouteRowSpec row() const { return {n_experts, top_k, score, norm_topk, device_groups, route_devices}; }
+  bool force_balance = false;  // benchmarks only: route_row.h
+  RouteRowSpec row() const {
+    return {n_experts, top_k, score, norm_topk, device_groups, route_devices, force_balance};
+  }
 };
 
 // Where this rank's tokens sit in the global micro-batch, and the noise key.

@@ -35,15 +35,19 @@ struct RouteRowSpec {
   bool norm_topk = false;
   int device_groups = 1;  // D
   int route_devices = 0;  // M for device-limited routing (at most 64 groups), 0 = off
+  // Benchmarks only (moe.force_balance): token t's experts are (t K + k) mod N, k < K, whatever
+  // the keys, so every expert gets the same rows; the scores and gates are computed as usual.
+  bool force_balance = false;
 };
 
 // logit [N] (noisy in training with noise), bias [N] (selection only) -> s [N] the scores (the
 // full softmax for softmax_topk too: P_i uses it), sel [K] the experts, best first (key = score,
 // or logit for softmax_topk, plus bias; ties to the lower index; with route_devices, only among
-// the M groups whose best key is highest), g [K] their gates.
+// the M groups whose best key is highest), g [K] their gates. token: the row's index among the
+// rows routed together (force_balance's round robin).
 template <typename T>
 DSMOE_HOST_DEVICE void route_row(const RouteRowSpec& spec, const T* logit, const float* bias, T* s, int32_t* sel,
-                                 T* g) {
+                                 T* g, int64_t token) {
   const int n = spec.n_experts, K = spec.top_k;
   if (spec.score == ScoreKind::sigmoid) {
     for (int i = 0; i < n; ++i) s[i] = static_cast<T>(1.0 / (1.0 + exp_of(-static_cast<double>(logit[i]))));
@@ -79,8 +83,9 @@ DSMOE_HOST_DEVICE void route_row(const RouteRowSpec& spec, const T* logit, const
     }
   }
   // Top-K in the order K rounds of argmax would give, in one pass keeping the K best sorted.
-  int kept = 0;
-  for (int i = 0; i < n; ++i) {
+  int kept = spec.force_balance ? K : 0;
+  for (int k = 0; k < kept; ++k) sel[k] = static_cast<int32_t>((token * K + k) % n);
+  for (int i = 0; i < n && !spec.force_balance; ++i) {
     if (spec.route_devices > 0 && !((groups_on >> (i / per_group)) & 1)) continue;
     const T ki = key(i);
     if (kept == K && !(ki > key(sel[K - 1]))) continue;
@@ -111,7 +116,8 @@ void route_rows(const RouteRowSpec& spec, const T* logits, const float* bias, T*
                 int rows) {
   const int64_t N = spec.n_experts, K = spec.top_k;
 #pragma omp parallel for schedule(static)
-  for (int t = 0; t < rows; ++t) route_row(spec, logits + t * N, bias, scores + t * N, sel + t * K, gate + t * K);
+  for (int t = 0; t < rows; ++t)
+    route_row(spec, logits + t * N, bias, scores + t * N, sel + t * K, gate + t * K, t);
 }
 #endif
 
