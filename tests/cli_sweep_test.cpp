@@ -55,7 +55,7 @@ TEST_F(SweepCli, DryRunPrintsTheRunTable) {
                                   "\"solved\": null, \"config\": {\"name\": \"a\", \"seed\": 1, \"backend\": \"cpu\""));
   EXPECT_THAT(r.output, HasSubstr("\"moe\": {\"n_routed\": 4, \"n_shared\": 1, \"top_k\": 1, \"expert_hidden\": 16, "
                                   "\"score\": \"softmax\", \"norm_topk\": false, \"router_noise\": 0.0, "
-                                  "\"capacity_factor\": 1.0, \"route_devices\": 0}"));
+                                  "\"capacity_factor\": 1.0, \"route_devices\": 0, \"force_balance\": false}"));
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 4);  // one object per line
 }
 
