@@ -1,13 +1,15 @@
 // A few training steps on the GPU (fp32) match the CPU backend's losses and weights, bf16 stays
 // within a band of them, a checkpoint written on one backend loads on the other, and every
 // train.recompute setting trains as keeping the activations does in less memory, the amount the
-// memory model predicts. Skipped where no GPU is visible.
+// memory model predicts; the same config trained twice gives the same bits. Skipped where no GPU is visible.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "backend/cuda_loader.h"
 #include "comm/comm.h"
+#include "io/checkpoint.h"
+#include "model/layout.h"
 #include "sim/memory.h"
 #include "train/engine.h"
 #include "train_fixture.h"
@@ -120,6 +122,40 @@ TEST(TrainCuda, RecomputedActivationsTrainAsStoredInLessMemory) {
                   0.05 * (stored.predicted - recomputed.predicted));
       EXPECT_NEAR(recomputed.predicted, recomputed.peak, 0.05 * recomputed.peak);
     }
+  }
+}
+
+// Bitwise-reproducible GPU training: the kernels use no floating-point atomics (the router's
+// counts are integers) and cuBLAS gives the same bits for the same problem on the same GPU, so
+// two runs of one config, with router noise, capacity dropping, the device-level loss and
+// micro-batches, write the same checkpoint: weights and both AdamW moments, bit for bit.
+TEST(TrainCuda, SameConfigTwiceGivesTheSameBits) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
+  test::TempDir dir;
+  test::write_file(dir.file("corpus.txt"), test::make_corpus(2000, 11));
+  auto comm = make_single_comm();
+  for (const char* precision : {"fp32", "bf16"}) {
+    SCOPED_TRACE(precision);
+    const Config cfg = parse_config(test::tiny_yaml(dir.file("corpus.txt"), dir.file("out")), "tiny.yaml",
+                                    {"backend=cuda", std::string("precision=") + precision, "moe.router_noise=0.2",
+                                     "moe.capacity_factor=1.2", "balance.device_alpha=0.05",
+                                     "balance.device_groups=2", "train.micro_batches=2"});
+    std::vector<double> losses[2];
+    for (int run = 0; run < 2; ++run) {
+      Engine e(cfg, *comm);
+      for (int s = 0; s < 4; ++s) losses[run].push_back(e.train_step().loss);
+      e.save_checkpoint(dir.file("run" + std::to_string(run) + ".h5"), StepStats{});
+    }
+    EXPECT_EQ(losses[0], losses[1]);
+    Config c = cfg;
+    c.model.vocab_size = config_from_checkpoint(dir.file("run0.h5")).model.vocab_size;
+    const ParamTable table = build_param_table(c, 0, c.moe.n_routed);
+    const CheckpointState a = read_checkpoint(dir.file("run0.h5"), table, {1}, c.moe.n_routed);
+    const CheckpointState b = read_checkpoint(dir.file("run1.h5"), table, {1}, c.moe.n_routed);
+    EXPECT_EQ(a.params, b.params);
+    EXPECT_EQ(a.m, b.m);
+    EXPECT_EQ(a.v, b.v);
   }
 }
 
