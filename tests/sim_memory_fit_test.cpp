@@ -1,6 +1,7 @@
-// The memory settings' search (sim/memory_fit.h): every valid micro-batch count with the optimizer
-// sharded and not, at each recompute setting, each the simulation of that config; which fit a given memory; the fastest of
-// those; and the optimizer term of the memory model by hand.
+// The memory settings' search (sim/memory_fit.h): every valid micro-batch count at each recompute
+// setting with the optimizer sharded and not, each the simulation of that config; which fit a
+// given memory; the fastest of those; the recomputations' costs and the optimizer term of the
+// memory model by hand.
 #include "sim/memory_fit.h"
 
 #include <gtest/gtest.h>

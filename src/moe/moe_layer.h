@@ -55,10 +55,10 @@ class MoeLayer {
   MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlacement& placement, const RouterSpec& spec, int d,
            int expert_hidden, int n_shared, int max_tokens, MoeScratch<T>& scratch, bool recompute_experts = false);
   // out [tokens, d] = residual + MoE(u) (residual [tokens, d], null: none; it may be out itself);
-  // u [tokens, d] must hold the same values at backward (the model
-  // recomputes it there; the experts' recomputation reads it too). u_low: u as the experts' products read it (a bf16 copy under bf16
-  // storage, which the dispatcher gathers and the shared experts read; else u itself); the
-  // router reads u in exact fp32.
+  // u [tokens, d] must hold the same values at backward (the model recomputes it there). u_low:
+  // u as the experts' products read it (a bf16 copy under bf16 storage, which the dispatcher
+  // gathers and the shared experts read, also when the backward recomputes them; else u
+  // itself); the router reads u in exact fp32.
   void forward(T* out, const T* u, Ptr<const T> u_low, int tokens, const MoeParams<T>& p, const RouteContext& ctx,
                const T* residual = nullptr);
   // du [tokens, d] = dL/du (written); the parameter gradients written into g (grad_beta 0: the
