@@ -127,6 +127,31 @@ TEST_F(AnalyzeCli, StatisticsMatchTheMetricsByHand) {
   EXPECT_EQ(b.at("verdict"), holds_zero ? "unresolved" : mean(d) < 0 ? "better" : "worse");
   EXPECT_EQ(row_of(variants, "variant", "a").at("verdict"), "baseline");
 
+  // curves.csv: b's validation loss minus a's at each evaluation (steps 4 and 8), paired by seed.
+  const auto curves = test::read_csv(test::read_file(folder + "/curves.csv"));
+  ASSERT_EQ(curves.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const auto& row = curves[i];
+    EXPECT_EQ(row.at("variant"), "b");
+    EXPECT_EQ(row.at("step"), i == 0 ? "4" : "8");
+    std::vector<double> dc;
+    for (int seed = 1; seed <= 3; ++seed) {
+      const std::string s = std::to_string(seed);
+      dc.push_back(test::read_series(folder + "/b-s" + s + "/metrics.h5", "eval/loss")[i] -
+                   test::read_series(folder + "/a-s" + s + "/metrics.h5", "eval/loss")[i]);
+    }
+    const double half = kT975Df2 * sample_std(dc) / std::sqrt(3.0);
+    EXPECT_EQ(row.at("n"), "3");
+    EXPECT_NEAR(std::stod(row.at("delta_mean")), mean(dc), 1e-12);
+    EXPECT_NEAR(std::stod(row.at("delta_ci_low")), mean(dc) - half, 1e-8);
+    EXPECT_NEAR(std::stod(row.at("delta_ci_high")), mean(dc) + half, 1e-8);
+    const bool resolved = mean(dc) - half > 0 || mean(dc) + half < 0;
+    EXPECT_EQ(row.at("verdict"), !resolved ? "unresolved" : mean(dc) < 0 ? "better" : "worse");
+  }
+  EXPECT_EQ(curves[1].at("delta_mean"), b.at("delta_mean"));  // the last evaluation is the final loss
+  EXPECT_THAT(r.output, HasSubstr("validation loss minus the baseline's at each evaluation"));
+  EXPECT_EQ(test::read_series(folder + "/summary.h5", "curves/step"), std::vector<double>({4, 8}));
+
   // runs.csv and summary.h5: a row per run, in the experiment's order.
   const auto runs_rows = test::read_csv(test::read_file(folder + "/runs.csv"));
   ASSERT_EQ(runs_rows.size(), 6u);
@@ -251,7 +276,7 @@ TEST_F(AnalyzeCli, PlotDrawsWhatAnalyzeWrote) {
   EXPECT_THAT(test::run_command(plot + " 2>&1"), HasSubstr("summary.h5: missing; run `dsmoe analyze"));
   ASSERT_EQ(run_dsmoe("analyze " + runs + "/plot").exit_code, 0);
   const std::string out = test::run_command(plot + " --out " + dir.file("png") + " 2>&1");
-  for (const char* png : {"final_val_loss.png", "delta.png", "loss_curves.png", "expert_load.png"}) {
+  for (const char* png : {"final_val_loss.png", "delta.png", "delta_curves.png", "loss_curves.png", "expert_load.png"}) {
     const std::string path = dir.file("png") + "/" + png;
     ASSERT_TRUE(std::filesystem::exists(path)) << out;
     EXPECT_THAT(out, HasSubstr(path));

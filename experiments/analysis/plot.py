@@ -11,6 +11,9 @@ Writes to DIR (default runs/<experiment>/plots) and prints the path of each file
                      beside it, the baseline marked
   delta.png          each variant minus the baseline with its interval, a line at 0, the verdict,
                      n and p beside it (not written without a baseline to compare with)
+  delta_curves.png   each variant's validation loss minus the baseline's at every evaluation,
+                     paired by seed, with its interval as a band; filled markers where the
+                     interval excludes 0 (not written where no seeds pair)
   loss_curves.png    training and validation loss against tokens: per variant the mean over its
                      finished seeds with a t-interval band; unfinished runs dashed, one per run
   expert_load.png    a row per MoE variant (its first finished run), a column per MoE layer: each
@@ -113,6 +116,7 @@ def read_summary(folder):
             summary["order"] = [text(v) for v in f["order/variant"][:]]
             summary["variants"] = {r["variant"]: r for r in rows(read_table(f["variants"]))} if "variants" in f else {}
             summary["runs"] = rows(read_table(f["runs"]))
+            summary["curves"] = rows(read_table(f["curves"])) if "curves" in f else []
     except OSError as e:
         die(f"{path}: cannot read it ({e}); run {analyze} again")
     if not summary["runs"]:
@@ -318,6 +322,38 @@ def plot_delta(summary, colours, path):
     ax.text(0, 1.01, f"\u2190 {left}", transform=ax.transAxes, ha="left", va="bottom")
     ax.text(1, 1.01, f"{right_word} \u2192", transform=ax.transAxes, ha="right", va="bottom")
     ax.set_title(f"{summary['experiment']}: difference from the baseline\n")
+    save(fig, path)
+
+
+def plot_delta_curves(summary, colours, path):
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.2), constrained_layout=True)
+    ax.axhline(0, color="black", lw=1, zorder=1)
+    # The y range: every mean, and the bands from CUT_FRACTION of the steps on (the first
+    # evaluations' intervals are wide and would flatten the rest).
+    last = max(r["step"] for r in summary["curves"])
+    shown = [0.0] + [r["delta_mean"] for r in summary["curves"]]
+    shown += [x for r in summary["curves"] if r["step"] >= CUT_FRACTION * last
+              for x in (r["delta_ci_low"], r["delta_ci_high"]) if np.isfinite(x)]
+    pad = 0.08 * (max(shown) - min(shown) or 1.0)
+    ax.set_ylim(min(shown) - pad, max(shown) + pad)
+    for v in summary["order"]:
+        points = [r for r in summary["curves"] if r["variant"] == v]
+        if not points:
+            continue
+        step = np.array([r["step"] for r in points])
+        mean = np.array([r["delta_mean"] for r in points])
+        ax.fill_between(step, [r["delta_ci_low"] for r in points], [r["delta_ci_high"] for r in points],
+                        color=colours[v], alpha=0.15, lw=0)
+        ax.plot(step, mean, color=colours[v], lw=1.5, label=f"{v} (n={int(points[-1]['n'])})")
+        resolved = np.array([r["verdict"] != "unresolved" for r in points])
+        ax.plot(step[resolved], mean[resolved], "o", color=colours[v], ms=4)
+        ax.plot(step[~resolved], mean[~resolved], "o", mfc="white", color=colours[v], ms=4)
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"validation loss minus\n{summary['baseline']}'s (paired)")
+    ax.legend(loc="best", frameon=False)
+    ax.set_title(f"{summary['experiment']}: difference from the baseline at each evaluation, "
+                 f"{percent(summary['confidence'])} interval; filled: the interval excludes 0")
     save(fig, path)
 
 
@@ -610,6 +646,12 @@ def main():
         not_written(delta_png, f"no variant can be compared with the baseline {summary['baseline']} yet")
     else:
         plot_delta(summary, colours, delta_png)
+
+    curves_png = os.path.join(out, "delta_curves.png")
+    if summary["curves"]:
+        plot_delta_curves(summary, colours, curves_png)
+    else:
+        not_written(curves_png, "no variant has two or more seeds paired with the baseline's at an evaluation")
 
     plot_loss_curves(summary, metrics, colours, os.path.join(out, "loss_curves.png"))
 

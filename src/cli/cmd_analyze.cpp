@@ -18,9 +18,10 @@ const char* kUsage =
     "where seeds do not pair), its 95 % interval, p, and a verdict: better, worse, or\n"
     "unresolved (the interval holds 0). Unfinished runs are listed apart and in no statistic.\n"
     "Expert balance over the last 10 % of each run's steps: global and device-group MaxVio,\n"
-    "dead experts. Reads runs still going too. Writes EXPERIMENT/summary.csv (variants),\n"
-    "EXPERIMENT/runs.csv (runs) and EXPERIMENT/summary.h5 (both; experiments/analysis/plot.py\n"
-    "draws it).\n"
+    "dead experts. The learning curves: each variant's validation loss minus the baseline's at\n"
+    "every evaluation, paired by seed. Reads runs still going too. Writes EXPERIMENT/summary.csv\n"
+    "(variants), EXPERIMENT/runs.csv (runs), EXPERIMENT/curves.csv (the curves) and\n"
+    "EXPERIMENT/summary.h5 (all three; experiments/analysis/plot.py draws it).\n"
     "  --metric M           final_val_loss (default), best_val_loss, tokens_per_s, max_violation,\n"
     "                       device_max_violation, dead_experts or load_cv\n"
     "  --baseline VARIANT   default: the iso-FLOPs reference, else the experiment's first variant\n"
@@ -38,8 +39,10 @@ int run(const Args& args) {
   std::fputs(analysis_text(a).c_str(), stdout);
   write_file_atomically(dir + "/summary.csv", variants_csv(a));
   write_file_atomically(dir + "/runs.csv", runs_csv(a));
+  write_file_atomically(dir + "/curves.csv", curves_csv(a));
   write_summary_h5(dir + "/summary.h5", a);
-  std::printf("wrote %s/summary.csv, %s/runs.csv and %s/summary.h5\n", dir.c_str(), dir.c_str(), dir.c_str());
+  std::printf("wrote %s/summary.csv, %s/runs.csv, %s/curves.csv and %s/summary.h5\n", dir.c_str(), dir.c_str(),
+              dir.c_str(), dir.c_str());
   return 0;
 }
 

@@ -87,6 +87,38 @@ std::vector<double> values(const std::vector<const RunMetrics*>& runs, double Ru
   return out;
 }
 
+std::string verdict_of(const Estimate& delta, bool lower_is_better) {
+  const bool below = delta.high < 0, above = delta.low > 0;
+  if (!below && !above) return "unresolved";
+  return below == lower_is_better ? "better" : "worse";
+}
+
+// v's validation loss minus b's at each evaluation step, paired by seed.
+std::vector<CurvePoint> loss_curve(const VariantStats& v, const VariantStats& b, double confidence) {
+  std::map<int64_t, std::pair<std::vector<double>, std::vector<double>>> at;  // step -> (v's, b's) losses
+  for (const RunMetrics* r : v.runs)
+    for (const RunMetrics* s : b.runs) {
+      if (r->seed != s->seed) continue;
+      for (size_t i = 0; i < r->eval_steps.size(); ++i)
+        for (size_t j = 0; j < s->eval_steps.size(); ++j)
+          if (r->eval_steps[i] == s->eval_steps[j]) {
+            auto& pair = at[static_cast<int64_t>(r->eval_steps[i])];
+            pair.first.push_back(r->eval_losses[i]);
+            pair.second.push_back(s->eval_losses[j]);
+          }
+    }
+  std::vector<CurvePoint> curve;
+  for (const auto& [step, losses] : at) {
+    if (losses.first.size() < 2) continue;
+    CurvePoint p;
+    p.step = step;
+    p.delta = paired_difference(losses.first, losses.second, confidence);
+    p.verdict = verdict_of(p.delta, true);
+    curve.push_back(p);
+  }
+  return curve;
+}
+
 // The comparison of `v` with the baseline `b` over the metric.
 void compare(VariantStats& v, const VariantStats& b, const Metric& metric, double confidence) {
   std::vector<double> x, y;  // the seeds both have, paired
@@ -104,9 +136,7 @@ void compare(VariantStats& v, const VariantStats& b, const Metric& metric, doubl
     v.delta.low = v.delta.high = v.delta.p_value = RunMetrics::kNone;
     return;  // no interval: no verdict
   }
-  const bool below = v.delta.high < 0, above = v.delta.low > 0;
-  if (!below && !above) v.verdict = "unresolved";
-  else v.verdict = below == metric.lower_is_better ? "better" : "worse";
+  v.verdict = verdict_of(v.delta, metric.lower_is_better);
 }
 
 }  // namespace
@@ -174,7 +204,10 @@ Analysis analyze_experiment(const std::string& dir, const AnalysisOptions& opt) 
   } else if (base != a.ranked.end()) {
     base->method = base->verdict = "baseline";
     for (VariantStats& v : a.ranked)
-      if (&v != &*base) compare(v, *base, *a.metric, opt.confidence);
+      if (&v != &*base) {
+        compare(v, *base, *a.metric, opt.confidence);
+        v.curve = loss_curve(v, *base, opt.confidence);
+      }
   }
   const bool lower = a.metric->lower_is_better;
   std::stable_sort(a.ranked.begin(), a.ranked.end(), [lower](const VariantStats& x, const VariantStats& y) {

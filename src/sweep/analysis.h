@@ -30,6 +30,13 @@ struct AnalysisOptions {
   double confidence = 0.95;
 };
 
+// The validation loss of a variant against the baseline's at one evaluation step.
+struct CurvePoint {
+  int64_t step = 0;
+  Estimate delta;       // paired by seed over the finished runs both evaluated at this step
+  std::string verdict;  // better | worse | unresolved
+};
+
 struct VariantStats {
   std::string variant;
   std::vector<const RunMetrics*> runs;  // its finished runs, by seed
@@ -39,6 +46,9 @@ struct VariantStats {
   std::string method;
   Estimate delta;       // variant - baseline
   std::string verdict;  // better | worse | unresolved (the interval holds 0) | baseline | ""
+  // The learning curves compared: at each evaluation step where two or more seeds pair, in step
+  // order, whatever the metric (empty for the baseline and where seeds do not pair).
+  std::vector<CurvePoint> curve;
 };
 
 struct Analysis {

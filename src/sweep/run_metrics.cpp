@@ -116,11 +116,12 @@ RunMetrics read_run_metrics(const std::string& path, const std::string& run, int
       m.tokens_per_s = median(read_series(f, "train/tokens_per_s", train_rows));
     }
     const int64_t eval_rows = rows_of(f, "eval");
-    const std::vector<double> evals = read_series(f, "eval/loss", eval_rows);
-    if (!evals.empty()) {
-      m.final_val_loss = evals.back();
-      m.final_eval_step = static_cast<int64_t>(read_series(f, "eval/step", eval_rows).back());
-      m.best_val_loss = *std::min_element(evals.begin(), evals.end());
+    m.eval_losses = read_series(f, "eval/loss", eval_rows);
+    m.eval_steps = read_series(f, "eval/step", eval_rows);
+    if (!m.eval_losses.empty()) {
+      m.final_val_loss = m.eval_losses.back();
+      m.final_eval_step = static_cast<int64_t>(m.eval_steps.back());
+      m.best_val_loss = *std::min_element(m.eval_losses.begin(), m.eval_losses.end());
     }
     if (cfg.n_moe_layers() > 0) {
       m.n_routed = cfg.moe.n_routed;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <vector>
 
 namespace dsmoe {
 
@@ -26,6 +27,7 @@ struct RunMetrics {
   double final_val_loss = kNone;  // the last eval
   int64_t final_eval_step = 0;    // its step
   double best_val_loss = kNone;   // the lowest eval
+  std::vector<double> eval_steps, eval_losses;  // every eval, in step order
   // Expert balance over the logged steps in the last kBalanceWindow of the run so far (kNone
   // without MoE layers): loads summed over those steps per layer, then
   double max_violation = kNone;         // max load / mean load - 1 (global MaxVio), mean over layers

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 
 #include "io/h5.h"
 #include "util/check.h"
@@ -176,6 +177,34 @@ std::string ranking_text(const Analysis& a) {
   return out + table(seeds, 100, "  ");
 }
 
+// Steps down, the compared variants across: each one's mean paired delta, * where it is resolved.
+std::string curve_text(const Analysis& a) {
+  std::vector<const VariantStats*> compared;
+  std::map<int64_t, std::map<const VariantStats*, const CurvePoint*>> at;
+  for (const VariantStats& v : a.ranked) {
+    if (v.curve.empty()) continue;
+    compared.push_back(&v);
+    for (const CurvePoint& p : v.curve) at[p.step][&v] = &p;
+  }
+  if (compared.empty()) return "";
+  const int d = decimals_for(a);
+  std::vector<std::vector<std::string>> rows = {{"step"}};
+  for (const VariantStats* v : compared) rows[0].push_back(v->variant);
+  for (const auto& [step, points] : at) {
+    std::vector<std::string> row = {std::to_string(step)};
+    for (const VariantStats* v : compared) {
+      const auto p = points.find(v);
+      row.push_back(p == points.end() ? "-"
+                                      : cat(p->second->delta.mean > 0 ? "+" : "", num(p->second->delta.mean, d),
+                                            p->second->verdict == "unresolved" ? " " : "*"));
+    }
+    rows.push_back(row);
+  }
+  return cat("\nvalidation loss minus the baseline's at each evaluation, paired over the seeds evaluated there (",
+             "* where the ", num(100 * a.confidence, 0), " % interval excludes 0; curves.csv has the intervals):\n",
+             table(rows, 1, "  "));
+}
+
 std::string balance_text(const Analysis& a) {
   std::vector<std::vector<std::string>> rows = {{"variant", "MaxVio", "device MaxVio", "groups", "dead experts", "load CV",
                                                  "dropped", "tokens/s", "tokens", "active params", "FLOPs/token"}};
@@ -282,6 +311,24 @@ std::string csv(const Table& t) {
   return out;
 }
 
+// A row per (variant, evaluation step) of the variants' loss curves against the baseline.
+Table curve_table(const Analysis& a) {
+  Table t;
+  t.names = {"variant", "step", "n", "delta_mean", "delta_ci_low", "delta_ci_high", "p_value", "verdict"};
+  t.numeric = {false, true, true, true, true, true, true, false};
+  t.text.resize(t.names.size());
+  t.number.resize(t.names.size());
+  for (const VariantStats& v : a.ranked)
+    for (const CurvePoint& p : v.curve) {
+      t.text[0].push_back(v.variant);
+      const double row[] = {static_cast<double>(p.step), static_cast<double>(p.delta.n), p.delta.mean, p.delta.low,
+                            p.delta.high, p.delta.p_value};
+      for (size_t c = 1; c <= 6; ++c) t.number[c].push_back(row[c - 1]);
+      t.text[7].push_back(p.verdict);
+    }
+  return t;
+}
+
 void write_table(hid_t f, const std::string& group, const Table& t) {
   for (size_t c = 0; c < t.names.size(); ++c) {
     const std::string path = group + "/" + t.names[c];
@@ -305,6 +352,7 @@ std::string analysis_text(const Analysis& a) {
     out += cat("\nexpert balance over the last ", num(100 * kBalanceWindow, 0),
                " % of each run's steps and cost, means over the finished runs above:\n");
     out += balance_text(a);
+    out += curve_text(a);
   }
   std::vector<std::string> unranked;
   for (const std::string& v : a.order)
@@ -331,6 +379,7 @@ std::string analysis_text(const Analysis& a) {
 
 std::string variants_csv(const Analysis& a) { return csv(variant_table(a)); }
 std::string runs_csv(const Analysis& a) { return csv(run_table(a)); }
+std::string curves_csv(const Analysis& a) { return csv(curve_table(a)); }
 
 void write_summary_h5(const std::string& path, const Analysis& a) {
   h5::silence_errors();
@@ -346,6 +395,7 @@ void write_summary_h5(const std::string& path, const Analysis& a) {
     write_strings(f, "order/variant", a.order);
     write_table(f, "variants", variant_table(a));
     write_table(f, "runs", run_table(a));
+    write_table(f, "curves", curve_table(a));
     DSMOE_CHECK(f.close() >= 0, "cannot write it out");
   } catch (const Error& e) {
     throw Error(cat(tmp, ": ", e.what()));
