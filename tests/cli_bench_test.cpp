@@ -56,6 +56,9 @@ TEST_F(CliBench, ForcedBalanceIsReportedAndOnlyForBenchmarks) {
   EXPECT_THAT(r.output, ::testing::HasSubstr("\"force_balance\": true}"));
   r = test::run_dsmoe("bench " + cfg + " --steps 1 --warmup 0");
   EXPECT_THAT(r.output, ::testing::HasSubstr("\"force_balance\": false}"));
+  r = test::run_dsmoe("bench " + cfg + " --steps 1 --warmup 0 --force-balance --set model.first_dense_layers=2");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, ::testing::HasSubstr("--force-balance: the model has no MoE layer to balance"));
   r = test::run_dsmoe("train " + cfg + " --set moe.force_balance=true");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, ::testing::HasSubstr(cfg + ": moe.force_balance ignores the router's choices"));

@@ -31,6 +31,8 @@ int run(const Args& args) {
   DSMOE_CHECK(steps > 0 && warmup >= 0, "--steps must be positive and --warmup non-negative");
   Config cfg = load_config(args.positional()[0], args.overrides());
   if (args.has("force-balance")) cfg.moe.force_balance = true;
+  DSMOE_CHECK(!cfg.moe.force_balance || cfg.n_moe_layers() > 0, args.positional()[0],
+              ": --force-balance: the model has no MoE layer to balance");
   cfg.train.steps = std::max(cfg.train.steps, steps + warmup);
   auto comm = make_world_comm();
   Engine engine(cfg, *comm);
