@@ -27,10 +27,12 @@ struct Trained {
 };
 
 // Two micro-batches' forward and backward of the tiny model; the peak is of its own backend.
-Trained train_two_micro_batches(Config cfg) {
-  auto be = make_cpu_backend<double>();
+// T float with bf16_storage: the activations stored in bf16, as the GPU's bf16 path stores them.
+template <typename T = double>
+Trained train_two_micro_batches(Config cfg, bool bf16_storage = false) {
+  auto be = make_cpu_backend<T>(bf16_storage);
   auto comm = make_single_comm();
-  Model<double> model(cfg, *be, *comm, kSeqs);
+  Model<T> model(cfg, *be, *comm, kSeqs);
   model.init_params(42);
   const int R = kSeqs * cfg.model.seq_len;
   Rng rng(7);
@@ -51,7 +53,7 @@ Trained train_two_micro_batches(Config cfg) {
     out.losses.push_back(r.aux_loss);
     model.backward();
   }
-  out.grads = to_host(*be, model.grads(), model.table().size());
+  for (T g : to_host(*be, model.grads(), model.table().size())) out.grads.push_back(g);
   out.peak = be->peak_bytes();
   return out;
 }
@@ -83,6 +85,22 @@ TEST_P(Recompute, EverySettingGivesTheStoredGradientsToTheBitInLessMemory) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, Recompute, ::testing::ValuesIn(test::model_variants()), test::variant_name);
+
+// With the activations stored in bf16 (what the GPU's bf16 path keeps), the recomputed ones are
+// rounded alike: the same gradients to the bit in float.
+TEST(Recompute, Bf16StoredActivationsToo) {
+  Config cfg = test::tiny_config();
+  const Trained stored = train_two_micro_batches<float>(cfg, true);
+  for (const char* setting : {"attention", "moe", "full"}) {
+    SCOPED_TRACE(setting);
+    cfg.train.recompute = setting;
+    const Trained recomputed = train_two_micro_batches<float>(cfg, true);
+    EXPECT_EQ(recomputed.losses, stored.losses);
+    EXPECT_EQ(recomputed.grads, stored.grads);
+    EXPECT_LT(recomputed.peak, stored.peak);
+  }
+  EXPECT_NE(stored.grads, train_two_micro_batches<float>(test::tiny_config()).grads) << "bf16 storage rounds";
+}
 
 TEST(Recompute, GenerationNeedsEveryLayersKeysAndValues) {
   Config cfg = test::tiny_config();
