@@ -76,10 +76,10 @@ TEST(TrainCuda, Bf16StaysWithinABandOfFp32) {
 
 // Recomputation runs the forward's kernels on the forward's inputs, so its weights differ from the
 // stored path's no more than a second stored run's do (bitwise where the GPU's reductions are
-// deterministic). The peak memory falls by what the memory model says. (The whole peak against
-// the model is a measurement of the benchmark configs, docs/cuda.md: on this tiny model the
-// stream-ordered scratch pool, whose high-water mark the process's engines share, weighs too
-// much for a 5 % check.)
+// deterministic). The peak memory falls by what the memory model says. (The whole peak is
+// compared with the model on the benchmark configs: on a model this small, what the model leaves
+// out, such as the stream-ordered scratch whose high-water mark the engines of one process
+// share, can be more than 5 % of it.)
 TEST(TrainCuda, RecomputedActivationsTrainAsStoredInLessMemory) {
   std::string why;
   if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
