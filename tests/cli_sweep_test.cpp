@@ -349,6 +349,28 @@ TEST_F(SweepCli, RankBudget) {
   EXPECT_EQ(h5::read_attr_int64(f, "world_size"), 2);
 }
 
+// Runs that use GPUs go to the least busy of the GPUs the sweep may use, through
+// CUDA_VISIBLE_DEVICES; a third run at once shares one. Here (no GPU) each run of backend cuda
+// then fails, and its error names the GPU it was given.
+TEST_F(SweepCli, RunsGoToTheLeastBusyGpus) {
+  if (std::filesystem::exists("/dev/nvidia0")) GTEST_SKIP() << "this machine has a GPU";
+  const std::string exp = experiment("gpus", kShort, "", "[1, 2, 3]");
+  test::write_file(exp, std::regex_replace(test::read_file(exp), std::regex("backend: cpu"), "backend: cuda"));
+  const std::string out = test::run_command("CUDA_VISIBLE_DEVICES=3,5 " + std::string(DSMOE_BIN) + " sweep " + exp +
+                                            " --runs-dir " + runs + " --only a --ranks 3 2>&1");
+  EXPECT_THAT(out, HasSubstr("[start] a-s1 on GPU 3, log "));
+  EXPECT_THAT(out, HasSubstr("[start] a-s2 on GPU 5, log "));
+  EXPECT_THAT(out, HasSubstr("[start] a-s3 on GPU 3 (shared with 1 other run), log "));
+  for (const auto& [run, gpu] : std::vector<std::pair<std::string, std::string>>{{"a-s1", "3"}, {"a-s2", "5"}, {"a-s3", "3"}})
+    EXPECT_THAT(test::read_file(runs + "/gpus/" + run + "/failed"), HasSubstr("(CUDA_VISIBLE_DEVICES=" + gpu + ")"))
+        << run;
+  // Runs on the CPU keep the sweep's environment and say nothing of GPUs.
+  const std::string cpu = experiment("cpus", kShort, "", "[1]");
+  EXPECT_THAT(test::run_command("CUDA_VISIBLE_DEVICES=3,5 " + std::string(DSMOE_BIN) + " sweep " + cpu +
+                                " --runs-dir " + runs + " --only a 2>&1"),
+              HasSubstr("[start] a-s1, log "));
+}
+
 TEST_F(SweepCli, HelpAndBadOptions) {
   for (const char* cmd : {"sweep --help", "analyze --help"}) {
     test::RunResult r = run_dsmoe(cmd);

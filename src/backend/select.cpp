@@ -42,6 +42,26 @@ std::string gpu_shortfall(int ranks, int gpus) {
 
 }  // namespace
 
+std::vector<std::string> visible_gpus() {
+  std::vector<std::string> gpus;
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) {
+    std::string entry;
+    for (const char* c = visible;; ++c) {
+      if (*c == ',' || *c == '\0') {
+        if (!entry.empty()) gpus.push_back(entry);
+        entry.clear();
+        if (*c == '\0') break;
+      } else if (*c != ' ') {
+        entry += *c;
+      }
+    }
+    return gpus;
+  }
+  const int count = gpu_device_nodes() ? cuda_device_count() : 0;
+  for (int g = 0; g < count; ++g) gpus.push_back(std::to_string(g));
+  return gpus;
+}
+
 bool use_gpus(const std::string& backend, bool every_node_fits, bool any_gpu, const std::string& shortfall) {
   if (backend == "cpu") return false;
   if (every_node_fits) return true;

@@ -5,6 +5,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/threads.h"
@@ -22,5 +23,10 @@ std::unique_ptr<Backend<float>> make_backend(const std::string& backend, Comm& w
 // every node sees a GPU per rank and whether any GPU is seen; throws for `cuda` where a node falls
 // short, with `shortfall` (what this rank's node lacks, or "" where it is another node).
 bool use_gpus(const std::string& backend, bool every_node_fits, bool any_gpu, const std::string& shortfall);
+
+// The GPUs a process started here may use, as CUDA_VISIBLE_DEVICES names them: its entries where
+// it is set (none where it is empty), else 0 .. the device count - 1 (none without the NVIDIA
+// device nodes or the CUDA backend).
+std::vector<std::string> visible_gpus();
 
 }  // namespace dsmoe

@@ -1,6 +1,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "backend/select.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "sweep/manifest.h"
@@ -75,6 +76,7 @@ int run(const Args& args) {
   options.rank_budget = static_cast<int>(args.get_int("ranks", 1));
   options.stop_after = args.get_int("stop-after", 0);
   options.time_limit_s = args.get_double("time-limit", 0);
+  options.gpus = visible_gpus();
   DSMOE_CHECK(options.rank_budget >= 1, "--ranks must be >= 1");
   DSMOE_CHECK(!args.has("time-limit") || options.time_limit_s > 0, "--time-limit must be > 0 seconds");
   DSMOE_CHECK(options.stop_after >= 0, "--stop-after must be >= 0");

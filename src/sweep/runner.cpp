@@ -18,6 +18,7 @@
 #include <map>
 #include <thread>
 
+#include "sweep/gpu_slots.h"
 #include "sweep/run_state.h"
 #include "train/run_presence.h"
 #include "train/stop_signal.h"
@@ -64,9 +65,22 @@ void say(const std::string& line) {
   std::fflush(stdout);
 }
 
+// This process's environment with CUDA_VISIBLE_DEVICES set to `gpus` (unchanged where empty).
+std::vector<std::string> environment_for(const std::vector<std::string>& gpus) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e)
+    if (gpus.empty() || std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0) env.push_back(*e);
+  std::string visible;
+  for (const std::string& g : gpus) visible += (visible.empty() ? "" : ",") + g;
+  if (!gpus.empty()) env.push_back("CUDA_VISIBLE_DEVICES=" + visible);
+  return env;
+}
+
 // Starts `dsmoe train OUT/config.yaml` as a process group of its own, its output appended to
-// OUT/train.log. Returns the pid, or -1 with `problem` set.
-pid_t start_run(const PlannedRun& run, const RunnerOptions& opt, int ranks, std::string& problem) {
+// OUT/train.log, on `gpus` (CUDA_VISIBLE_DEVICES; none: as the sweep's). Returns the pid, or -1
+// with `problem` set.
+pid_t start_run(const PlannedRun& run, const RunnerOptions& opt, int ranks, const std::vector<std::string>& gpus,
+                std::string& problem) {
   std::vector<std::string> args;
   if (ranks > 1) args = {opt.mpiexec, "-n", std::to_string(ranks)};
   for (const std::string& a : {opt.exe, std::string("train"), run_config_path(run.cfg)}) args.push_back(a);
@@ -74,6 +88,10 @@ pid_t start_run(const PlannedRun& run, const RunnerOptions& opt, int ranks, std:
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  std::vector<std::string> env = environment_for(gpus);
+  std::vector<char*> envp;
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
 
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
@@ -85,7 +103,7 @@ pid_t start_run(const PlannedRun& run, const RunnerOptions& opt, int ranks, std:
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);  // pgroup 0: its own, led by the child
   posix_spawnattr_setpgroup(&attr, 0);
   pid_t pid = -1;
-  const int err = posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), environ);
+  const int err = posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
   posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&fa);
   if (err != 0) problem = cat("cannot start ", args[0], ": ", std::strerror(err));
@@ -132,7 +150,24 @@ std::string seconds_text(double s) {
 struct Going {
   const PlannedRun* run;
   double started;
+  std::vector<std::string> gpus;  // its GPUs, given back when it ends
 };
+
+// Whether a run uses GPUs where the machine has them.
+bool uses_gpus(const PlannedRun& run, const GpuSlots& slots) {
+  return run.cfg.backend == "cuda" || (run.cfg.backend == "auto" && slots.any());
+}
+
+// " on GPU 3" / " on GPUs 0,1", and how many other runs share them; "" without.
+std::string gpu_text(const std::vector<std::string>& gpus, const GpuSlots& slots) {
+  if (gpus.empty()) return "";
+  int others = 0;
+  for (const std::string& g : gpus) others = std::max(others, slots.runs_on(g) - 1);
+  std::string list;
+  for (const std::string& g : gpus) list += (list.empty() ? "" : ",") + g;
+  return cat(" on GPU", gpus.size() > 1 ? "s " : " ", list,
+             others > 0 ? cat(" (shared with ", others, " other run", others > 1 ? "s" : "", ")") : std::string());
+}
 
 // The sweep's answer to interrupts: the first asks the runs to checkpoint and stop, a second
 // soon after kills them; one later than that is taken as a first again. The time limit acts as a
@@ -202,6 +237,7 @@ SweepOutcome run_sweep(const SweepPlan& plan, const RunnerOptions& opt) {
 
   SignalCatcher signals;
   Interrupts interrupts;
+  GpuSlots slots(opt.gpus);
   std::map<pid_t, Going> going;
   const double began = now_seconds();
   while ((!queue.empty() && !interrupts.any()) || !going.empty()) {
@@ -214,15 +250,17 @@ SweepOutcome run_sweep(const SweepPlan& plan, const RunnerOptions& opt) {
       const int64_t from = checkpoint_step(run.cfg);
       const bool restarts = from == 0 && std::filesystem::exists(run.cfg.out + "/metrics.h5");
       std::string problem;
-      const pid_t pid = start_run(run, opt, plan.ranks, problem);
+      const std::vector<std::string> gpus = uses_gpus(run, slots) ? slots.take(plan.ranks) : std::vector<std::string>{};
+      const pid_t pid = start_run(run, opt, plan.ranks, gpus, problem);
       if (pid < 0) {
+        slots.give_back(gpus);
         outcome.failed.push_back(cat(run.name, ": ", problem));
         record_failure(run, problem);
         say(cat("[FAILED] ", run.name, ": ", problem));
         continue;
       }
-      going[pid] = {&run, now_seconds()};
-      say(cat("[start] ", run.name,
+      going[pid] = {&run, now_seconds(), gpus};
+      say(cat("[start] ", run.name, gpu_text(gpus, slots),
               from > 0   ? cat(" (resuming at step ", from, ")")
               : restarts ? " (no checkpoint: starting from step 0; its earlier metrics are replaced)"
                          : "",
@@ -242,6 +280,7 @@ SweepOutcome run_sweep(const SweepPlan& plan, const RunnerOptions& opt) {
     if (it == going.end()) continue;  // not one of ours
     const PlannedRun& run = *it->second.run;
     const std::string took = seconds_text(now_seconds() - it->second.started);
+    slots.give_back(it->second.gpus);
     going.erase(it);
     clear_stale_presence(run.cfg.out);
     const int64_t step = checkpoint_step(run.cfg);

@@ -1,5 +1,6 @@
 // Running a sweep: every unfinished run as a child process `dsmoe train OUT/config.yaml`
-// (under mpiexec when a run has several ranks), as many at once as the rank budget allows.
+// (under mpiexec when a run has several ranks), as many at once as the rank budget allows, each
+// on the least busy GPUs where it uses GPUs.
 // Interrupted runs resume from their checkpoints; a failed run does not stop the others.
 #pragma once
 #include <cstdint>
@@ -16,6 +17,9 @@ struct RunnerOptions {
   int64_t stop_after = 0;   // > 0: each run started stops after that many steps, resumable
   double time_limit_s = 0;  // > 0: after this many seconds the sweep stops as on a first interrupt
   std::string mpiexec = "mpiexec";
+  // The GPUs the runs may use (backend/select.h, visible_gpus()): a run of backend cuda, or auto
+  // where there are GPUs, gets its own through CUDA_VISIBLE_DEVICES (sweep/gpu_slots.h).
+  std::vector<std::string> gpus;
 };
 
 struct SweepOutcome {
