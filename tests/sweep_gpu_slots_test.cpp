@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <filesystem>
 
 #include "backend/select.h"
 
@@ -45,6 +46,9 @@ TEST(GpuSlots, VisibleGpusAreCudaVisibleDevicesEntries) {
   EXPECT_EQ(visible_gpus(), (Gpus{"2", "7", "GPU-1a2b"}));
   setenv("CUDA_VISIBLE_DEVICES", "", 1);
   EXPECT_EQ(visible_gpus(), Gpus{});
+  unsetenv("CUDA_VISIBLE_DEVICES");  // then every GPU the machine has: none without device nodes
+  if (!std::filesystem::exists("/dev/nvidiactl") && !std::filesystem::exists("/dev/nvidia0"))
+    EXPECT_EQ(visible_gpus(), Gpus{});
   if (before) setenv("CUDA_VISIBLE_DEVICES", saved.c_str(), 1);
   else unsetenv("CUDA_VISIBLE_DEVICES");
 }
