@@ -47,10 +47,10 @@ TEST(GpuSlots, VisibleGpusAreCudaVisibleDevicesEntries) {
   setenv("CUDA_VISIBLE_DEVICES", "", 1);
   EXPECT_EQ(visible_gpus(), Gpus{});
   unsetenv("CUDA_VISIBLE_DEVICES");  // then every GPU the machine has: none without device nodes
-  if (!std::filesystem::exists("/dev/nvidiactl") && !std::filesystem::exists("/dev/nvidia0"))
+  if (!std::filesystem::exists("/dev/nvidiactl") && !std::filesystem::exists("/dev/nvidia0")) {
     EXPECT_EQ(visible_gpus(), Gpus{});
+  }
   if (before) setenv("CUDA_VISIBLE_DEVICES", saved.c_str(), 1);
-  else unsetenv("CUDA_VISIBLE_DEVICES");
 }
 
 }  // namespace
