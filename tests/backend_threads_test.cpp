@@ -1,11 +1,12 @@
 // Host threads per rank and the backend choice, by hand values: the thread rule for given
-// affinity masks and rank counts, the core list as text, and which backend a run gets for the
-// GPUs its nodes see.
+// affinity masks and rank counts, the core list as text, BLAS's threads around parallel regions,
+// and which backend a run gets for the GPUs its nodes see.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <vector>
 
+#include "backend/blas_select.h"
 #include "backend/select.h"
 #include "backend/threads.h"
 #include "test_util.h"
@@ -32,6 +33,23 @@ TEST(Threads, CoresOfTheMaskDividedByTheRanksSharingThem) {
   EXPECT_EQ(threads_for({3}, {{2}, {3}}), 1);
   // Overlapping masks count where they meet.
   EXPECT_EQ(threads_for(range(0, 7), {range(0, 7), range(4, 11), range(12, 15)}), 4);
+}
+
+// A pthread OpenBLAS runs on one thread inside OneBlasThread and gets its threads back after; the
+// OpenMP build (or OPENBLAS_NUM_THREADS set) is left alone. (Run this binary with
+// LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-pthread for the pthread case.)
+TEST(Threads, OneBlasThreadOnlyWherePthreadBlasThreadsAreOurs) {
+  const bool ours = blas_threads_are_ours();
+  fit_blas_threads(2);
+  const int before = blas_threads();
+  if (ours) {
+    EXPECT_EQ(before, 2);
+  }
+  {
+    const OneBlasThread serial;
+    EXPECT_EQ(blas_threads(), ours ? 1 : before);
+  }
+  EXPECT_EQ(blas_threads(), before);
 }
 
 TEST(Threads, CoresAsText) {

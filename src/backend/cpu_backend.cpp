@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "backend/alloc_tracker.h"
+#include "backend/blas_select.h"
 #include "backend/cpu_blas.h"
 #include "backend/rope_table.h"
 #include "util/bf16.h"
@@ -277,6 +278,7 @@ class CpuBackend final : public Backend<T> {
       attention_forward(widened(out_ptr, rd, o), probs, widened(qkv_ptr, 3 * rd, q), batch, seq, n_heads, head_dim);
       return narrow(out_ptr, o);
     }
+    const OneBlasThread serial;  // the products run inside the parallel loop
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < batch * n_heads; ++bh) {
       const int b = bh / n_heads, h = bh % n_heads;
@@ -294,6 +296,7 @@ class CpuBackend final : public Backend<T> {
                         head_dim);
       return narrow(out_ptr, o);
     }
+    const OneBlasThread serial;  // the products run inside the parallel loop
 #pragma omp parallel for schedule(static)
     for (int h = 0; h < n_heads; ++h) {
       std::vector<T> probs((size_t)n * (first + n));
@@ -315,6 +318,7 @@ class CpuBackend final : public Backend<T> {
     const T* qkv = qkv_ptr.get();
     const int d = n_heads * head_dim, ld = 3 * d;
     const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+    const OneBlasThread serial;  // the products run inside the parallel loop
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < batch * n_heads; ++bh) {
       int b = bh / n_heads, h = bh % n_heads;

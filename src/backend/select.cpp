@@ -76,9 +76,9 @@ bool use_gpus(const std::string& backend, bool every_node_fits, bool any_gpu, co
 
 std::unique_ptr<Backend<float>> make_backend(const std::string& backend, Comm& world, const std::string& precision,
                                              ThreadPlan* threads) {
-  fit_blas_threads();
   std::unique_ptr<Comm> node = make_node_comm();
   ThreadPlan plan = plan_threads(*node);
+  fit_blas_threads(plan.threads);
   double over = plan.oversubscribed ? 1 : 0;
   world.allreduce_max(&over, 1);
   plan.any_node_oversubscribed = over > 0;
