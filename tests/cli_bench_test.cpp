@@ -45,6 +45,8 @@ TEST_F(CliBench, LastLineIsOneJsonObjectWithTheThroughput) {
   EXPECT_GT(number_after(last, "peak_mem_bytes"), 0);
   EXPECT_EQ(number_after(last, "world_size"), 1);
   EXPECT_THAT(last, ::testing::HasSubstr("\"backend\": \"cpu\""));
+  EXPECT_THAT(r.output, ::testing::HasSubstr("host threads: 1 rank(s) x "));
+  EXPECT_THAT(r.output, ::testing::HasSubstr("host BLAS: OpenBLAS ("));  // its kernels, build and threads
   EXPECT_FALSE(std::filesystem::exists(dir.file("out"))) << "bench must not write run outputs";
 }
 

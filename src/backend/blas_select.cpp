@@ -15,6 +15,24 @@ bool blas_threads_are_ours() {
 
 int blas_threads() { return openblas_get_num_threads(); }
 
+std::string blas_description() {
+  const char* core = openblas_get_corename();
+  std::string out = std::string("OpenBLAS (") + (core ? core : "?") + " kernels, ";
+  switch (openblas_get_parallel()) {
+    case 0:
+      return out + "sequential build)";
+    case 2:
+      return out + "OpenMP build): shares the threads above";
+    default: {
+      const char* wait = std::getenv("OMP_WAIT_POLICY");
+      out += "pthread build): " + std::to_string(blas_threads()) + " thread(s)";
+      if (!blas_threads_are_ours()) return out + " (OPENBLAS_NUM_THREADS)";
+      return out + " between parallel regions, 1 inside" +
+             (wait ? std::string(", OMP_WAIT_POLICY=") + wait : std::string());
+    }
+  }
+}
+
 void select_blas_kernels(char** argv) {
   bool changed = false;
   if (std::getenv("OPENBLAS_CORETYPE") == nullptr) {  // else the user's (or our earlier) choice

@@ -7,6 +7,7 @@
 //   OpenMP regions (fit_blas_threads), where libgomp's workers would otherwise spin on the same
 //   cores (docs/parallel.md, Host threads per rank, has the measurement).
 #pragma once
+#include <string>
 
 namespace dsmoe {
 
@@ -24,6 +25,9 @@ void fit_blas_threads(int threads);
 // how many it runs a product on now.
 bool blas_threads_are_ours();
 int blas_threads();
+
+// What the start-up line says of BLAS: the library, its kernels, its build and its threads.
+std::string blas_description();
 
 // While alive, a pthread OpenBLAS runs each product on one thread: around the parallel regions
 // that call BLAS (the CPU attention's per-head products). Nothing for the other builds or where

@@ -79,6 +79,7 @@ std::unique_ptr<Backend<float>> make_backend(const std::string& backend, Comm& w
   std::unique_ptr<Comm> node = make_node_comm();
   ThreadPlan plan = plan_threads(*node);
   fit_blas_threads(plan.threads);
+  plan.blas = blas_description();
   double over = plan.oversubscribed ? 1 : 0;
   world.allreduce_max(&over, 1);
   plan.any_node_oversubscribed = over > 0;

@@ -78,6 +78,7 @@ std::vector<std::string> thread_notes(const ThreadPlan& t) {
   std::vector<std::string> out = {"host threads: " + std::to_string(t.node_ranks) + " rank(s) x " +
                                   std::to_string(t.threads) + " thread(s) on cores " + cores_text(t.node_cores) +
                                   " of this node" + (t.user_set ? " (OMP_NUM_THREADS)" : "")};
+  if (!t.blas.empty()) out.push_back("host BLAS: " + t.blas);
   if (t.any_node_oversubscribed)
     out.push_back("warning: ranks x threads exceed the cores on " + std::string(t.oversubscribed ? "this" : "a") +
                   " node (" + std::to_string(t.node_threads) + " threads on " + std::to_string(t.node_cores.size()) +

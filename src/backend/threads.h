@@ -28,6 +28,7 @@ struct ThreadPlan {
   int node_threads = 1;    // threads of all the node's ranks
   bool oversubscribed = false;  // node_threads > the node's cores
   bool any_node_oversubscribed = false;  // over every node of the job (make_backend fills it)
+  std::string blas;  // backend/blas_select.h's blas_description() (make_backend fills it)
 };
 
 // The start-up lines: this node's ranks x threads and the cores they cover, and a warning where a
