@@ -33,7 +33,7 @@ std::string blas_description() {
   }
 }
 
-void select_blas_kernels(char** argv) {
+void set_blas_environment(char** argv) {
   bool changed = false;
   if (std::getenv("OPENBLAS_CORETYPE") == nullptr) {  // else the user's (or our earlier) choice
     const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&

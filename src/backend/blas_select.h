@@ -12,7 +12,7 @@
 namespace dsmoe {
 
 // Call first thing in main(). Returns only when no re-exec is needed (or it failed).
-void select_blas_kernels(char** argv);
+void set_blas_environment(char** argv);
 
 // A pthread OpenBLAS keeps a thread pool of its own beside OpenMP's. It gets the rank's `threads`
 // for the products called outside parallel regions (unless OPENBLAS_NUM_THREADS says otherwise),

@@ -37,7 +37,7 @@ int run_command(const dsmoe::Command& c, int argc, char** argv) {
 
 int main(int argc, char** argv) {
   dsmoe::keep_freed_host_memory();
-  dsmoe::select_blas_kernels(argv);
+  dsmoe::set_blas_environment(argv);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     std::fputs(usage().c_str(), argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
