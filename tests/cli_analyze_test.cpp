@@ -190,6 +190,31 @@ TEST_F(AnalyzeCli, MetricBaselineAndDeviceGroupOptions) {
               HasSubstr("3 device groups do not divide its 4 routed experts"));
 }
 
+// Runs made by another dsmoe build or on another device than the rest are named in a note, and
+// runs.csv has each run's build and device.
+TEST_F(AnalyzeCli, MixedBuildsAndDevicesAreNoted) {
+  ASSERT_EQ(sweep(experiment("prov", kShort, "", "[1, 2]"), runs).exit_code, 0);
+  const std::string folder = runs + "/prov";
+  test::RunResult r = run_dsmoe("analyze " + folder);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, Not(HasSubstr("dsmoe builds")));
+  const std::string version = test::read_csv(test::read_file(folder + "/runs.csv"))[0].at("dsmoe_version");
+  EXPECT_FALSE(version.empty());
+  {
+    h5::Handle f = h5::open_file(folder + "/b-s2/metrics.h5", H5F_ACC_RDWR);
+    ASSERT_TRUE(f.valid());
+    h5::write_attr(f, "dsmoe_version", "0123abc");
+    h5::write_attr(f, "device", "Another GPU");
+  }
+  r = run_dsmoe("analyze " + folder);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("note: the runs compared were made by 2 dsmoe builds: 0123abc (b-s2); " + version +
+                                  " (a-s1, a-s2, b-s1)"));
+  EXPECT_THAT(r.output, HasSubstr("note: the runs compared were made by 2 devices: "));
+  EXPECT_THAT(r.output, HasSubstr("Another GPU (b-s2)"));
+  EXPECT_EQ(row_of(test::read_csv(test::read_file(folder + "/runs.csv")), "run", "b-s2").at("device"), "Another GPU");
+}
+
 TEST_F(AnalyzeCli, SeedsAddedLaterAreCountedOnce) {
   const std::string exp = experiment("more", kShort, "", "[1]");
   ASSERT_EQ(sweep(exp, runs).exit_code, 0);

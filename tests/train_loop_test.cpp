@@ -2,6 +2,7 @@
 // and resumed ends bit-identical to one that never stopped.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
@@ -13,6 +14,8 @@
 #include "train/engine.h"
 #include "train/trainer.h"
 #include "train_fixture.h"
+#include "util/host_info.h"
+#include "util/version.h"
 
 namespace dsmoe {
 namespace {
@@ -91,6 +94,13 @@ TEST(TrainLoop, ResumeContinuesBitIdentically) {
   EXPECT_EQ(test::read_series(straight.out + "/metrics.h5", "train/loss"),
             test::read_series(split.out + "/metrics.h5", "train/loss"));
   EXPECT_EQ(test::read_series(split.out + "/metrics.h5", "eval/step"), std::vector<double>({4, 8}));
+  // Each attempt is recorded: the start, then the resume from step 3.
+  h5::Handle f = h5::open_file(split.out + "/metrics.h5", H5F_ACC_RDONLY);
+  ASSERT_TRUE(f.valid());
+  const std::string attempts = h5::read_attr_string(f, "attempts");
+  EXPECT_EQ(std::count(attempts.begin(), attempts.end(), '\n'), 2) << attempts;
+  EXPECT_NE(attempts.find("Z from step 0: dsmoe "), std::string::npos) << attempts;
+  EXPECT_NE(attempts.find("Z from step 3: dsmoe "), std::string::npos) << attempts;
 }
 
 // DSMOE_NAN_AT (a test hook) puts a NaN into the gradients at the given steps.
@@ -193,6 +203,17 @@ TEST(TrainLoop, MetricsFileHasTheSpecLayout) {
   EXPECT_LT(h5::read_attr_int64(f, "params_active"), h5::read_attr_int64(f, "params_total"));
   EXPECT_GT(h5::read_attr_double(f, "flops_per_token"), 0);
   EXPECT_NE(h5::read_attr_string(f, "config").find("n_routed: 4"), std::string::npos);
+  // Provenance: the build, the device, the host and the command of the attempt.
+  EXPECT_EQ(h5::read_attr_string(f, "dsmoe_version"), source_version());
+  EXPECT_NE(source_version(), std::string());
+  EXPECT_EQ(h5::read_attr_string(f, "device"), device_description("cpu"));
+  EXPECT_EQ(h5::read_attr_string(f, "host"), host_name());
+  EXPECT_NE(h5::read_attr_string(f, "command").find("train_loop_test"), std::string::npos);
+  const std::string attempts = h5::read_attr_string(f, "attempts");
+  EXPECT_NE(attempts.find("Z from step 0: dsmoe " + std::string(source_version()) + ", 1 rank(s), cpu on " +
+                          device_description("cpu") + ", host " + host_name() + ": "),
+            std::string::npos)
+      << attempts;
   for (const char* name : {"train/step", "train/loss", "train/aux_loss", "train/lr", "train/grad_norm", "train/tokens",
                            "train/tokens_per_s", "train/step_time_s", "train/time/compute", "train/time/dispatch",
                            "train/time/combine", "train/time/allreduce", "train/comm/bytes_sent",

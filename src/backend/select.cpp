@@ -1,7 +1,5 @@
 #include "backend/select.h"
 
-#include <unistd.h>
-
 #include <cstdlib>
 #include <filesystem>
 
@@ -10,6 +8,7 @@
 #include "backend/cuda_loader.h"
 #include "backend/threads.h"
 #include "util/check.h"
+#include "util/host_info.h"
 #include "util/log.h"
 
 namespace dsmoe {
@@ -24,12 +23,6 @@ int local_rank() {
   for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"})
     if (const char* s = std::getenv(v)) return std::atoi(s);
   return 0;
-}
-
-std::string host_name() {
-  char name[256] = {};
-  gethostname(name, sizeof name - 1);
-  return name;
 }
 
 // What this node lacks for a GPU per rank, "" when nothing.

@@ -10,6 +10,7 @@
 #include "train/dispatch_bench.h"
 #include "train/engine.h"
 #include "util/check.h"
+#include "util/host_info.h"
 #include "util/log.h"
 
 namespace dsmoe {
@@ -109,7 +110,7 @@ int run(const Args& args) {
       1e3 * a2a.dispatcher_s, 1e3 * a2a.bare_s, 1e3 * ov.without_s, cfg.moe.force_balance ? "true" : "false");
   if (args.has("json")) {
     const double per = 1e3 / steps;
-    sim::write_bench_record(args.get("json"), {cfg.name, engine.backend().name(), sim::device_description(engine.backend().name()),
+    sim::write_bench_record(args.get("json"), {cfg.name, engine.backend().name(), device_description(engine.backend().name()),
         comm->size(), engine.groups().ep->size(), omp_get_max_threads(), (double)steps, (double)warmup,
         (double)engine.tokens_per_step(), tok_s, ms, per * sum.t_compute, per * sum.t_route, per * sum.t_dispatch,
         per * sum.t_combine, per * sum.t_allreduce, counts.flops_per_token, flops, 0, (double)peak_training,

@@ -200,6 +200,15 @@ MetricsWriter::MetricsWriter(const std::string& path, const RunInfo& info,
     h5::write_attr_double(f, "flops_per_token", info.flops_per_token);
     h5::write_attr_int(f, "world_size", info.world_size);
     h5::write_attr(f, "backend", info.backend);
+    // This attempt's provenance; `attempts` keeps a line for every attempt the file has seen.
+    h5::write_attr(f, "dsmoe_version", info.source_version);
+    h5::write_attr(f, "device", info.device);
+    h5::write_attr(f, "host", info.host);
+    h5::write_attr(f, "command", info.command);
+    const std::string earlier = h5::has_attr(f, "attempts") ? h5::read_attr_string(f, "attempts") : "";
+    h5::write_attr(f, "attempts", cat(earlier, info.started, " from step ", info.from_step, ": dsmoe ",
+                                      info.source_version, ", ", info.world_size, " rank(s), ", info.backend, " on ",
+                                      info.device, ", host ", info.host, ": ", info.command, "\n"));
     DSMOE_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0, "cannot write it out");
     impl_->commit();
     DSMOE_CHECK(H5Fstart_swmr_write(f) >= 0, "cannot start SWMR writing");

@@ -18,6 +18,10 @@ struct RunInfo {
   int n_moe_layers = 0;
   int n_routed = 0;
   bool with_bias = false;  // bias balancing: /experts/bias exists
+  // Provenance of this attempt (a start, or a resume from step from_step): the dsmoe build's
+  // source version, rank 0's device and host, the command line and the start time (UTC).
+  std::string source_version, device, host, command, started;
+  int64_t from_step = 0;
 };
 
 // One rank's own values of a step: its column of the train/rank/* datasets.

@@ -5,25 +5,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <glob.h>
 #include <sstream>
 
 #include "util/check.h"
 
 namespace dsmoe::sim {
 namespace {
-
-std::string first_line_with(const std::string& file, const std::string& key) {
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key, 0) == 0) {
-      std::string v = line.substr(line.find(':') + 1);
-      v.erase(0, v.find_first_not_of(" \t"));
-      return v;
-    }
-  return "";
-}
 
 std::string escaped(const std::string& s) {
   std::string out;
@@ -35,19 +22,6 @@ std::string escaped(const std::string& s) {
 }
 
 }  // namespace
-
-std::string device_description(const std::string& backend) {
-  if (backend == "cuda") {
-    glob_t g;
-    std::string name;
-    if (glob("/proc/driver/nvidia/gpus/*/information", 0, nullptr, &g) == 0 && g.gl_pathc > 0)
-      name = first_line_with(g.gl_pathv[0], "Model");
-    globfree(&g);
-    return name.empty() ? "GPU (model unknown)" : name;
-  }
-  const std::string cpu = first_line_with("/proc/cpuinfo", "model name");
-  return cpu.empty() ? "CPU (model unknown)" : cpu;
-}
 
 double compute_rate(const BenchRecord& r) {
   // One rank: the whole step is its compute (router, dispatch planning, optimizer included, as

@@ -23,9 +23,6 @@ struct BenchRecord {
   double ms_per_step_without_overlap = 0;
 };
 
-// The device in words: the GPU model from /proc/driver/nvidia for cuda, the CPU model otherwise.
-std::string device_description(const std::string& backend);
-
 // The compute rate a record gives (see compute_flops_per_rank).
 double compute_rate(const BenchRecord& r);
 

@@ -139,6 +139,26 @@ void compare(VariantStats& v, const VariantStats& b, const Metric& metric, doubl
   v.verdict = verdict_of(v.delta, metric.lower_is_better);
 }
 
+// A note where the ranked runs were made by more than one dsmoe build or on more than one device:
+// each value with its runs (a difference between variants may then be the build's, and tokens/s
+// compare only on one device).
+void note_mixed_provenance(Analysis& a) {
+  const std::pair<const char*, std::string RunMetrics::*> fields[] = {{"dsmoe builds", &RunMetrics::version},
+                                                                      {"devices", &RunMetrics::device}};
+  for (const auto& [what, field] : fields) {
+    std::map<std::string, std::vector<std::string>> runs;  // value -> runs
+    for (const VariantStats& v : a.ranked)
+      for (const RunMetrics* r : v.runs) runs[(r->*field).empty() ? "not recorded" : r->*field].push_back(r->run);
+    if (runs.size() < 2) continue;
+    std::vector<std::string> parts;
+    for (auto& [value, names] : runs) {
+      std::sort(names.begin(), names.end());
+      parts.push_back(cat(value, " (", join(names, ", "), ")"));
+    }
+    a.notes.push_back(cat("the runs compared were made by ", runs.size(), " ", what, ": ", join(parts, "; ")));
+  }
+}
+
 }  // namespace
 
 const std::vector<Metric>& analysis_metrics() {
@@ -209,6 +229,7 @@ Analysis analyze_experiment(const std::string& dir, const AnalysisOptions& opt) 
         v.curve = loss_curve(v, *base, opt.confidence);
       }
   }
+  note_mixed_provenance(a);
   const bool lower = a.metric->lower_is_better;
   std::stable_sort(a.ranked.begin(), a.ranked.end(), [lower](const VariantStats& x, const VariantStats& y) {
     return lower ? x.value.mean < y.value.mean : x.value.mean > y.value.mean;

@@ -108,6 +108,8 @@ RunMetrics read_run_metrics(const std::string& path, const std::string& run, int
     m.params_active = h5::read_attr_int64(f, "params_active");
     m.flops_per_token = h5::read_attr_double(f, "flops_per_token");
     m.first_moe_layer = cfg.model.first_dense_layers;
+    if (h5::has_attr(f, "dsmoe_version")) m.version = h5::read_attr_string(f, "dsmoe_version");
+    if (h5::has_attr(f, "device")) m.device = h5::read_attr_string(f, "device");
 
     const int64_t train_rows = rows_of(f, "train");
     if (train_rows > 0) {

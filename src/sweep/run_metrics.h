@@ -17,6 +17,7 @@ struct RunMetrics {
   static constexpr double kNone = std::numeric_limits<double>::quiet_NaN();
   std::string run;      // the run's folder name
   std::string variant;  // the run config's name
+  std::string version, device;  // the dsmoe build and device of its latest attempt ("" in older files)
   uint64_t seed = 0;
   int64_t steps = 0;  // train.steps of the run's config
   int64_t step = 0;   // last step logged

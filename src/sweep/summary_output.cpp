@@ -98,6 +98,8 @@ std::vector<Column<RunMetrics>> run_columns() {
       {"device_groups", [](const A&, const R& r) { return static_cast<double>(r.device_groups); }, nullptr},
       {"first_moe_layer", [](const A&, const R& r) { return static_cast<double>(r.first_moe_layer); }, nullptr},
       {"n_routed", [](const A&, const R& r) { return static_cast<double>(r.n_routed); }, nullptr},
+      {"dsmoe_version", nullptr, [](const A&, const R& r) { return r.version; }},
+      {"device", nullptr, [](const A&, const R& r) { return r.device; }},
   };
 }
 

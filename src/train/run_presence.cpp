@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "util/check.h"
+#include "util/host_info.h"
 
 namespace dsmoe {
 namespace {
@@ -26,12 +27,6 @@ bool is_live_dsmoe(int64_t pid) {
 
 }  // namespace
 
-std::string this_host() {
-  char name[256] = {};
-  gethostname(name, sizeof name - 1);
-  return name;
-}
-
 std::optional<Presence> read_presence(const std::string& out) {
   std::ifstream f(running_path(out));
   Presence p;
@@ -40,7 +35,7 @@ std::optional<Presence> read_presence(const std::string& out) {
 }
 
 Liveness liveness(const Presence& p) {
-  if (p.host != this_host()) return Liveness::elsewhere;
+  if (p.host != host_name()) return Liveness::elsewhere;
   return is_live_dsmoe(p.pid) ? Liveness::alive : Liveness::gone;
 }
 
@@ -60,7 +55,7 @@ RunPresence::RunPresence(const std::string& out, bool owner) : out_(out), owner_
   const std::string path = running_path(out), tmp = path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::trunc);
-    f << this_host() << " " << getpid() << " " << static_cast<int64_t>(std::time(nullptr)) << "\n";
+    f << host_name() << " " << getpid() << " " << static_cast<int64_t>(std::time(nullptr)) << "\n";
     f.flush();
     DSMOE_CHECK(f.good(), tmp, ": cannot write");
   }

@@ -22,7 +22,6 @@ enum class Liveness { alive, gone, elsewhere };  // elsewhere: on another host, 
 // OUT/running as written, or nothing when there is none (or it is unreadable).
 std::optional<Presence> read_presence(const std::string& out);
 Liveness liveness(const Presence& p);
-std::string this_host();
 
 // Removes OUT/running when the process it names on this host has ended (killed, it could not).
 void clear_stale_presence(const std::string& out);

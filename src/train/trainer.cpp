@@ -17,8 +17,10 @@
 #include "train/loss_spikes.h"
 #include "train/watchdog.h"
 #include "train/stop_signal.h"
+#include "util/host_info.h"
 #include "util/log.h"
 #include "util/timer.h"
+#include "util/version.h"
 
 namespace dsmoe {
 namespace {
@@ -105,9 +107,16 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, const TrainOptions& 
     info.n_moe_layers = cfg.n_moe_layers();
     info.n_routed = cfg.moe.n_routed;
     info.with_bias = cfg.balance.bias_rate > 0;
+    info.source_version = source_version();
+    info.device = device_description(info.backend);
+    info.host = host_name();
+    info.command = command_line();
+    info.started = utc_now();
+    info.from_step = resumed ? engine.step() : 0;
     metrics = std::make_unique<MetricsWriter>(out + "/metrics.h5", info, resumed ? engine.step() : -1);
   }
 
+  log_info("dsmoe ", source_version(), " on ", host_name(), ", ", device_description(engine.backend().name()));
   log_info("dsmoe train: ", cfg.name, " (", cfg.source, ") on ", comm.size(), " rank(s), backend ",
            engine.backend().name(), ", ", cfg.train.steps, " steps of ", engine.tokens_per_step(), " tokens");
   for (const std::string& line : thread_notes(engine.threads())) log_info(line);
