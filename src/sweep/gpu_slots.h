@@ -1,7 +1,7 @@
 // Which GPUs the runs of a sweep go to when several run at once on a machine with GPUs: each run
 // takes as many GPUs as it has ranks, the least busy ones (ties to the first listed), and gives
 // them back when it ends. More runs at once than GPUs share them, one more run a GPU at a time
-// (which raises the total throughput of small models). The runner hands a run its GPUs through
+// (which can raise the total throughput of small models). The runner hands a run its GPUs through
 // CUDA_VISIBLE_DEVICES, so its ranks' node-local numbers pick them in order.
 #pragma once
 #include <string>
