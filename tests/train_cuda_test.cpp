@@ -1,10 +1,14 @@
 // A few training steps on the GPU (fp32) match the CPU backend's losses and weights, bf16 stays
 // within a band of them, a checkpoint written on one backend loads on the other, and every
 // train.recompute setting trains as keeping the activations does in less memory, the amount the
-// memory model predicts; the same config trained twice gives the same bits. Skipped where no GPU is visible.
+// memory model predicts; the same config trained twice gives the same bits. Skipped where no GPU
+// is visible.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "backend/cuda_loader.h"
 #include "comm/comm.h"
@@ -17,18 +21,26 @@
 namespace dsmoe {
 namespace {
 
-TEST(TrainCuda, StepsMatchTheCpuBackend) {
-  std::string why;
-  if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
+// A GPU (else the test skips), the tiny model's corpus, and one rank.
+struct TrainCuda : ::testing::Test {
   test::TempDir dir;
-  test::write_file(dir.file("corpus.txt"), test::make_corpus(2000, 11));
+  std::unique_ptr<Comm> comm = make_single_comm();
+  void SetUp() override {
+    std::string why;
+    if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
+    test::write_file(dir.file("corpus.txt"), test::make_corpus(2000, 11));
+  }
+  // The tiny model on that corpus, with these --set overrides.
+  Config tiny(const std::vector<std::string>& sets) {
+    return parse_config(test::tiny_yaml(dir.file("corpus.txt"), dir.file("out")), "tiny.yaml", sets);
+  }
+};
+
+TEST_F(TrainCuda, StepsMatchTheCpuBackend) {
   auto config = [&](const char* backend, const char* precision = "fp32") {
-    return parse_config(test::tiny_yaml(dir.file("corpus.txt"), dir.file("out")), "tiny.yaml",
-                        {std::string("backend=") + backend, std::string("precision=") + precision,
-                         "moe.capacity_factor=1.2", "balance.device_alpha=0.05", "balance.device_groups=2",
-                         "train.micro_batches=2"});
+    return tiny({std::string("backend=") + backend, std::string("precision=") + precision, "moe.capacity_factor=1.2",
+                 "balance.device_alpha=0.05", "balance.device_groups=2", "train.micro_batches=2"});
   };
-  auto comm = make_single_comm();
   Engine cpu(config("cpu"), *comm), gpu(config("cuda"), *comm);
   ASSERT_EQ(gpu.backend().name(), "cuda");
   for (int s = 0; s < 4; ++s) {
@@ -51,16 +63,10 @@ TEST(TrainCuda, StepsMatchTheCpuBackend) {
   EXPECT_EQ(resumed.model().params_to_host(), pb);
 }
 
-TEST(TrainCuda, Bf16StaysWithinABandOfFp32) {
-  std::string why;
-  if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
-  test::TempDir dir;
-  test::write_file(dir.file("corpus.txt"), test::make_corpus(2000, 11));
+TEST_F(TrainCuda, Bf16StaysWithinABandOfFp32) {
   auto config = [&](const char* precision) {
-    return parse_config(test::tiny_yaml(dir.file("corpus.txt"), dir.file("out")), "tiny.yaml",
-                        {"backend=cuda", std::string("precision=") + precision});
+    return tiny({"backend=cuda", std::string("precision=") + precision});
   };
-  auto comm = make_single_comm();
   Engine fp32(config("fp32"), *comm), bf16(config("bf16"), *comm);
   double first = 0, last = 0;
   for (int s = 0; s < 8; ++s) {
@@ -80,18 +86,12 @@ TEST(TrainCuda, Bf16StaysWithinABandOfFp32) {
 // compared with the model on the benchmark configs: on a model this small, what the model leaves
 // out, such as the stream-ordered scratch whose high-water mark the engines of one process
 // share, can be more than 5 % of it.)
-TEST(TrainCuda, RecomputedActivationsTrainAsStoredInLessMemory) {
-  std::string why;
-  if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
-  test::TempDir dir;
-  test::write_file(dir.file("corpus.txt"), test::make_corpus(2000, 11));
-  auto comm = make_single_comm();
+TEST_F(TrainCuda, RecomputedActivationsTrainAsStoredInLessMemory) {
   for (const char* precision : {"fp32", "bf16"}) {
+    // Two MoE layers, so that recomputing the experts saves one layer's.
     auto config = [&](const char* recompute) {
-      return parse_config(test::tiny_yaml(dir.file("corpus.txt"), dir.file("out")), "tiny.yaml",
-                          {"backend=cuda", std::string("precision=") + precision,
-                           std::string("train.recompute=") + recompute, "train.micro_batches=2",
-                           "model.n_layers=3"});  // two MoE layers, so that recomputing the experts saves one's
+      return tiny({"backend=cuda", std::string("precision=") + precision, std::string("train.recompute=") + recompute,
+                   "train.micro_batches=2", "model.n_layers=3"});
     };
     struct Run {
       std::vector<double> losses;
@@ -130,18 +130,12 @@ TEST(TrainCuda, RecomputedActivationsTrainAsStoredInLessMemory) {
 // counts are integers) and cuBLAS gives the same bits for the same problem on the same GPU, so
 // two runs of one config, with router noise, capacity dropping, the device-level loss and
 // micro-batches, write the same checkpoint: weights and both AdamW moments, bit for bit.
-TEST(TrainCuda, SameConfigTwiceGivesTheSameBits) {
-  std::string why;
-  if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
-  test::TempDir dir;
-  test::write_file(dir.file("corpus.txt"), test::make_corpus(2000, 11));
-  auto comm = make_single_comm();
+TEST_F(TrainCuda, SameConfigTwiceGivesTheSameBits) {
   for (const char* precision : {"fp32", "bf16"}) {
     SCOPED_TRACE(precision);
-    const Config cfg = parse_config(test::tiny_yaml(dir.file("corpus.txt"), dir.file("out")), "tiny.yaml",
-                                    {"backend=cuda", std::string("precision=") + precision, "moe.router_noise=0.2",
-                                     "moe.capacity_factor=1.2", "balance.device_alpha=0.05",
-                                     "balance.device_groups=2", "train.micro_batches=2"});
+    const Config cfg = tiny({"backend=cuda", std::string("precision=") + precision, "moe.router_noise=0.2",
+                             "moe.capacity_factor=1.2", "balance.device_alpha=0.05", "balance.device_groups=2",
+                             "train.micro_batches=2"});
     std::vector<double> losses[2];
     for (int run = 0; run < 2; ++run) {
       Engine e(cfg, *comm);

@@ -97,6 +97,18 @@ struct Reference {
   }
 };
 
+// Trains both engines `steps` steps side by side: the same losses, norms and loads every step and
+// the same weights after, to the bit.
+void expect_bit_identical_training(Engine& a, Engine& b, int steps) {
+  for (int s = 0; s < steps; ++s) {
+    const StepStats x = a.train_step(), y = b.train_step();
+    EXPECT_EQ(x.loss, y.loss) << "step " << s;
+    EXPECT_EQ(x.grad_norm, y.grad_norm) << "step " << s;
+    EXPECT_EQ(x.load, y.load) << "step " << s;
+  }
+  EXPECT_EQ(a.model().params_to_host(), b.model().params_to_host());
+}
+
 TEST(TrainParallel, EveryLayoutMatchesOneRank) {
   SharedDir dir;
   Comm& world = test::world();
@@ -180,13 +192,7 @@ TEST(TrainParallel, ShardedOptimizerMatchesUnshardedToTheBit) {
       SCOPED_TRACE("ranks " + std::to_string(world.size()) + ", expert_parallel " + std::to_string(E) +
                    ", grad_bucket_mb " + bucket_mb);
       Engine whole(tiny(dir, E, bucket_mb), world), sharded(tiny(dir, E, bucket_mb, true), world);
-      for (int s = 0; s < 4; ++s) {
-        const StepStats a = whole.train_step(), b = sharded.train_step();
-        EXPECT_EQ(a.loss, b.loss) << "step " << s;
-        EXPECT_EQ(a.grad_norm, b.grad_norm) << "step " << s;
-        EXPECT_EQ(a.load, b.load) << "step " << s;
-      }
-      EXPECT_EQ(whole.model().params_to_host(), sharded.model().params_to_host());
+      expect_bit_identical_training(whole, sharded, 4);
       const std::string ck_whole = dir.path + "/whole.h5", ck_sharded = dir.path + "/sharded.h5";
       whole.save_checkpoint(ck_whole, StepStats{});
       sharded.save_checkpoint(ck_sharded, StepStats{});
@@ -232,13 +238,7 @@ TEST(TrainParallel, RecomputedActivationsMatchStoredToTheBit) {
     Engine stored(cfg, world);
     cfg.train.recompute = "full";
     Engine recomputed(cfg, world);
-    for (int s = 0; s < 3; ++s) {
-      const StepStats a = stored.train_step(), b = recomputed.train_step();
-      EXPECT_EQ(a.loss, b.loss) << "step " << s;
-      EXPECT_EQ(a.grad_norm, b.grad_norm) << "step " << s;
-      EXPECT_EQ(a.load, b.load) << "step " << s;
-    }
-    EXPECT_EQ(stored.model().params_to_host(), recomputed.model().params_to_host());
+    expect_bit_identical_training(stored, recomputed, 3);
     EXPECT_LT(recomputed.backend().peak_bytes(), stored.backend().peak_bytes());
   }
 }

@@ -7,7 +7,6 @@
 #include "data/vocab.h"
 #include "model/flops.h"
 #include "sim/memory.h"
-#include "sim/memory_fit.h"
 
 namespace dsmoe {
 namespace {
@@ -35,7 +34,7 @@ void print_memory(const Config& cfg) {
   for (const std::string backend : {"cpu", "cuda"}) {
     if (cfg.backend != "auto" && cfg.backend != backend) continue;
     const std::string label = backend == "cuda" ? "cuda " + cfg.precision : backend;
-    for (const char* recompute : sim::kRecomputeSettings) {
+    for (const char* recompute : kRecomputeSettings) {
       Config c = cfg;
       c.train.recompute = recompute;
       const sim::MemoryBreakdown m = sim::rank_memory(c, 1, 0, 1, seqs, backend, {});

@@ -47,6 +47,9 @@ struct BalanceConfig {
   double bias_rate = 0.0;
 };
 
+// train.recompute's settings, from keeping everything to recomputing the most.
+inline constexpr const char* kRecomputeSettings[] = {"none", "attention", "moe", "full"};
+
 struct TrainConfig {
   int64_t steps = 1000;
   int batch_size = 32;
@@ -72,6 +75,8 @@ struct TrainConfig {
   // from its input; "moe" does the same for the experts' gate and up products (and the shared
   // experts' activation); "full" both. The gradients are the same to the bit. "none" keeps them all.
   std::string recompute = "none";
+  bool recomputes_attention() const { return recompute == "attention" || recompute == "full"; }
+  bool recomputes_experts() const { return recompute == "moe" || recompute == "full"; }
 };
 
 struct DataConfig {

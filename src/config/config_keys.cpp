@@ -36,8 +36,7 @@ auto unit_interval(bool zero_allowed) {
   };
 }
 
-auto one_of(std::initializer_list<const char*> names) {
-  std::vector<std::string> choices(names.begin(), names.end());
+auto one_of(std::vector<std::string> choices) {
   return [choices](const std::string& v) {
     if (std::find(choices.begin(), choices.end(), v) != choices.end()) return std::string();
     std::string list;
@@ -124,7 +123,7 @@ std::vector<Key> build_keys() {
       DSMOE_KEY(train.eval_batches, at_least(1)),
       DSMOE_KEY(train.checkpoint_every, at_least(0)),
       extension(DSMOE_KEY(train.keep_checkpoints, at_least(0))),
-      extension(DSMOE_KEY(train.recompute, one_of({"none", "attention", "moe", "full"}))),
+      extension(DSMOE_KEY(train.recompute, one_of({std::begin(kRecomputeSettings), std::end(kRecomputeSettings)}))),
       DSMOE_KEY(data.path, non_empty),
       DSMOE_KEY(data.val_fraction, unit_interval(false)),
       DSMOE_KEY(data.shuffle, any),

@@ -55,8 +55,7 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
     moe_scratch_.dact.ensure(be, R * m.dense_hidden);
   }
   acts_.resize(m.n_layers);
-  recompute_attention_ = cfg.train.recompute == "attention" || cfg.train.recompute == "full";
-  const bool recompute_experts = cfg.train.recompute == "moe" || cfg.train.recompute == "full";
+  recompute_attention_ = cfg.train.recomputes_attention();
   auto allocate = [&](AttentionActs& at) {
     at.qkv.ensure(be, R * 3 * d);
     at.att.ensure(be, R * d);
@@ -74,7 +73,7 @@ Model<T>::Model(const Config& cfg, Backend<T>& be, Comm& world, int max_seqs, Co
       moe_layer_ids_.push_back(l);
       moe_.push_back(std::make_unique<MoeLayer<T>>(be, world, *ep, placement_, spec, m.d_model,
                                                    cfg.moe.expert_hidden, cfg.moe.n_shared, static_cast<int>(R),
-                                                   moe_scratch_, recompute_experts));
+                                                   moe_scratch_, cfg.train.recomputes_experts()));
     } else {
       a.ffn_gu.ensure(be, R * 2 * m.dense_hidden);
       a.ffn_act.ensure(be, R * m.dense_hidden);

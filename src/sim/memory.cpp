@@ -53,10 +53,9 @@ MemoryBreakdown rank_memory(const Config& cfg, int ep, int ep_rank, int replicas
   // x h, rstd x2 per layer; qkv att and the attention's saved tensor per layer, or one set with
   // train.recompute attention or full; the dense FFN's gu and act; the norms' outputs ln1 ln2
   // (one pair, recomputed by the backward)
-  const std::string& recompute = cfg.train.recompute;
-  const int attention_sets = recompute == "attention" || recompute == "full" ? 1 : m.n_layers;
+  const int attention_sets = cfg.train.recomputes_attention() ? 1 : m.n_layers;
   // train.recompute moe or full: the experts' gu (and the shared experts' act) once, in scratch.
-  const bool recompute_experts = recompute == "moe" || recompute == "full";
+  const bool recompute_experts = cfg.train.recomputes_experts();
   double acts = m.n_layers * (2 * R * d + 2 * R) + attention_sets * (4 * R * d * low + att) + Ld * 3 * R * dh * low;
   acts += R * d * low + R * d + (bf16 ? R * d * low : 0);  // ... and ln2's copy as the products read it
   acts += 2 * R + R * d + R * d * low + R + R * V + R;  // tokens, targets; xs_final, ln_f, rstd_f, logits, losses

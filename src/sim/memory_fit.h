@@ -23,9 +23,6 @@ struct MemorySetting {
   std::string sets() const;
 };
 
-// The train.recompute settings, from keeping everything to recomputing the most.
-inline constexpr const char* kRecomputeSettings[] = {"none", "attention", "moe", "full"};
-
 // In order of micro-batches, then recompute as kRecomputeSettings, then the optimizer unsharded
 // before sharded. cfg must be valid for cluster.gpus ranks.
 std::vector<MemorySetting> memory_settings(const Config& cfg, const Cluster& cluster, const Rates& rates,

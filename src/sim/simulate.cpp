@@ -66,9 +66,8 @@ SimResult simulate(const Config& cfg, const Cluster& c, const Rates& rates, cons
   // full: each layer's qkv product and attention forward (2 d seq_len for the causal scores and
   // values); moe or full: the experts' gate and up products, 4 d n per routed row and 4 d Ks n per
   // token for the shared experts.
-  const std::string& recompute = cfg.train.recompute;
-  const bool attention_again = recompute == "attention" || recompute == "full";
-  const bool experts_again = recompute == "moe" || recompute == "full";
+  const bool attention_again = cfg.train.recomputes_attention();
+  const bool experts_again = cfg.train.recomputes_experts();
   const double recompute_flops =
       (attention_again ? cfg.model.n_layers * (2.0 * 3 * d * d + 2.0 * d * cfg.model.seq_len) : 0) +
       (experts_again ? Lm * 4.0 * d * sh : 0);
