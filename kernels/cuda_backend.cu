@@ -92,18 +92,18 @@ class CudaBackend final : public Backend<float> {
   }
 
   void fill(float* x, float value, int64_t n) override {
-    cuda::OpProfiler::Scope scope(prof_, "fill", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "fill", stream_, {0, 4.0 * n});
     written(x, n * sizeof(float)); cuda::fill(x, value, n, stream_); }
   void copy(float* dst, const float* src, int64_t n) override {
-    cuda::OpProfiler::Scope scope(prof_, "copy", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "copy", stream_, {0, 8.0 * n});
     written(dst, n * sizeof(float));
     if (n) CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
   }
   void add(float* y, const float* x, int64_t n) override {
-    cuda::OpProfiler::Scope scope(prof_, "add", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "add", stream_, {0, 12.0 * n});
     written(y, n * sizeof(float)); cuda::add(y, x, n, stream_); }
   double sum_squares(const float* x, int64_t n) override {
-    cuda::OpProfiler::Scope scope(prof_, "sum_squares", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "sum_squares", stream_, {0, 4.0 * n});
     cuda::sum_squares(scalar_, x, n, stream_);
     double h = 0;
     CUDA_CHECK(cudaMemcpy(&h, scalar_, sizeof h, cudaMemcpyDeviceToHost));
@@ -115,26 +115,27 @@ class CudaBackend final : public Backend<float> {
   void gemm_batch(const std::vector<GemmArgs<float>>& gs) override { gemm_batch_named(gs, "gemm.experts"); }
 
   void embedding_forward(float* out, const int32_t* tokens, const float* table, int rows, int d) override {
-    cuda::OpProfiler::Scope scope(prof_, "embedding_fwd", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "embedding_fwd", stream_, {0, 8.0 * rows * d});
     cuda::embedding_forward(out, tokens, table, rows, d, stream_);
   }
   void embedding_backward(float* dtable, const int32_t* tokens, const float* dout, int rows, int d, int vocab) override {
-    cuda::OpProfiler::Scope scope(prof_, "embedding_bwd", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "embedding_bwd", stream_, {0, 4.0 * rows * d + 8.0 * vocab * d});
     cuda::embedding_backward(dtable, tokens, dout, rows, d, vocab, stream_);
   }
   void rmsnorm_forward(Ptr<float> out, float* rstd, const float* x, const float* w, int rows, int d,
                        double eps) override {
-    cuda::OpProfiler::Scope scope(prof_, "rmsnorm_fwd", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "rmsnorm_fwd", stream_, {0, (4.0 + out.element_bytes()) * rows * d});
     cuda::rmsnorm_forward(out, rstd, x, w, rows, d, static_cast<float>(eps), stream_);
   }
   void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
                         int rows, int d) override {
-    cuda::OpProfiler::Scope scope(prof_, "rmsnorm_bwd", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "rmsnorm_bwd", stream_, {0, 16.0 * rows * d});  // dout, x; dx updated
     cuda::rmsnorm_backward(dx, dw, dout, x, w, rstd, rows, d, stream_);
   }
   void rope(Ptr<float> qkv, int batch, int seq, int n_heads, int head_dim, double theta, bool inverse,
             int first_pos) override {
-    cuda::OpProfiler::Scope scope(prof_, "rope", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "rope", stream_,
+                                  {0, 2.0 * qkv.element_bytes() * batch * seq * 2 * n_heads * head_dim});  // q, k
     cuda::rope(qkv, rope_table(first_pos + seq, head_dim, theta), batch, seq, first_pos, n_heads, head_dim, inverse,
                stream_);
   }
@@ -149,7 +150,10 @@ class CudaBackend final : public Backend<float> {
   }
   void attention_forward(Ptr<float> out, float* lse, Ptr<const float> qkv, int batch, int seq, int n_heads,
                          int head_dim) override {
-    cuda::OpProfiler::Scope scope(prof_, "attention_fwd", stream_);
+    const double tokens = (double)batch * seq, width = (double)n_heads * head_dim;
+    cuda::OpProfiler::Scope scope(prof_, "attention_fwd", stream_,
+                                  {attention_flops(batch, seq, n_heads, head_dim),
+                                   tokens * width * (3.0 * qkv.element_bytes() + out.element_bytes()), !bf16_});
     cuda::flash_attention_forward(out, lse, qkv, batch, seq, n_heads, head_dim, bf16_, stream_);
   }
   void attention_queries(Ptr<float> out, Ptr<const float> qkv, int first, int n, int n_heads,
@@ -160,22 +164,29 @@ class CudaBackend final : public Backend<float> {
   void attention_backward(Ptr<float> dqkv, float* scratch, const float* dout, Ptr<const float> qkv,
                           Ptr<const float> out, const float* lse, int batch, int seq, int n_heads,
                           int head_dim) override {
-    cuda::OpProfiler::Scope scope(prof_, "attention_bwd", stream_);
+    const double tokens = (double)batch * seq, width = (double)n_heads * head_dim;
+    cuda::OpProfiler::Scope scope(
+        prof_, "attention_bwd", stream_,
+        {2.5 * attention_flops(batch, seq, n_heads, head_dim),  // 5 products to the forward's 2
+         tokens * width * (3.0 * qkv.element_bytes() + out.element_bytes() + 4.0 + 3.0 * dqkv.element_bytes()), !bf16_});
     cuda::flash_attention_backward(dqkv, scratch, dout, qkv, out, lse, batch, seq, n_heads, head_dim, bf16_, stream_);
   }
 
   void swiglu_forward(Ptr<float> act, Ptr<const float> gu, const float* scale, int rows, int n) override {
-    cuda::OpProfiler::Scope scope(prof_, "swiglu_fwd", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "swiglu_fwd", stream_,
+                                  {0, (double)rows * n * (2.0 * gu.element_bytes() + act.element_bytes())});
     cuda::swiglu_forward(act, gu, scale, rows, n, stream_);
   }
   void swiglu_backward(Ptr<float> dgu, float* dscale, Ptr<const float> dact, Ptr<const float> gu, const float* scale,
                        int rows, int n) override {
-    cuda::OpProfiler::Scope scope(prof_, "swiglu_bwd", stream_);
+    cuda::OpProfiler::Scope scope(
+        prof_, "swiglu_bwd", stream_,
+        {0, (double)rows * n * (dact.element_bytes() + 2.0 * gu.element_bytes() + 2.0 * dgu.element_bytes())});
     cuda::swiglu_backward(dgu, dscale, dact, gu, scale, rows, n, stream_);
   }
   double cross_entropy(float* logits, float* losses, const int32_t* targets, int rows, int vocab,
                        float scale) override {
-    cuda::OpProfiler::Scope scope(prof_, "cross_entropy", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "cross_entropy", stream_, {0, 8.0 * rows * vocab});  // in place
     cuda::cross_entropy(logits, losses, targets, rows, vocab, scale, stream_);
     std::vector<float> h(rows);
     copy_bytes_to_host(h.data(), losses, rows * sizeof(float));
@@ -184,7 +195,8 @@ class CudaBackend final : public Backend<float> {
     return total;
   }
   void gather_rows(Ptr<float> out, Ptr<const float> in, const int32_t* idx, int n, int d) override {
-    cuda::OpProfiler::Scope scope(prof_, "gather_rows", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "gather_rows", stream_,
+                                  {0, (double)n * d * (out.element_bytes() + in.element_bytes())});
     cuda::gather_rows(out, in, idx, n, d, stream_);
   }
   void sum_rows(float* out, Ptr<const float> in, const int32_t* offsets, const int32_t* idx, int n_out, int d,
@@ -193,16 +205,20 @@ class CudaBackend final : public Backend<float> {
     cuda::sum_rows(out, in, offsets, idx, n_out, d, accumulate, stream_);
   }
   void combine_rows(float* out, Ptr<const float> y, const int32_t* idx, int rows, int k, int d) override {
-    cuda::OpProfiler::Scope scope(prof_, "combine_rows", stream_);
+    // Every pair counted present: with dropped pairs the floor is a little high.
+    cuda::OpProfiler::Scope scope(prof_, "combine_rows", stream_,
+                                  {0, (double)rows * d * (8.0 + k * y.element_bytes())});
     cuda::combine_rows(out, y, idx, rows, k, d, stream_);
   }
   void combine_rows_backward(Ptr<float> dy, const float* dout, const int32_t* idx, int rows, int k, int d) override {
-    cuda::OpProfiler::Scope scope(prof_, "combine_rows_bwd", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "combine_rows_bwd", stream_,
+                                  {0, (double)rows * d * (4.0 + k * dy.element_bytes())});
     cuda::combine_rows_backward(dy, dout, idx, rows, k, d, stream_);
   }
   void route_tokens(float* scores, int32_t* sel, float* gate, const float* logits, const float* bias,
                     const RouteRowSpec& spec, int rows) override {
-    cuda::OpProfiler::Scope scope(prof_, "route_tokens", stream_);
+    cuda::OpProfiler::Scope scope(prof_, "route_tokens", stream_,
+                                  {0, (double)rows * (8.0 * spec.n_experts + 8.0 * spec.top_k)});
     cuda::route_tokens(scores, sel, gate, logits, bias, spec, rows, stream_);
   }
   void sort_pairs(int32_t* counts, int32_t* pos, int32_t* row_token, int32_t* token_rows, int32_t* hist,
@@ -228,10 +244,10 @@ class CudaBackend final : public Backend<float> {
   void written_by_collective(float* x, int64_t n) override { written(x, n * sizeof(float)); }
   void adamw(float* param, const float* grad, float* m, float* v, int64_t n, double lr, double beta1, double beta2,
              double eps, double weight_decay, int64_t step, double grad_scale) override {
-    cuda::OpProfiler::Scope scope(prof_, "adamw", stream_);
     // The step writes the products' bf16 copy of the parameters as well, where that copy is
     // current: no separate pass rounds them again before the next product.
     void* copy = bf16_gemm_ ? bf16_gemm_->current_copy_of(param, n) : nullptr;
+    cuda::OpProfiler::Scope scope(prof_, "adamw", stream_, {0, (copy ? 30.0 : 28.0) * n});
     if (!copy) written(param, n * sizeof(float));
     const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
     const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
@@ -243,9 +259,13 @@ class CudaBackend final : public Backend<float> {
   // Problems with k = 0 set C = beta * C; bf16 ones (precision bf16, not marked fp32) go to
   // Bf16Gemm in one batch, the others are exact fp32 cuBLAS products.
   void gemm_batch_named(const std::vector<GemmArgs<float>>& gs, const char* name) {
-    double flops = 0;
-    for (const auto& g : gs) flops += 2.0 * g.m * g.n * g.k;
-    cuda::OpProfiler::Scope scope(prof_, name, stream_, flops);
+    cuda::OpWork work;
+    work.fp32 = !bf16_gemm_;
+    for (const auto& g : gs) {
+      work.flops += 2.0 * g.m * g.n * g.k;
+      work.fp32 = work.fp32 || g.fp32;
+    }
+    cuda::OpProfiler::Scope scope(prof_, name, stream_, work);
     std::vector<GemmArgs<float>> low;
     for (const auto& g : gs) {
       if (g.m == 0 || g.n == 0) continue;
@@ -282,6 +302,12 @@ class CudaBackend final : public Backend<float> {
     const size_t pitch = (size_t)g.ldc * sizeof(float);
     CUDA_CHECK(cudaMemcpy2DAsync(g.c.get(), pitch, g.c_in, pitch, (size_t)g.n * sizeof(float), g.m,
                                  cudaMemcpyDeviceToDevice, stream_));
+  }
+
+  // A causal attention's forward: two products of seq x seq x head_dim per sequence and head, half
+  // of each under the mask.
+  static double attention_flops(int batch, int seq, int n_heads, int head_dim) {
+    return 2.0 * batch * n_heads * (double)seq * seq * head_dim;
   }
 
   void written(const void* p, size_t bytes) {

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <memory>
+#include <regex>
 #include <string>
 
 #include "backend/cpu_backend.h"
@@ -820,6 +822,42 @@ TEST_F(CudaVsCpu, CrossEntropyRowsAdamwReductions) {
   cpu->fill(p.c, 0.25f, 1000);
   gpu->fill(p.g, 0.25f, 1000);
   expect_same(p, "fill");
+}
+
+// dsmoe bench --profile's report: ops that state the bytes they move can never have moved them
+// faster than the device's memory bandwidth (buffers of 256 MB, far beyond the L2 cache), and the
+// floor of each op and of all of them is at most the time they took.
+TEST(CudaProfile, NoOpMovesItsBytesFasterThanTheMemoryAllows) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << "no GPU: " << why;
+  auto be = make_cuda_backend(0);
+  const int64_t n = int64_t{64} << 20;
+  testing::internal::CaptureStderr();
+  {
+    Buf<float> x(*be, n), y(*be, n);
+    ASSERT_TRUE(be->start_profile());
+    for (int rep = 0; rep < 5; ++rep) {
+      be->fill(x.data(), 1.f, n);
+      be->copy(y.data(), x.data(), n);
+      be->add(y.data(), x.data(), n);
+      EXPECT_EQ(be->sum_squares(y.data(), n), 4.0 * n);
+    }
+  }
+  be.reset();  // the report goes to stderr
+  const std::string report = testing::internal::GetCapturedStderr();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(report, m, std::regex(R"(floor of the ops that state their work: ([0-9.]+) ms of their ([0-9.]+) ms \(memory ([0-9]+) GB/s)")))
+      << report;
+  const double floor = std::stod(m[1]), took = std::stod(m[2]), bandwidth = std::stod(m[3]);
+  EXPECT_GT(floor, 0) << report;
+  EXPECT_LE(floor, took) << report;
+  for (const char* op : {"fill", "copy", "add", "sum_squares"}) {
+    ASSERT_TRUE(std::regex_search(report, m, std::regex(std::string("\n  ") + op + R"( .* ([0-9]+) GB/s, floor +([0-9.]+) %)")))
+        << op << "\n" << report;
+    EXPECT_GT(std::stod(m[1]), 0) << op;
+    EXPECT_LE(std::stod(m[1]), bandwidth) << op << "\n" << report;
+    EXPECT_LE(std::stod(m[2]), 100.0) << op << "\n" << report;
+  }
 }
 
 }  // namespace
