@@ -81,5 +81,34 @@ TEST_F(CliBench, RunsWhereTheValidationSplitIsTooShortToEvaluate) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
 }
 
+// bench/compare_builds.sh: two builds in turn, one ratio; a failing run, a missing binary or a
+// bad round count stops it with a message and a non-zero exit.
+TEST_F(CliBench, CompareBuildsScriptTakesTurnsAndGivesTheRatio) {
+  auto compare = [](const std::string& args) {
+    return test::run_command_result("bash " DSMOE_SOURCE_DIR "/bench/compare_builds.sh " + args + " 2>&1");
+  };
+  const std::string bin = DSMOE_BIN;
+  test::RunResult r = compare(bin + " " + bin + " 2 " + cfg + " --steps 1 --warmup 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  size_t at = 0;
+  for (const char* turn : {"round 1 A: ", "round 1 B: ", "round 2 A: ", "round 2 B: "}) {
+    at = r.output.find(turn, at);
+    ASSERT_NE(at, std::string::npos) << turn << " in turn\n" << r.output;
+  }
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("\nA +2 +[0-9,.]+ "));
+  EXPECT_THAT(r.output, ::testing::ContainsRegex("\nB/A: [0-9]\\.[0-9]{3} \\(per round "));
+
+  r = compare(bin + " " + bin + " 1 " + dir.file("missing.yaml"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, ::testing::HasSubstr("round 1, build A"));
+  EXPECT_THAT(r.output, ::testing::HasSubstr("missing.yaml"));
+  r = compare(bin + " " + dir.file("no-dsmoe") + " 1 " + cfg);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, ::testing::HasSubstr("no-dsmoe is not an executable"));
+  r = compare(bin + " " + bin + " two " + cfg);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, ::testing::HasSubstr("ROUNDS must be a positive integer"));
+}
+
 }  // namespace
 }  // namespace dsmoe
