@@ -124,7 +124,33 @@ TEST(SweepShipped, EveryShippedConfigIsValidAndEvaluatesWithinTheDefaultCorpus) 
     EXPECT_TRUE(evaluation_fits_the_default_corpus(cfg)) << path;
     ++configs;
   }
-  EXPECT_EQ(configs, 6);  // quickstart, the 3 paper models, gpu_small, gpu_wide
+  EXPECT_EQ(configs, 8);  // quickstart, the 3 paper models, gpu_small, gpu_wide, granularity_coarse/_fine
+}
+
+// The granularity tax's two bench configs train what the two ends of ablation_granularity_gpu
+// train: the same config but for a run's bookkeeping (name, seed, output, logging, evaluation,
+// checkpoints) and the dense width its MoE-only layer stack never uses.
+TEST(SweepShipped, GranularityBenchConfigsAreTheExperimentsEnds) {
+  const SweepPlan plan = plan_sweep(load_experiment(kDir + "ablation_granularity_gpu.yaml"), "runs");
+  for (const auto& [variant, file] : {std::pair<std::string, std::string>{"gshard-0+2of16", "granularity_coarse"},
+                                      {"ds-1+7of63", "granularity_fine"}}) {
+    const PlannedRun* run = nullptr;
+    for (const PlannedRun& r : plan.runs)
+      if (r.variant == variant) run = &r;
+    ASSERT_NE(run, nullptr) << variant;
+    const Config bench = load_config(kDir + "bench/" + file + ".yaml");
+    Config cfg = run->cfg;
+    cfg.name = bench.name;
+    cfg.seed = bench.seed;
+    cfg.out = bench.out;
+    cfg.train.log_every = bench.train.log_every;
+    cfg.train.eval_every = bench.train.eval_every;
+    cfg.train.eval_batches = bench.train.eval_batches;
+    cfg.train.checkpoint_every = bench.train.checkpoint_every;
+    cfg.model.dense_hidden = bench.model.dense_hidden;
+    EXPECT_EQ(cfg, bench) << file << " against " << variant << ":\n" << to_yaml(bench) << "\nthe experiment's:\n"
+                          << to_yaml(cfg);
+  }
 }
 
 TEST(SweepShipped, PaperModelsMatchThePublishedSizes) {
