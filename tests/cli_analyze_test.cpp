@@ -125,6 +125,11 @@ TEST_F(AnalyzeCli, StatisticsMatchTheMetricsByHand) {
   EXPECT_NEAR(std::stod(b.at("p_value")), 1 - std::fabs(t) / std::sqrt(2 + t * t), 1e-8);
   const bool holds_zero = mean(d) - kT975Df2 * se < 0 && mean(d) + kT975Df2 * se > 0;
   EXPECT_EQ(b.at("verdict"), holds_zero ? "unresolved" : mean(d) < 0 ? "better" : "worse");
+  // Unresolved: the seeds for 80 % power, were the difference and spread those observed.
+  const double za = 1.959963985, zb = 0.841621234, ratio = sample_std(d) / mean(d);
+  const int power_seeds = std::max(2, (int)std::ceil((za + zb) * (za + zb) * ratio * ratio + za * za / 2));
+  EXPECT_EQ(b.at("seeds_for_power"), holds_zero ? std::to_string(power_seeds) : "") << "mean " << mean(d);
+  EXPECT_EQ(r.output.find("seeds a side to resolve") != std::string::npos, holds_zero);
   EXPECT_EQ(row_of(variants, "variant", "a").at("verdict"), "baseline");
 
   // curves.csv: b's validation loss minus a's at each evaluation (steps 4 and 8), paired by seed.

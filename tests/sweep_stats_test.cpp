@@ -67,6 +67,23 @@ TEST(Stats, PairedDifferenceByHand) {
   EXPECT_GT(w.high, 0);
 }
 
+// Tables: z(0.975) = 1.959963985, z(0.8) = 0.841621234. With diff = sd the paired t test needs
+// 10 pairs for 80 % power at the 5 % level (Guenther: 7.849 + 1.921 = 9.77, up to 10; the exact
+// noncentral-t answer is also 10); half the difference needs 31.40 + 1.92 = 33.3, so 34.
+TEST(Stats, NormalQuantileAndPairsForPowerByHand) {
+  EXPECT_NEAR(normal_quantile(0.975), 1.959963985, 1e-9);
+  EXPECT_NEAR(normal_quantile(0.8), 0.841621234, 1e-9);
+  EXPECT_NEAR(normal_quantile(0.5), 0.0, 1e-12);
+  EXPECT_NEAR(normal_quantile(0.025), -1.959963985, 1e-9);
+  EXPECT_EQ(pairs_for_power(1.0, 1.0, 0.95, 0.8), 10);
+  EXPECT_EQ(pairs_for_power(-0.01, 0.01, 0.95, 0.8), 10);  // the sign does not matter
+  EXPECT_EQ(pairs_for_power(0.5, 1.0, 0.95, 0.8), 34);
+  EXPECT_EQ(pairs_for_power(1.0, 0.0, 0.95, 0.8), 2);  // no spread: the fewest pairs with one
+  EXPECT_EQ(pairs_for_power(0.0, 1.0, 0.95, 0.8), 0);  // no difference: never
+  EXPECT_GT(pairs_for_power(1.0, 1.0, 0.99, 0.8), 10);
+  EXPECT_GT(pairs_for_power(1.0, 1.0, 0.95, 0.9), 10);
+}
+
 TEST(Stats, WelchByHandAndAsRGivesIt) {
   // a = 1, 2, 3 (var 1), b = 2, 4, 6, 8 (var 20/3): se^2 = 1/3 + 5/3 = 2, df = 4 / (1/18 + 25/27).
   // R: t.test(c(1,2,3), c(2,4,6,8)): t = -2.1213, df = 4.0755, p-value = 0.09991,

@@ -137,6 +137,8 @@ void compare(VariantStats& v, const VariantStats& b, const Metric& metric, doubl
     return;  // no interval: no verdict
   }
   v.verdict = verdict_of(v.delta, metric.lower_is_better);
+  if (v.method == "paired" && v.verdict == "unresolved" && std::isfinite(v.delta.std))
+    v.seeds_for_power = pairs_for_power(v.delta.mean, v.delta.std, confidence, kPlanningPower);
 }
 
 // A note where the ranked runs were made by more than one dsmoe build or on more than one device:

@@ -37,6 +37,8 @@ struct CurvePoint {
   std::string verdict;  // better | worse | unresolved
 };
 
+inline constexpr double kPlanningPower = 0.8;  // of VariantStats::seeds_for_power
+
 struct VariantStats {
   std::string variant;
   std::vector<const RunMetrics*> runs;  // its finished runs, by seed
@@ -46,6 +48,9 @@ struct VariantStats {
   std::string method;
   Estimate delta;       // variant - baseline
   std::string verdict;  // better | worse | unresolved (the interval holds 0) | baseline | ""
+  // An unresolved paired comparison: the seeds that would resolve it with probability
+  // kPlanningPower if the difference and its spread were as observed (pairs_for_power); else 0.
+  int seeds_for_power = 0;
   // The learning curves compared: at each evaluation step where two or more seeds pair, in step
   // order, whatever the metric (empty for the baseline and where seeds do not pair).
   std::vector<CurvePoint> curve;

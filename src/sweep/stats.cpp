@@ -1,5 +1,6 @@
 #include "sweep/stats.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -103,6 +104,24 @@ double student_t_quantile(double p, double df) {
     (student_t_cdf(mid, df) < p ? lo : hi) = mid;
   }
   return (lo + hi) / 2;
+}
+
+double normal_quantile(double p) {
+  DSMOE_ASSERT(p > 0 && p < 1);
+  double lo = -40, hi = 40;  // bisection on the cdf 0.5 erfc(-z / sqrt 2)
+  for (int i = 0; i < 200 && hi - lo > 1e-14; ++i) {
+    const double mid = (lo + hi) / 2;
+    (0.5 * std::erfc(-mid / std::sqrt(2.0)) < p ? lo : hi) = mid;
+  }
+  return (lo + hi) / 2;
+}
+
+int pairs_for_power(double diff, double sd, double confidence, double power) {
+  DSMOE_ASSERT(std::isfinite(diff) && std::isfinite(sd) && sd >= 0);
+  if (diff == 0) return 0;
+  const double za = normal_quantile((1 + confidence) / 2), zb = normal_quantile(power);
+  const double n = (za + zb) * (za + zb) * (sd / diff) * (sd / diff) + za * za / 2;
+  return std::max(2, static_cast<int>(std::ceil(std::min(n, 1e9))));
 }
 
 Estimate mean_estimate(const std::vector<double>& x, double confidence) {

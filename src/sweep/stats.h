@@ -15,6 +15,16 @@ double student_t_cdf(double t, double df);
 // The t with P(T <= t) = p, for p in (0, 1).
 double student_t_quantile(double p, double df);
 
+// The z with P(Z <= z) = p for the standard normal, p in (0, 1).
+double normal_quantile(double p);
+
+// Pairs (seeds) a paired comparison needs to resolve a true mean difference `diff` whose pairs
+// spread with standard deviation `sd`, at two-sided level 1 - confidence, with probability
+// `power`: Guenther's approximation to the paired t test, n = (z_a + z_b)^2 (sd / diff)^2 +
+// z_a^2 / 2 rounded up (z_a = z at (1 + confidence) / 2, z_b = z at power), at least 2. For a
+// planning figure from observed values it is as rough as they are. 0 when diff is 0.
+int pairs_for_power(double diff, double sd, double confidence, double power);
+
 // An estimate with its interval. With fewer values than it needs (one for a mean, two for an
 // interval), the missing parts are NaN.
 struct Estimate {

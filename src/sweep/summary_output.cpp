@@ -74,6 +74,7 @@ std::vector<Column<VariantStats>> variant_columns() {
       {"delta_df", [](const A&, const V& v) { return if_compared(v, v.delta.df); }, nullptr},
       {"p_value", [](const A&, const V& v) { return if_compared(v, v.delta.p_value); }, nullptr},
       {"verdict", nullptr, [](const A&, const V& v) { return v.verdict; }},
+      {"seeds_for_power", [](const A&, const V& v) { return v.seeds_for_power ? v.seeds_for_power : kNone; }, nullptr},
       {"seeds", nullptr, [](const A&, const V& v) {
          std::vector<std::string> s;
          for (const RunMetrics* r : v.runs) s.push_back(std::to_string(r->seed));
@@ -176,7 +177,16 @@ std::string ranking_text(const Analysis& a) {
     for (const RunMetrics* r : v.runs) row.push_back(cat("s", r->seed, " ", num(r->*a.metric->field, d)));
     seeds.push_back(row);
   }
-  return out + table(seeds, 100, "  ");
+  out += table(seeds, 100, "  ");
+  std::vector<std::vector<std::string>> power;
+  for (const VariantStats& v : a.ranked)
+    if (v.seeds_for_power) power.push_back({v.variant, std::to_string(v.seeds_for_power)});
+  if (!power.empty())
+    out += cat("\nseeds a side to resolve each unresolved paired difference with ", percent(kPlanningPower),
+               " probability, were the true\ndifference and its spread those observed (a rough figure: it rests on "
+               "the same few pairs):\n",
+               table(power, 1, "  "));
+  return out;
 }
 
 // Steps down, the compared variants across: each one's mean paired delta, * where it is resolved.
