@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
@@ -55,15 +56,43 @@ TEST_F(CliBench, ForcedBalanceIsReportedAndOnlyForBenchmarks) {
   test::RunResult r = test::run_dsmoe("bench " + cfg + " --steps 1 --warmup 0 --force-balance");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, ::testing::HasSubstr("(routing forced to balance): "));
-  EXPECT_THAT(r.output, ::testing::HasSubstr("\"force_balance\": true}"));
+  EXPECT_THAT(r.output, ::testing::HasSubstr("\"force_balance\": true,"));
   r = test::run_dsmoe("bench " + cfg + " --steps 1 --warmup 0");
-  EXPECT_THAT(r.output, ::testing::HasSubstr("\"force_balance\": false}"));
+  EXPECT_THAT(r.output, ::testing::HasSubstr("\"force_balance\": false,"));
   r = test::run_dsmoe("bench " + cfg + " --steps 1 --warmup 0 --force-balance --set model.first_dense_layers=2");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, ::testing::HasSubstr("--force-balance: the model has no MoE layer to balance"));
   r = test::run_dsmoe("train " + cfg + " --set moe.force_balance=true");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.output, ::testing::HasSubstr(cfg + ": moe.force_balance ignores the router's choices"));
+}
+
+// The balance bench reports is that of the steps it timed: the same steps trained by `dsmoe
+// train` (same seed, same batches) log the same loads in metrics.h5. Forced balance: 8 x 32
+// tokens x top-2 over 4 experts is 128 rows each, so MaxVio 0 and no expert without rows.
+TEST_F(CliBench, ReportsTheTimedStepsExpertBalance) {
+  test::RunResult r = test::run_dsmoe("bench " + cfg + " --steps 3 --warmup 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string json = r.output.substr(r.output.rfind('{'));
+  ASSERT_EQ(test::run_dsmoe("train " + cfg + " --stop-after 3").exit_code, 0);  // the same lr schedule
+  const std::vector<double> load = test::read_series(dir.file("out") + "/metrics.h5", "experts/load");
+  ASSERT_EQ(load.size(), 3u * 4);  // 3 steps, one MoE layer of 4 experts
+  double violation = 0, empty = 0;
+  for (int step = 0; step < 3; ++step) {
+    const double* l = &load[step * 4];
+    const double mean = (l[0] + l[1] + l[2] + l[3]) / 4;
+    violation += (*std::max_element(l, l + 4) / mean - 1) / 3;
+    empty += std::count(l, l + 4, 0.0) / 3.0;
+  }
+  EXPECT_GT(violation, 0);
+  EXPECT_NEAR(number_after(json, "max_violation"), violation, 1e-5 * (1 + violation));
+  EXPECT_NEAR(number_after(json, "experts_without_rows"), empty, 1e-5);
+  EXPECT_THAT(r.output, ::testing::HasSubstr("of 4 routed experts without rows (learned routing of the first steps"));
+
+  r = test::run_dsmoe("bench " + cfg + " --steps 2 --warmup 0 --force-balance");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, ::testing::HasSubstr("MaxVio 0.000, 0.0 of 4 routed experts without rows (forced)"));
+  EXPECT_EQ(number_after(r.output.substr(r.output.rfind('{')), "max_violation"), 0);
 }
 
 TEST_F(CliBench, ProfileIsRefusedWhereTheBackendKeepsNone) {

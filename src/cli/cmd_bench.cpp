@@ -1,7 +1,9 @@
 #include <omp.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <numeric>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -27,6 +29,26 @@ const char* kUsage =
     "expert the same rows whatever the router says, as the forced-balance figures other\n"
     "frameworks publish; compare it with the same config's learned routing.\n";
 
+// The balance of the timed steps' routing, per MoE layer and step (a layer's load: rows per routed
+// expert): MaxVio = max / mean - 1, as dsmoe analyze defines it, and the experts given no rows.
+// A model early in training routes unevenly; the figures say which routing the tokens/s is for.
+struct LoadBalance {
+  double violation = 0, empty = 0;
+  int64_t layers = 0;  // layer-steps counted
+  void add(const std::vector<double>& load, int n_routed) {
+    for (size_t at = 0; at + n_routed <= load.size(); at += n_routed) {
+      const auto first = load.begin() + at, last = first + n_routed;
+      const double mean = std::accumulate(first, last, 0.0) / n_routed;
+      if (mean <= 0) continue;
+      violation += *std::max_element(first, last) / mean - 1;
+      empty += static_cast<double>(std::count(first, last, 0.0));
+      ++layers;
+    }
+  }
+  double max_violation() const { return layers ? violation / layers : 0; }
+  double empty_experts() const { return layers ? empty / layers : 0; }
+};
+
 int run(const Args& args) {
   const int64_t steps = args.get_int("steps", 5), warmup = args.get_int("warmup", 1);
   DSMOE_CHECK(steps > 0 && warmup >= 0, "--steps must be positive and --warmup non-negative");
@@ -45,8 +67,10 @@ int run(const Args& args) {
   for (int64_t i = 0; i < warmup; ++i) engine.train_step();
   if (profile) engine.backend().start_profile();  // over: the steps after the warm-up
   StepStats sum;
+  LoadBalance balance;
   for (int64_t i = 0; i < steps; ++i) {
     StepStats s = engine.train_step();
+    balance.add(s.load, engine.config().moe.n_routed);
     sum.t_step += s.t_step;
     sum.t_compute += s.t_compute;
     sum.t_dispatch += s.t_dispatch;
@@ -81,6 +105,12 @@ int run(const Args& args) {
       "combine %.1f ms, allreduce %.1f ms\n",
       1e3 * sum.t_compute / steps, 1e3 * sum.t_route / steps, 1e3 * sum.t_dispatch / steps,
       1e3 * sum.t_combine / steps, 1e3 * sum.t_allreduce / steps);
+  if (balance.layers > 0)
+    std::printf(
+        "expert load over the timed steps, mean over MoE layers and steps: MaxVio %.3f, %.1f of %d routed experts "
+        "without rows (%s)\n",
+        balance.max_violation(), balance.empty_experts(), cfg.moe.n_routed,
+        cfg.moe.force_balance ? "forced" : "learned routing of the first steps from a random initialization");
   if (a2a.ranks > 1)
     std::printf(
         "all-to-all (%d ranks, %.0f KiB per rank per dispatch+combine): dispatcher %.3f ms, algBw %.2f GB/s, "
@@ -101,13 +131,15 @@ int run(const Args& args) {
       "\"max_rss_bytes\": %ld, \"backend\": \"%s\", \"world_size\": %d, \"steps\": %ld, \"warmup\": %ld, "
       "\"ms_compute\": %.3f, \"ms_dispatch\": %.3f, \"ms_combine\": %.3f, \"ms_allreduce\": %.3f, "
       "\"bytes_sent_per_step\": %.0f, \"a2a_bytes_per_rank\": %.0f, \"a2a_dispatcher_ms\": %.4f, "
-      "\"a2a_bare_ms\": %.4f, \"ms_per_step_without_overlap\": %.3f, \"force_balance\": %s}\n",
+      "\"a2a_bare_ms\": %.4f, \"ms_per_step_without_overlap\": %.3f, \"force_balance\": %s, "
+      "\"max_violation\": %.6g, \"experts_without_rows\": %.6g}\n",
       cfg.name.c_str(), tok_s, ms, counts.flops_per_token, flops, mfu, (long)counts.params_total,
       (long)counts.params_active, engine.backend().peak_bytes(), (long)ru.ru_maxrss * 1024,
       engine.backend().name().c_str(), comm->size(), (long)steps, (long)warmup, 1e3 * sum.t_compute / steps,
       1e3 * sum.t_dispatch / steps, 1e3 * sum.t_combine / steps, 1e3 * sum.t_allreduce / steps,
       sum.bytes_sent / steps, a2a.bytes_per_rank,
-      1e3 * a2a.dispatcher_s, 1e3 * a2a.bare_s, 1e3 * ov.without_s, cfg.moe.force_balance ? "true" : "false");
+      1e3 * a2a.dispatcher_s, 1e3 * a2a.bare_s, 1e3 * ov.without_s, cfg.moe.force_balance ? "true" : "false",
+      balance.max_violation(), balance.empty_experts());
   if (args.has("json")) {
     const double per = 1e3 / steps;
     sim::write_bench_record(args.get("json"), {cfg.name, engine.backend().name(), device_description(engine.backend().name()),
