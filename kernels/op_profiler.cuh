@@ -75,10 +75,6 @@ class OpProfiler {
     on_ = true;
     bandwidth_ = device_bandwidth();
   }
-  // The time an op's work takes at the peaks (ms): the larger of its compute and memory time.
-  double floor_ms(const OpWork& w) const {
-    return 1e3 * std::max(w.flops / (w.fp32 ? kFp32Peak : kBf16Peak), w.bytes / bandwidth_);
-  }
 
   // Brackets one op: begin before its launches, end after them, on the stream they use. GPU time
   // counts from the first launch to the end of the last, so the host's time between launches
@@ -109,6 +105,10 @@ class OpProfiler {
     CUDA_CHECK(cudaDeviceGetAttribute(&khz, cudaDevAttrMemoryClockRate, device));
     CUDA_CHECK(cudaDeviceGetAttribute(&bits, cudaDevAttrGlobalMemoryBusWidth, device));
     return 2.0 * khz * 1e3 * bits / 8;
+  }
+  // The time an op's work takes at the peaks (ms): the larger of its compute and memory time.
+  double floor_ms(const OpWork& w) const {
+    return 1e3 * std::max(w.flops / (w.fp32 ? kFp32Peak : kBf16Peak), w.bytes / bandwidth_);
   }
   struct Total {
     double ms = 0, flops = 0, bytes = 0, floor_ms = 0, host_ms = 0, idle_ms = 0;

@@ -13,7 +13,8 @@ MoeLayer<T>::MoeLayer(Backend<T>& be, Comm& world, Comm& ep, const ExpertPlaceme
                       bool recompute_experts)
     : be_(be), d_(d), n_(expert_hidden), shared_hidden_(n_shared * expert_hidden), n_local_(placement.per_rank()),
       top_k_(spec.top_k), recompute_experts_(recompute_experts),
-      router_(be, world, spec, d, max_tokens, scratch.logit_grads), dispatcher_(be, ep, placement, d), scratch_(scratch), gu_(recompute_experts ? scratch.gu : own_gu_),
+      router_(be, world, spec, d, max_tokens, scratch.logit_grads), dispatcher_(be, ep, placement, d),
+      scratch_(scratch), gu_(recompute_experts ? scratch.gu : own_gu_),
       shared_gu_(recompute_experts ? scratch.shared_gu : own_shared_gu_),
       shared_act_(recompute_experts ? scratch.shared_act : own_shared_act_) {
   const int64_t pairs = (int64_t)max_tokens * spec.top_k;

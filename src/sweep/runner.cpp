@@ -23,6 +23,7 @@
 #include "train/run_presence.h"
 #include "train/stop_signal.h"
 #include "util/check.h"
+#include "util/format.h"
 #include "util/timer.h"
 
 extern char** environ;
@@ -70,9 +71,7 @@ std::vector<std::string> environment_for(const std::vector<std::string>& gpus) {
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e)
     if (gpus.empty() || std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0) env.push_back(*e);
-  std::string visible;
-  for (const std::string& g : gpus) visible += (visible.empty() ? "" : ",") + g;
-  if (!gpus.empty()) env.push_back("CUDA_VISIBLE_DEVICES=" + visible);
+  if (!gpus.empty()) env.push_back("CUDA_VISIBLE_DEVICES=" + join(gpus, ","));
   return env;
 }
 
@@ -163,9 +162,7 @@ std::string gpu_text(const std::vector<std::string>& gpus, const GpuSlots& slots
   if (gpus.empty()) return "";
   int others = 0;
   for (const std::string& g : gpus) others = std::max(others, slots.runs_on(g) - 1);
-  std::string list;
-  for (const std::string& g : gpus) list += (list.empty() ? "" : ",") + g;
-  return cat(" on GPU", gpus.size() > 1 ? "s " : " ", list,
+  return cat(" on GPU", gpus.size() > 1 ? "s " : " ", join(gpus, ","),
              others > 0 ? cat(" (shared with ", others, " other run", others > 1 ? "s" : "", ")") : std::string());
 }
 

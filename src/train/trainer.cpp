@@ -96,6 +96,7 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, const TrainOptions& 
 
   const ModelCount counts = count_model(cfg);
   std::unique_ptr<MetricsWriter> metrics;
+  const std::string device = device_description(engine.backend().name());
   if (comm.rank() == 0) {
     RunInfo info;
     info.config_yaml = to_yaml(cfg);
@@ -108,7 +109,7 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, const TrainOptions& 
     info.n_routed = cfg.moe.n_routed;
     info.with_bias = cfg.balance.bias_rate > 0;
     info.source_version = source_version();
-    info.device = device_description(info.backend);
+    info.device = device;
     info.host = host_name();
     info.command = command_line();
     info.started = utc_now();
@@ -116,7 +117,7 @@ TrainSummary run_training(const Config& cfg_in, Comm& comm, const TrainOptions& 
     metrics = std::make_unique<MetricsWriter>(out + "/metrics.h5", info, resumed ? engine.step() : -1);
   }
 
-  log_info("dsmoe ", source_version(), " on ", host_name(), ", ", device_description(engine.backend().name()));
+  log_info("dsmoe ", source_version(), " on ", host_name(), ", ", device);
   log_info("dsmoe train: ", cfg.name, " (", cfg.source, ") on ", comm.size(), " rank(s), backend ",
            engine.backend().name(), ", ", cfg.train.steps, " steps of ", engine.tokens_per_step(), " tokens");
   for (const std::string& line : thread_notes(engine.threads())) log_info(line);
