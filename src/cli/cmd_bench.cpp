@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <numeric>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -29,22 +28,16 @@ const char* kUsage =
     "expert the same rows whatever the router says, as the forced-balance figures other\n"
     "frameworks publish; compare it with the same config's learned routing.\n";
 
-// The balance of the timed steps' routing, per MoE layer and step (a layer's load: rows per routed
-// expert): MaxVio = max / mean - 1, as metrics.h5 records it (computed here: the CLI does not
-// reach into moe/), and the experts given no rows. A model early in training routes unevenly;
-// the figures say which routing the tokens/s is for.
+// The balance of the timed steps' routing, per MoE layer and step: MaxVio as metrics.h5 records
+// it, and the routed experts given no rows. A model early in training routes unevenly; the
+// figures say which routing the tokens/s is for.
 struct LoadBalance {
   double violation = 0, empty = 0;
   int64_t layers = 0;  // layer-steps counted
-  void add(const std::vector<double>& load, int n_routed) {
-    for (size_t at = 0; at + n_routed <= load.size(); at += n_routed) {
-      const auto first = load.begin() + at, last = first + n_routed;
-      const double mean = std::accumulate(first, last, 0.0) / n_routed;
-      if (mean <= 0) continue;
-      violation += *std::max_element(first, last) / mean - 1;
-      empty += static_cast<double>(std::count(first, last, 0.0));
-      ++layers;
-    }
+  void add(const StepStats& s, int n_routed) {
+    for (double v : layer_max_violations(s, n_routed)) violation += v;
+    empty += static_cast<double>(std::count(s.load.begin(), s.load.end(), 0.0));
+    layers += static_cast<int64_t>(s.load.size()) / n_routed;
   }
   double max_violation() const { return layers ? violation / layers : 0; }
   double empty_experts() const { return layers ? empty / layers : 0; }
@@ -71,7 +64,7 @@ int run(const Args& args) {
   LoadBalance balance;
   for (int64_t i = 0; i < steps; ++i) {
     StepStats s = engine.train_step();
-    balance.add(s.load, engine.config().moe.n_routed);
+    balance.add(s, engine.config().moe.n_routed);
     sum.t_step += s.t_step;
     sum.t_compute += s.t_compute;
     sum.t_dispatch += s.t_dispatch;

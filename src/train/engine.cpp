@@ -13,6 +13,7 @@
 #include "util/test_hooks.h"
 #include "backend/select.h"
 #include "model/layout.h"
+#include "moe/router_math.h"
 #include "util/check.h"
 #include "util/rng.h"
 #include "util/timer.h"
@@ -272,6 +273,13 @@ namespace dsmoe {
 Config config_from_checkpoint(const std::string& path) {
   CheckpointMeta meta = read_checkpoint_meta(path);
   return parse_config(meta.config_yaml, path + " (stored config)");
+}
+
+std::vector<double> layer_max_violations(const StepStats& s, int n_routed) {
+  std::vector<double> out;
+  for (size_t at = 0; at + n_routed <= s.load.size(); at += n_routed)
+    out.push_back(max_violation(std::vector<double>(s.load.begin() + at, s.load.begin() + at + n_routed)));
+  return out;
 }
 
 }  // namespace dsmoe

@@ -34,6 +34,10 @@ struct StepStats {
   RankStats own;              // this rank's own values, of which the times above are the max
 };
 
+// Each MoE layer's MaxVio this step (max load / mean load - 1, moe/router_math.h), as metrics.h5
+// records it: [moe_layers].
+std::vector<double> layer_max_violations(const StepStats& s, int n_routed);
+
 class Engine {
  public:
 

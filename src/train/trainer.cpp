@@ -12,7 +12,6 @@
 #include "io/checkpoint.h"
 #include "io/metrics.h"
 #include "model/flops.h"
-#include "moe/router_math.h"
 #include "train/engine.h"
 #include "train/loss_spikes.h"
 #include "train/watchdog.h"
@@ -49,10 +48,7 @@ ExpertRow expert_row(const Config& cfg, int64_t step, const StepStats& st,
   row.step = step;
   row.load = st.load;
   row.dropped = st.dropped;
-  const int N = cfg.moe.n_routed;
-  for (size_t li = 0; li < st.dropped.size(); ++li)
-    row.max_violation.push_back(
-        max_violation(std::vector<double>(st.load.begin() + li * N, st.load.begin() + (li + 1) * N)));
+  row.max_violation = layer_max_violations(st, cfg.moe.n_routed);
   if (cfg.balance.bias_rate > 0)
     for (const auto& b : bias) row.bias.insert(row.bias.end(), b.begin(), b.end());
   return row;
